@@ -1,0 +1,99 @@
+"""The configuration schema, registered with Hydra's ConfigStore so typos and wrong types fail early."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Optimizer(str, Enum):
+    adamw = "adamw"
+    adam = "adam"
+    sgd = "sgd"
+
+
+class ModelMode(str, Enum):
+    eval = "eval"    # BatchNorm on pretrained running statistics, dropout / drop-path off (deterministic)
+    train = "train"  # the original scripts: BatchNorm on the statistics of the single image
+
+
+class Augmentation(str, Enum):
+    none = "none"          # the model's eval transform
+    one_view = "one_view"  # one random training-transform view per example (the original scripts)
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"  # autocast; no loss scaler (bf16 needs none)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass
+class TrainConfig:
+    """How each single-example fine-tuning is done."""
+    optimizer: Optimizer = Optimizer.adamw
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # SGD only
+    mode: ModelMode = ModelMode.eval
+    augmentation: Augmentation = Augmentation.none
+    precision: Precision = Precision.fp32
+    device: Device = Device.auto
+    threads: Optional[int] = None  # torch intra-op threads; None keeps torch's default
+
+
+@dataclass
+class ModelConfig:
+    """A timm architecture and where its pretrained weights come from."""
+    arch: str = MISSING
+    # Local state dict; when unset, the data set supplies the weights (the demo universe trains them).
+    checkpoint: Optional[str] = None
+
+
+@dataclass
+class UniverseConfig:
+    """Parameters of the embedded demo universe; any change gives a new cache entry."""
+    seed: int = 0
+    image_size: int = 32
+    n_train: int = 8000
+    n_val: int = 2000
+    zoo_archs: list[str] = field(
+        default_factory=lambda: ["test_resnet", "test_efficientnet", "test_convnext", "test_vit", "test_byobnet"])
+    zoo_epochs: list[int] = field(default_factory=lambda: [1, 3])
+    pretrain_epochs: int = 4
+
+
+@dataclass
+class DataConfig:
+    """Where examples, labels and universal difficulty come from."""
+    name: str = MISSING
+    universe: UniverseConfig = field(default_factory=UniverseConfig)
+
+
+@dataclass
+class Config:
+    lr: float = 1e-4
+    max_steps: int = 1000
+    sample_size: int = 100
+    seed: int = 0
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # Where built artifacts (demo universe, pretrained weights) are cached;
+    # None means $LTC_CACHE_DIR, else ~/.cache/loss-to-correct.
+    cache_dir: Optional[str] = None
+    progress: bool = True
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+    cs.store(group="model", name="schema", node=ModelConfig)
+    cs.store(group="data", name="schema", node=DataConfig)

@@ -1,0 +1,26 @@
+"""Universal difficulty: rank examples from a correctness matrix (models x examples).
+
+Rule: rank 1 is the easiest example. Examples are ordered by the fraction of models that get them
+right (descending); ties are broken by the mean true-class probability over the models (descending)
+when it is given, then by example position, so the ranking is a total order and reproducible.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def rank_examples(correct: np.ndarray, true_class_prob: Optional[np.ndarray] = None) -> np.ndarray:
+    """Rank (1 = easiest) of each example (column) of a bool (models x examples) correctness matrix."""
+    correct = np.asarray(correct)
+    if correct.ndim != 2 or correct.dtype != bool:
+        raise ValueError(f"correctness matrix must be 2-D bool (models x examples), got {correct.dtype} "
+                         f"with shape {correct.shape}")
+    fraction = correct.mean(axis=0)
+    tie_break = np.zeros_like(fraction) if true_class_prob is None else np.asarray(true_class_prob).mean(axis=0)
+    position = np.arange(correct.shape[1])
+    order = np.lexsort((position, -tie_break, -fraction))  # last key is primary
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(1, len(order) + 1)
+    return ranks

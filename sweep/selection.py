@@ -1,0 +1,56 @@
+"""Which examples a run processes: the model's mistakes at the pretrained weights, sampled reproducibly."""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from sweep.data import Example
+
+log = logging.getLogger(__name__)
+
+
+class _ImageDataset(Dataset):
+    def __init__(self, examples: list[Example], view: Callable[[int, Example], torch.Tensor]):
+        self.examples, self.view = examples, view
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.view(i, self.examples[i])
+
+
+@torch.no_grad()
+def find_wrong(model: nn.Module, examples: list[Example], view: Callable[[int, Example], torch.Tensor],
+               device: torch.device, batch_size: int, progress: bool = True) -> list[Example]:
+    """Examples the model misclassifies, evaluated in its current mode on the same view as training.
+
+    `batch_size` must be 1 when the model is in train mode, so BatchNorm sees one image as in training.
+    """
+    loader = DataLoader(_ImageDataset(examples, view), batch_size=batch_size, num_workers=0)
+    predictions = []
+    for images in tqdm(loader, desc="finding mistakes", unit="batch", disable=not progress, leave=False):
+        predictions.append(model(images.to(device)).argmax(1).cpu())
+    predicted = torch.cat(predictions).numpy()
+    return [e for e, p in zip(examples, predicted) if p != e.label]
+
+
+def sample(wrong: list[Example], sample_size: int, seed: int) -> list[Example]:
+    """Draw `sample_size` without replacement, then order by difficulty (easiest first).
+
+    The draw depends only on the wrong set, `sample_size` and `seed` (not on input order), so runs
+    that differ in lr or max_steps see the same examples.
+    """
+    pool = sorted(wrong, key=lambda e: (e.rank, e.path))
+    if sample_size >= len(pool):
+        if sample_size > len(pool):
+            log.warning("sample_size=%d but only %d wrong examples: taking all of them", sample_size, len(pool))
+        return pool
+    chosen = np.random.default_rng(seed).choice(len(pool), size=sample_size, replace=False)
+    return [pool[i] for i in sorted(chosen)]

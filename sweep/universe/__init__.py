@@ -1,0 +1,1 @@
+"""The embedded demo universe: generated images, a model zoo, universal difficulty, pretrained weights."""
