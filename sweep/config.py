@@ -79,9 +79,9 @@ class DataConfig:
 
 @dataclass
 class Config:
-    lr: float = 1e-4
+    lr: float = 1e-5
     max_steps: int = 1000
-    sample_size: int = 100
+    sample_size: int = 50
     seed: int = 0
     model: ModelConfig = MISSING
     data: DataConfig = MISSING

@@ -1,0 +1,27 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+# Small enough to build in seconds; used wherever a test needs a real universe but not the default one.
+TINY_UNIVERSE = {"seed": 0, "image_size": 32, "n_train": 600, "n_val": 200, "zoo_archs": ["test_resnet", "test_vit"],
+                 "zoo_epochs": [1, 2], "pretrain_epochs": 2}
+
+
+def tiny_universe_overrides(cache_dir: Path) -> list[str]:
+    u = TINY_UNIVERSE
+    return [f"cache_dir={cache_dir}", f"data.universe.n_train={u['n_train']}", f"data.universe.n_val={u['n_val']}",
+            f"data.universe.zoo_archs=[{','.join(u['zoo_archs'])}]",
+            f"data.universe.zoo_epochs=[{','.join(map(str, u['zoo_epochs']))}]",
+            f"data.universe.pretrain_epochs={u['pretrain_epochs']}"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One cache for the whole session (or $LTC_CACHE_DIR, to reuse a default universe built before)."""
+    return Path(os.environ.get("LTC_CACHE_DIR") or tmp_path_factory.mktemp("cache"))

@@ -1,0 +1,59 @@
+"""A real `python main.py -m ...` sweep in a subprocess writes one complete output directory per job."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, tiny_universe_overrides
+from sweep.results import COLUMNS
+
+
+def run_main(*args, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_multirun_writes_complete_job_directories(tmp_path, cache_dir):
+    sweep_dir = tmp_path / "sweep"
+    run_main("-m", "model=test_resnet,resnet18", "lr=1e-3,5e-4", "sample_size=3", "max_steps=20", "progress=false",
+             f"hydra.sweep.dir={sweep_dir}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert [j.name for j in jobs] == ["0", "1", "2", "3"]
+    selections = {}
+    for job in jobs:
+        for name in ("single_example_results.csv", "training_summary.json", "loss_vs_difficulty.png",
+                     ".hydra/config.yaml", ".hydra/overrides.yaml", "main.log"):
+            assert (job / name).is_file(), f"{job}/{name} missing"
+        rows = pd.read_csv(job / "single_example_results.csv")
+        assert list(rows.columns) == COLUMNS and len(rows) == 3
+        summary = json.loads((job / "training_summary.json").read_text())
+        assert sum(summary["counts"].values()) == 3
+        model = summary["config"]["model"]["arch"]
+        selections.setdefault(model, []).append(list(rows["path"]))
+    # jobs that differ only in lr see the same sampled examples
+    assert set(selections) == {"test_resnet", "resnet18"}
+    for paths in selections.values():
+        assert paths[0] == paths[1]
+
+
+def test_single_run_writes_into_hydra_run_dir(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    result = run_main("sample_size=2", "max_steps=5", f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir),
+                      cwd=tmp_path)
+    assert "steps=" in result.stderr or "example" in result.stderr  # the progress bar
+    rows = pd.read_csv(out / "single_example_results.csv")
+    assert len(rows) == 2 and set(rows["status"]) <= {"correct", "never_correct"}
+    assert (out / ".hydra" / "config.yaml").is_file()
+
+
+def test_bad_override_fails_before_any_work(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "lr=-1", f"hydra.run.dir={tmp_path / 'x'}",
+                             f"cache_dir={tmp_path / 'cache'}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "lr=-1" in result.stderr and "expected a learning rate > 0" in result.stderr
+    assert not (tmp_path / "cache").exists()  # nothing was built

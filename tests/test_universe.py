@@ -1,0 +1,85 @@
+"""The embedded universe: reproducible, difficulty tracks the generating severity, mistakes to correct."""
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from scipy import stats
+
+from conftest import TINY_UNIVERSE
+from sweep.config import UniverseConfig, register_configs
+from sweep.run import run
+from sweep.universe.build import build_universe, pretrained_weights
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+register_configs()
+
+
+@pytest.fixture(scope="session")
+def default_universe(cache_dir):
+    return build_universe(UniverseConfig(), cache_dir)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_rebuild_gives_identical_files(tmp_path):
+    first, second = (build_universe(dict(TINY_UNIVERSE), tmp_path / name) for name in ("a", "b"))
+    first_image = "val/" + pd.read_csv(first.labels_csv)["file"][0]
+    for name in ("correctness.npy", "difficulty.csv", "labels.csv", "val_meta.csv", "models.csv", first_image):
+        assert digest(first.root / name) == digest(second.root / name), name
+    weights = [torch.load(pretrained_weights(u, "test_resnet", 1, 0)) for u in (first, second)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_cached_universe_is_reused(tmp_path):
+    universe = build_universe(dict(TINY_UNIVERSE), tmp_path)
+    stamp = (universe.root / "correctness.npy").stat().st_mtime_ns
+    assert build_universe(dict(TINY_UNIVERSE), tmp_path).root == universe.root
+    assert (universe.root / "correctness.npy").stat().st_mtime_ns == stamp
+    other = build_universe({**TINY_UNIVERSE, "seed": 1}, tmp_path)
+    assert other.root != universe.root  # keyed by its parameters
+
+
+def test_universal_difficulty_tracks_nuisance_severity(default_universe):
+    meta = pd.read_csv(default_universe.val_meta_csv)
+    rho = stats.spearmanr(meta["severity"], meta["rank"]).statistic
+    print(f"Spearman rho(severity, universal difficulty rank) = {rho:.3f} over {len(meta)} images")
+    assert rho > 0.5
+    assert sorted(meta["rank"]) == list(range(1, len(meta) + 1))
+    correct = np.load(default_universe.root / "correctness.npy")
+    models = (default_universe.root / "models.csv").read_text().strip().split(",")
+    assert correct.dtype == bool and correct.shape == (len(models), len(meta))
+
+
+def test_default_model_has_a_few_hundred_mistakes_with_a_spread_of_costs(default_universe, cache_dir, tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"cache_dir={cache_dir}", "sample_size=12", "progress=false"])
+    summary = run(cfg, tmp_path)
+    wrong = len(pd.read_csv(tmp_path / "selection.csv"))
+    assert wrong == 12
+    rows = pd.read_csv(tmp_path / "single_example_results.csv")
+    print(f"default model: {summary['examples_in_data']} validation images; steps to correct "
+          f"{sorted(rows['steps_to_correct'])}")
+    assert (rows["status"] == "correct").all()
+    assert rows["steps_to_correct"].max() >= 3 * max(rows["steps_to_correct"].min(), 1)
+    assert rows["universal_difficulty_rank"].is_monotonic_increasing  # processed easiest first
+
+
+def test_default_model_gets_a_few_hundred_validation_images_wrong(default_universe, cache_dir):
+    from sweep.data import model_transform, read_examples, load_image
+    from sweep.models import load_checkpoint
+    from sweep.selection import find_wrong
+    model = load_checkpoint(default_universe.new_model("test_resnet"),
+                            pretrained_weights(default_universe, "test_resnet", UniverseConfig().pretrain_epochs, 0))
+    examples = read_examples(default_universe.images_root, default_universe.labels_csv,
+                             default_universe.difficulty_csv)
+    transform = model_transform(model, training=False)
+    wrong = find_wrong(model.eval(), examples, lambda i, e: transform(load_image(e.path)), torch.device("cpu"), 256,
+                       progress=False)
+    print(f"default model gets {len(wrong)} of {len(examples)} validation images wrong")
+    assert 150 <= len(wrong) <= 700
