@@ -1,16 +1,21 @@
 """Examples (image path, label, universal difficulty rank), image decoding and the model's transforms."""
 from __future__ import annotations
 
+import logging
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import timm.data
 import torch
 from PIL import Image
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -21,21 +26,43 @@ class Example:
 
 
 def read_examples(images_root: Path, labels_csv: Path, difficulty_csv: Path) -> list[Example]:
-    """Examples that have an image, a label and a rank; files in the CSVs are relative to `images_root`."""
+    """Examples that exist on disk and have a label and a rank; CSV files are relative to `images_root`."""
     labels = pd.read_csv(labels_csv)
     ranks = pd.read_csv(difficulty_csv)
     for name, frame, needed in ((labels_csv, labels, {"file", "label"}), (difficulty_csv, ranks, {"path", "rank"})):
         if not needed <= set(frame.columns):
             raise ValueError(f"{name}: expected columns {sorted(needed)}, found {list(frame.columns)}")
     merged = labels.merge(ranks, left_on="file", right_on="path", how="inner")
-    return [Example(str(Path(images_root) / f), int(y), int(r))
-            for f, y, r in zip(merged["file"], merged["label"], merged["rank"])]
+    if merged.empty:
+        raise ValueError(f"no file of {labels_csv} (e.g. {labels['file'].iloc[0] if len(labels) else 'none'!r}) "
+                         f"matches a path of {difficulty_csv} (e.g. {ranks['path'].iloc[0] if len(ranks) else 'none'!r})")
+    examples = [Example(str(Path(images_root) / f), int(y), int(r))
+                for f, y, r in zip(merged["file"], merged["label"], merged["rank"])]
+    present = [e for e in examples if os.path.isfile(e.path)]
+    if not present:
+        raise FileNotFoundError(f"none of the {len(examples)} labelled, ranked images exists under {images_root} "
+                                f"(e.g. {examples[0].path})")
+    if len(present) < len(examples):
+        missing = next(e.path for e in examples if not os.path.isfile(e.path))
+        log.warning("%d of %d labelled, ranked images are missing on disk (e.g. %s): using the %d present",
+                    len(examples) - len(present), len(examples), missing, len(present))
+    return present
+
+
+def check_labels(examples: list[Example], num_classes: int, model_name: str) -> None:
+    """Every label must be a class of the model."""
+    bad = next((e for e in examples if not 0 <= e.label < num_classes), None)
+    if bad is not None:
+        raise ValueError(f"{bad.path}: label {bad.label} is outside the {num_classes} classes of model {model_name}")
 
 
 def load_image(path: str) -> Image.Image:
-    """Decode an image file as RGB (grayscale, palette, CMYK and RGBA inputs are converted)."""
+    """Decode an image file as 8-bit RGB: grayscale, palette, CMYK, RGBA and 16-bit inputs are converted."""
     with Image.open(path) as image:
         image.load()
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: scale to 8 bits, not clip
+            pixels = np.asarray(image, dtype=np.float64)
+            image = Image.fromarray(np.clip(pixels / 257.0, 0, 255).astype(np.uint8))
         return image.convert("RGB")
 
 

@@ -33,6 +33,7 @@ class ResultsWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        _drop_torn_last_line(self.path)
         new = not self.path.exists() or self.path.stat().st_size == 0
         self.file = open(self.path, "a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=COLUMNS)
@@ -50,6 +51,24 @@ class ResultsWriter:
 
     def close(self) -> None:
         self.file.close()
+
+
+def _drop_torn_last_line(path: Path) -> None:
+    """Cut a row left half-written by a killed process (every complete row ends with a newline)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as file:
+        data = file.read()
+        if not data.endswith(b"\n"):
+            file.truncate(data.rfind(b"\n") + 1)
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """The rows of a results CSV written so far (empty if none), a torn last line ignored."""
+    _drop_torn_last_line(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.read_csv(path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -84,11 +103,14 @@ def plot_loss_vs_difficulty(rows: pd.DataFrame, path: Path, title: str) -> None:
     if len(censored):
         ax.scatter(censored["loss_sum"].clip(lower=floor), censored["universal_difficulty_rank"], marker="x", s=22,
                    color="tab:red", label=f"never corrected, lower bound (n={len(censored)})")
-    rho = spearman_vs_rank(rows)["loss_sum"]["rho"]
+    rho = spearman_vs_rank(rows)
     ax.set_xscale("log")
     ax.set_xlabel("loss to correct (summed loss of the updates taken)")
     ax.set_ylabel("universal difficulty rank (1 = easiest)")
-    ax.set_title(f"{title}\nSpearman rho (corrected) = {rho:.3f}" if rho is not None else title, fontsize=10)
+    if rho["loss_sum"]["rho"] is not None:
+        title += (f"\nSpearman rho vs rank (corrected): loss to correct {rho['loss_sum']['rho']:.3f}, "
+                  f"initial loss {rho['initial_loss']['rho']:.3f}")
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     staging = Path(f"{path}.partial.png")

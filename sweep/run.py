@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import signal
 import time
 from pathlib import Path
 
@@ -15,16 +16,17 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from sweep.config import Augmentation, Device, ModelMode
-from sweep.correct import SingleExampleTrainer
-from sweep.data import Example, load_image, model_transform, seeded_view
-from sweep.results import (COLUMNS, PLOT_PNG, RESULTS_CSV, SUMMARY_JSON, ResultsWriter, plot_loss_vs_difficulty,
-                           spearman_vs_rank, write_summary, atomic_write_text)
+from sweep.correct import UNREADABLE, SingleExampleTrainer
+from sweep.data import Example, check_labels, load_image, model_transform, seeded_view
+from sweep.results import (COLUMNS, PLOT_PNG, RESULTS_CSV, SUMMARY_JSON, ResultsWriter, atomic_write_text,
+                           plot_loss_vs_difficulty, read_rows, spearman_vs_rank, write_summary)
 from sweep.selection import find_wrong, sample
 from sweep.sources import open_source, pretrained_model
 
 log = logging.getLogger(__name__)
 
 SELECTION_CSV = "selection.csv"
+SELECTION_INFO_JSON = "selection.json"
 IDENTITY_JSON = "run_identity.json"
 # Keys that define what a run directory's results mean; resuming with any other value is refused.
 IDENTITY_KEYS = ("model", "data", "lr", "max_steps", "sample_size", "seed", "train.optimizer",
@@ -66,22 +68,47 @@ def _check_identity(cfg, out_dir: Path) -> None:
         atomic_write_text(path, json.dumps(identity, indent=2, default=str))
 
 
-def _selection(cfg, out_dir: Path, model, examples: list[Example], view, device) -> list[Example]:
+def _selection(cfg, out_dir: Path, model, examples: list[Example], view, device) -> tuple[list[Example], dict]:
     """The persisted selection of this run directory, or a new one: wrong examples, sampled."""
-    path = out_dir / SELECTION_CSV
-    if path.exists():
+    path, info_path = out_dir / SELECTION_CSV, out_dir / SELECTION_INFO_JSON
+    if path.exists() and info_path.exists():
         frame = pd.read_csv(path)
-        return [Example(p, int(y), int(r)) for p, y, r in zip(frame["path"], frame["label"], frame["rank"])]
+        chosen = [Example(p, int(y), int(r)) for p, y, r in zip(frame["path"], frame["label"], frame["rank"])]
+        return chosen, json.loads(info_path.read_text())
     batch_size = 1 if cfg.train.mode == ModelMode.train else 256
-    wrong = find_wrong(model, examples, view, device, batch_size, progress=cfg.progress)
-    log.info("the pretrained model gets %d of %d examples wrong", len(wrong), len(examples))
+    wrong, unreadable = find_wrong(model, examples, view, device, batch_size, progress=cfg.progress)
+    log.info("the pretrained model gets %d of %d examples wrong (%d unreadable)", len(wrong), len(examples),
+             unreadable)
     if not wrong:
         raise ValueError(f"model {cfg.model.arch} gets no example of data={cfg.data.name} wrong: nothing to correct")
     chosen = sample(wrong, cfg.sample_size, cfg.seed)
+    info = {"examples": len(examples), "wrong": len(wrong), "unreadable": unreadable, "selected": len(chosen)}
     frame = pd.DataFrame({"path": [e.path for e in chosen], "label": [e.label for e in chosen],
                           "rank": [e.rank for e in chosen]})
     atomic_write_text(path, frame.to_csv(index=False))
-    return chosen
+    atomic_write_text(info_path, json.dumps(info, indent=2))
+    return chosen, info
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM: finish the example in flight, then stop cleanly (a rerun resumes)."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        log.warning("%s received: finishing the current example, then stopping", self.signal)
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 def run(cfg, out_dir: Path) -> dict:
@@ -95,6 +122,7 @@ def run(cfg, out_dir: Path) -> dict:
     device = _device(cfg.train.device)
     source = open_source(cfg)
     model = pretrained_model(cfg, source).to(device)
+    check_labels(source.examples, model.num_classes, cfg.model.arch)
     model.train(cfg.train.mode == ModelMode.train)
     transform = model_transform(model, training=cfg.train.augmentation == Augmentation.one_view)
     augment = cfg.train.augmentation == Augmentation.one_view
@@ -104,9 +132,11 @@ def run(cfg, out_dir: Path) -> dict:
         return seeded_view(transform, image, seed=cfg.seed * 1_000_003 + index) if augment else transform(image)
 
     trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps)
-    chosen = _selection(cfg, out_dir, model, source.examples, lambda i, e: view(i, e), device)
+    chosen, info = _selection(cfg, out_dir, model, source.examples, view, device)
     results_path = out_dir / RESULTS_CSV
-    done = set(pd.read_csv(results_path)["path"]) if results_path.exists() and results_path.stat().st_size else set()
+    done = set(read_rows(results_path)["path"])
+    if done:
+        log.info("resuming: %d of %d examples already done in %s", len(done), len(chosen), results_path)
     writer = ResultsWriter(results_path)
     bar = tqdm(total=len(chosen), initial=len(done), desc=f"{cfg.model.arch} lr={cfg.lr:g}", unit="example",
                disable=not cfg.progress)
@@ -115,42 +145,58 @@ def run(cfg, out_dir: Path) -> dict:
         if step % 10 == 0:
             bar.set_postfix(step=step, loss=f"{loss:.4f}", refresh=False)
 
-    try:
-        for index, example in enumerate(chosen):
-            if example.path in done:
-                continue
-            tick = time.perf_counter()
-            x = view(index, example).unsqueeze(0).to(device)
-            outcome = trainer.fit(x, example.label, on_step)
-            writer.write({"example_index": index, "path": example.path,
-                          "total_loss_to_correct": outcome.total_loss_to_correct,
-                          "universal_difficulty_rank": example.rank, "label": example.label,
-                          "initial_prediction": outcome.initial_prediction, "status": outcome.status,
-                          "steps_to_correct": outcome.steps_to_correct, "loss_sum": outcome.loss_sum,
-                          "initial_loss": outcome.initial_loss, "final_loss": outcome.final_loss,
-                          "initial_margin": outcome.initial_margin, "initial_grad_norm": outcome.initial_grad_norm,
-                          "weight_distance": outcome.weight_distance, "seconds": time.perf_counter() - tick})
-            bar.update()
-            bar.set_postfix(status=outcome.status, steps=outcome.steps_taken, refresh=False)
-    finally:
-        bar.close()
-        writer.close()
-    rows = pd.read_csv(results_path)
-    summary = _summary(cfg, rows, time.perf_counter() - started, device, n_examples=len(source.examples))
+    with _StopRequest() as stop:
+        try:
+            for index, example in enumerate(chosen):
+                if example.path in done:
+                    continue
+                if stop.signal:
+                    break
+                writer.write(_correct_one(trainer, view, index, example, device, on_step))
+                bar.update()
+        finally:
+            bar.close()
+            writer.close()
+    rows = read_rows(results_path)
+    summary = _summary(cfg, rows, time.perf_counter() - started, device, info)
     write_summary(out_dir / SUMMARY_JSON, summary)
     plot_loss_vs_difficulty(rows, out_dir / PLOT_PNG, title=f"{cfg.model.arch}, lr={cfg.lr:g}, data={cfg.data.name}")
+    if stop.signal:
+        raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(chosen)} examples; "
+                         f"rerun the same command with hydra.run.dir={out_dir} to resume")
     rho = summary["spearman_vs_rank"]["loss_sum"]["rho"]
     log.info("done: %s; Spearman rho(loss to correct, rank) = %s", summary["counts"], rho)
     return summary
 
 
-def _summary(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, n_examples: int) -> dict:
+def _correct_one(trainer: SingleExampleTrainer, view, index: int, example: Example, device, on_step) -> dict:
+    """The results row of one example (status `unreadable` when its image cannot be decoded)."""
+    tick = time.perf_counter()
+    row = {"example_index": index, "path": example.path, "universal_difficulty_rank": example.rank,
+           "label": example.label}
+    try:
+        x = view(index, example).unsqueeze(0).to(device)
+    except (OSError, ValueError, SyntaxError) as error:
+        log.warning("%s cannot be read (%s): recorded as unreadable", example.path, error)
+        return {**row, "status": UNREADABLE, "total_loss_to_correct": -1, "steps_to_correct": -1,
+                "seconds": time.perf_counter() - tick}
+    outcome = trainer.fit(x, example.label, on_step)
+    return {**row, "total_loss_to_correct": outcome.total_loss_to_correct,
+            "initial_prediction": outcome.initial_prediction, "status": outcome.status,
+            "steps_to_correct": outcome.steps_to_correct, "loss_sum": outcome.loss_sum,
+            "initial_loss": outcome.initial_loss, "final_loss": outcome.final_loss,
+            "initial_margin": outcome.initial_margin, "initial_grad_norm": outcome.initial_grad_norm,
+            "weight_distance": outcome.weight_distance, "seconds": time.perf_counter() - tick}
+
+
+def _summary(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, selection: dict) -> dict:
     updates = int(np.where(rows["status"] == "correct", rows["steps_to_correct"], 0).sum()
                   + (rows["status"] == "never_correct").sum() * cfg.max_steps)
     return {
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "examples_in_data": n_examples,
+        "selection": selection,
         "examples_processed": len(rows),
+        "complete": len(rows) == selection["selected"],
         "counts": {s: int(n) for s, n in rows["status"].value_counts().items()},
         "spearman_vs_rank": spearman_vs_rank(rows),
         "wall_seconds": seconds,

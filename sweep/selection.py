@@ -15,30 +15,45 @@ from sweep.data import Example
 log = logging.getLogger(__name__)
 
 
-class _ImageDataset(Dataset):
+class _Views(Dataset):
+    """(index, view) of each example, or (index, None) when its image cannot be decoded."""
+
     def __init__(self, examples: list[Example], view: Callable[[int, Example], torch.Tensor]):
         self.examples, self.view = examples, view
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.view(i, self.examples[i])
+    def __getitem__(self, i: int):
+        try:
+            return i, self.view(i, self.examples[i])
+        except (OSError, ValueError, SyntaxError) as error:  # what PIL raises for corrupt or truncated files
+            log.warning("%s cannot be read (%s): skipped", self.examples[i].path, error)
+            return i, None
+
+
+def _collate(items):
+    readable = [(i, x) for i, x in items if x is not None]
+    return [i for i, _ in readable], torch.stack([x for _, x in readable]) if readable else None
 
 
 @torch.no_grad()
 def find_wrong(model: nn.Module, examples: list[Example], view: Callable[[int, Example], torch.Tensor],
-               device: torch.device, batch_size: int, progress: bool = True) -> list[Example]:
-    """Examples the model misclassifies, evaluated in its current mode on the same view as training.
+               device: torch.device, batch_size: int, progress: bool = True) -> tuple[list[Example], int]:
+    """Examples the model misclassifies, evaluated in its current mode on the same view as training,
+    and the number of images that could not be read.
 
     `batch_size` must be 1 when the model is in train mode, so BatchNorm sees one image as in training.
     """
-    loader = DataLoader(_ImageDataset(examples, view), batch_size=batch_size, num_workers=0)
-    predictions = []
-    for images in tqdm(loader, desc="finding mistakes", unit="batch", disable=not progress, leave=False):
-        predictions.append(model(images.to(device)).argmax(1).cpu())
-    predicted = torch.cat(predictions).numpy()
-    return [e for e, p in zip(examples, predicted) if p != e.label]
+    loader = DataLoader(_Views(examples, view), batch_size=batch_size, num_workers=0, collate_fn=_collate)
+    wrong, readable = [], 0
+    for indices, images in tqdm(loader, desc="finding mistakes", unit="batch", disable=not progress, leave=False):
+        if images is None:
+            continue
+        readable += len(indices)
+        predicted = model(images.to(device)).argmax(1).cpu().tolist()
+        wrong += [examples[i] for i, p in zip(indices, predicted) if p != examples[i].label]
+    return wrong, len(examples) - readable
 
 
 def sample(wrong: list[Example], sample_size: int, seed: int) -> list[Example]:

@@ -63,7 +63,7 @@ def test_default_model_has_a_few_hundred_mistakes_with_a_spread_of_costs(default
     wrong = len(pd.read_csv(tmp_path / "selection.csv"))
     assert wrong == 12
     rows = pd.read_csv(tmp_path / "single_example_results.csv")
-    print(f"default model: {summary['examples_in_data']} validation images; steps to correct "
+    print(f"default model: {summary['selection']['examples']} validation images; steps to correct "
           f"{sorted(rows['steps_to_correct'])}")
     assert (rows["status"] == "correct").all()
     assert rows["steps_to_correct"].max() >= 3 * max(rows["steps_to_correct"].min(), 1)
@@ -79,7 +79,8 @@ def test_default_model_gets_a_few_hundred_validation_images_wrong(default_univer
     examples = read_examples(default_universe.images_root, default_universe.labels_csv,
                              default_universe.difficulty_csv)
     transform = model_transform(model, training=False)
-    wrong = find_wrong(model.eval(), examples, lambda i, e: transform(load_image(e.path)), torch.device("cpu"), 256,
-                       progress=False)
+    wrong, unreadable = find_wrong(model.eval(), examples, lambda i, e: transform(load_image(e.path)),
+                                   torch.device("cpu"), 256, progress=False)
+    assert unreadable == 0
     print(f"default model gets {len(wrong)} of {len(examples)} validation images wrong")
     assert 150 <= len(wrong) <= 700

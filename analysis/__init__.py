@@ -1,0 +1,1 @@
+"""Merge runs of a sweep into tidy tables, statistics and plots."""

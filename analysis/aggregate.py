@@ -1,0 +1,113 @@
+"""Merge runs into tables, statistics and plots.
+
+    python analysis/aggregate.py                      # the most recent multirun sweep
+    python analysis/aggregate.py DIR [DIR ...] [--out OUT]
+
+DIR may be a sweep directory, a single run directory, or a folder written by the original scripts.
+Writes merged.csv (every example row of every run, with the runs' varying parameters as columns),
+runs.csv (one row per run), report.md and plots (PNG and SVG) into the sweep directory or --out.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script from the repo root
+
+import pandas as pd  # noqa: E402
+
+from analysis import plots  # noqa: E402
+from analysis.runs import Run, find_run_dirs, latest_sweep, load_run  # noqa: E402
+from analysis.correlations import __doc__ as STATISTICS_DOC, paired_comparison, run_statistics  # noqa: E402
+
+log = logging.getLogger("aggregate")
+NOT_PARAMETERS = {"progress", "cache_dir", "train.threads", "train.device"}
+
+
+def varying_parameters(runs: list[Run]) -> list[str]:
+    keys = sorted({k for run in runs for k in run.params} - NOT_PARAMETERS)
+    varying = [k for k in keys if len({repr(run.params.get(k)) for run in runs}) > 1]
+    return sorted(varying, key=lambda k: ({"model": 0, "lr": 1}.get(k, 2), k))
+
+
+def label(run: Run, keys: list[str]) -> str:
+    return ", ".join(f"{k}={run.params.get(k)}" for k in keys) or run.directory.name
+
+
+def aggregate(paths: list[Path], out: Path) -> dict:
+    runs = [load_run(d) for d in find_run_dirs(paths)]
+    keys = varying_parameters(runs)
+    labels = [label(run, keys) for run in runs]
+    if len(set(labels)) < len(labels):  # same parameters twice (e.g. two sweeps): tell them apart by directory
+        labels = [f"{lab} [{run.directory.name}]" for lab, run in zip(labels, runs)]
+    for run, lab in zip(runs, labels):
+        for note in run.notes:
+            log.warning("%s: %s", run.directory, note)
+    with_rows = [(run, lab) for run, lab in zip(runs, labels) if len(run.rows)]
+    if not with_rows:
+        raise ValueError("no run has any result rows yet: " + ", ".join(str(r.directory) for r in runs))
+
+    merged = pd.concat([run.rows.assign(run=lab, run_dir=str(run.directory),
+                                        **{k: run.params.get(k) for k in keys}) for run, lab in with_rows],
+                       ignore_index=True)
+    table = pd.DataFrame([{"run": lab, "run_dir": str(run.directory), **{k: run.params.get(k) for k in keys},
+                           **run_statistics(run.rows), "notes": "; ".join(run.notes)} for run, lab in with_rows])
+    pairs = pd.DataFrame([
+        {"run_a": la, "run_b": lb, "differs_in": diff[0], **paired_comparison(a.rows, b.rows)}
+        for (a, la), (b, lb) in itertools.combinations(with_rows, 2)
+        if len(diff := [k for k in keys if repr(a.params.get(k)) != repr(b.params.get(k))]) == 1])
+
+    out.mkdir(parents=True, exist_ok=True)
+    merged.to_csv(out / "merged.csv", index=False)
+    table.to_csv(out / "runs.csv", index=False)
+    if len(pairs):
+        pairs.to_csv(out / "paired.csv", index=False)
+    unique = "model" in keys and "lr" in keys and len(table) == len(table.groupby(["model", "lr"]))
+    facets = {"row": "model", "col": "lr"} if unique else {"col": "run", "col_wrap": min(3, len(table))}
+    figures = (plots.loss_vs_difficulty(merged, facets, out) + plots.forest(table, out) + plots.steps_ecdf(merged, out))
+    (out / "report.md").write_text(_report(table, pairs, runs, keys))
+    log.info("%d runs (%d rows) -> %s", len(table), len(merged), out)
+    return {"runs": table, "merged": merged, "pairs": pairs, "figures": figures}
+
+
+def _report(table: pd.DataFrame, pairs: pd.DataFrame, runs: list[Run], keys: list[str]) -> str:
+    counts = ["run", "n_examples", "n_correct", "n_never_correct", "n_diverged", "n_unreadable",
+              "frac_never_corrected", "median_steps_to_correct", "iqr_steps_to_correct", "median_loss_sum",
+              "iqr_loss_sum"]
+    rhos = ["run"] + [c for c in table.columns if c.startswith(("rho_", "partial_rho")) and "_ci_" not in c]
+    cis = table[["run"]].copy()
+    for column in [c for c in rhos[1:] if f"{c}_ci_low" in table]:
+        cis[column] = [f"{r:+.2f} [{lo:+.2f}, {hi:+.2f}]" for r, lo, hi in
+                       zip(table[column], table[f"{column}_ci_low"], table[f"{column}_ci_high"])]
+    parts = ["# Sweep report", "", f"{len(table)} runs; parameters that vary: {', '.join(keys) or 'none'}.", "",
+             "## Counts and costs", "", table[[c for c in counts if c in table]].to_markdown(index=False, floatfmt=".3g"),
+             "", "## Spearman rho against universal difficulty rank (95% bootstrap CI)", "",
+             cis.to_markdown(index=False), "", table[rhos].to_markdown(index=False, floatfmt="+.3f"), "",
+             "## How censored examples are treated", "", STATISTICS_DOC.strip(), ""]
+    if len(pairs):
+        parts += ["## Paired comparisons (runs that differ in one parameter, same examples)", "",
+                  pairs.to_markdown(index=False, floatfmt=".3g"), ""]
+    notes = [f"- `{r.directory}`: {n}" for r in runs for n in r.notes]
+    if notes:
+        parts += ["## Notes", "", *notes, ""]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="*", type=Path, help="sweep, run or original-output directories")
+    parser.add_argument("--out", type=Path, help="output directory (default: the sweep or first directory)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    paths = args.paths or [latest_sweep()]
+    try:
+        aggregate(paths, args.out or paths[0])
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"aggregate: error: {error}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Find run directories and load each run's rows and parameters (ours, or the original scripts')."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+RESULTS_CSV = "single_example_results.csv"
+# Columns of the original scripts' later versions, mapped to ours.
+LEGACY_COLUMNS = {"total_steps_to_epsilon": "steps_to_correct", "total_loss_sum": "loss_sum"}
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    directory: Path
+    params: dict                       # flattened config (ours) or {"model": <folder name>} (original scripts)
+    rows: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def latest_sweep(root: Path = Path("multirun")) -> Path:
+    """The most recent `multirun/<date>/<time>` directory."""
+    sweeps = sorted(p for p in root.glob("*/*") if p.is_dir())
+    if not sweeps:
+        raise FileNotFoundError(f"no sweep found under {root.resolve()}; pass run or sweep directories explicitly")
+    return sweeps[-1]
+
+
+def find_run_dirs(paths: list[Path]) -> list[Path]:
+    """Every directory at or below `paths` that holds a results CSV."""
+    found = []
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+        found += [p.parent for p in sorted(path.rglob(RESULTS_CSV))]
+    if not found:
+        raise FileNotFoundError(f"no {RESULTS_CSV} found under: {', '.join(map(str, paths))}")
+    return sorted(set(found))
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def load_run(directory: Path) -> Run:
+    """Rows and parameters of one run; older column sets are normalised and noted."""
+    notes = []
+    try:
+        rows = pd.read_csv(directory / RESULTS_CSV)
+    except pd.errors.EmptyDataError:
+        rows = pd.DataFrame()
+    hydra_config = directory / ".hydra" / "config.yaml"
+    if hydra_config.exists():
+        params = _flatten(OmegaConf.to_container(OmegaConf.load(hydra_config)))
+        params = {("model" if k == "model.arch" else k): v for k, v in params.items()}
+    else:
+        params = {"model": directory.name}
+        notes.append("no .hydra/config.yaml: parameters unknown (original scripts' output?)")
+    renamed = {old: new for old, new in LEGACY_COLUMNS.items() if old in rows.columns and new not in rows.columns}
+    if renamed:
+        rows = rows.rename(columns=renamed)
+        notes.append("legacy columns " + ", ".join(f"{a} -> {b}" for a, b in renamed.items()))
+    if len(rows) and "status" not in rows.columns:
+        rows["status"] = rows["steps_to_correct"].map(lambda s: "correct" if s >= 0 else "never_correct")
+        notes.append("no status column: derived from steps_to_correct (-1 = never corrected)")
+    if rows.empty:
+        notes.append("no rows yet")
+    summary = directory / "training_summary.json"
+    if hydra_config.exists() and not summary.exists() and len(rows):
+        notes.append("in progress or interrupted (no training_summary.json): partial rows")
+    return Run(directory, params, rows, notes)

@@ -1,0 +1,188 @@
+"""Runs that survive: resume after SIGKILL, clean stop on SIGTERM, and clear errors for bad input."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, tiny_universe_overrides
+from sweep.data import Example, check_labels, load_image, read_examples
+from sweep.models import create_model, load_checkpoint
+from sweep.results import ResultsWriter, read_rows
+
+RUN_ARGS = ["model=test_resnet", "lr=2e-5", "sample_size=8", "max_steps=300", "progress=false"]
+
+
+def main_command(*args):
+    return [sys.executable, str(ROOT / "main.py"), *args]
+
+
+def wait_for_rows(csv: Path, n: int, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if csv.exists() and len(csv.read_text().splitlines()) > n:
+            return
+        assert process.poll() is None, f"finished before {n} rows were written"
+        time.sleep(0.05)
+    raise TimeoutError(csv)
+
+
+def comparable(csv: Path) -> pd.DataFrame:
+    return pd.read_csv(csv).drop(columns=["seconds"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache_dir):
+    """An uninterrupted run (also builds the tiny universe, so kills land in the loop)."""
+    out = tmp_path_factory.mktemp("reference")
+    subprocess.run(main_command(*RUN_ARGS, f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir)),
+                   check=True, capture_output=True, timeout=600)
+    rows = comparable(out / "single_example_results.csv")
+    assert len(rows) == 8 and rows["steps_to_correct"].nunique() > 1
+    return rows
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, cache_dir, reference):
+    out = tmp_path / "run"
+    command = main_command(*RUN_ARGS, f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir))
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_rows(out / "single_example_results.csv", 3, process)
+    process.kill()
+    process.wait()
+    partial = read_rows(out / "single_example_results.csv")
+    assert 3 <= len(partial) < 8
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout
+    pd.testing.assert_frame_equal(comparable(out / "single_example_results.csv"), reference)
+
+
+def test_multirun_killed_midway_completes_only_missing_work(tmp_path, cache_dir, reference):
+    sweep = tmp_path / "sweep"
+    command = main_command("-m", *RUN_ARGS, "seed=0,1", f"hydra.sweep.dir={sweep}", *tiny_universe_overrides(cache_dir))
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_rows(sweep / "1" / "single_example_results.csv", 1, process)  # job 0 done, job 1 under way
+    process.kill()
+    process.wait()
+    stamp = (sweep / "0" / "single_example_results.csv").stat().st_mtime_ns
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    assert (sweep / "0" / "single_example_results.csv").stat().st_mtime_ns == stamp  # nothing redone
+    pd.testing.assert_frame_equal(comparable(sweep / "0" / "single_example_results.csv"), reference)
+    uninterrupted = tmp_path / "seed1"
+    subprocess.run(main_command(*RUN_ARGS, "seed=1", f"hydra.run.dir={uninterrupted}", *tiny_universe_overrides(cache_dir)),
+                   check=True, capture_output=True, timeout=600)
+    pd.testing.assert_frame_equal(comparable(sweep / "1" / "single_example_results.csv"),
+                                  comparable(uninterrupted / "single_example_results.csv"))
+
+
+def test_sigterm_finishes_the_current_row_and_exits_cleanly(tmp_path, cache_dir, reference):
+    out = tmp_path / "run"
+    process = subprocess.Popen(main_command(*RUN_ARGS, f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_rows(out / "single_example_results.csv", 2, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode != 0 and "stopped by SIGTERM" in stderr and "to resume" in stderr
+    rows = comparable(out / "single_example_results.csv")
+    assert 2 <= len(rows) < 8
+    pd.testing.assert_frame_equal(rows, reference.iloc[:len(rows)])
+    assert (out / "training_summary.json").exists() and (out / "loss_vs_difficulty.png").exists()
+
+
+def test_run_directory_of_another_configuration_is_refused(tmp_path, cache_dir, reference):
+    out = tmp_path / "run"
+    subprocess.run(main_command(*RUN_ARGS, "sample_size=2", f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir)),
+                   check=True, capture_output=True, timeout=600)
+    result = subprocess.run(main_command(*RUN_ARGS, "sample_size=2", "lr=1e-3", "seed=3", f"hydra.run.dir={out}",
+                                         *tiny_universe_overrides(cache_dir)), capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "different configuration" in result.stderr and "lr, seed" in result.stderr
+
+
+def test_torn_last_row_is_dropped(tmp_path):
+    csv = tmp_path / "single_example_results.csv"
+    writer = ResultsWriter(csv)
+    writer.write({"example_index": 0, "path": "a.png", "status": "correct"})
+    writer.close()
+    with open(csv, "a") as file:
+        file.write("1,b.png,3.5,12")  # a kill in the middle of a row
+    assert list(read_rows(csv)["path"]) == ["a.png"]
+    ResultsWriter(csv).close()  # reopening does not write the header twice
+    assert csv.read_text().count("example_index") == 1
+
+
+@pytest.mark.parametrize("mode, make", [
+    ("L", lambda: Image.fromarray(np.full((8, 8), 200, np.uint8))),
+    ("CMYK", lambda: Image.new("CMYK", (8, 8), (0, 255, 0, 0))),
+    ("RGBA", lambda: Image.new("RGBA", (8, 8), (10, 20, 30, 128))),
+    ("P", lambda: Image.new("RGB", (8, 8), (255, 0, 0)).convert("P")),
+    ("I;16", lambda: Image.fromarray(np.full((8, 8), 65535, np.uint16))),
+])
+def test_unusual_image_modes_just_work(tmp_path, mode, make):
+    path = tmp_path / f"image.{'jpg' if mode in ('L', 'CMYK') else 'png'}"
+    make().save(path)
+    image = load_image(str(path))
+    assert image.mode == "RGB" and image.size == (8, 8)
+    if mode == "I;16":
+        assert np.asarray(image).min() == 255  # scaled to 8 bits, not clipped to black or garbage
+
+
+def write_dataset(root: Path, files: list[str], ranks: list[str] | None = None) -> tuple[Path, Path]:
+    for name in files:
+        Image.new("RGB", (8, 8)).save(root / name)
+    pd.DataFrame({"file": files, "label": [1] * len(files)}).to_csv(root / "labels.csv", index=False)
+    pd.DataFrame({"path": ranks or files, "rank": range(1, len(files) + 1)}).to_csv(root / "difficulty.csv", index=False)
+    return root / "labels.csv", root / "difficulty.csv"
+
+
+def test_difficulty_paths_matching_no_image_show_both_sides(tmp_path):
+    labels, difficulty = write_dataset(tmp_path, ["a.png", "b.png"], ranks=["/elsewhere/x.png", "/elsewhere/y.png"])
+    with pytest.raises(ValueError, match=r"'a.png'.*'/elsewhere/x.png'"):
+        read_examples(tmp_path, labels, difficulty)
+
+
+def test_missing_images_are_named(tmp_path, caplog):
+    labels, difficulty = write_dataset(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "b.png").unlink()
+    assert [Path(e.path).name for e in read_examples(tmp_path, labels, difficulty)] == ["a.png"]
+    assert "b.png" in caplog.text and "1 of 2" in caplog.text
+    (tmp_path / "a.png").unlink()
+    with pytest.raises(FileNotFoundError, match="a.png"):
+        read_examples(tmp_path, labels, difficulty)
+
+
+def test_label_outside_the_model_classes():
+    with pytest.raises(ValueError, match=r"x.png: label 12 is outside the 10 classes of model m"):
+        check_labels([Example("ok.png", 3, 1), Example("x.png", 12, 2)], 10, "m")
+
+
+def test_corrupt_image_is_unreadable_not_fatal(tmp_path):
+    from sweep.selection import find_wrong
+    good, bad = tmp_path / "good.png", tmp_path / "bad.jpg"
+    Image.new("RGB", (8, 8)).save(good)
+    Image.new("RGB", (64, 64)).save(bad)
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated JPEG
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    to_tensor = lambda i, e: torch.from_numpy(np.asarray(load_image(e.path), np.float32)).permute(2, 0, 1)  # noqa: E731
+    wrong, unreadable = find_wrong(model, [Example(str(good), 5, 1), Example(str(bad), 1, 2)], to_tensor,
+                                   torch.device("cpu"), 4, progress=False)
+    assert unreadable == 1 and [e.path for e in wrong] == [str(good)]
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="model.arch='resnet9000' is not a timm architecture"):
+        create_model("resnet9000", 10)
+
+
+def test_checkpoint_that_does_not_fit(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"state_dict": create_model("test_vit", 10, 32, (0.5,) * 3, (0.5,) * 3).state_dict()}, path)
+    with pytest.raises(ValueError, match=f"checkpoint {path} does not fit"):
+        load_checkpoint(create_model("test_resnet", 10), path)
