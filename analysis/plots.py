@@ -35,8 +35,9 @@ def loss_vs_difficulty(merged: pd.DataFrame, facets: dict, out: Path) -> list[Pa
                        palette={"correct": "tab:blue", "never_correct": "tab:red"},
                        markers={"correct": "o", "never_correct": "X"}, s=14, alpha=0.7, linewidth=0)
     grid.set(xscale="log")
-    grid.set_axis_labels("loss to correct (summed loss; lower bound if never corrected)",
-                         "universal difficulty rank (1 = easiest)")
+    grid.set_axis_labels("", "")
+    grid.figure.supxlabel("loss to correct (summed loss; lower bound if never corrected)", y=0.0)
+    grid.figure.supylabel("universal difficulty rank (1 = easiest)", x=0.0)
     for keys, ax in grid.axes_dict.items():
         keys = keys if isinstance(keys, tuple) else (keys,)
         mask = np.ones(len(data), dtype=bool)
