@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a sc
 import pandas as pd  # noqa: E402
 
 from analysis import plots  # noqa: E402
-from analysis.runs import Run, find_run_dirs, latest_sweep, load_run  # noqa: E402
+from analysis.runs import Run, find_run_dirs, latest_sweep, load_run, merge_shards  # noqa: E402
 from analysis.correlations import __doc__ as STATISTICS_DOC, paired_comparison, run_statistics  # noqa: E402
 
 log = logging.getLogger("aggregate")
-NOT_PARAMETERS = {"progress", "cache_dir", "train.threads", "train.device"}
+NOT_PARAMETERS = {"progress", "cache_dir", "train.threads", "train.device", "shard.count"}
 
 
 def varying_parameters(runs: list[Run]) -> list[str]:
@@ -38,7 +38,7 @@ def label(run: Run, keys: list[str]) -> str:
 
 
 def aggregate(paths: list[Path], out: Path) -> dict:
-    runs = [load_run(d) for d in find_run_dirs(paths)]
+    runs = merge_shards([load_run(d) for d in find_run_dirs(paths)])
     keys = varying_parameters(runs)
     labels = [label(run, keys) for run in runs]
     if len(set(labels)) < len(labels):  # same parameters twice (e.g. two sweeps): tell them apart by directory

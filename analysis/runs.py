@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +25,11 @@ class Run:
 
 
 def latest_sweep(root: Path = Path("multirun")) -> Path:
-    """The most recent `multirun/<date>/<time>` directory."""
-    sweeps = sorted(p for p in root.glob("*/*") if p.is_dir())
+    """The most recent `multirun/<date>/<time>-<pid>` directory."""
+    sweeps = [p for p in root.glob("*/*") if p.is_dir()]
     if not sweeps:
         raise FileNotFoundError(f"no sweep found under {root.resolve()}; pass run or sweep directories explicitly")
-    return sweeps[-1]
+    return max(sweeps, key=lambda p: (p.parent.name, p.name[:8], p.stat().st_mtime))
 
 
 def find_run_dirs(paths: list[Path]) -> list[Path]:
@@ -80,3 +81,31 @@ def load_run(directory: Path) -> Run:
     if hydra_config.exists() and not summary.exists() and len(rows):
         notes.append("in progress or interrupted (no training_summary.json): partial rows")
     return Run(directory, params, rows, notes)
+
+
+def merge_shards(runs: list[Run]) -> list[Run]:
+    """Runs that differ only in `shard.index` (with shard.count > 1) become one run over all their rows."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        sharded = (run.params.get("shard.count") or 1) > 1
+        key = repr(sorted((k, repr(v)) for k, v in run.params.items() if k != "shard.index")) if sharded \
+            else str(run.directory)
+        groups.setdefault(key, []).append(run)
+    merged = []
+    for group in groups.values():
+        if (group[0].params.get("shard.count") or 1) == 1:
+            merged += group
+            continue
+        count = group[0].params["shard.count"]
+        indices = sorted(run.params["shard.index"] for run in group)
+        rows = pd.concat([run.rows for run in group], ignore_index=True)
+        if "example_index" in rows:
+            rows = rows.sort_values("example_index", kind="stable").drop_duplicates("path").reset_index(drop=True)
+        notes = [n for run in group for n in run.notes] + [f"merged shards {indices} of {count}"]
+        missing = sorted(set(range(count)) - set(indices))
+        if missing:
+            notes.append(f"shards {missing} of {count} missing: statistics cover part of the selection")
+        directory = Path(os.path.commonpath([str(run.directory) for run in group]))
+        params = {k: v for k, v in group[0].params.items() if k != "shard.index"}
+        merged.append(Run(directory, params, rows, notes))
+    return merged

@@ -5,8 +5,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
 
+import os
+
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class Optimizer(str, Enum):
@@ -78,6 +80,13 @@ class DataConfig:
 
 
 @dataclass
+class ShardConfig:
+    """Split one run's selection across jobs: this job takes positions index, index + count, ..."""
+    index: int = 0
+    count: int = 1
+
+
+@dataclass
 class Config:
     lr: float = 1e-5
     max_steps: int = 1000
@@ -86,6 +95,7 @@ class Config:
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
     # Where built artifacts (demo universe, pretrained weights) are cached;
     # None means $LTC_CACHE_DIR, else ~/.cache/loss-to-correct.
     cache_dir: Optional[str] = None
@@ -93,6 +103,10 @@ class Config:
 
 
 def register_configs() -> None:
+    # A per-process token for output directory names, so two sweeps started in the same second
+    # cannot collide; cached, and Hydra copies the cache to its job processes, like ${now:}.
+    if not OmegaConf.has_resolver("pid"):
+        OmegaConf.register_new_resolver("pid", lambda: os.getpid(), use_cache=True)
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
     cs.store(group="model", name="schema", node=ModelConfig)

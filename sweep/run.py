@@ -29,7 +29,7 @@ SELECTION_CSV = "selection.csv"
 SELECTION_INFO_JSON = "selection.json"
 IDENTITY_JSON = "run_identity.json"
 # Keys that define what a run directory's results mean; resuming with any other value is refused.
-IDENTITY_KEYS = ("model", "data", "lr", "max_steps", "sample_size", "seed", "train.optimizer",
+IDENTITY_KEYS = ("model", "data", "lr", "max_steps", "sample_size", "seed", "shard", "train.optimizer",
                  "train.weight_decay", "train.momentum", "train.mode", "train.augmentation", "train.precision")
 
 
@@ -41,16 +41,20 @@ def validate(cfg) -> None:
         raise ValueError(f"max_steps={cfg.max_steps}: expected an integer >= 1")
     if cfg.sample_size < 1:
         raise ValueError(f"sample_size={cfg.sample_size}: expected an integer >= 1")
+    if not 0 <= cfg.shard.index < cfg.shard.count:
+        raise ValueError(f"shard.index={cfg.shard.index}, shard.count={cfg.shard.count}: expected "
+                         f"0 <= shard.index < shard.count")
     if cfg.train.weight_decay < 0:
         raise ValueError(f"train.weight_decay={cfg.train.weight_decay}: expected >= 0")
 
 
-def _device(choice: Device) -> torch.device:
+def _device(choice: Device, job_num: int) -> torch.device:
+    """CPU or a GPU; parallel jobs of a sweep spread over the visible GPUs (job number modulo count)."""
     if choice == Device.cuda and not torch.cuda.is_available():
         raise ValueError("train.device=cuda but no CUDA device is available; use train.device=auto or cpu")
     if choice == Device.cpu or not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda")
+    return torch.device("cuda", job_num % torch.cuda.device_count())
 
 
 def _check_identity(cfg, out_dir: Path) -> None:
@@ -97,7 +101,11 @@ class _StopRequest:
         self.signal = None
 
     def __enter__(self):
-        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        # Only where the signal has its default disposition: a launcher that handles it (submitit
+        # requeues pre-empted jobs) keeps its handler.
+        defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+        self.previous = {s: signal.signal(s, self._handle) for s, default in defaults.items()
+                         if signal.getsignal(s) is default}
         return self
 
     def _handle(self, signum, frame):
@@ -111,15 +119,18 @@ class _StopRequest:
             signal.signal(s, handler)
 
 
-def run(cfg, out_dir: Path) -> dict:
-    """Run one job into `out_dir`; rows already in its results CSV are kept and skipped."""
+def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dict:
+    """Run one job into `out_dir`; rows already in its results CSV are kept and skipped.
+
+    `threads` (torch intra-op threads) applies unless `train.threads` is set; `job_num` picks the GPU.
+    """
     validate(cfg)
     started = time.perf_counter()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    if cfg.train.threads or threads:
+        torch.set_num_threads(cfg.train.threads or threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_identity(cfg, out_dir)
-    device = _device(cfg.train.device)
+    device = _device(cfg.train.device, job_num)
     source = open_source(cfg)
     model = pretrained_model(cfg, source).to(device)
     check_labels(source.examples, model.num_classes, cfg.model.arch)
@@ -133,12 +144,13 @@ def run(cfg, out_dir: Path) -> dict:
 
     trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps)
     chosen, info = _selection(cfg, out_dir, model, source.examples, view, device)
+    indexed = list(enumerate(chosen))[cfg.shard.index::cfg.shard.count]  # positions in the whole selection
     results_path = out_dir / RESULTS_CSV
     done = set(read_rows(results_path)["path"])
     if done:
-        log.info("resuming: %d of %d examples already done in %s", len(done), len(chosen), results_path)
+        log.info("resuming: %d of %d examples already done in %s", len(done), len(indexed), results_path)
     writer = ResultsWriter(results_path)
-    bar = tqdm(total=len(chosen), initial=len(done), desc=f"{cfg.model.arch} lr={cfg.lr:g}", unit="example",
+    bar = tqdm(total=len(indexed), initial=len(done), desc=f"{cfg.model.arch} lr={cfg.lr:g}", unit="example",
                disable=not cfg.progress)
 
     def on_step(step: int, loss: float) -> None:
@@ -147,7 +159,7 @@ def run(cfg, out_dir: Path) -> dict:
 
     with _StopRequest() as stop:
         try:
-            for index, example in enumerate(chosen):
+            for index, example in indexed:
                 if example.path in done:
                     continue
                 if stop.signal:
@@ -158,11 +170,11 @@ def run(cfg, out_dir: Path) -> dict:
             bar.close()
             writer.close()
     rows = read_rows(results_path)
-    summary = _summary(cfg, rows, time.perf_counter() - started, device, info)
+    summary = _summary(cfg, rows, time.perf_counter() - started, device, {**info, "in_this_shard": len(indexed)})
     write_summary(out_dir / SUMMARY_JSON, summary)
     plot_loss_vs_difficulty(rows, out_dir / PLOT_PNG, title=f"{cfg.model.arch}, lr={cfg.lr:g}, data={cfg.data.name}")
     if stop.signal:
-        raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(chosen)} examples; "
+        raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(indexed)} examples; "
                          f"rerun the same command with hydra.run.dir={out_dir} to resume")
     rho = summary["spearman_vs_rank"]["loss_sum"]["rho"]
     log.info("done: %s; Spearman rho(loss to correct, rank) = %s", summary["counts"], rho)
@@ -196,7 +208,7 @@ def _summary(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, sele
         "config": OmegaConf.to_container(cfg, resolve=True),
         "selection": selection,
         "examples_processed": len(rows),
-        "complete": len(rows) == selection["selected"],
+        "complete": len(rows) == selection["in_this_shard"],
         "counts": {s: int(n) for s, n in rows["status"].value_counts().items()},
         "spearman_vs_rank": spearman_vs_rank(rows),
         "wall_seconds": seconds,
