@@ -49,6 +49,8 @@ class TrainConfig:
     precision: Precision = Precision.fp32
     device: Device = Device.auto
     threads: Optional[int] = None  # torch intra-op threads; None keeps torch's default
+    # Examples fine-tuned at once by the batched engine (K copies of the model); 1 = the simple path.
+    parallel: int = 1
 
 
 @dataclass

@@ -66,6 +66,8 @@ class SingleExampleTrainer:
         """Restore every parameter and buffer in place (no reallocation, unlike load_state_dict)."""
         for tensor, saved in zip(self.state, self.snapshot):
             tensor.copy_(saved)
+        for param in self.params:  # no gradient left over from earlier use of the model
+            param.grad = None
         self.model.train(self.train.mode == ModelMode.train)
 
     def fit(self, x: torch.Tensor, y: int, on_step: Optional[Callable[[int, float], None]] = None) -> Outcome:

@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from sweep.config import Augmentation, Device, ModelMode
-from sweep.correct import UNREADABLE, SingleExampleTrainer
+from sweep.correct import UNREADABLE, Outcome, SingleExampleTrainer
+from sweep.engine import BatchedTrainer, batching_obstacle
 from sweep.data import Example, check_labels, load_image, model_transform, seeded_view
 from sweep.results import (COLUMNS, PLOT_PNG, RESULTS_CSV, SUMMARY_JSON, ResultsWriter, atomic_write_text,
                            plot_loss_vs_difficulty, read_rows, spearman_vs_rank, write_summary)
@@ -44,6 +45,8 @@ def validate(cfg) -> None:
     if not 0 <= cfg.shard.index < cfg.shard.count:
         raise ValueError(f"shard.index={cfg.shard.index}, shard.count={cfg.shard.count}: expected "
                          f"0 <= shard.index < shard.count")
+    if cfg.train.parallel < 1:
+        raise ValueError(f"train.parallel={cfg.train.parallel}: expected an integer >= 1")
     if cfg.train.weight_decay < 0:
         raise ValueError(f"train.weight_decay={cfg.train.weight_decay}: expected >= 0")
 
@@ -157,15 +160,20 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
         if step % 10 == 0:
             bar.set_postfix(step=step, loss=f"{loss:.4f}", refresh=False)
 
+    todo = [(index, example) for index, example in indexed if example.path not in done]
+    engine = _batched_engine(cfg, model)
     with _StopRequest() as stop:
         try:
-            for index, example in indexed:
-                if example.path in done:
-                    continue
-                if stop.signal:
-                    break
-                writer.write(_correct_one(trainer, view, index, example, device, on_step))
-                bar.update()
+            if engine is None:
+                for index, example in todo:
+                    if stop.signal:
+                        break
+                    writer.write(_correct_one(trainer, view, index, example, device, on_step))
+                    bar.update()
+            else:
+                for (index, example, tick), outcome in engine.run(_views(todo, view, device, writer, bar, stop)):
+                    writer.write(_row(index, example, outcome, tick))
+                    bar.update()
         finally:
             bar.close()
             writer.close()
@@ -181,24 +189,58 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
     return summary
 
 
-def _correct_one(trainer: SingleExampleTrainer, view, index: int, example: Example, device, on_step) -> dict:
-    """The results row of one example (status `unreadable` when its image cannot be decoded)."""
-    tick = time.perf_counter()
-    row = {"example_index": index, "path": example.path, "universal_difficulty_rank": example.rank,
-           "label": example.label}
+def _batched_engine(cfg, model) -> BatchedTrainer | None:
+    """The batched engine when `train.parallel` > 1 and it can reproduce the simple path, else None."""
+    if cfg.train.parallel <= 1:
+        return None
+    obstacle = batching_obstacle(model, cfg.train)
+    if obstacle:
+        log.warning("train.parallel=%d ignored: %s", cfg.train.parallel, obstacle)
+        return None
+    return BatchedTrainer(model, cfg.train, cfg.lr, cfg.max_steps, cfg.train.parallel)
+
+
+def _read_view(view, index: int, example: Example, device) -> torch.Tensor | None:
     try:
-        x = view(index, example).unsqueeze(0).to(device)
+        return view(index, example).to(device)
     except (OSError, ValueError, SyntaxError) as error:
         log.warning("%s cannot be read (%s): recorded as unreadable", example.path, error)
-        return {**row, "status": UNREADABLE, "total_loss_to_correct": -1, "steps_to_correct": -1,
-                "seconds": time.perf_counter() - tick}
-    outcome = trainer.fit(x, example.label, on_step)
+        return None
+
+
+def _views(todo, view, device, writer: ResultsWriter, bar, stop):
+    """The batched engine's queue: ((index, example, start time), x, label); unreadable rows written here."""
+    for index, example in todo:
+        if stop.signal:
+            return
+        tick = time.perf_counter()
+        x = _read_view(view, index, example, device)
+        if x is None:
+            writer.write(_row(index, example, None, tick))
+            bar.update()
+        else:
+            yield (index, example, tick), x, example.label
+
+
+def _correct_one(trainer: SingleExampleTrainer, view, index: int, example: Example, device, on_step) -> dict:
+    """The results row of one example, by the simple path."""
+    tick = time.perf_counter()
+    x = _read_view(view, index, example, device)
+    return _row(index, example, None if x is None else trainer.fit(x.unsqueeze(0), example.label, on_step), tick)
+
+
+def _row(index: int, example: Example, outcome: Outcome | None, tick: float) -> dict:
+    """A results row; `outcome` None means the image could not be read."""
+    row = {"example_index": index, "path": example.path, "universal_difficulty_rank": example.rank,
+           "label": example.label, "seconds": time.perf_counter() - tick}
+    if outcome is None:
+        return {**row, "status": UNREADABLE, "total_loss_to_correct": -1, "steps_to_correct": -1}
     return {**row, "total_loss_to_correct": outcome.total_loss_to_correct,
             "initial_prediction": outcome.initial_prediction, "status": outcome.status,
             "steps_to_correct": outcome.steps_to_correct, "loss_sum": outcome.loss_sum,
             "initial_loss": outcome.initial_loss, "final_loss": outcome.final_loss,
             "initial_margin": outcome.initial_margin, "initial_grad_norm": outcome.initial_grad_norm,
-            "weight_distance": outcome.weight_distance, "seconds": time.perf_counter() - tick}
+            "weight_distance": outcome.weight_distance}
 
 
 def _summary(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, selection: dict) -> dict:

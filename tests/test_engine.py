@@ -1,0 +1,77 @@
+"""The batched engine reproduces the simple path per example (deterministic mode)."""
+import logging
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from conftest import ROOT, TINY_UNIVERSE, tiny_universe_overrides
+from sweep.config import ModelMode, Optimizer, TrainConfig, register_configs
+from sweep.correct import SingleExampleTrainer
+from sweep.data import load_image, model_transform, read_examples
+from sweep.engine import BatchedTrainer
+from sweep.models import load_checkpoint
+from sweep.run import run
+from sweep.selection import find_wrong, sample
+from sweep.universe.build import build_universe, pretrained_weights
+
+register_configs()
+
+
+@pytest.fixture(scope="module")
+def mistakes(cache_dir):
+    """A pretrained tiny model and 10 of its real mistakes."""
+    universe = build_universe(dict(TINY_UNIVERSE), cache_dir)
+    model = load_checkpoint(universe.new_model("test_resnet"),
+                            pretrained_weights(universe, "test_resnet", TINY_UNIVERSE["pretrain_epochs"], 0))
+    transform = model_transform(model, training=False)
+    examples = read_examples(universe.images_root, universe.labels_csv, universe.difficulty_csv)
+    wrong, _ = find_wrong(model.eval(), examples, lambda i, e: transform(load_image(e.path)), torch.device("cpu"),
+                          64, progress=False)
+    return model, [(transform(load_image(e.path)), e.label) for e in sample(wrong, 10, seed=0)]
+
+
+@pytest.mark.parametrize("optimizer", [Optimizer.adamw, Optimizer.sgd])
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_batched_engine_matches_simple_path(mistakes, k, optimizer):
+    model, examples = mistakes
+    train = TrainConfig(optimizer=optimizer)
+    lr, max_steps = (3e-5, 60) if optimizer == Optimizer.adamw else (3e-4, 60)
+    simple = SingleExampleTrainer(model, train, lr, max_steps)
+    expected = [simple.fit(x[None], y) for x, y in examples]
+    simple.reset()
+    steps = [o.steps_taken for o in expected]
+    assert len(set(steps)) >= 4, steps  # examples finish at different steps, so slots are refilled
+    got = dict(BatchedTrainer(model, train, lr, max_steps, parallel=k).run((i, x, y) for i, (x, y) in enumerate(examples)))
+    for i, want in enumerate(expected):
+        assert (got[i].status, got[i].steps_to_correct, got[i].steps_taken) == \
+            (want.status, want.steps_to_correct, want.steps_taken), i
+        assert got[i].loss_sum == pytest.approx(want.loss_sum, rel=1e-4, abs=1e-6)
+        for field in ("initial_loss", "final_loss", "initial_margin", "initial_grad_norm", "weight_distance"):
+            assert getattr(got[i], field) == pytest.approx(getattr(want, field), rel=1e-4, abs=1e-5), field
+        assert got[i].initial_prediction == want.initial_prediction
+
+
+def test_run_with_parallel_gives_the_simple_path_results(tmp_path, cache_dir):
+    def job(*overrides):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[*tiny_universe_overrides(cache_dir), "sample_size=6",
+                                                             "lr=3e-5", "max_steps=60", "progress=false", *overrides])
+        out = tmp_path / "_".join(overrides or ["simple"])
+        run(cfg, out)
+        rows = pd.read_csv(out / "single_example_results.csv").sort_values("example_index").reset_index(drop=True)
+        return rows.drop(columns=["seconds", "loss_sum", "total_loss_to_correct", "initial_loss", "final_loss",
+                                  "initial_margin", "initial_grad_norm", "weight_distance"]), rows
+
+    simple, simple_full = job()
+    batched, batched_full = job("train.parallel=4")
+    pd.testing.assert_frame_equal(simple, batched)
+    assert (batched_full["loss_sum"] - simple_full["loss_sum"]).abs().max() <= 1e-4 * simple_full["loss_sum"].max()
+
+
+def test_train_mode_falls_back_with_a_reason(mistakes, caplog):
+    from sweep.engine import batching_obstacle
+    model, _ = mistakes
+    assert batching_obstacle(model, TrainConfig()) is None
+    assert "train.mode=train" in batching_obstacle(model, TrainConfig(mode=ModelMode.train))
