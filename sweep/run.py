@@ -75,15 +75,20 @@ def _check_identity(cfg, out_dir: Path) -> None:
         atomic_write_text(path, json.dumps(identity, indent=2, default=str))
 
 
-def _selection(cfg, out_dir: Path, model, examples: list[Example], view, device) -> tuple[list[Example], dict]:
+def _selection(cfg, out_dir: Path, model, examples: list[Example], view, device,
+               precomputed: list[Example] | None) -> tuple[list[Example], dict]:
     """The persisted selection of this run directory, or a new one: wrong examples, sampled."""
     path, info_path = out_dir / SELECTION_CSV, out_dir / SELECTION_INFO_JSON
     if path.exists() and info_path.exists():
         frame = pd.read_csv(path)
         chosen = [Example(p, int(y), int(r)) for p, y, r in zip(frame["path"], frame["label"], frame["rank"])]
         return chosen, json.loads(info_path.read_text())
-    batch_size = 1 if cfg.train.mode == ModelMode.train else 256
-    wrong, unreadable = find_wrong(model, examples, view, device, batch_size, progress=cfg.progress)
+    if precomputed is not None:
+        wrong, unreadable = precomputed, 0
+        log.info("wrong set from the correctness matrix row of %s", cfg.data.wrong_from_model)
+    else:
+        batch_size = 1 if cfg.train.mode == ModelMode.train else 64
+        wrong, unreadable = find_wrong(model, examples, view, device, batch_size, progress=cfg.progress)
     log.info("the pretrained model gets %d of %d examples wrong (%d unreadable)", len(wrong), len(examples),
              unreadable)
     if not wrong:
@@ -146,7 +151,7 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
         return seeded_view(transform, image, seed=cfg.seed * 1_000_003 + index) if augment else transform(image)
 
     trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps)
-    chosen, info = _selection(cfg, out_dir, model, source.examples, view, device)
+    chosen, info = _selection(cfg, out_dir, model, source.examples, view, device, source.wrong)
     indexed = list(enumerate(chosen))[cfg.shard.index::cfg.shard.count]  # positions in the whole selection
     results_path = out_dir / RESULTS_CSV
     done = set(read_rows(results_path)["path"])

