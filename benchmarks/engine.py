@@ -75,7 +75,7 @@ def workload(spec: str, n_examples: int, device: torch.device):
         model = load_checkpoint(universe.new_model(arch), pretrained_weights(universe, arch, cfg.pretrain_epochs, 0))
         transform = model_transform(model, training=False)
         examples = read_examples(universe.images_root, universe.labels_csv, universe.difficulty_csv)
-        wrong, _ = find_wrong(model.eval(), examples, lambda i, e: transform(load_image(e.path)), torch.device("cpu"),
+        wrong, _ = find_wrong(model.eval(), examples, lambda e: transform(load_image(e.path)), torch.device("cpu"),
                               256, progress=False)
         chosen = sample(wrong, n_examples, seed=0)
         return model.to(device), [(transform(load_image(e.path)).to(device), e.label) for e in chosen], 1e-5

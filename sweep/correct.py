@@ -48,6 +48,13 @@ def make_optimizer(params, name: Optimizer, lr: float, weight_decay: float, mome
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
 
 
+def autocast_context(precision: Precision, device_type: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """bf16 autocast (no loss scaler: bf16 needs none), or nothing for fp32."""
+    if precision == Precision.bf16:
+        return lambda: torch.autocast(device_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
 class SingleExampleTrainer:
     """Fine-tunes one model on one example at a time, restoring the pretrained state before each."""
 
@@ -57,9 +64,7 @@ class SingleExampleTrainer:
         self.state = list(model.state_dict(keep_vars=True).values())
         self.snapshot = [t.detach().clone() for t in self.state]
         self.pretrained_params = [p.detach().clone() for p in self.params]
-        device_type = next(model.parameters()).device.type
-        self.autocast = (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) \
-            if train.precision == Precision.bf16 else contextlib.nullcontext
+        self.autocast = autocast_context(train.precision, next(model.parameters()).device.type)
 
     @torch.no_grad()
     def reset(self) -> None:
@@ -84,9 +89,9 @@ class SingleExampleTrainer:
             loss_value, prediction = loss.item(), int(logits.argmax(1).item())
             if t == 0:
                 initial_loss, initial_prediction = loss_value, prediction
-                initial_margin = _margin(logits.detach().float()[0], y)
+                initial_margin = margin(logits.detach().float()[0], y)
                 loss.backward()
-                initial_grad_norm = _norm([p.grad for p in self.params if p.grad is not None])
+                initial_grad_norm = l2_norm([p.grad for p in self.params if p.grad is not None])
             if not math.isfinite(loss_value):
                 status = DIVERGED
             elif prediction == y:
@@ -113,15 +118,17 @@ class SingleExampleTrainer:
 
     @torch.no_grad()
     def weight_distance(self) -> float:
-        return _norm([p - p0 for p, p0 in zip(self.params, self.pretrained_params)])
+        return l2_norm([p - p0 for p, p0 in zip(self.params, self.pretrained_params)])
 
 
-def _margin(logits: torch.Tensor, y: int) -> float:
+def margin(logits: torch.Tensor, y: int) -> float:
+    """True-class logit minus the largest other logit."""
     others = torch.cat([logits[:y], logits[y + 1:]])
     return float(logits[y] - others.max())
 
 
-def _norm(tensors: list[torch.Tensor]) -> float:
+def l2_norm(tensors: list[torch.Tensor]) -> float:
+    """L2 norm of all the tensors' entries together."""
     if not tensors:
         return 0.0
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors])))

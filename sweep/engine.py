@@ -17,7 +17,8 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from sweep.config import ModelMode, TrainConfig
-from sweep.correct import CORRECT, DIVERGED, NEVER_CORRECT, Outcome, SingleExampleTrainer, _norm, make_optimizer
+from sweep.correct import (CORRECT, DIVERGED, NEVER_CORRECT, Outcome, autocast_context, l2_norm, make_optimizer,
+                           margin)
 
 
 def batching_obstacle(model: nn.Module, train: TrainConfig) -> Optional[str]:
@@ -48,7 +49,7 @@ class BatchedTrainer:
         self.pretrained = [p.detach().clone() for n, p in model.named_parameters() if p.requires_grad]
         self.buffers = {n: b.detach() for n, b in model.named_buffers()}
         self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-        self.autocast = SingleExampleTrainer(model, train, lr, max_steps).autocast
+        self.autocast = autocast_context(train.precision, self.pretrained[0].device.type)
         self._step = vmap(grad_and_value(self._loss, has_aux=True), in_dims=(0, None, 0, 0))
 
     def _loss(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor):
@@ -106,8 +107,8 @@ class BatchedTrainer:
                 loss_value, prediction = loss_values[i], predictions[i]
                 if slot.t == 0:
                     slot.first = {"initial_loss": loss_value, "initial_prediction": prediction,
-                                  "initial_margin": _margin(logits[i], slot.y),
-                                  "initial_grad_norm": _norm([grads[n][i] for n in self.names])}
+                                  "initial_margin": margin(logits[i], slot.y),
+                                  "initial_grad_norm": l2_norm([grads[n][i] for n in self.names])}
                 if not math.isfinite(loss_value):
                     status = DIVERGED
                 elif prediction == slot.y:
@@ -136,11 +137,7 @@ class BatchedTrainer:
                         p.grad = None
 
     def _outcome(self, slot: _Slot, status: str, final_loss: float) -> Outcome:
-        distance = _norm([p - p0 for p, p0 in zip(slot.params, self.pretrained)])
+        distance = l2_norm([p - p0 for p, p0 in zip(slot.params, self.pretrained)])
         return Outcome(status=status, steps_to_correct=slot.t if status == CORRECT else -1, loss_sum=slot.loss_sum,
                        final_loss=final_loss, weight_distance=distance, steps_taken=slot.t, **slot.first)
 
-
-def _margin(logits: torch.Tensor, y: int) -> float:
-    others = torch.cat([logits[:y], logits[y + 1:]])
-    return float(logits[y] - others.max())

@@ -97,7 +97,13 @@ def match_paths(difficulty: pd.DataFrame, images: list[Path], root: Path, match:
         raise ValueError(f"{summary}. Example difficulty path: {difficulty['path'].iloc[0]!r}; example local image: "
                          f"{str(images[0]) if images else 'none'!r}. Set data.prefix to the part of the difficulty "
                          f"paths that stands for data.images, or data.match=filename")
-    log.info(summary)
+    unmatched_images = sorted({str(p) for p in images} - set(matched["local"]))
+    if unmatched_images:
+        unmatched_entry = difficulty["path"][~difficulty.index.isin(matched.index)].iloc[0]
+        log.warning("%s; %d local images have no difficulty entry (e.g. %s; an unmatched difficulty path: %s)",
+                    summary, len(unmatched_images), unmatched_images[0], unmatched_entry)
+    else:
+        log.info(summary)
     return matched
 
 

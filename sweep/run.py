@@ -1,11 +1,13 @@
 """One job of a sweep: find the model's mistakes, correct each one alone, write the run's outputs."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import platform
 import signal
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +19,8 @@ from tqdm import tqdm
 
 from sweep.config import Augmentation, Device, ModelMode
 from sweep.correct import UNREADABLE, Outcome, SingleExampleTrainer
-from sweep.engine import BatchedTrainer, batching_obstacle
 from sweep.data import Example, check_labels, load_image, model_transform, seeded_view
+from sweep.engine import BatchedTrainer, batching_obstacle
 from sweep.results import (COLUMNS, PLOT_PNG, RESULTS_CSV, SUMMARY_JSON, ResultsWriter, atomic_write_text,
                            plot_loss_vs_difficulty, read_rows, spearman_vs_rank, write_summary)
 from sweep.selection import find_wrong, sample
@@ -62,8 +64,8 @@ def _device(choice: Device, job_num: int) -> torch.device:
 
 def _check_identity(cfg, out_dir: Path) -> None:
     """Record what this run directory holds, or refuse to resume a run made with other settings."""
-    identity = {key: OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(cfg, key)}), resolve=True)["v"]
-                for key in IDENTITY_KEYS}
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    identity = {key: functools.reduce(lambda node, part: node[part], key.split("."), config) for key in IDENTITY_KEYS}
     path = out_dir / IDENTITY_JSON
     if path.exists():
         previous = json.loads(path.read_text())
@@ -146,9 +148,12 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
     transform = model_transform(model, training=cfg.train.augmentation == Augmentation.one_view)
     augment = cfg.train.augmentation == Augmentation.one_view
 
-    def view(index: int, example: Example) -> torch.Tensor:
+    def view(example: Example) -> torch.Tensor:
+        """The example's input; a random view is seeded by the run seed and the image path, so the
+        wrong-set search and the fine-tuning see the same one."""
         image = load_image(example.path)
-        return seeded_view(transform, image, seed=cfg.seed * 1_000_003 + index) if augment else transform(image)
+        return seeded_view(transform, image, seed=cfg.seed * 1_000_003 + zlib.crc32(example.path.encode())) \
+            if augment else transform(image)
 
     trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps)
     chosen, info = _selection(cfg, out_dir, model, source.examples, view, device, source.wrong)
@@ -205,9 +210,9 @@ def _batched_engine(cfg, model) -> BatchedTrainer | None:
     return BatchedTrainer(model, cfg.train, cfg.lr, cfg.max_steps, cfg.train.parallel)
 
 
-def _read_view(view, index: int, example: Example, device) -> torch.Tensor | None:
+def _read_view(view, example: Example, device) -> torch.Tensor | None:
     try:
-        return view(index, example).to(device)
+        return view(example).to(device)
     except (OSError, ValueError, SyntaxError) as error:
         log.warning("%s cannot be read (%s): recorded as unreadable", example.path, error)
         return None
@@ -219,7 +224,7 @@ def _views(todo, view, device, writer: ResultsWriter, bar, stop):
         if stop.signal:
             return
         tick = time.perf_counter()
-        x = _read_view(view, index, example, device)
+        x = _read_view(view, example, device)
         if x is None:
             writer.write(_row(index, example, None, tick))
             bar.update()
@@ -230,7 +235,7 @@ def _views(todo, view, device, writer: ResultsWriter, bar, stop):
 def _correct_one(trainer: SingleExampleTrainer, view, index: int, example: Example, device, on_step) -> dict:
     """The results row of one example, by the simple path."""
     tick = time.perf_counter()
-    x = _read_view(view, index, example, device)
+    x = _read_view(view, example, device)
     return _row(index, example, None if x is None else trainer.fit(x.unsqueeze(0), example.label, on_step), tick)
 
 

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 class _Views(Dataset):
     """(index, view) of each example, or (index, None) when its image cannot be decoded."""
 
-    def __init__(self, examples: list[Example], view: Callable[[int, Example], torch.Tensor]):
+    def __init__(self, examples: list[Example], view: Callable[[Example], torch.Tensor]):
         self.examples, self.view = examples, view
 
     def __len__(self) -> int:
@@ -26,7 +26,7 @@ class _Views(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return i, self.view(i, self.examples[i])
+            return i, self.view(self.examples[i])
         except (OSError, ValueError, SyntaxError) as error:  # what PIL raises for corrupt or truncated files
             log.warning("%s cannot be read (%s): skipped", self.examples[i].path, error)
             return i, None
@@ -38,7 +38,7 @@ def _collate(items):
 
 
 @torch.no_grad()
-def find_wrong(model: nn.Module, examples: list[Example], view: Callable[[int, Example], torch.Tensor],
+def find_wrong(model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
                device: torch.device, batch_size: int, progress: bool = True) -> tuple[list[Example], int]:
     """Examples the model misclassifies, evaluated in its current mode on the same view as training,
     and the number of images that could not be read.

@@ -1,4 +1,4 @@
-"""Plain supervised training and batched inference on in-memory tensors (zoo and demo pretraining)."""
+"""Plain supervised training on in-memory tensors (the demo universe's zoo and pretrained weights)."""
 from __future__ import annotations
 
 import torch
@@ -24,10 +24,3 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             optimizer.step()
             schedule.step()
     return model.eval()
-
-
-@torch.no_grad()
-def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Softmax probabilities (N, classes) of `model` in eval mode."""
-    model.eval()
-    return torch.cat([model(images[i:i + batch_size]).softmax(1) for i in range(0, len(images), batch_size)])

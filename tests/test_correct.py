@@ -105,3 +105,17 @@ def test_reset_gives_each_example_the_results_it_gets_alone(mode):
     assert alone.steps_taken > 0
     trainer.reset()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_bf16_autocast_runs_without_a_loss_scaler():
+    from sweep.config import Precision
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=5).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        label = int(model(x).argmin())
+    fp32 = SingleExampleTrainer(model, TrainConfig(), lr=1e-3, max_steps=50).fit(x, label)
+    bf16 = SingleExampleTrainer(model, TrainConfig(precision=Precision.bf16), lr=1e-3, max_steps=50).fit(x, label)
+    assert bf16.status == fp32.status == CORRECT
+    assert math.isfinite(bf16.loss_sum) and bf16.initial_loss != fp32.initial_loss  # autocast was on
+    assert bf16.initial_loss == pytest.approx(fp32.initial_loss, rel=0.3)

