@@ -86,7 +86,9 @@ class SingleExampleTrainer:
             with self.autocast():
                 logits = self.model(x)
             loss = F.cross_entropy(logits.float(), target)
-            loss_value, prediction = loss.item(), int(logits.argmax(1).item())
+            # one host synchronisation per step: the loss and the prediction together
+            loss_value, prediction = torch.stack([loss.detach(), logits.detach().argmax(1)[0].float()]).tolist()
+            prediction = int(prediction)
             if t == 0:
                 initial_loss, initial_prediction = loss_value, prediction
                 initial_margin = margin(logits.detach().float()[0], y)
