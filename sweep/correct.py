@@ -23,7 +23,6 @@ CORRECT, NEVER_CORRECT, DIVERGED, UNREADABLE = "correct", "never_correct", "dive
 @dataclass
 class Outcome:
     status: str
-    steps_to_correct: int     # t at which argmax == y; -1 unless correct
     loss_sum: float           # sum of the losses of the updates taken (a lower bound unless correct)
     initial_loss: float
     final_loss: float         # loss of the last state evaluated
@@ -32,6 +31,11 @@ class Outcome:
     initial_grad_norm: float  # L2 norm of the full gradient at the pretrained weights
     weight_distance: float    # L2 distance between final and pretrained parameters
     steps_taken: int          # optimizer updates taken
+
+    @property
+    def steps_to_correct(self) -> int:
+        """t at which argmax == y; -1 unless corrected (the original convention)."""
+        return self.steps_taken if self.status == CORRECT else -1
 
     @property
     def total_loss_to_correct(self) -> float:
@@ -48,6 +52,17 @@ def make_optimizer(params, name: Optimizer, lr: float, weight_decay: float, mome
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
 
 
+def stop_status(loss_value: float, prediction: int, y: int, t: int, max_steps: int) -> Optional[str]:
+    """Why the loop stops at step t, in the order of DESIGN.md, or None to take an update."""
+    if not math.isfinite(loss_value):
+        return DIVERGED
+    if prediction == y:
+        return CORRECT
+    if t == max_steps:
+        return NEVER_CORRECT
+    return None
+
+
 def autocast_context(precision: Precision, device_type: str) -> Callable[[], contextlib.AbstractContextManager]:
     """bf16 autocast (no loss scaler: bf16 needs none), or nothing for fp32."""
     if precision == Precision.bf16:
@@ -60,10 +75,13 @@ class SingleExampleTrainer:
 
     def __init__(self, model: nn.Module, train: TrainConfig, lr: float, max_steps: int):
         self.model, self.train, self.lr, self.max_steps = model, train, lr, max_steps
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.state = list(model.state_dict(keep_vars=True).values())
+        state = model.state_dict(keep_vars=True)
+        self.state = list(state.values())
         self.snapshot = [t.detach().clone() for t in self.state]
-        self.pretrained_params = [p.detach().clone() for p in self.params]
+        saved = dict(zip(state, self.snapshot))
+        trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in trainable]
+        self.pretrained_params = [saved[name] for name, _ in trainable]  # the snapshot's tensors, no second copy
         self.autocast = autocast_context(train.precision, next(model.parameters()).device.type)
 
     @torch.no_grad()
@@ -94,14 +112,7 @@ class SingleExampleTrainer:
                 initial_margin = margin(logits.detach().float()[0], y)
                 loss.backward()
                 initial_grad_norm = l2_norm([p.grad for p in self.params if p.grad is not None])
-            if not math.isfinite(loss_value):
-                status = DIVERGED
-            elif prediction == y:
-                status = CORRECT
-            elif t == self.max_steps:
-                status = NEVER_CORRECT
-            else:
-                status = None
+            status = stop_status(loss_value, prediction, y, t, self.max_steps)
             if status is not None:
                 break
             loss_sum += loss_value
@@ -113,7 +124,7 @@ class SingleExampleTrainer:
             if on_step is not None:
                 on_step(t, loss_value)
         optimizer.zero_grad(set_to_none=True)
-        return Outcome(status=status, steps_to_correct=t if status == CORRECT else -1, loss_sum=loss_sum,
+        return Outcome(status=status, loss_sum=loss_sum,
                        initial_loss=initial_loss, final_loss=loss_value, initial_prediction=initial_prediction,
                        initial_margin=initial_margin, initial_grad_norm=initial_grad_norm,
                        weight_distance=self.weight_distance(), steps_taken=t)

@@ -7,7 +7,7 @@ per-example outcomes match the simple path up to floating-point reduction order.
 """
 from __future__ import annotations
 
-import math
+import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -17,8 +17,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from sweep.config import ModelMode, TrainConfig
-from sweep.correct import (CORRECT, DIVERGED, NEVER_CORRECT, Outcome, autocast_context, l2_norm, make_optimizer,
-                           margin)
+from sweep.correct import Outcome, autocast_context, l2_norm, make_optimizer, margin, stop_status
 
 
 def batching_obstacle(model: nn.Module, train: TrainConfig) -> Optional[str]:
@@ -47,8 +46,9 @@ class BatchedTrainer:
         self.model.eval()
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.pretrained = [p.detach().clone() for n, p in model.named_parameters() if p.requires_grad]
-        self.buffers = {n: b.detach() for n, b in model.named_buffers()}
-        self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+        # shared by all copies and never updated: buffers (eval mode) and frozen parameters
+        self.constants = {**{n: b.detach() for n, b in model.named_buffers()},
+                          **{n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}}
         self.autocast = autocast_context(train.precision, self.pretrained[0].device.type)
         self._step = vmap(grad_and_value(self._loss, has_aux=True), in_dims=(0, None, 0, 0))
 
@@ -61,12 +61,12 @@ class BatchedTrainer:
             on_step: Optional[Callable[[int, float], None]] = None) -> Iterator[tuple[object, Outcome]]:
         """`queue` yields (item, x of shape (C, H, W), label); items come back with their outcomes."""
         queue = iter(queue)
-        first = next(queue, None)
-        if first is None:
+        initial = list(itertools.islice(queue, self.parallel))
+        if not initial:
             return
-        k = self.parallel
+        k = len(initial)
         stacked = [p.unsqueeze(0).repeat(k, *([1] * p.dim())) for p in self.pretrained]
-        xs = first[1].unsqueeze(0).repeat(k, *([1] * first[1].dim()))
+        xs = torch.stack([x for _, x, _ in initial])
         ys = torch.zeros(k, dtype=torch.long, device=xs.device)
         slots: list[Optional[_Slot]] = [None] * k
 
@@ -80,11 +80,7 @@ class BatchedTrainer:
             slots[i] = _Slot(item, y, make_optimizer(views, self.train.optimizer, self.lr, self.train.weight_decay,
                                                      self.train.momentum), views)
 
-        fill(0, first)
-        for i in range(1, k):
-            entry = next(queue, None)
-            if entry is None:
-                break
+        for i, entry in enumerate(initial):
             fill(i, entry)
 
         while any(slots):
@@ -101,7 +97,7 @@ class BatchedTrainer:
                         for o, new in zip(old, slot.params):
                             if o in slot.optimizer.state:
                                 slot.optimizer.state[new] = slot.optimizer.state.pop(o)
-            grads, (losses, logits) = self._step(dict(zip(self.names, stacked)), {**self.buffers, **self.frozen}, xs, ys)
+            grads, (losses, logits) = self._step(dict(zip(self.names, stacked)), self.constants, xs, ys)
             loss_values, predictions = losses.tolist(), logits.argmax(1).tolist()
             for i, slot in enumerate(slots):
                 loss_value, prediction = loss_values[i], predictions[i]
@@ -109,14 +105,7 @@ class BatchedTrainer:
                     slot.first = {"initial_loss": loss_value, "initial_prediction": prediction,
                                   "initial_margin": margin(logits[i], slot.y),
                                   "initial_grad_norm": l2_norm([grads[n][i] for n in self.names])}
-                if not math.isfinite(loss_value):
-                    status = DIVERGED
-                elif prediction == slot.y:
-                    status = CORRECT
-                elif slot.t == self.max_steps:
-                    status = NEVER_CORRECT
-                else:
-                    status = None
+                status = stop_status(loss_value, prediction, slot.y, slot.t, self.max_steps)
                 if status is not None:
                     yield slot.item, self._outcome(slot, status, loss_value)
                     entry = next(queue, None)
@@ -138,6 +127,6 @@ class BatchedTrainer:
 
     def _outcome(self, slot: _Slot, status: str, final_loss: float) -> Outcome:
         distance = l2_norm([p - p0 for p, p0 in zip(slot.params, self.pretrained)])
-        return Outcome(status=status, steps_to_correct=slot.t if status == CORRECT else -1, loss_sum=slot.loss_sum,
-                       final_loss=final_loss, weight_distance=distance, steps_taken=slot.t, **slot.first)
+        return Outcome(status=status, loss_sum=slot.loss_sum, final_loss=final_loss, weight_distance=distance,
+                       steps_taken=slot.t, **slot.first)
 

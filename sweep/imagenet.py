@@ -117,6 +117,11 @@ def synset_label(path: str) -> Optional[int]:
     return None
 
 
+def _first_label(*paths: str) -> Optional[int]:
+    """The synset label of the first path that has one."""
+    return next((label for label in map(synset_label, paths) if label is not None), None)
+
+
 @functools.cache
 def _synset_indices() -> dict[str, int]:
     return {name: index for index, name in enumerate(ImageNetInfo().label_names())}
@@ -138,8 +143,7 @@ def imagenet_examples(data) -> list[Example]:
             missing = matched["local"][labels.isna()].iloc[0]
             raise ValueError(f"data.labels={data.labels}: no label for {labels.isna().sum()} images (e.g. {missing})")
     else:  # the synset directory of the local file, else of the difficulty path
-        labels = [synset_label(local) if synset_label(local) is not None else synset_label(original)
-                  for local, original in zip(matched["local"], matched["path"])]
+        labels = [_first_label(local, original) for local, original in zip(matched["local"], matched["path"])]
         unlabelled = [p for p, y in zip(matched["local"], labels) if y is None]
         if unlabelled:
             raise ValueError(f"no synset directory in the path of {len(unlabelled)} images (e.g. {unlabelled[0]}): "

@@ -155,6 +155,7 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
         return seeded_view(transform, image, seed=cfg.seed * 1_000_003 + zlib.crc32(example.path.encode())) \
             if augment else transform(image)
 
+    # Snapshot the pretrained state before the wrong-set search, which in train mode moves BatchNorm statistics.
     trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps)
     chosen, info = _selection(cfg, out_dir, model, source.examples, view, device, source.wrong)
     indexed = list(enumerate(chosen))[cfg.shard.index::cfg.shard.count]  # positions in the whole selection
@@ -181,7 +182,7 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
                     writer.write(_correct_one(trainer, view, index, example, device, on_step))
                     bar.update()
             else:
-                for (index, example, tick), outcome in engine.run(_views(todo, view, device, writer, bar, stop)):
+                for (index, example, tick), outcome in engine.run(_views(todo, view, device, writer, bar, stop), on_step):
                     writer.write(_row(index, example, outcome, tick))
                     bar.update()
         finally:

@@ -1,5 +1,4 @@
 """The batched engine reproduces the simple path per example (deterministic mode)."""
-import logging
 
 import pandas as pd
 import pytest

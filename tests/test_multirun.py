@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from conftest import ROOT, tiny_universe_overrides
 from sweep.results import COLUMNS

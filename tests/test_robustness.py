@@ -1,5 +1,4 @@
 """Runs that survive: resume after SIGKILL, clean stop on SIGTERM, and clear errors for bad input."""
-import os
 import signal
 import subprocess
 import sys

@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from hydra import compose, initialize_config_dir
 
 from analysis.aggregate import aggregate
