@@ -1,15 +1,19 @@
-"""Benchmark: the original scripts' loop vs our simple path vs the batched engine, same examples, one process.
+"""Benchmark: the original scripts' loop against our simple path, batched engine and worker
+processes, on the same examples, in one process.
 
     python benchmarks/engine.py [--models demo:test_resnet resnet18@224 tf_efficientnet_lite0@224]
-                                [--parallel 4 8] [--examples 16] [--max-steps 10] [--device cpu]
+                                [--methods original simple batched:8 batched:32 workers:2 workers-batched:2:16]
+                                [--examples N] [--max-steps 10] [--device cpu|cuda]
 
-Prints one table: example-steps (optimizer updates) per second, speedup over the original loop,
-achieved GFLOP/s (forward + backward FLOPs of one step from torch.utils.flop_counter) and its
-fraction of this machine's fp32 matmul throughput (measured here too), and peak memory (resident
-high-water mark on CPU, allocated on CUDA).
+Prints one table: example-steps (optimizer updates) per second, speedup over the first method
+(the original loop by default), achieved GFLOP/s (3x the forward FLOPs of one example from
+torch.utils.flop_counter) and its fraction of this machine's fp32 matmul throughput (measured here
+too), peak memory (resident high-water mark on CPU plus what worker processes added; allocated on
+CUDA), and whether every example took exactly the simple path's number of steps.
 `demo:<arch>` uses the embedded universe's pretrained model and its real mistakes at lr=1e-5 (so
-examples finish at different steps); `<arch>@<px>` uses a randomly initialised ImageNet-size model
-on random images with the least likely class as label, so every example runs max-steps updates.
+examples finish at different steps; the engine and workers get them longest first, as in a run);
+`<arch>@<px>` uses a randomly initialised ImageNet-size model on random images with the least
+likely class as label, so every example runs max-steps updates.
 """
 from __future__ import annotations
 
@@ -30,11 +34,12 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from sweep.config import TrainConfig, UniverseConfig  # noqa: E402
 from sweep.correct import SingleExampleTrainer  # noqa: E402
 from sweep.data import load_image, model_transform, read_examples  # noqa: E402
-from sweep.engine import BatchedTrainer  # noqa: E402
+from sweep.engine import BatchedTrainer, longest_first  # noqa: E402
 from sweep.models import load_checkpoint  # noqa: E402
 from sweep.selection import find_wrong, sample  # noqa: E402
 from sweep.sources import cache_root  # noqa: E402
 from sweep.universe.build import build_universe, pretrained_weights  # noqa: E402
+from sweep.workers import rows_in_workers  # noqa: E402
 
 
 def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
@@ -63,12 +68,11 @@ def reset_peak_memory(device: torch.device) -> None:
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    status = Path("/proc/self/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
+    return _resident_mb("VmHWM")
 
 
 def workload(spec: str, n_examples: int, device: torch.device):
-    """(model, [(x, y)], lr) for a model spec."""
+    """(model, [(x, y)], lr, [initial loss] or None) for a model spec."""
     if spec.startswith("demo:"):
         arch, cfg = spec[5:], UniverseConfig()
         universe = build_universe(cfg, cache_root(None))
@@ -78,14 +82,15 @@ def workload(spec: str, n_examples: int, device: torch.device):
         wrong, _ = find_wrong(model.eval(), examples, lambda e: transform(load_image(e.path)), torch.device("cpu"),
                               256, progress=False)
         chosen = sample(wrong, n_examples, seed=0)
-        return model.to(device), [(transform(load_image(e.path)).to(device), e.label) for e in chosen], 1e-5
+        return (model.to(device), [(transform(load_image(e.path)).to(device), e.label) for e in chosen], 1e-5,
+                [wrong[e] for e in chosen])
     arch, size = spec.split("@")
     torch.manual_seed(0)
     model = timm.create_model(arch).to(device).eval()
     xs = torch.randn(n_examples, 3, int(size), int(size), device=device)
     with torch.no_grad():
         labels = model(xs).argmin(1).tolist()
-    return model, list(zip(xs, labels)), 1e-5
+    return model, list(zip(xs, labels)), 1e-5, None
 
 
 def step_flops(model, x) -> int:
@@ -100,10 +105,10 @@ def step_flops(model, x) -> int:
     return 3 * counter.get_total_flops()
 
 
-def original_loop(model, examples, lr, max_steps):
+def original_loop(model, examples, lr, max_steps, costs):
     """As the original scripts: load_state_dict reset, a new (default, non-fused) AdamW per example."""
     state = copy.deepcopy(model.state_dict())
-    updates = 0
+    steps = []
     for x, y in examples:
         model.load_state_dict(state)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -116,66 +121,129 @@ def original_loop(model, examples, lr, max_steps):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            updates += 1
+        steps.append(t)
     model.load_state_dict(state)
-    return updates, None
+    return steps, 0.0
 
 
-def simple_path(model, examples, lr, max_steps):
+def simple_path(model, examples, lr, max_steps, costs):
+    """As `python main.py` (train.parallel=1, train.workers=1)."""
     trainer = SingleExampleTrainer(model, TrainConfig(), lr, max_steps)
-    outcomes = [trainer.fit(x[None], y) for x, y in examples]
+    steps = [trainer.fit(x[None], y).steps_taken for x, y in examples]
     trainer.reset()
-    return sum(o.steps_taken for o in outcomes), [o.steps_taken for o in outcomes]
+    return steps, 0.0
 
 
 def batched(k):
-    def run(model, examples, lr, max_steps):
-        engine = BatchedTrainer(model, TrainConfig(), lr, max_steps, parallel=k)
-        outcomes = dict(engine.run((i, x, y) for i, (x, y) in enumerate(examples)))
-        steps = [outcomes[i].steps_taken for i in range(len(examples))]
-        return sum(steps), steps
+    def run(model, examples, lr, max_steps, costs):
+        """As `python main.py train.parallel=k`: fed longest first when initial losses are known."""
+        outcomes = dict(_engine_outcomes(model, examples, lr, max_steps, k, _longest_first(examples, costs)))
+        return [outcomes[i] for i in range(len(examples))], 0.0
     return run
+
+
+def workers(n, k=1):
+    def run(model, examples, lr, max_steps, costs):
+        """As `python main.py train.workers=n train.parallel=k`: n forked processes, threads // n threads each.
+
+        Besides the steps, returns the memory the workers added (each one's resident high-water
+        mark above its resident size at the fork; pages shared with the parent are not counted twice).
+        """
+        def process(tasks):
+            start = _resident_mb("VmRSS")
+            if k == 1:
+                trainer = SingleExampleTrainer(model, TrainConfig(), lr, max_steps)
+                for i in tasks:
+                    yield {"i": i, "steps": trainer.fit(examples[i][0][None], examples[i][1]).steps_taken}
+            else:
+                for i, steps in _engine_outcomes(model, examples, lr, max_steps, k, tasks):
+                    yield {"i": i, "steps": steps}
+            yield {"added_mb": _resident_mb("VmHWM") - start}
+
+        rows = list(rows_in_workers(process, _longest_first(examples, costs), n,
+                                    max(1, torch.get_num_threads() // n), lambda: False))
+        steps = {row["i"]: row["steps"] for row in rows if "i" in row}
+        return [steps[i] for i in range(len(examples))], sum(row.get("added_mb", 0.0) for row in rows)
+    return run
+
+
+def _longest_first(examples, costs) -> list[int]:
+    return longest_first(list(range(len(examples))), lambda i: costs[i] if costs else None)
+
+
+def _engine_outcomes(model, examples, lr, max_steps, k, order):
+    engine = BatchedTrainer(model, TrainConfig(), lr, max_steps, parallel=k)
+    for i, outcome in engine.run((i, *examples[i]) for i in order):
+        yield i, outcome.steps_taken
+
+
+METHODS = {"original": ("original loop", lambda: original_loop), "simple": ("simple path", lambda: simple_path),
+           "batched": ("batched K={}", batched), "workers": ("{} workers", workers),
+           "workers-batched": ("{} workers x batched K={}", workers)}
+
+
+def method(spec: str):
+    """(label, function) of a method spec: original, simple, batched:K, workers:N, workers-batched:N:K."""
+    name, *numbers = spec.split(":")
+    if name not in METHODS:
+        raise SystemExit(f"unknown method {spec!r}: expected one of original, simple, batched:K, workers:N, "
+                         f"workers-batched:N:K")
+    label, make = METHODS[name]
+    numbers = [int(n) for n in numbers]
+    return label.format(*numbers), make(*numbers)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["demo:test_resnet", "resnet18@224", "tf_efficientnet_lite0@224"])
-    parser.add_argument("--parallel", nargs="+", type=int, default=[4, 8])
-    parser.add_argument("--examples", type=int, default=16)
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="default: original simple batched:8 batched:32 workers:2 on CPU; "
+                             "original simple batched:32 batched:64 batched:128 on CUDA")
+    parser.add_argument("--examples", type=int, default=None,
+                        help="examples per model (default: 256 for demo:, enough to keep K=32 busy; 16 for @px)")
     parser.add_argument("--max-steps", type=int, default=10, help="cap for the @px workloads")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
+    specs = args.methods or (["original", "simple", "batched:32", "batched:64", "batched:128"] if device.type == "cuda"
+                             else ["original", "simple", "batched:8", "batched:32", "workers:2"])
+    methods = [method(spec) for spec in specs]
     peak = matmul_gflops(device)
     print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"threads={torch.get_num_threads()}, fp32 matmul {peak:.0f} GFLOP/s, torch {torch.__version__}", flush=True)
     rows = []
     for spec in args.models:
-        model, examples, lr = workload(spec, args.examples, device)
+        model, examples, lr, costs = workload(spec, args.examples or (256 if spec.startswith("demo:") else 16), device)
         max_steps = 1000 if spec.startswith("demo:") else args.max_steps
         flops = step_flops(model, examples[0][0])
-        methods = [("original loop", original_loop), ("simple path", simple_path)]
-        methods += [(f"batched K={k}", batched(k)) for k in args.parallel]
-        baseline, reference = None, None
-        for name, method in methods:
+        results = {}
+        for name, run in methods:
             reset_peak_memory(device)
             _sync(device)
             start = time.perf_counter()
-            updates, steps = method(model, examples, lr, max_steps)
+            steps, workers_mb = run(model, examples, lr, max_steps, costs)
             _sync(device)
-            seconds = time.perf_counter() - start
-            rate = updates / seconds
+            results[name] = steps, time.perf_counter() - start, peak_memory_mb(device) + workers_mb
+            print(f"{spec}: {name}: {sum(steps)} updates in {results[name][1]:.2f} s", flush=True)
+        reference = results["simple path"][0] if "simple path" in results else \
+            simple_path(model, examples, lr, max_steps, costs)[0]
+        baseline = None
+        for name, (steps, seconds, memory) in results.items():
+            rate = sum(steps) / seconds
             baseline = baseline or rate
-            reference = reference or steps
-            rows.append({"model": spec, "method": name, "examples": len(examples), "updates": updates,
+            rows.append({"model": spec, "method": name, "examples": len(examples), "updates": sum(steps),
                          "seconds": round(seconds, 2), "example-steps/s": round(rate, 1),
                          "speedup": round(rate / baseline, 2), "GFLOP/step": round(flops / 1e9, 3),
-                         "GFLOP/s": round(rate * flops / 1e9, 1), "% of matmul peak": round(100 * rate * flops / 1e9 / peak, 1),
-                         "peak MB": round(peak_memory_mb(device)),
-                         "same steps": "" if steps is None else str(steps == reference)})
-            print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1), flush=True)
+                         "GFLOP/s": round(rate * flops / 1e9, 1),
+                         "% of matmul peak": round(100 * rate * flops / 1e9 / peak, 1), "peak MB": round(memory),
+                         "same steps as simple path": steps == reference})
     print()
     print(pd.DataFrame(rows).to_markdown(index=False))
+
+
+def _resident_mb(field: str) -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith(field))) / 1024
 
 
 if __name__ == "__main__":

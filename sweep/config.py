@@ -51,6 +51,8 @@ class TrainConfig:
     threads: Optional[int] = None  # torch intra-op threads; None keeps torch's default
     # Examples fine-tuned at once by the batched engine (K copies of the model); 1 = the simple path.
     parallel: int = 1
+    # Forked CPU processes fine-tuning examples side by side, threads // workers torch threads each.
+    workers: int = 1
 
 
 @dataclass

@@ -8,6 +8,7 @@ per-example outcomes match the simple path up to floating-point reduction order.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -27,15 +28,90 @@ def batching_obstacle(model: nn.Module, train: TrainConfig) -> Optional[str]:
     return None
 
 
+def longest_first(items: list, predicted_cost: Callable[[object], Optional[float]]) -> list:
+    """Items by predicted cost, highest first, those without a prediction last in their given order.
+
+    Fed to the engine in this order (longest processing time first), the copies still running when
+    the queue runs dry are short ones, so few steps run with idle slots. The initial loss predicts
+    steps to correct well (Spearman 0.86 on the demo model's mistakes); outcomes do not depend on order.
+    """
+    known = [item for item in items if _finite(predicted_cost(item))]
+    unknown = [item for item in items if not _finite(predicted_cost(item))]
+    return sorted(known, key=predicted_cost, reverse=True) + unknown
+
+
+def _finite(value: Optional[float]) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 @dataclass
 class _Slot:
     item: object
     y: int
-    optimizer: torch.optim.Optimizer
-    params: list[torch.Tensor]           # this copy's views into the stacked parameters
     t: int = 0
     loss_sum: float = 0.0
     first: dict = field(default_factory=dict)
+
+
+class _Copies:
+    """K copies of the trainable parameters, stacked, with one optimizer stepping all of them at once.
+
+    Each copy's parameters are views into the stacked tensors, and the optimizer holds the views as
+    separate parameters, so every copy has its own state (AdamW's step count, moments; SGD's
+    momentum) exactly as if it had its own optimizer, yet a step is a single fused call. Gradients
+    are views into stacked buffers that each step's vmapped gradients are copied into.
+    """
+
+    def __init__(self, pretrained: list[torch.Tensor], k: int, make: Callable[[list[torch.Tensor]], torch.optim.Optimizer]):
+        self.pretrained, self.make = pretrained, make
+        self._build([p.unsqueeze(0).repeat(k, *([1] * p.dim())) for p in pretrained], previous=None)
+        for i in range(k):
+            self.reset(i)
+
+    def _build(self, stacked: list[torch.Tensor], previous: Optional[list[list[torch.Tensor]]]) -> None:
+        self.stacked = stacked
+        self.grads = [torch.zeros_like(s) for s in stacked]
+        self.views = [[s[i] for s in stacked] for i in range(len(stacked[0]))]
+        for copy_views, i in zip(self.views, itertools.count()):
+            for view, g in zip(copy_views, self.grads):
+                view.grad = g[i]
+        old = getattr(self, "optimizer", None)
+        self.optimizer = self.make([v for copy_views in self.views for v in copy_views])
+        if old is not None:  # carry each copy's optimizer state over to its new views
+            for old_views, new_views in zip(previous, self.views):
+                for o, n in zip(old_views, new_views):
+                    if o in old.state:
+                        self.optimizer.state[n] = old.state[o]
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def reset(self, i: int) -> None:
+        """Copy i back to the pretrained weights with a fresh optimizer state."""
+        for view, p0 in zip(self.views[i], self.pretrained):
+            view.copy_(p0)
+            self.optimizer.state.pop(view, None)
+            if isinstance(self.optimizer, torch.optim.SGD) and self.optimizer.defaults["momentum"]:
+                # fused SGD needs every buffer present or none; a zero buffer makes the first update
+                # exactly the fresh one (momentum * 0 + grad = grad, no dampening)
+                self.optimizer.state[view]["momentum_buffer"] = torch.zeros_like(view)
+
+    def keep(self, indices: list[int]) -> None:
+        """Drop every copy not in `indices` (in that order), keeping parameters and optimizer state."""
+        self._build([s[indices] for s in self.stacked], previous=[self.views[i] for i in indices])
+
+    def step(self, grads: list[torch.Tensor], stepping: list[bool]) -> None:
+        """One optimizer update of the copies marked in `stepping` with their slices of `grads`."""
+        for buffer, g in zip(self.grads, grads):
+            buffer.copy_(g)
+        idle = [i for i, s in enumerate(stepping) if not s]
+        for i in idle:  # a parameter without a gradient is skipped by the optimizer
+            for view in self.views[i]:
+                view.grad = None
+        self.optimizer.step()
+        for i in idle:
+            for view, g in zip(self.views[i], self.grads):
+                view.grad = g[i]
 
 
 class BatchedTrainer:
@@ -57,6 +133,9 @@ class BatchedTrainer:
             logits = functional_call(self.model, ({**params, **buffers}), (x.unsqueeze(0),))
         return F.cross_entropy(logits.float(), y.unsqueeze(0)), logits.detach().float().squeeze(0)
 
+    def _optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        return make_optimizer(params, self.train.optimizer, self.lr, self.train.weight_decay, self.train.momentum)
+
     def run(self, queue: Iterable[tuple[object, torch.Tensor, int]],
             on_step: Optional[Callable[[int, float], None]] = None) -> Iterator[tuple[object, Outcome]]:
         """`queue` yields (item, x of shape (C, H, W), label); items come back with their outcomes."""
@@ -64,69 +143,51 @@ class BatchedTrainer:
         initial = list(itertools.islice(queue, self.parallel))
         if not initial:
             return
-        k = len(initial)
-        stacked = [p.unsqueeze(0).repeat(k, *([1] * p.dim())) for p in self.pretrained]
+        copies = _Copies(self.pretrained, len(initial), self._optimizer)
         xs = torch.stack([x for _, x, _ in initial])
-        ys = torch.zeros(k, dtype=torch.long, device=xs.device)
-        slots: list[Optional[_Slot]] = [None] * k
+        ys = torch.tensor([y for _, _, y in initial], device=xs.device)
+        slots: list[Optional[_Slot]] = [_Slot(item, y) for item, _, y in initial]
 
-        def fill(i: int, entry) -> None:
-            item, x, y = entry
-            for s, p0 in zip(stacked, self.pretrained):
-                s[i].copy_(p0)
-            xs[i].copy_(x)
-            ys[i] = y
-            views = [s[i] for s in stacked]
-            slots[i] = _Slot(item, y, make_optimizer(views, self.train.optimizer, self.lr, self.train.weight_decay,
-                                                     self.train.momentum), views)
-
-        for i, entry in enumerate(initial):
-            fill(i, entry)
+        def refill(i: int) -> None:
+            entry = next(queue, None)
+            slots[i] = None
+            if entry is not None:
+                item, x, y = entry
+                copies.reset(i)
+                xs[i].copy_(x)
+                ys[i] = y
+                slots[i] = _Slot(item, y)
 
         while any(slots):
             active = [i for i, s in enumerate(slots) if s is not None]
             if len(active) < len(slots):  # queue exhausted: drop idle copies instead of computing them
-                stacked = [s[active] for s in stacked]
-                xs, ys = xs[active], ys[active]
-                slots = [slots[i] for i in active]
-                for i, slot in enumerate(slots):
-                    slot.params = [s[i] for s in stacked]
-                    for group in slot.optimizer.param_groups:
-                        old = group["params"]
-                        group["params"] = slot.params
-                        for o, new in zip(old, slot.params):
-                            if o in slot.optimizer.state:
-                                slot.optimizer.state[new] = slot.optimizer.state.pop(o)
-            grads, (losses, logits) = self._step(dict(zip(self.names, stacked)), self.constants, xs, ys)
-            loss_values, predictions = losses.tolist(), logits.argmax(1).tolist()
+                copies.keep(active)
+                xs, ys, slots = xs[active], ys[active], [slots[i] for i in active]
+            grads, (losses, logits) = self._step(dict(zip(self.names, copies.stacked)), self.constants, xs, ys)
+            grads = [grads[n] for n in self.names]
+            # one host synchronisation per step: every copy's loss and prediction together
+            loss_values, predictions = torch.stack([losses.detach(), logits.argmax(1).float()]).tolist()
+            stepping = [False] * len(slots)
             for i, slot in enumerate(slots):
-                loss_value, prediction = loss_values[i], predictions[i]
+                loss_value, prediction = loss_values[i], int(predictions[i])
                 if slot.t == 0:
                     slot.first = {"initial_loss": loss_value, "initial_prediction": prediction,
                                   "initial_margin": margin(logits[i], slot.y),
-                                  "initial_grad_norm": l2_norm([grads[n][i] for n in self.names])}
+                                  "initial_grad_norm": l2_norm([g[i] for g in grads])}
                 status = stop_status(loss_value, prediction, slot.y, slot.t, self.max_steps)
                 if status is not None:
-                    yield slot.item, self._outcome(slot, status, loss_value)
-                    entry = next(queue, None)
-                    slots[i] = None
-                    if entry is not None:
-                        fill(i, entry)
+                    yield slot.item, self._outcome(slot, copies.views[i], status, loss_value)
+                    refill(i)
                     continue
                 slot.loss_sum += loss_value
-                for p, n in zip(slot.params, self.names):
-                    p.grad = grads[n][i]
-                slot.optimizer.step()
                 slot.t += 1
+                stepping[i] = True
                 if on_step is not None:
                     on_step(slot.t, loss_value)
-            for slot in slots:
-                if slot is not None:
-                    for p in slot.params:
-                        p.grad = None
+            if any(stepping):
+                copies.step(grads, stepping)
 
-    def _outcome(self, slot: _Slot, status: str, final_loss: float) -> Outcome:
-        distance = l2_norm([p - p0 for p, p0 in zip(slot.params, self.pretrained)])
+    def _outcome(self, slot: _Slot, params: list[torch.Tensor], status: str, final_loss: float) -> Outcome:
+        distance = l2_norm([p - p0 for p, p0 in zip(params, self.pretrained)])
         return Outcome(status=status, loss_sum=slot.loss_sum, final_loss=final_loss, weight_distance=distance,
                        steps_taken=slot.t, **slot.first)
-

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import platform
@@ -9,6 +10,7 @@ import signal
 import time
 import zlib
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -20,11 +22,12 @@ from tqdm import tqdm
 from sweep.config import Augmentation, Device, ModelMode
 from sweep.correct import UNREADABLE, Outcome, SingleExampleTrainer
 from sweep.data import Example, check_labels, load_image, model_transform, seeded_view
-from sweep.engine import BatchedTrainer, batching_obstacle
+from sweep.engine import BatchedTrainer, batching_obstacle, longest_first
 from sweep.results import (COLUMNS, PLOT_PNG, RESULTS_CSV, SUMMARY_JSON, ResultsWriter, atomic_write_text,
                            plot_loss_vs_difficulty, read_rows, spearman_vs_rank, write_summary)
 from sweep.selection import find_wrong, sample
 from sweep.sources import open_source, pretrained_model
+from sweep.workers import rows_in_workers
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ def validate(cfg) -> None:
                          f"0 <= shard.index < shard.count")
     if cfg.train.parallel < 1:
         raise ValueError(f"train.parallel={cfg.train.parallel}: expected an integer >= 1")
+    if cfg.train.workers < 1:
+        raise ValueError(f"train.workers={cfg.train.workers}: expected an integer >= 1")
     if cfg.train.weight_decay < 0:
         raise ValueError(f"train.weight_decay={cfg.train.weight_decay}: expected >= 0")
 
@@ -78,15 +83,17 @@ def _check_identity(cfg, out_dir: Path) -> None:
 
 
 def _selection(cfg, out_dir: Path, model, examples: list[Example], view, device,
-               precomputed: list[Example] | None) -> tuple[list[Example], dict]:
-    """The persisted selection of this run directory, or a new one: wrong examples, sampled."""
+               precomputed: list[Example] | None) -> tuple[list[Example], dict[str, float], dict]:
+    """The persisted selection of this run directory, or a new one: wrong examples, sampled, with
+    their losses at the pretrained weights where the wrong-set search computed them (path -> loss)."""
     path, info_path = out_dir / SELECTION_CSV, out_dir / SELECTION_INFO_JSON
     if path.exists() and info_path.exists():
         frame = pd.read_csv(path)
         chosen = [Example(p, int(y), int(r)) for p, y, r in zip(frame["path"], frame["label"], frame["rank"])]
-        return chosen, json.loads(info_path.read_text())
+        losses = frame.get("initial_loss", pd.Series(np.nan, index=frame.index))
+        return chosen, dict(zip(frame["path"], losses.dropna())), json.loads(info_path.read_text())
     if precomputed is not None:
-        wrong, unreadable = precomputed, 0
+        wrong, unreadable = dict.fromkeys(precomputed, np.nan), 0
         log.info("wrong set from the correctness matrix row of %s", cfg.data.wrong_from_model)
     else:
         batch_size = 1 if cfg.train.mode == ModelMode.train else 64
@@ -98,10 +105,10 @@ def _selection(cfg, out_dir: Path, model, examples: list[Example], view, device,
     chosen = sample(wrong, cfg.sample_size, cfg.seed)
     info = {"examples": len(examples), "wrong": len(wrong), "unreadable": unreadable, "selected": len(chosen)}
     frame = pd.DataFrame({"path": [e.path for e in chosen], "label": [e.label for e in chosen],
-                          "rank": [e.rank for e in chosen]})
+                          "rank": [e.rank for e in chosen], "initial_loss": [wrong[e] for e in chosen]})
     atomic_write_text(path, frame.to_csv(index=False))
     atomic_write_text(info_path, json.dumps(info, indent=2))
-    return chosen, info
+    return chosen, dict(zip(frame["path"], frame["initial_loss"].dropna())), info
 
 
 class _StopRequest:
@@ -141,6 +148,9 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_identity(cfg, out_dir)
     device = _device(cfg.train.device, job_num)
+    if cfg.train.workers > 1 and device.type != "cpu":
+        raise ValueError(f"train.workers={cfg.train.workers} forks CPU processes, but the device is {device}: "
+                         f"set train.device=cpu (on GPUs use train.parallel, and one job per GPU via hydra/launcher)")
     source = open_source(cfg)
     model = pretrained_model(cfg, source).to(device)
     check_labels(source.examples, model.num_classes, cfg.model.arch)
@@ -157,7 +167,7 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
 
     # Snapshot the pretrained state before the wrong-set search, which in train mode moves BatchNorm statistics.
     trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps)
-    chosen, info = _selection(cfg, out_dir, model, source.examples, view, device, source.wrong)
+    chosen, initial_losses, info = _selection(cfg, out_dir, model, source.examples, view, device, source.wrong)
     indexed = list(enumerate(chosen))[cfg.shard.index::cfg.shard.count]  # positions in the whole selection
     results_path = out_dir / RESULTS_CSV
     done = set(read_rows(results_path)["path"])
@@ -173,18 +183,23 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
 
     todo = [(index, example) for index, example in indexed if example.path not in done]
     engine = _batched_engine(cfg, model)
+    if engine is not None or cfg.train.workers > 1:  # longest first: the last to finish are short ones
+        todo = longest_first(todo, lambda item: initial_losses.get(item[1].path))
+
+    def process(tasks, on_step=None) -> Iterator[dict]:
+        return _rows(tasks, trainer, engine, view, device, on_step)
+
     with _StopRequest() as stop:
         try:
-            if engine is None:
-                for index, example in todo:
-                    if stop.signal:
-                        break
-                    writer.write(_correct_one(trainer, view, index, example, device, on_step))
-                    bar.update()
+            if cfg.train.workers > 1:
+                threads = cfg.train.threads or max(1, torch.get_num_threads() // cfg.train.workers)
+                log.info("%d worker processes, %d torch threads each", cfg.train.workers, threads)
+                rows = rows_in_workers(process, todo, cfg.train.workers, threads, lambda: stop.signal is not None)
             else:
-                for (index, example, tick), outcome in engine.run(_views(todo, view, device, writer, bar, stop), on_step):
-                    writer.write(_row(index, example, outcome, tick))
-                    bar.update()
+                rows = process(itertools.takewhile(lambda _: stop.signal is None, todo), on_step)
+            for row in rows:
+                writer.write(row)
+                bar.update()
         finally:
             bar.close()
             writer.close()
@@ -219,18 +234,29 @@ def _read_view(view, example: Example, device) -> torch.Tensor | None:
         return None
 
 
-def _views(todo, view, device, writer: ResultsWriter, bar, stop):
-    """The batched engine's queue: ((index, example, start time), x, label); unreadable rows written here."""
-    for index, example in todo:
-        if stop.signal:
-            return
-        tick = time.perf_counter()
-        x = _read_view(view, example, device)
-        if x is None:
-            writer.write(_row(index, example, None, tick))
-            bar.update()
-        else:
-            yield (index, example, tick), x, example.label
+def _rows(tasks: Iterable[tuple[int, Example]], trainer: SingleExampleTrainer, engine: BatchedTrainer | None,
+          view, device, on_step) -> Iterator[dict]:
+    """Results rows of (index, example) tasks, by the simple path or the batched engine, as each finishes."""
+    if engine is None:
+        for index, example in tasks:
+            yield _correct_one(trainer, view, index, example, device, on_step)
+        return
+    unreadable = []
+
+    def queue():
+        for index, example in tasks:
+            tick = time.perf_counter()
+            x = _read_view(view, example, device)
+            if x is None:
+                unreadable.append(_row(index, example, None, tick))
+            else:
+                yield (index, example, tick), x, example.label
+
+    for (index, example, tick), outcome in engine.run(queue(), on_step):
+        yield from unreadable
+        unreadable.clear()
+        yield _row(index, example, outcome, tick)
+    yield from unreadable
 
 
 def _correct_one(trainer: SingleExampleTrainer, view, index: int, example: Example, device, on_step) -> dict:

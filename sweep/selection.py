@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -39,24 +40,27 @@ def _collate(items):
 
 @torch.no_grad()
 def find_wrong(model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
-               device: torch.device, batch_size: int, progress: bool = True) -> tuple[list[Example], int]:
-    """Examples the model misclassifies, evaluated in its current mode on the same view as training,
-    and the number of images that could not be read.
+               device: torch.device, batch_size: int, progress: bool = True) -> tuple[dict[Example, float], int]:
+    """Examples the model misclassifies, each with its cross-entropy loss there, evaluated in the
+    model's current mode on the same view as training; and the number of images that could not be read.
 
     `batch_size` must be 1 when the model is in train mode, so BatchNorm sees one image as in training.
     """
     loader = DataLoader(_Views(examples, view), batch_size=batch_size, num_workers=0, collate_fn=_collate)
-    wrong, readable = [], 0
+    wrong, readable = {}, 0
     for indices, images in tqdm(loader, desc="finding mistakes", unit="batch", disable=not progress, leave=False):
         if images is None:
             continue
         readable += len(indices)
-        predicted = model(images.to(device)).argmax(1).cpu().tolist()
-        wrong += [examples[i] for i, p in zip(indices, predicted) if p != examples[i].label]
+        logits = model(images.to(device)).float()
+        labels = torch.tensor([examples[i].label for i in indices], device=logits.device)
+        losses = F.cross_entropy(logits, labels, reduction="none").cpu().tolist()
+        predicted = logits.argmax(1).cpu().tolist()
+        wrong.update({examples[i]: loss for i, p, loss in zip(indices, predicted, losses) if p != examples[i].label})
     return wrong, len(examples) - readable
 
 
-def sample(wrong: list[Example], sample_size: int, seed: int) -> list[Example]:
+def sample(wrong: Iterable[Example], sample_size: int, seed: int) -> list[Example]:
     """Draw `sample_size` without replacement, then order by difficulty (easiest first).
 
     The draw depends only on the wrong set, `sample_size` and `seed` (not on input order), so runs

@@ -169,10 +169,13 @@ def test_corrupt_image_is_unreadable_not_fatal(tmp_path):
     Image.new("RGB", (64, 64)).save(bad)
     bad.write_bytes(bad.read_bytes()[:200])  # truncated JPEG
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    torch.nn.init.zeros_(model[1].weight)
+    model[1].bias.data = torch.tensor([1.0, 0.0])  # always predicts class 0
     to_tensor = lambda e: torch.from_numpy(np.asarray(load_image(e.path), np.float32)).permute(2, 0, 1)  # noqa: E731
-    wrong, unreadable = find_wrong(model, [Example(str(good), 5, 1), Example(str(bad), 1, 2)], to_tensor,
+    wrong, unreadable = find_wrong(model, [Example(str(good), 1, 1), Example(str(bad), 1, 2)], to_tensor,
                                    torch.device("cpu"), 4, progress=False)
     assert unreadable == 1 and [e.path for e in wrong] == [str(good)]
+    assert wrong[Example(str(good), 1, 1)] == pytest.approx(np.log(1 + np.e))  # its loss: -log softmax(0, 1)[1]
 
 
 def test_unknown_model_name():

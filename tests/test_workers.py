@@ -1,0 +1,101 @@
+"""Worker processes (train.workers): same rows as one process, failures reported, clean stop, resume."""
+import os
+import signal
+import subprocess
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import ROOT, tiny_universe_overrides
+from sweep.config import register_configs
+from sweep.run import run
+from test_robustness import main_command, wait_for_rows
+
+register_configs()
+
+OUTCOME_COLUMNS = ["example_index", "path", "status", "steps_to_correct", "initial_prediction", "loss_sum",
+                   "total_loss_to_correct", "initial_loss", "final_loss", "initial_margin", "initial_grad_norm",
+                   "weight_distance"]
+EXAMPLES = 6
+
+
+def job(out, cache_dir, *overrides):
+    """Run one job in-process with one torch thread per process (float results depend on the thread count)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*tiny_universe_overrides(cache_dir), f"sample_size={EXAMPLES}",
+                                                         "lr=3e-5", "max_steps=60", "progress=false", "train.threads=1",
+                                                         *overrides])
+    run(cfg, out)
+    return outcomes(out)
+
+
+def outcomes(out):
+    rows = pd.read_csv(out / "single_example_results.csv")
+    return rows[OUTCOME_COLUMNS].sort_values("example_index").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, cache_dir):
+    rows = job(tmp_path_factory.mktemp("one_process"), cache_dir)
+    assert len(rows) == EXAMPLES and rows["steps_to_correct"].nunique() > 2
+    return rows
+
+
+def test_workers_give_exactly_the_rows_of_one_process(tmp_path, cache_dir, one_process):
+    pd.testing.assert_frame_equal(job(tmp_path, cache_dir, "train.workers=2"), one_process)
+
+
+def test_workers_running_the_batched_engine(tmp_path, cache_dir, one_process):
+    rows = job(tmp_path, cache_dir, "train.workers=2", "train.parallel=2")
+    exact = ["example_index", "path", "status", "steps_to_correct", "initial_prediction"]
+    pd.testing.assert_frame_equal(rows[exact], one_process[exact])
+    assert ((rows["loss_sum"] - one_process["loss_sum"]).abs() <= 1e-4 * one_process["loss_sum"]).all()
+
+
+@pytest.mark.parametrize("failure", ["exception", "killed"])
+def test_a_failing_worker_stops_the_run_and_keeps_finished_rows(tmp_path, cache_dir, one_process, monkeypatch,
+                                                                failure):
+    import sweep.run
+    victim = one_process.sort_values("initial_loss")["path"].iloc[0]  # handed out last (longest first)
+    correct_one = sweep.run._correct_one
+
+    def failing(trainer, view, index, example, device, on_step):  # runs in a forked worker
+        if example.path == victim:
+            if failure == "killed":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise ValueError("boom in the worker")
+        return correct_one(trainer, view, index, example, device, on_step)
+
+    monkeypatch.setattr(sweep.run, "_correct_one", failing)
+    message = "boom in the worker" if failure == "exception" else "exited with code -9"
+    with pytest.raises(RuntimeError, match=message):
+        job(tmp_path, cache_dir, "train.workers=2")
+    kept = outcomes(tmp_path)
+    assert 1 <= len(kept) < EXAMPLES and victim not in set(kept["path"])
+    pd.testing.assert_frame_equal(kept, one_process[one_process["path"].isin(kept["path"])].reset_index(drop=True))
+
+    monkeypatch.setattr(sweep.run, "_correct_one", correct_one)
+    pd.testing.assert_frame_equal(job(tmp_path, cache_dir, "train.workers=2"), one_process)  # resumes
+
+
+def test_sigterm_stops_workers_cleanly_and_a_rerun_resumes(tmp_path, cache_dir):
+    out, examples = tmp_path / "run", 8
+    command = main_command(*tiny_universe_overrides(cache_dir), f"sample_size={examples}", "lr=1e-5", "max_steps=300",
+                           "progress=false", "train.workers=2", f"hydra.run.dir={out}")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_rows(out / "single_example_results.csv", 1, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode != 0 and "stopped by SIGTERM" in stderr, stderr[-2000:]
+    kept = outcomes(out)
+    assert 1 <= len(kept) < examples
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    resumed = outcomes(out)
+    assert len(resumed) == examples and resumed["path"].is_unique
+    pd.testing.assert_frame_equal(resumed[resumed["path"].isin(kept["path"])].reset_index(drop=True), kept)
+
+
+def test_workers_must_be_positive(tmp_path, cache_dir):
+    with pytest.raises(ValueError, match="train.workers=0"):
+        job(tmp_path, cache_dir, "train.workers=0")
