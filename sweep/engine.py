@@ -128,6 +128,18 @@ class BatchedTrainer:
         self.autocast = autocast_context(train.precision, self.pretrained[0].device.type)
         self._step = vmap(grad_and_value(self._loss, has_aux=True), in_dims=(0, None, 0, 0))
 
+    def unbatchable(self, input_size: tuple[int, ...]) -> Optional[str]:
+        """Why vmap cannot run this model (an operation it cannot batch, such as `.item()` in a
+        forward), found by one step of two copies on zero inputs of `input_size`; None if it can."""
+        device = self.pretrained[0].device
+        params = {n: p.unsqueeze(0).expand(2, *p.shape) for n, p in zip(self.names, self.pretrained)}
+        try:
+            self._step(params, self.constants, torch.zeros(2, *input_size, device=device),
+                       torch.zeros(2, dtype=torch.long, device=device))
+        except RuntimeError as error:
+            return f"vmap cannot batch {type(self.model).__name__} ({str(error).splitlines()[0]}): simple path used"
+        return None
+
     def _loss(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor):
         with self.autocast():
             logits = functional_call(self.model, ({**params, **buffers}), (x.unsqueeze(0),))

@@ -220,10 +220,13 @@ def _batched_engine(cfg, model) -> BatchedTrainer | None:
     if cfg.train.parallel <= 1:
         return None
     obstacle = batching_obstacle(model, cfg.train)
+    if obstacle is None:
+        engine = BatchedTrainer(model, cfg.train, cfg.lr, cfg.max_steps, cfg.train.parallel)
+        obstacle = engine.unbatchable(timm.data.resolve_data_config(model=model)["input_size"])
     if obstacle:
         log.warning("train.parallel=%d ignored: %s", cfg.train.parallel, obstacle)
         return None
-    return BatchedTrainer(model, cfg.train, cfg.lr, cfg.max_steps, cfg.train.parallel)
+    return engine
 
 
 def _read_view(view, example: Example, device) -> torch.Tensor | None:

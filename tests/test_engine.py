@@ -74,3 +74,31 @@ def test_train_mode_falls_back_with_a_reason(mistakes, caplog):
     model, _ = mistakes
     assert batching_obstacle(model, TrainConfig()) is None
     assert "train.mode=train" in batching_obstacle(model, TrainConfig(mode=ModelMode.train))
+
+
+class _ItemInForward(torch.nn.Module):
+    """A model vmap cannot batch: its forward reads a tensor's value on the host."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(48, 3)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.fc(x) * float(x.abs().max() > 0)
+
+
+def test_a_model_vmap_cannot_batch_falls_back_with_a_reason(mistakes, caplog, cache_dir):
+    from sweep.run import _batched_engine
+    model, examples = mistakes
+    assert BatchedTrainer(model, TrainConfig(), 1e-3, 5, 2).unbatchable(tuple(examples[0][0].shape)) is None
+    reason = BatchedTrainer(_ItemInForward(), TrainConfig(), 1e-3, 5, 2).unbatchable((3, 4, 4))
+    assert reason and "_ItemInForward" in reason and "simple path used" in reason
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["train.parallel=4"])
+    unbatchable = _ItemInForward()
+    unbatchable.pretrained_cfg = {"input_size": (3, 4, 4)}  # what timm's data config reads
+    assert _batched_engine(cfg, unbatchable) is None
+    assert "train.parallel=4 ignored" in caplog.text and "_ItemInForward" in caplog.text
+    assert isinstance(_batched_engine(cfg, model), BatchedTrainer)
