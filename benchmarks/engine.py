@@ -5,11 +5,12 @@ processes, on the same examples, in one process.
                                 [--methods original simple batched:8 batched:32 workers:2 workers-batched:2:16]
                                 [--examples N] [--max-steps 10] [--repeats 1] [--device cpu|cuda]
 
-Prints one table (with --repeats, each method's fastest run): example-steps (optimizer updates) per second, speedup over the first method
-(the original loop by default), achieved GFLOP/s (3x the forward FLOPs of one example from
-torch.utils.flop_counter) and its fraction of this machine's fp32 matmul throughput (measured here
-too), peak memory (resident high-water mark on CPU plus what worker processes added; allocated on
-CUDA), and whether every example took exactly the simple path's number of steps.
+Prints one table (with --repeats, each method's fastest run): example-steps (optimizer updates)
+per second; speedup over the first method (the original loop by default); achieved GFLOP/s (3x
+the forward FLOPs of one example from torch.utils.flop_counter) and its fraction of this
+machine's fp32 matmul throughput (measured here too); peak memory (resident high-water mark on
+CPU plus what worker processes added; allocated on CUDA); and whether every example took exactly
+the simple path's number of steps.
 `demo:<arch>` uses the embedded universe's pretrained model and its real mistakes at lr=1e-5 (so
 examples finish at different steps; the engine and workers get them longest first, as in a run);
 `<arch>@<px>` uses a randomly initialised ImageNet-size model on random images with the least

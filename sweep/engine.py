@@ -1,9 +1,9 @@
 """Batched engine: K independent copies of the pretrained model, each fine-tuned on its own example,
 in one vmapped forward/backward per step (torch.func), with finished slots refilled from the queue.
 
-Each copy follows exactly the loop of `sweep.correct` (same checks, same order, and a fresh
-optimizer of the same kind per example, stepping that copy's slice of the stacked parameters), so
-per-example outcomes match the simple path up to floating-point reduction order.
+Each copy follows exactly the loop of `sweep.correct` (same checks, same order, and optimizer
+state of its own that starts fresh with each example), so per-example outcomes match the simple
+path up to floating-point reduction order.
 """
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ class _Copies:
     are views into stacked buffers that each step's vmapped gradients are copied into.
     """
 
-    def __init__(self, pretrained: list[torch.Tensor], k: int, make: Callable[[list[torch.Tensor]], torch.optim.Optimizer]):
+    def __init__(self, pretrained: list[torch.Tensor], k: int,
+                 make: Callable[[list[torch.Tensor]], torch.optim.Optimizer]):
         self.pretrained, self.make = pretrained, make
         self._build([p.unsqueeze(0).repeat(k, *([1] * p.dim())) for p in pretrained], previous=None)
         for i in range(k):
@@ -72,7 +73,7 @@ class _Copies:
         self.stacked = stacked
         self.grads = [torch.zeros_like(s) for s in stacked]
         self.views = [[s[i] for s in stacked] for i in range(len(stacked[0]))]
-        for copy_views, i in zip(self.views, itertools.count()):
+        for i, copy_views in enumerate(self.views):
             for view, g in zip(copy_views, self.grads):
                 view.grad = g[i]
         old = getattr(self, "optimizer", None)
@@ -82,9 +83,6 @@ class _Copies:
                 for o, n in zip(old_views, new_views):
                     if o in old.state:
                         self.optimizer.state[n] = old.state[o]
-
-    def __len__(self) -> int:
-        return len(self.views)
 
     def reset(self, i: int) -> None:
         """Copy i back to the pretrained weights with a fresh optimizer state."""

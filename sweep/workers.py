@@ -10,7 +10,6 @@ still fine-tuned by the same code (simple path or batched engine), from the same
 from __future__ import annotations
 
 import itertools
-import logging
 import multiprocessing
 import queue
 import signal
@@ -18,8 +17,6 @@ import traceback
 from typing import Callable, Iterable, Iterator
 
 import torch
-
-log = logging.getLogger(__name__)
 
 _DONE, _ROW, _ERROR = "done", "row", "error"
 
@@ -50,6 +47,8 @@ def rows_in_workers(process: Callable[[Iterable], Iterator[dict]], tasks: list, 
             try:
                 kind, payload = results.get(timeout=0.5)
             except queue.Empty:
+                if stopping():  # a signal that also reached the workers may have ended them meanwhile
+                    stop.set()
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead and not stop.is_set():
                     raise RuntimeError(f"worker {dead[0].name} exited with code {dead[0].exitcode} "
