@@ -90,8 +90,7 @@ def _selection(cfg, out_dir: Path, model, examples: list[Example], view, device,
     if path.exists() and info_path.exists():
         frame = pd.read_csv(path)
         chosen = [Example(p, int(y), int(r)) for p, y, r in zip(frame["path"], frame["label"], frame["rank"])]
-        losses = frame.get("initial_loss", pd.Series(np.nan, index=frame.index))
-        return chosen, dict(zip(frame["path"], losses.dropna())), json.loads(info_path.read_text())
+        return chosen, _known_losses(frame), json.loads(info_path.read_text())
     if precomputed is not None:
         wrong, unreadable = dict.fromkeys(precomputed, np.nan), 0
         log.info("wrong set from the correctness matrix row of %s", cfg.data.wrong_from_model)
@@ -108,7 +107,16 @@ def _selection(cfg, out_dir: Path, model, examples: list[Example], view, device,
                           "rank": [e.rank for e in chosen], "initial_loss": [wrong[e] for e in chosen]})
     atomic_write_text(path, frame.to_csv(index=False))
     atomic_write_text(info_path, json.dumps(info, indent=2))
-    return chosen, dict(zip(frame["path"], frame["initial_loss"].dropna())), info
+    return chosen, _known_losses(frame), info
+
+
+def _known_losses(selection: pd.DataFrame) -> dict[str, float]:
+    """path -> loss at the pretrained weights, for the selected examples that have one (older
+    selection files and wrong sets from a correctness matrix have none)."""
+    if "initial_loss" not in selection:
+        return {}
+    known = selection.dropna(subset=["initial_loss"])
+    return dict(zip(known["path"], known["initial_loss"]))
 
 
 class _StopRequest:

@@ -102,3 +102,23 @@ def test_a_model_vmap_cannot_batch_falls_back_with_a_reason(mistakes, caplog, ca
     assert _batched_engine(cfg, unbatchable) is None
     assert "train.parallel=4 ignored" in caplog.text and "_ItemInForward" in caplog.text
     assert isinstance(_batched_engine(cfg, model), BatchedTrainer)
+
+
+def test_longest_first_orders_by_predicted_cost_and_keeps_unknown_ones_last_in_order():
+    from sweep.engine import longest_first
+    cost = {"a": 1.0, "b": None, "c": 3.0, "d": float("nan"), "e": 2.0}
+    assert longest_first(list("abcde"), cost.get) == ["c", "e", "a", "b", "d"]
+
+
+def test_selection_records_initial_losses_that_predict_the_cost(tmp_path, cache_dir):
+    from sweep.run import _known_losses
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*tiny_universe_overrides(cache_dir), "sample_size=8",
+                                                         "lr=3e-5", "max_steps=60", "progress=false"])
+    run(cfg, tmp_path)
+    selection = pd.read_csv(tmp_path / "selection.csv")
+    rows = pd.read_csv(tmp_path / "single_example_results.csv")
+    assert selection["initial_loss"].notna().all() and len(_known_losses(selection)) == 8
+    # the search's batched forward and step 0 of the loop see the same loss
+    merged = selection.merge(rows, on="path", suffixes=("_search", "_loop"))
+    assert merged["initial_loss_search"].to_numpy() == pytest.approx(merged["initial_loss_loop"].to_numpy(), rel=1e-4)
