@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,11 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
     else:
         Path("/proc/self/clear_refs").write_text("5")  # resets the resident-set high-water mark (Linux)
+
+
+def _resident_mb(field: str) -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith(field))) / 1024
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -129,16 +135,13 @@ def original_loop(model, examples, lr, max_steps, costs):
 
 def simple_path(model, examples, lr, max_steps, costs):
     """As `python main.py` (train.parallel=1, train.workers=1)."""
-    trainer = SingleExampleTrainer(model, TrainConfig(), lr, max_steps)
-    steps = [trainer.fit(x[None], y).steps_taken for x, y in examples]
-    trainer.reset()
-    return steps, 0.0
+    return [steps for _, steps in _simple_outcomes(model, examples, lr, max_steps, range(len(examples)))], 0.0
 
 
 def batched(k):
     def run(model, examples, lr, max_steps, costs):
         """As `python main.py train.parallel=k`: fed longest first when initial losses are known."""
-        outcomes = dict(_engine_outcomes(model, examples, lr, max_steps, k, _longest_first(examples, costs)))
+        outcomes = dict(_engine_outcomes(model, examples, lr, max_steps, _longest_first(examples, costs), k))
         return [outcomes[i] for i in range(len(examples))], 0.0
     return run
 
@@ -152,13 +155,9 @@ def workers(n, k=1):
         """
         def process(tasks):
             start = _resident_mb("VmRSS")
-            if k == 1:
-                trainer = SingleExampleTrainer(model, TrainConfig(), lr, max_steps)
-                for i in tasks:
-                    yield {"i": i, "steps": trainer.fit(examples[i][0][None], examples[i][1]).steps_taken}
-            else:
-                for i, steps in _engine_outcomes(model, examples, lr, max_steps, k, tasks):
-                    yield {"i": i, "steps": steps}
+            outcomes = _simple_outcomes if k == 1 else functools.partial(_engine_outcomes, k=k)
+            for i, steps in outcomes(model, examples, lr, max_steps, order=tasks):
+                yield {"i": i, "steps": steps}
             yield {"added_mb": _resident_mb("VmHWM") - start}
 
         rows = list(rows_in_workers(process, _longest_first(examples, costs), n,
@@ -172,7 +171,16 @@ def _longest_first(examples, costs) -> list[int]:
     return longest_first(list(range(len(examples))), lambda i: costs[i] if costs else None)
 
 
-def _engine_outcomes(model, examples, lr, max_steps, k, order):
+def _simple_outcomes(model, examples, lr, max_steps, order):
+    """(example position, steps taken) by the simple path, leaving the model at its pretrained weights."""
+    trainer = SingleExampleTrainer(model, TrainConfig(), lr, max_steps)
+    for i in order:
+        yield i, trainer.fit(examples[i][0][None], examples[i][1]).steps_taken
+    trainer.reset()
+
+
+def _engine_outcomes(model, examples, lr, max_steps, order, k):
+    """(example position, steps taken) by the batched engine with K = k, as each finishes."""
     engine = BatchedTrainer(model, TrainConfig(), lr, max_steps, parallel=k)
     for i, outcome in engine.run((i, *examples[i]) for i in order):
         yield i, outcome.steps_taken
@@ -244,11 +252,6 @@ def main() -> None:
                          "same steps as simple path": steps == reference})
     print()
     print(pd.DataFrame(rows).to_markdown(index=False))
-
-
-def _resident_mb(field: str) -> float:
-    status = Path("/proc/self/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith(field))) / 1024
 
 
 if __name__ == "__main__":

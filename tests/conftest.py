@@ -13,6 +13,15 @@ TINY_UNIVERSE = {"seed": 0, "image_size": 32, "n_train": 600, "n_val": 200, "zoo
                  "zoo_epochs": [1, 2], "pretrain_epochs": 2}
 
 
+def compose_config(*overrides: str):
+    """The project's config as `python main.py <overrides>` would compose it (no Hydra run)."""
+    from hydra import compose, initialize_config_dir
+    from sweep.config import register_configs
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
 def tiny_universe_overrides(cache_dir: Path) -> list[str]:
     u = TINY_UNIVERSE
     return [f"cache_dir={cache_dir}", f"data.universe.n_train={u['n_train']}", f"data.universe.n_val={u['n_val']}",

@@ -2,21 +2,15 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from sweep.config import ModelMode, Optimizer, register_configs
+from conftest import compose_config
+from sweep.config import ModelMode, Optimizer
 from sweep.run import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-register_configs()
-
-
-def compose_config(*overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def group_options(group):

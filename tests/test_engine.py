@@ -3,10 +3,9 @@
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, TINY_UNIVERSE, tiny_universe_overrides
-from sweep.config import ModelMode, Optimizer, TrainConfig, register_configs
+from conftest import TINY_UNIVERSE, compose_config, tiny_universe_overrides
+from sweep.config import ModelMode, Optimizer, TrainConfig
 from sweep.correct import SingleExampleTrainer
 from sweep.data import load_image, model_transform, read_examples
 from sweep.engine import BatchedTrainer
@@ -15,7 +14,6 @@ from sweep.run import run
 from sweep.selection import find_wrong, sample
 from sweep.universe.build import build_universe, pretrained_weights
 
-register_configs()
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +52,8 @@ def test_batched_engine_matches_simple_path(mistakes, k, optimizer):
 
 def test_run_with_parallel_gives_the_simple_path_results(tmp_path, cache_dir):
     def job(*overrides):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[*tiny_universe_overrides(cache_dir), "sample_size=6",
-                                                             "lr=3e-5", "max_steps=60", "progress=false", *overrides])
+        cfg = compose_config(*tiny_universe_overrides(cache_dir), "sample_size=6", "lr=3e-5", "max_steps=60",
+                             "progress=false", *overrides)
         out = tmp_path / "_".join(overrides or ["simple"])
         run(cfg, out)
         rows = pd.read_csv(out / "single_example_results.csv").sort_values("example_index").reset_index(drop=True)
@@ -95,8 +92,7 @@ def test_a_model_vmap_cannot_batch_falls_back_with_a_reason(mistakes, caplog, ca
     reason = BatchedTrainer(_ItemInForward(), TrainConfig(), 1e-3, 5, 2).unbatchable((3, 4, 4))
     assert reason and "_ItemInForward" in reason and "simple path used" in reason
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["train.parallel=4"])
+    cfg = compose_config("train.parallel=4")
     unbatchable = _ItemInForward()
     unbatchable.pretrained_cfg = {"input_size": (3, 4, 4)}  # what timm's data config reads
     assert _batched_engine(cfg, unbatchable) is None
@@ -112,9 +108,8 @@ def test_longest_first_orders_by_predicted_cost_and_keeps_unknown_ones_last_in_o
 
 def test_selection_records_initial_losses_that_predict_the_cost(tmp_path, cache_dir):
     from sweep.run import _known_losses
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*tiny_universe_overrides(cache_dir), "sample_size=8",
-                                                         "lr=3e-5", "max_steps=60", "progress=false"])
+    cfg = compose_config(*tiny_universe_overrides(cache_dir), "sample_size=8", "lr=3e-5", "max_steps=60",
+                         "progress=false")
     run(cfg, tmp_path)
     selection = pd.read_csv(tmp_path / "selection.csv")
     rows = pd.read_csv(tmp_path / "single_example_results.csv")

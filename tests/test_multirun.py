@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from conftest import ROOT, tiny_universe_overrides
+from conftest import ROOT, compose_config, tiny_universe_overrides
 from sweep.results import COLUMNS
 
 
@@ -60,14 +60,9 @@ def test_bad_override_fails_before_any_work(tmp_path):
 
 def test_random_view_is_the_same_for_search_and_training(tmp_path, cache_dir):
     """With one random training view per example, step 0 is still wrong by construction."""
-    from hydra import compose, initialize_config_dir
-    from sweep.config import register_configs
     from sweep.run import run
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*tiny_universe_overrides(cache_dir), "sample_size=6",
-                                                         "train.augmentation=one_view", "lr=3e-5", "max_steps=50",
-                                                         "progress=false"])
+    cfg = compose_config(*tiny_universe_overrides(cache_dir), "sample_size=6", "train.augmentation=one_view",
+                         "lr=3e-5", "max_steps=50", "progress=false")
     run(cfg, tmp_path)
     rows = pd.read_csv(tmp_path / "single_example_results.csv")
     assert len(rows) == 6 and (rows["initial_prediction"] != rows["label"]).all()

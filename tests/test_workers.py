@@ -5,14 +5,11 @@ import subprocess
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, tiny_universe_overrides
-from sweep.config import register_configs
+from conftest import compose_config, tiny_universe_overrides
 from sweep.run import run
 from test_robustness import main_command, wait_for_rows
 
-register_configs()
 
 OUTCOME_COLUMNS = ["example_index", "path", "status", "steps_to_correct", "initial_prediction", "loss_sum",
                    "total_loss_to_correct", "initial_loss", "final_loss", "initial_margin", "initial_grad_norm",
@@ -22,10 +19,8 @@ EXAMPLES = 6
 
 def job(out, cache_dir, *overrides):
     """Run one job in-process with one torch thread per process (float results depend on the thread count)."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*tiny_universe_overrides(cache_dir), f"sample_size={EXAMPLES}",
-                                                         "lr=3e-5", "max_steps=60", "progress=false", "train.threads=1",
-                                                         *overrides])
+    cfg = compose_config(*tiny_universe_overrides(cache_dir), f"sample_size={EXAMPLES}", "lr=3e-5", "max_steps=60",
+                         "progress=false", "train.threads=1", *overrides)
     run(cfg, out)
     return outcomes(out)
 
