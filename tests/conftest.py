@@ -34,3 +34,22 @@ def tiny_universe_overrides(cache_dir: Path) -> list[str]:
 def cache_dir(tmp_path_factory) -> Path:
     """One cache for the whole session (or $LTC_CACHE_DIR, to reuse a default universe built before)."""
     return Path(os.environ.get("LTC_CACHE_DIR") or tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def mistakes(cache_dir):
+    """A pretrained tiny model and 10 of its real mistakes: [(x of shape (C, H, W), label)]."""
+    import torch
+    from sweep.data import load_image, model_transform, read_examples
+    from sweep.models import load_checkpoint
+    from sweep.selection import find_wrong, sample
+    from sweep.universe.build import build_universe, pretrained_weights
+
+    universe = build_universe(dict(TINY_UNIVERSE), cache_dir)
+    model = load_checkpoint(universe.new_model("test_resnet"),
+                            pretrained_weights(universe, "test_resnet", TINY_UNIVERSE["pretrain_epochs"], 0))
+    transform = model_transform(model, training=False)
+    examples = read_examples(universe.images_root, universe.labels_csv, universe.difficulty_csv)
+    wrong, _ = find_wrong(model.eval(), examples, lambda e: transform(load_image(e.path)), torch.device("cpu"),
+                          64, progress=False)
+    return model, [(transform(load_image(e.path)), e.label) for e in sample(wrong, 10, seed=0)]

@@ -4,29 +4,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY_UNIVERSE, compose_config, tiny_universe_overrides
+from conftest import compose_config, tiny_universe_overrides
 from sweep.config import ModelMode, Optimizer, TrainConfig
 from sweep.correct import SingleExampleTrainer
-from sweep.data import load_image, model_transform, read_examples
 from sweep.engine import BatchedTrainer
-from sweep.models import load_checkpoint
 from sweep.run import run
-from sweep.selection import find_wrong, sample
-from sweep.universe.build import build_universe, pretrained_weights
-
-
-
-@pytest.fixture(scope="module")
-def mistakes(cache_dir):
-    """A pretrained tiny model and 10 of its real mistakes."""
-    universe = build_universe(dict(TINY_UNIVERSE), cache_dir)
-    model = load_checkpoint(universe.new_model("test_resnet"),
-                            pretrained_weights(universe, "test_resnet", TINY_UNIVERSE["pretrain_epochs"], 0))
-    transform = model_transform(model, training=False)
-    examples = read_examples(universe.images_root, universe.labels_csv, universe.difficulty_csv)
-    wrong, _ = find_wrong(model.eval(), examples, lambda e: transform(load_image(e.path)), torch.device("cpu"),
-                          64, progress=False)
-    return model, [(transform(load_image(e.path)), e.label) for e in sample(wrong, 10, seed=0)]
 
 
 @pytest.mark.parametrize("optimizer", [Optimizer.adamw, Optimizer.sgd])
