@@ -18,7 +18,8 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from sweep.config import ModelMode, TrainConfig
-from sweep.correct import Outcome, autocast_context, l2_norm, make_optimizer, margin, stop_status
+from sweep.correct import Outcome, autocast_context, l2_norm, margin, stop_status
+from sweep.optim import FusedOptimizer
 
 
 def batching_obstacle(model: nn.Module, train: TrainConfig) -> Optional[str]:
@@ -63,7 +64,7 @@ class _Copies:
     """
 
     def __init__(self, pretrained: list[torch.Tensor], k: int,
-                 make: Callable[[list[torch.Tensor]], torch.optim.Optimizer]):
+                 make: Callable[[list[torch.Tensor]], FusedOptimizer]):
         self.pretrained, self.make = pretrained, make
         self._build([p.unsqueeze(0).repeat(k, *([1] * p.dim())) for p in pretrained], previous=None)
         for i in range(k):
@@ -89,10 +90,6 @@ class _Copies:
         for view, p0 in zip(self.views[i], self.pretrained):
             view.copy_(p0)
             self.optimizer.state.pop(view, None)
-            if isinstance(self.optimizer, torch.optim.SGD) and self.optimizer.defaults["momentum"]:
-                # fused SGD needs every buffer present or none; a zero buffer makes the first update
-                # exactly the fresh one (momentum * 0 + grad = grad, no dampening)
-                self.optimizer.state[view]["momentum_buffer"] = torch.zeros_like(view)
 
     def keep(self, indices: list[int]) -> None:
         """Drop every copy not in `indices` (in that order), keeping parameters and optimizer state."""
@@ -143,8 +140,8 @@ class BatchedTrainer:
             logits = functional_call(self.model, ({**params, **buffers}), (x.unsqueeze(0),))
         return F.cross_entropy(logits.float(), y.unsqueeze(0)), logits.detach().float().squeeze(0)
 
-    def _optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-        return make_optimizer(params, self.train.optimizer, self.lr, self.train.weight_decay, self.train.momentum)
+    def _optimizer(self, params: list[torch.Tensor]) -> FusedOptimizer:
+        return FusedOptimizer(params, self.train.optimizer, self.lr, self.train.weight_decay, self.train.momentum)
 
     def run(self, queue: Iterable[tuple[object, torch.Tensor, int]],
             on_step: Optional[Callable[[int, float], None]] = None) -> Iterator[tuple[object, Outcome]]:
