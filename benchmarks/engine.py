@@ -1,5 +1,6 @@
 """Benchmark: the original scripts' loop against our simple path, batched engine and worker
-processes, on the same examples, in one process.
+processes, on the same examples and the same model, prepared once in one process. On a CPU each
+method runs in a fresh fork of it, so that none inherits what another left behind.
 
     python benchmarks/engine.py [--models demo:test_resnet resnet18@224 tf_efficientnet_lite0@224]
                                 [--methods original simple batched:8 batched:32 workers:2 workers-batched:2:16]
@@ -21,8 +22,10 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import multiprocessing
 import sys
 import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -167,6 +170,47 @@ def workers(n, k=1):
     return run
 
 
+def timed(run, model, examples, lr, max_steps, costs, device):
+    """(steps per example, seconds, peak MB) of one run of a method."""
+    reset_peak_memory(device)
+    _sync(device)
+    start = time.perf_counter()
+    steps, workers_mb = run(model, examples, lr, max_steps, costs)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return steps, seconds, peak_memory_mb(device) + workers_mb
+
+
+def isolated(threads: int, function, *args):
+    """`function(*args)` at `threads` torch threads in a fresh fork of this process.
+
+    The fork shares the prepared model and examples and inherits no state left by other methods.
+    This process itself must not have run multithreaded (OpenMP's thread pool does not survive a fork).
+    """
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def child():
+        torch.set_num_threads(threads)
+        try:
+            send.send(("result", function(*args)))
+        except BaseException:  # noqa: B902 - reported by the parent
+            send.send(("error", traceback.format_exc()))
+
+    process = context.Process(target=child)
+    process.start()
+    send.close()  # so that a child that dies makes recv() fail instead of waiting
+    try:
+        kind, payload = receive.recv()
+    except EOFError:
+        process.join()
+        raise RuntimeError(f"a benchmark process died (exit code {process.exitcode})") from None
+    process.join()
+    if kind == "error":
+        raise RuntimeError(f"a benchmark method failed:\n{payload}")
+    return payload
+
+
 def _longest_first(examples, costs) -> list[int]:
     return longest_first(list(range(len(examples))), lambda i: costs[i] if costs else None)
 
@@ -218,9 +262,18 @@ def main() -> None:
     specs = args.methods or (["original", "simple", "batched:32", "batched:64", "batched:128"] if device.type == "cuda"
                              else ["original", "simple", "batched:8", "batched:32", "workers:2"])
     methods = [method(spec) for spec in specs]
-    peak = matmul_gflops(device)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        # Every measurement runs in a fresh fork of this process, at `threads` threads: in one
+        # process, running the batched engine first made the simple path and the workers 10-15%
+        # slower. This process prepares the workloads on one thread, so that the forks are safe.
+        torch.set_num_threads(1)
+        measure = functools.partial(isolated, threads)
+    else:  # CUDA cannot be used in a forked child: the methods run one after another in place
+        measure = lambda function, *args: function(*args)  # noqa: E731
+    peak = measure(matmul_gflops, device)
     print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"threads={torch.get_num_threads()}, fp32 matmul {peak:.0f} GFLOP/s, torch {torch.__version__}", flush=True)
+          f"threads={threads}, fp32 matmul {peak:.0f} GFLOP/s, torch {torch.__version__}", flush=True)
     rows = []
     for spec in args.models:
         model, examples, lr, costs = workload(spec, args.examples or (256 if spec.startswith("demo:") else 16), device)
@@ -229,17 +282,12 @@ def main() -> None:
         results = {}
         for _ in range(args.repeats):  # methods interleaved, so a slow spell of the machine hits all of them
             for name, run in methods:
-                reset_peak_memory(device)
-                _sync(device)
-                start = time.perf_counter()
-                steps, workers_mb = run(model, examples, lr, max_steps, costs)
-                _sync(device)
-                seconds = time.perf_counter() - start
+                steps, seconds, memory = measure(timed, run, model, examples, lr, max_steps, costs, device)
                 if name not in results or seconds < results[name][1]:
-                    results[name] = steps, seconds, peak_memory_mb(device) + workers_mb
+                    results[name] = steps, seconds, memory
                 print(f"{spec}: {name}: {sum(steps)} updates in {seconds:.2f} s", flush=True)
         reference = results["simple path"][0] if "simple path" in results else \
-            simple_path(model, examples, lr, max_steps, costs)[0]
+            measure(simple_path, model, examples, lr, max_steps, costs)[0]
         baseline = None
         for name, (steps, seconds, memory) in results.items():
             rate = sum(steps) / seconds
