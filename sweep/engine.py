@@ -99,14 +99,7 @@ class _Copies:
         """One optimizer update of the copies marked in `stepping` with their slices of `grads`."""
         for buffer, g in zip(self.grads, grads):
             buffer.copy_(g)
-        idle = [i for i, s in enumerate(stepping) if not s]
-        for i in idle:  # a parameter without a gradient is skipped by the optimizer
-            for view in self.views[i]:
-                view.grad = None
-        self.optimizer.step()
-        for i in idle:
-            for view, g in zip(self.views[i], self.grads):
-                view.grad = g[i]
+        self.optimizer.step([view for views, s in zip(self.views, stepping) if s for view in views])
 
 
 class BatchedTrainer:

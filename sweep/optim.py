@@ -11,6 +11,8 @@ momentum buffer) is created on its first update and lives in `state[parameter]`.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from sweep.config import Optimizer
@@ -30,9 +32,10 @@ class FusedOptimizer:
         self.state: dict[torch.Tensor, dict] = {}
 
     @torch.no_grad()
-    def step(self) -> None:
-        """One update of every parameter that has a gradient."""
-        params = [p for p in self.params if p.grad is not None]
+    def step(self, params: Optional[list[torch.Tensor]] = None) -> None:
+        """One update of `params` (default: every parameter that has a gradient)."""
+        if params is None:
+            params = [p for p in self.params if p.grad is not None]
         if not params:
             return
         if self.name == Optimizer.sgd:
