@@ -20,15 +20,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a sc
 import pandas as pd  # noqa: E402
 
 from analysis import plots  # noqa: E402
-from analysis.runs import Run, find_run_dirs, latest_sweep, load_run, merge_shards  # noqa: E402
 from analysis.correlations import __doc__ as STATISTICS_DOC, paired_comparison, run_statistics  # noqa: E402
+from analysis.runs import Run, find_run_dirs, latest_sweep, load_run, merge_shards  # noqa: E402
+from sweep.schema import EXECUTION_KEYS  # noqa: E402
 
 log = logging.getLogger("aggregate")
-NOT_PARAMETERS = {"progress", "cache_dir", "train.threads", "train.device", "shard.count"}
 
 
 def varying_parameters(runs: list[Run]) -> list[str]:
-    keys = sorted({k for run in runs for k in run.params} - NOT_PARAMETERS)
+    """Config keys whose values differ between runs (how runs are executed and sharded excepted)."""
+    keys = sorted(k for run in runs for k in run.params
+                  if k.split(".")[0] not in EXECUTION_KEYS and k != "shard.count")
+    keys = sorted(set(keys))
     varying = [k for k in keys if len({repr(run.params.get(k)) for run in runs}) > 1]
     return sorted(varying, key=lambda k: ({"model": 0, "lr": 1}.get(k, 2), k))
 
@@ -65,12 +68,24 @@ def aggregate(paths: list[Path], out: Path) -> dict:
     table.to_csv(out / "runs.csv", index=False)
     if len(pairs):
         pairs.to_csv(out / "paired.csv", index=False)
-    unique = "model" in keys and "lr" in keys and len(table) == len(table.groupby(["model", "lr"]))
-    facets = {"row": "model", "col": "lr"} if unique else {"col": "run", "col_wrap": min(3, len(table))}
-    figures = (plots.loss_vs_difficulty(merged, facets, out) + plots.forest(table, out) + plots.steps_ecdf(merged, out))
+    with_loss = [(run, lab) for run, lab in with_rows if "loss_sum" in run.rows]
+    figures = ((plots.loss_vs_difficulty(merged, *_panels(with_loss, keys), out) if with_loss else [])
+               + plots.forest(table, out) + plots.steps_ecdf(merged, out))
     (out / "report.md").write_text(_report(table, pairs, runs, keys))
     log.info("%d runs (%d rows) -> %s", len(table), len(merged), out)
     return {"runs": table, "merged": merged, "pairs": pairs, "figures": figures}
+
+
+def _panels(with_rows: list[tuple[Run, str]], keys: list[str]) -> tuple[list[tuple[str, pd.DataFrame | None]], int]:
+    """Loss-vs-difficulty panels and how many per figure row: a model x lr grid when those two
+    parameters tell the runs apart, else one panel per run."""
+    grid = {(run.params.get("model"), run.params.get("lr")): run for run, _ in with_rows}
+    if {"model", "lr"} <= set(keys) and len(grid) == len(with_rows):
+        models = sorted({m for m, _ in grid}, key=str)
+        lrs = sorted({lr for _, lr in grid}, key=float, reverse=True)
+        panels = [(f"model={m}, lr={lr}", grid[m, lr].rows if (m, lr) in grid else None) for m in models for lr in lrs]
+        return panels, len(lrs)
+    return [(label, run.rows) for run, label in with_rows], min(3, len(with_rows))
 
 
 def _report(table: pd.DataFrame, pairs: pd.DataFrame, runs: list[Run], keys: list[str]) -> str:

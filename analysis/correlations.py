@@ -15,42 +15,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-RANK = "universal_difficulty_rank"
-COSTS = ["loss_sum", "steps_to_correct"]
-BASELINES = ["initial_loss", "initial_margin", "initial_grad_norm"]
-SCORES = COSTS + BASELINES
-BOOTSTRAP_RESAMPLES = 2000
-
-
-def spearman(x, y) -> float:
-    if len(x) < 3 or pd.Series(x).nunique() < 2 or pd.Series(y).nunique() < 2:
-        return math.nan
-    return float(stats.spearmanr(x, y).statistic)
-
-
-def spearman_ci(x, y, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap CI of Spearman rho over paired resamples of examples."""
-    if len(x) < 5:
-        return math.nan, math.nan
-    result = stats.bootstrap((np.asarray(x), np.asarray(y)), lambda a, b: stats.spearmanr(a, b).statistic,
-                             paired=True, vectorized=False, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
-                             rng=np.random.default_rng(seed))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def partial_spearman(x, y, z) -> float:
-    """Spearman rho of x and y controlling for z (partial correlation of the ranks)."""
-    r_xy, r_xz, r_yz = spearman(x, y), spearman(x, z), spearman(y, z)
-    denominator = math.sqrt(max((1 - r_xz ** 2) * (1 - r_yz ** 2), 0.0))
-    return (r_xy - r_xz * r_yz) / denominator if denominator > 0 else math.nan
-
+from sweep.schema import COSTS, MEASURED, RANK, SCORES, Status
+from sweep.stats import partial_spearman, spearman, spearman_ci
 
 def run_statistics(rows: pd.DataFrame) -> dict:
     """One row of runs.csv for a run's example rows."""
     status = rows.get("status", pd.Series(dtype=str))
-    corrected = rows[status == "correct"]
+    corrected = rows[status == Status.CORRECT]
     out = {"n_examples": len(rows)}
-    for name in ("correct", "never_correct", "diverged", "unreadable"):
+    for name in Status:
         out[f"n_{name}"] = int((status == name).sum())
     measured = out["n_correct"] + out["n_never_correct"]
     out["frac_never_corrected"] = out["n_never_correct"] / measured if measured else math.nan
@@ -64,10 +37,10 @@ def run_statistics(rows: pd.DataFrame) -> dict:
         pair = corrected[[score, RANK]].dropna()
         out[f"rho_{score}"] = spearman(pair[score], pair[RANK])
         out[f"rho_{score}_ci_low"], out[f"rho_{score}_ci_high"] = spearman_ci(pair[score], pair[RANK])
-    measured_rows = rows[status.isin(["correct", "never_correct"])]
+    measured_rows = rows[status.isin(MEASURED)]
     for cost in COSTS:
         if cost in rows:
-            worst = measured_rows[cost].where(measured_rows["status"] == "correct", np.inf)
+            worst = measured_rows[cost].where(measured_rows["status"] == Status.CORRECT, np.inf)
             out[f"rho_{cost}_censored_worst"] = spearman(worst, measured_rows[RANK])
     if {"loss_sum", "initial_loss"} <= set(rows.columns):
         out["partial_rho_loss_sum_given_initial_loss"] = partial_spearman(
@@ -78,7 +51,7 @@ def run_statistics(rows: pd.DataFrame) -> dict:
 def paired_comparison(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     """Two runs over the same examples: Wilcoxon signed-rank on loss to correct, and the rank
     correlation of their costs, over the examples corrected in both."""
-    both = a[a["status"] == "correct"].merge(b[b["status"] == "correct"], on="path", suffixes=("_a", "_b"))
+    both = a[a["status"] == Status.CORRECT].merge(b[b["status"] == Status.CORRECT], on="path", suffixes=("_a", "_b"))
     out = {"n_shared": int(len(a.merge(b, on="path"))), "n_corrected_in_both": len(both)}
     if len(both) >= 3 and "loss_sum_a" in both and "loss_sum_b" in both:
         difference = both["loss_sum_a"] - both["loss_sum_b"]

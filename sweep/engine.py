@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional
 
 import torch
@@ -18,15 +18,8 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from sweep.config import ModelMode, TrainConfig
-from sweep.correct import Outcome, autocast_context, l2_norm, margin, stop_status
+from sweep.correct import Outcome, Trajectory, autocast_context, l2_norm
 from sweep.optim import FusedOptimizer
-
-
-def batching_obstacle(model: nn.Module, train: TrainConfig) -> Optional[str]:
-    """Why the batched engine cannot reproduce the simple path for this setup, or None."""
-    if train.mode == ModelMode.train:
-        return "train.mode=train: BatchNorm statistics and dropout differ per copy (simple path used)"
-    return None
 
 
 def longest_first(items: list, predicted_cost: Callable[[object], Optional[float]]) -> list:
@@ -34,7 +27,7 @@ def longest_first(items: list, predicted_cost: Callable[[object], Optional[float
 
     Fed to the engine in this order (longest processing time first), the copies still running when
     the queue runs dry are short ones, so few steps run with idle slots. The initial loss predicts
-    steps to correct well (Spearman 0.86 on the demo model's mistakes); outcomes do not depend on order.
+    steps to correct well (see the README); outcomes do not depend on order.
     """
     known = [item for item in items if _finite(predicted_cost(item))]
     unknown = [item for item in items if not _finite(predicted_cost(item))]
@@ -48,10 +41,7 @@ def _finite(value: Optional[float]) -> bool:
 @dataclass
 class _Slot:
     item: object
-    y: int
-    t: int = 0
-    loss_sum: float = 0.0
-    first: dict = field(default_factory=dict)
+    trajectory: Trajectory
 
 
 class _Copies:
@@ -125,7 +115,7 @@ class BatchedTrainer:
             self._step(params, self.constants, torch.zeros(2, *input_size, device=device),
                        torch.zeros(2, dtype=torch.long, device=device))
         except RuntimeError as error:
-            return f"vmap cannot batch {type(self.model).__name__} ({str(error).splitlines()[0]}): simple path used"
+            return f"vmap cannot batch {type(self.model).__name__} ({str(error).splitlines()[0]})"
         return None
 
     def _loss(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor):
@@ -146,7 +136,7 @@ class BatchedTrainer:
         copies = _Copies(self.pretrained, len(initial), self._optimizer)
         xs = torch.stack([x for _, x, _ in initial])
         ys = torch.tensor([y for _, _, y in initial], device=xs.device)
-        slots: list[Optional[_Slot]] = [_Slot(item, y) for item, _, y in initial]
+        slots: list[Optional[_Slot]] = [_Slot(item, Trajectory(y, self.max_steps)) for item, _, y in initial]
 
         def refill(i: int) -> None:
             entry = next(queue, None)
@@ -156,7 +146,7 @@ class BatchedTrainer:
                 copies.reset(i)
                 xs[i].copy_(x)
                 ys[i] = y
-                slots[i] = _Slot(item, y)
+                slots[i] = _Slot(item, Trajectory(y, self.max_steps))
 
         while any(slots):
             active = [i for i, s in enumerate(slots) if s is not None]
@@ -169,25 +159,29 @@ class BatchedTrainer:
             loss_values, predictions = torch.stack([losses.detach(), logits.argmax(1).float()]).tolist()
             stepping = [False] * len(slots)
             for i, slot in enumerate(slots):
-                loss_value, prediction = loss_values[i], int(predictions[i])
-                if slot.t == 0:
-                    slot.first = {"initial_loss": loss_value, "initial_prediction": prediction,
-                                  "initial_margin": margin(logits[i], slot.y),
-                                  "initial_grad_norm": l2_norm([g[i] for g in grads])}
-                status = stop_status(loss_value, prediction, slot.y, slot.t, self.max_steps)
+                loss_value, trajectory = loss_values[i], slot.trajectory
+                status = trajectory.observe(loss_value, int(predictions[i]), logits[i],
+                                            lambda: l2_norm([g[i] for g in grads]))
                 if status is not None:
-                    yield slot.item, self._outcome(slot, copies.views[i], status, loss_value)
+                    yield slot.item, trajectory.outcome(status, loss_value, self._distance(copies.views[i]))
                     refill(i)
                     continue
-                slot.loss_sum += loss_value
-                slot.t += 1
+                trajectory.advance(loss_value)
                 stepping[i] = True
                 if on_step is not None:
-                    on_step(slot.t, loss_value)
+                    on_step(trajectory.t, loss_value)
             if any(stepping):
                 copies.step(grads, stepping)
 
-    def _outcome(self, slot: _Slot, params: list[torch.Tensor], status: str, final_loss: float) -> Outcome:
-        distance = l2_norm([p - p0 for p, p0 in zip(params, self.pretrained)])
-        return Outcome(status=status, loss_sum=slot.loss_sum, final_loss=final_loss, weight_distance=distance,
-                       steps_taken=slot.t, **slot.first)
+    def _distance(self, params: list[torch.Tensor]) -> float:
+        return l2_norm([p - p0 for p, p0 in zip(params, self.pretrained)])
+
+
+def batched_engine(model: nn.Module, train: TrainConfig, lr: float, max_steps: int, parallel: int,
+                   input_size: tuple[int, ...]) -> tuple[Optional[BatchedTrainer], Optional[str]]:
+    """(the engine, None) when it can reproduce the simple path for this setup, else (None, why not)."""
+    if train.mode == ModelMode.train:
+        return None, "train.mode=train: BatchNorm statistics and dropout differ per copy"
+    engine = BatchedTrainer(model, train, lr, max_steps, parallel)
+    obstacle = engine.unbatchable(input_size)
+    return (None, obstacle) if obstacle else (engine, None)

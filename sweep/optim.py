@@ -3,8 +3,7 @@
 A step here is one call of the same ATen kernel, with the same arguments and the same lazily
 created state, as `torch.optim.<Name>(..., fused=True)`, so parameters come out bit-identical
 (tested). What is left out is the Python around it: parameter groups, hooks, grouping tensors by
-device and dtype on every step. On the demo model that bookkeeping is a tenth of a whole
-single-example training step (see benchmarks/engine.py).
+device and dtype on every step (measured in benchmarks/engine.py; figures in the README).
 
 As in torch.optim, a parameter whose `.grad` is None is skipped, and its state (step count, moments,
 momentum buffer) is created on its first update and lives in `state[parameter]`.

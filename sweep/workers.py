@@ -35,7 +35,7 @@ def rows_in_workers(process: Callable[[Iterable], Iterator[dict]], tasks: list, 
         todo.put(position)
     for _ in range(workers):
         todo.put(None)
-    procs = [context.Process(target=_work, args=(process, tasks, todo, results, stop, threads), daemon=True,
+    procs = [context.Process(target=_work, args=(process, tasks, todo, results, stop, threads),
                              name=f"ltc-worker-{i}") for i in range(workers)]
     for proc in procs:
         proc.start()

@@ -13,53 +13,27 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
-import timm
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from sweep.correctness import evaluate, write_matrix
 from sweep.data import load_image, model_transform
-from sweep.difficulty import rank_examples
-from sweep.models import hub_model, load_checkpoint, load_package_weights
-
-Batches = Callable[[nn.Module], Iterable[tuple[torch.Tensor, torch.Tensor]]]
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
-    """(correct, true-class probability) per example of `batches`, the model in eval mode."""
-    model.eval()
-    correct, true_prob = [], []
-    for x, y in batches:
-        prob = model(x).softmax(1)
-        correct.append((prob.argmax(1) == y).numpy())
-        true_prob.append(prob[torch.arange(len(y)), y].numpy())
-    return np.concatenate(correct), np.concatenate(true_prob)
-
-
-def write_zoo(out: Path, names: list[str], examples: list[str], correct: np.ndarray, true_prob: np.ndarray) -> None:
-    """The matrix in the original format, and its ranking."""
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "correctness.npy", correct)
-    (out / "models.csv").write_text(",".join(names) + "\n")
-    (out / "examples.csv").write_text(",".join(examples) + "\n")
-    pd.DataFrame({"path": examples, "rank": rank_examples(correct, true_prob),
-                  "fraction_correct": correct.mean(axis=0)}).to_csv(out / "difficulty.csv", index=False)
+from sweep.models import pretrained_model
 
 
 def load_spec(spec: str) -> tuple[str, nn.Module]:
     """`arch`, `arch=checkpoint` or `arch@package` -> (name, pretrained model)."""
     if "=" in spec:
-        arch, path = spec.split("=", 1)
-        return spec, load_checkpoint(timm.create_model(arch), path)
+        arch, checkpoint = spec.split("=", 1)
+        return spec, pretrained_model(arch, checkpoint=checkpoint)
     if "@" in spec:
         arch, package = spec.split("@", 1)
-        return arch, load_package_weights(timm.create_model(arch), package)
-    return spec, hub_model(spec)
+        return arch, pretrained_model(arch, package=package)
+    return spec, pretrained_model(spec)
 
 
 class _Images(torch.utils.data.Dataset):
@@ -93,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         correct.append(right)
         true_prob.append(prob)
         print(f"{name}: {right.mean():.1%} correct on {len(paths)} images")
-    write_zoo(args.out, names, list(table["file"]), np.array(correct), np.array(true_prob))
+    write_matrix(args.out, names, list(table["file"]), np.array(correct), np.array(true_prob))
     print(f"correctness matrix {len(names)} x {len(paths)} and ranking -> {args.out}")
 
 

@@ -1,23 +1,23 @@
-"""Config composition: every group option composes, and bad keys or values fail with a clear message."""
-from pathlib import Path
-
+"""Config composition: every group option composes, bad keys or values fail with a clear message,
+and the command line answers user mistakes with one `error:` block and exit status 2."""
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from conftest import compose_config
-from sweep.config import ModelMode, Optimizer
-from sweep.run import validate
+from helpers.commands import run_main
+from helpers.configs import ROOT, compose_config
+from sweep.config import ModelMode, Optimizer, validate
+from sweep.errors import UserError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = ROOT / "conf"
 
 
 def group_options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def test_defaults_follow_the_design():
+def test_defaults_are_deterministic_eval_mode_adamw():
     cfg = compose_config()
     assert cfg.model.arch == "test_resnet" and cfg.data.name == "demo"
     assert cfg.train.optimizer == Optimizer.adamw and cfg.train.weight_decay == 0.0
@@ -34,8 +34,17 @@ def test_every_model_option_composes(model):
 
 
 @pytest.mark.parametrize("data", group_options("data"))
-def test_every_data_option_composes(data):
-    assert data.startswith(compose_config(f"data={data}").data.name)
+def test_every_data_option_composes_with_its_own_schema(data):
+    cfg = compose_config(f"data={data}")
+    assert cfg.data.name == data
+    other = "universe" if data == "imagenet" else "images"  # each option holds only its own keys
+    with pytest.raises(ConfigCompositionException):
+        compose_config(f"data={data}", f"data.{other}=x")
+
+
+def test_presets_need_no_plus():
+    cfg = compose_config("experiment=original")
+    assert cfg.train.mode == ModelMode.train and cfg.seed == 42
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -56,5 +65,24 @@ def test_bad_overrides_fail_naming_the_key_or_value(override, expected):
 @pytest.mark.parametrize("override, expected", [
     ("lr=0", "lr=0"), ("lr=-1e-5", "lr=-1e-05"), ("max_steps=0", "max_steps=0"), ("sample_size=0", "sample_size=0")])
 def test_impossible_values_fail_before_work(override, expected):
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises(UserError, match=expected):
         validate(compose_config(override))
+
+
+def test_help_says_what_the_tool_does_and_lists_only_real_options():
+    out = run_main("--help").stdout
+    assert "fine-tune it on that one image until it is classified" in out
+    assert "model: efficientnet_lite0, efficientnet_lite1" in out and "data: demo, imagenet" in out
+    assert "schema" not in out.split("== Config ==")[0]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["lr=-1"], "error: lr=-1.0: expected a finite learning rate > 0"),
+    (["model=resnet50"], "error: model=resnet50: no such option (options: efficientnet_lite0"),
+    (["lr=abc"], "error: Error merging override lr=abc"),
+])
+def test_user_mistakes_print_one_error_block_and_exit_2(tmp_path, args, expected):
+    result = run_main(*args, f"hydra.run.dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}", check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "cache").exists()  # nothing was built

@@ -8,7 +8,10 @@ import torch
 from torch import nn
 
 from sweep.config import ModelMode, Optimizer, TrainConfig
-from sweep.correct import CORRECT, DIVERGED, NEVER_CORRECT, SingleExampleTrainer
+from sweep.correct import SingleExampleTrainer
+from sweep.schema import Status
+
+CORRECT, NEVER_CORRECT, DIVERGED = Status.CORRECT, Status.NEVER_CORRECT, Status.DIVERGED
 
 SGD = TrainConfig(optimizer=Optimizer.sgd, momentum=0.0)
 
@@ -21,7 +24,7 @@ def linear_model(weight: np.ndarray) -> nn.Module:
 
 
 def hand_trajectory(weight, x, y, lr, max_steps):
-    """The loop of DESIGN.md in numpy for logits = W x, cross-entropy, W <- W - lr (p - onehot) x^T."""
+    """The loop of the README's "What is measured, exactly" in numpy for logits = W x, cross-entropy, W <- W - lr (p - onehot) x^T."""
     weight, losses = weight.astype(np.float64).copy(), []
     for t in range(max_steps + 1):
         logits = weight @ x
@@ -109,7 +112,7 @@ def test_reset_gives_each_example_the_results_it_gets_alone(mode):
 
 def test_the_same_fits_give_the_same_bits_at_two_threads(mistakes):
     """Run-to-run reproducibility with more than one thread. Without MKL's reproducible mode (set
-    in sweep/__init__.py) the gradient of the last block's convolution on its 1x1 feature map
+    by main.py, and for the tests in conftest.py) the gradient of the last block's convolution on its 1x1 feature map
     varied between identical calls at 2 threads, and with it every later number."""
     model, examples = mistakes
     previous = torch.get_num_threads()

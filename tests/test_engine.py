@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import compose_config, tiny_universe_overrides
+from helpers.configs import compose_config, tiny_universe_overrides
 from sweep.config import ModelMode, Optimizer, TrainConfig
 from sweep.correct import SingleExampleTrainer
-from sweep.engine import BatchedTrainer
+from sweep.engine import BatchedTrainer, batched_engine
 from sweep.run import run
 
 
@@ -43,16 +43,18 @@ def test_run_with_parallel_gives_the_simple_path_results(tmp_path, cache_dir):
                                   "initial_margin", "initial_grad_norm", "weight_distance"]), rows
 
     simple, simple_full = job()
-    batched, batched_full = job("train.parallel=4")
+    batched, batched_full = job("execution.parallel=4")
     pd.testing.assert_frame_equal(simple, batched)
     assert (batched_full["loss_sum"] - simple_full["loss_sum"]).abs().max() <= 1e-4 * simple_full["loss_sum"].max()
 
 
-def test_train_mode_falls_back_with_a_reason(mistakes, caplog):
-    from sweep.engine import batching_obstacle
-    model, _ = mistakes
-    assert batching_obstacle(model, TrainConfig()) is None
-    assert "train.mode=train" in batching_obstacle(model, TrainConfig(mode=ModelMode.train))
+def test_train_mode_falls_back_with_a_reason(mistakes):
+    model, examples = mistakes
+    size = tuple(examples[0][0].shape)
+    engine, reason = batched_engine(model, TrainConfig(), 1e-3, 5, 2, size)
+    assert isinstance(engine, BatchedTrainer) and reason is None
+    assert batched_engine(model, TrainConfig(mode=ModelMode.train), 1e-3, 5, 2, size) == \
+        (None, "train.mode=train: BatchNorm statistics and dropout differ per copy")
 
 
 class _ItemInForward(torch.nn.Module):
@@ -67,19 +69,22 @@ class _ItemInForward(torch.nn.Module):
         return self.fc(x) * float(x.abs().max() > 0)
 
 
-def test_a_model_vmap_cannot_batch_falls_back_with_a_reason(mistakes, caplog, cache_dir):
-    from sweep.run import _batched_engine
+def test_a_model_vmap_cannot_batch_falls_back_with_a_reason(mistakes, caplog):
+    from sweep.execution import plan
     model, examples = mistakes
     assert BatchedTrainer(model, TrainConfig(), 1e-3, 5, 2).unbatchable(tuple(examples[0][0].shape)) is None
     reason = BatchedTrainer(_ItemInForward(), TrainConfig(), 1e-3, 5, 2).unbatchable((3, 4, 4))
-    assert reason and "_ItemInForward" in reason and "simple path used" in reason
+    assert reason and "vmap cannot batch _ItemInForward" in reason
 
-    cfg = compose_config("train.parallel=4")
+    cfg = compose_config("execution.parallel=4")
     unbatchable = _ItemInForward()
     unbatchable.pretrained_cfg = {"input_size": (3, 4, 4)}  # what timm's data config reads
-    assert _batched_engine(cfg, unbatchable) is None
-    assert "train.parallel=4 ignored" in caplog.text and "_ItemInForward" in caplog.text
-    assert isinstance(_batched_engine(cfg, model), BatchedTrainer)
+    cpu = torch.device("cpu")
+    executor, _ = plan(cfg, SingleExampleTrainer(unbatchable, cfg.train, 1e-3, 5), None, cpu, [], {})
+    assert executor.engine is None
+    assert "execution.parallel=4 ignored" in caplog.text and "_ItemInForward" in caplog.text
+    executor, _ = plan(cfg, SingleExampleTrainer(model, cfg.train, 1e-3, 5), None, cpu, [], {})
+    assert isinstance(executor.engine, BatchedTrainer)
 
 
 def test_longest_first_orders_by_predicted_cost_and_keeps_unknown_ones_last_in_order():
@@ -89,13 +94,13 @@ def test_longest_first_orders_by_predicted_cost_and_keeps_unknown_ones_last_in_o
 
 
 def test_selection_records_initial_losses_that_predict_the_cost(tmp_path, cache_dir):
-    from sweep.run import _known_losses
+    from sweep.rundir import RunDirectory
     cfg = compose_config(*tiny_universe_overrides(cache_dir), "sample_size=8", "lr=3e-5", "max_steps=60",
                          "progress=false")
     run(cfg, tmp_path)
     selection = pd.read_csv(tmp_path / "selection.csv")
     rows = pd.read_csv(tmp_path / "single_example_results.csv")
-    assert selection["initial_loss"].notna().all() and len(_known_losses(selection)) == 8
+    assert selection["initial_loss"].notna().all() and len(RunDirectory(tmp_path).selection().initial_losses) == 8
     # the search's batched forward and step 0 of the loop see the same loss
     merged = selection.merge(rows, on="path", suffixes=("_search", "_loop"))
     assert merged["initial_loss_search"].to_numpy() == pytest.approx(merged["initial_loss_loop"].to_numpy(), rel=1e-4)

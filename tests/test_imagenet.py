@@ -8,19 +8,17 @@ import pandas as pd
 import pytest
 import timm
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import ROOT, SHARED_DATA
-from sweep.config import DataConfig, register_configs
+from helpers.configs import ORIGINAL, SAMPLE, compose_config
+from sweep.config import ImageFolderDataConfig
+from sweep.correctness import wrong_from_matrix
 from sweep.data import load_image, model_transform
-from sweep.difficulty import main as rank_command, rank_examples
-from sweep.imagenet import imagenet_examples, read_difficulty, synset_label, wrong_from_matrix
+from sweep.difficulty import read_difficulty
+from sweep.errors import UserError
+from sweep.imagenet import imagenet_examples, synset_label
 from sweep.models import hub_model, load_package_weights
 
-register_configs()
-ORIGINAL = SHARED_DATA / "original"
-SAMPLE = SHARED_DATA / "imagenet-val-sample"
 FOREIGN = "/home/projects/bagon/shared/imagenet512/val"
 
 
@@ -45,7 +43,7 @@ def test_lite0_weights_classify_foolbox_imagenet_images(lite0):
 
 
 def data_config(**values):
-    return OmegaConf.merge(OmegaConf.structured(DataConfig), {"name": "imagenet", **values})
+    return OmegaConf.merge(OmegaConf.structured(ImageFolderDataConfig), values)
 
 
 def make_imagenet_folder(root: Path, synsets=("n01440764", "n01443537", "n09999999")) -> list[Path]:
@@ -73,7 +71,7 @@ def test_original_single_line_order_with_prefix_rewrite(tmp_path):
 def test_nothing_matches_shows_both_sides(tmp_path):
     make_imagenet_folder(tmp_path / "val")
     (tmp_path / "order.csv").write_text("/elsewhere/n01440764/a.JPEG,/elsewhere/n01440764/b.JPEG")
-    with pytest.raises(ValueError, match=r"0 of 2 difficulty entries.*'/elsewhere/n01440764/a.JPEG'.*ILSVRC2012_val_"):
+    with pytest.raises(UserError, match=r"0 of 2 difficulty entries.*'/elsewhere/n01440764/a.JPEG'.*ILSVRC2012_val_"):
         imagenet_examples(data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "order.csv"),
                                       prefix=FOREIGN))
 
@@ -94,7 +92,7 @@ def test_labels_from_synsets_in_timm_order():
     assert synset_label(f"{FOREIGN}/n01440764/x.JPEG") == 0
     assert synset_label("/data/val/n15075141/x.JPEG") == 999
     assert synset_label("/flat/x.JPEG") is None
-    with pytest.raises(ValueError, match="unknown ImageNet synset 'n09999999'"):
+    with pytest.raises(UserError, match="unknown ImageNet synset 'n09999999'"):
         synset_label("/data/n09999999/x.JPEG")
 
 
@@ -110,7 +108,7 @@ def test_wrong_set_from_a_correctness_matrix_row(tmp_path):
                        difficulty_models=str(tmp_path / "models.csv"), wrong_from_model="resnet34.a3_in1k")
     examples = imagenet_examples(data)
     assert sorted(Path(e.path).name for e in wrong_from_matrix(data, examples)) == [files[1].name, files[3].name]
-    with pytest.raises(ValueError, match="data.wrong_from_model='resnet50' is not in"):
+    with pytest.raises(UserError, match="data.wrong_from_model='resnet50' is not in"):
         wrong_from_matrix(data_config(**{**data, "wrong_from_model": "resnet50"}), examples)
 
 
@@ -119,41 +117,15 @@ def test_hub_weights_fail_fast_offline_naming_alternatives(monkeypatch):
         raise OSError("Name or service not known")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(socket, "create_connection", unreachable)
-    with pytest.raises(RuntimeError, match="model.checkpoint=.*model=efficientnet_lite0.*HF_HUB_OFFLINE=1"):
+    with pytest.raises(UserError, match="model.checkpoint=.*model=efficientnet_lite0.*HF_HUB_OFFLINE=1"):
         hub_model("resnet18")
-
-
-def test_original_experiment_preset():
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["+experiment=original", "model=efficientnet_lite0"])
-    assert (cfg.lr, cfg.max_steps, cfg.sample_size, cfg.seed) == (5e-6, 1000, 1000, 42)
-    assert cfg.train.mode.value == "train" and cfg.train.augmentation.value == "one_view"
-    assert cfg.train.optimizer.value == "adamw" and cfg.train.weight_decay == 0.0
-
-
-@pytest.mark.skipif(not ORIGINAL.is_dir(), reason=f"{ORIGINAL} absent (the shared development data)")
-def test_gpqa_matrix_ranking_follows_the_rule(tmp_path):
-    matrix = np.load(ORIGINAL / "gpqa.npy")
-    rank_command([str(ORIGINAL / "gpqa.npy"), "--examples", str(ORIGINAL / "gpqa_examples.csv"),
-                  "--out", str(tmp_path / "ranks.csv")])
-    table = pd.read_csv(tmp_path / "ranks.csv")
-    fraction = matrix.mean(axis=0)
-    expected = sorted(range(matrix.shape[1]), key=lambda i: (-fraction[i], i))  # ties: position (no probabilities)
-    examples = (ORIGINAL / "gpqa_examples.csv").read_text().strip().split(",")
-    assert list(table["path"]) == [examples[i] for i in expected]
-    assert list(table["rank"]) == list(range(1, len(examples) + 1))
-    assert (np.diff(table["fraction_correct"]) <= 0).all()
-    assert (rank_examples(matrix) == table.set_index("path").loc[examples, "rank"].to_numpy()).all()
 
 
 @pytest.mark.skipif(not SAMPLE.is_dir() or not ORIGINAL.is_dir(), reason="../shared/data absent")
 def test_sample_with_lite0_end_to_end(tmp_path):
     from sweep.run import run
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "data=imagenet_sample", "model=efficientnet_lite0", "lr=1e-5", "sample_size=3", "max_steps=100",
-            f"data.images={SAMPLE / 'images'}", f"data.labels={SAMPLE / 'labels.csv'}",
-            f"data.difficulty={ORIGINAL / 'imagenet_examples_ammended.csv'}", "progress=false"])
+    cfg = compose_config("data=imagenet_sample", "model=efficientnet_lite0", "lr=1e-5", "sample_size=3",
+                         "max_steps=100", "progress=false")
     summary = run(cfg, tmp_path)
     selection = summary["selection"]
     print(f"lite0 on the 300-image sample: {selection['wrong']} of {selection['examples']} wrong")

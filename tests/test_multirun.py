@@ -1,20 +1,12 @@
 """A real `python main.py -m ...` sweep in a subprocess writes one complete output directory per job."""
 import json
-import subprocess
-import sys
-from pathlib import Path
+import re
 
 import pandas as pd
 
-from conftest import ROOT, compose_config, tiny_universe_overrides
-from sweep.results import COLUMNS
-
-
-def run_main(*args, cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+from helpers.commands import run_main
+from helpers.configs import compose_config, tiny_universe_overrides
+from sweep.schema import COLUMNS
 
 
 def test_multirun_writes_complete_job_directories(tmp_path, cache_dir):
@@ -44,18 +36,10 @@ def test_single_run_writes_into_hydra_run_dir(tmp_path, cache_dir):
     out = tmp_path / "run"
     result = run_main("sample_size=2", "max_steps=5", f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir),
                       cwd=tmp_path)
-    assert "steps=" in result.stderr or "example" in result.stderr  # the progress bar
+    assert re.search(r"test_resnet lr=1e-05: 100%.*\| 2/2 ", result.stderr), result.stderr[-2000:]  # the progress bar
     rows = pd.read_csv(out / "single_example_results.csv")
     assert len(rows) == 2 and set(rows["status"]) <= {"correct", "never_correct"}
     assert (out / ".hydra" / "config.yaml").is_file()
-
-
-def test_bad_override_fails_before_any_work(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "lr=-1", f"hydra.run.dir={tmp_path / 'x'}",
-                             f"cache_dir={tmp_path / 'cache'}"], capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert "lr=-1" in result.stderr and "expected a learning rate > 0" in result.stderr
-    assert not (tmp_path / "cache").exists()  # nothing was built
 
 
 def test_random_view_is_the_same_for_search_and_training(tmp_path, cache_dir):

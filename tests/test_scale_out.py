@@ -4,14 +4,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
-
 from analysis.aggregate import aggregate
-from conftest import ROOT, tiny_universe_overrides
-from sweep.config import register_configs
+from helpers.configs import ROOT, tiny_universe_overrides
 
 TINY_RUN = ["model=test_resnet", "lr=2e-5", "max_steps=300", "progress=false"]
-register_configs()
 
 
 def multirun(*args, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -51,6 +47,7 @@ def test_submitit_local_sweep(tmp_path, cache_dir):
 
 
 def test_slurm_preset_composes():
+    from hydra import compose, initialize_config_dir
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher

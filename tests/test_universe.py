@@ -1,4 +1,5 @@
 """The embedded universe: reproducible, difficulty tracks the generating severity, mistakes to correct."""
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -6,21 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from scipy import stats
 
-from conftest import TINY_UNIVERSE
-from sweep.config import UniverseConfig, register_configs
+from helpers.configs import TINY_UNIVERSE, compose_config
+from sweep.config import UniverseConfig
 from sweep.run import run
 from sweep.universe.build import build_universe, pretrained_weights
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-register_configs()
 
 
 @pytest.fixture(scope="session")
 def default_universe(cache_dir):
-    return build_universe(UniverseConfig(), cache_dir)
+    return build_universe(dataclasses.asdict(UniverseConfig()), cache_dir)
 
 
 def digest(path: Path) -> str:
@@ -64,9 +61,7 @@ def test_universal_difficulty_tracks_nuisance_severity(default_universe):
 
 
 def test_default_model_has_a_few_hundred_mistakes_with_a_spread_of_costs(default_universe, cache_dir, tmp_path):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"cache_dir={cache_dir}", "sample_size=12", "progress=false"])
-    summary = run(cfg, tmp_path)
+    summary = run(compose_config(f"cache_dir={cache_dir}", "sample_size=12", "progress=false"), tmp_path)
     wrong = len(pd.read_csv(tmp_path / "selection.csv"))
     assert wrong == 12
     rows = pd.read_csv(tmp_path / "single_example_results.csv")
@@ -78,16 +73,13 @@ def test_default_model_has_a_few_hundred_mistakes_with_a_spread_of_costs(default
 
 
 def test_default_model_gets_a_few_hundred_validation_images_wrong(default_universe, cache_dir):
-    from sweep.data import model_transform, read_examples, load_image
-    from sweep.models import load_checkpoint
+    from sweep.data import example_view
+    from sweep.demo import open_demo
     from sweep.selection import find_wrong
-    model = load_checkpoint(default_universe.new_model("test_resnet"),
-                            pretrained_weights(default_universe, "test_resnet", UniverseConfig().pretrain_epochs, 0))
-    examples = read_examples(default_universe.images_root, default_universe.labels_csv,
-                             default_universe.difficulty_csv)
-    transform = model_transform(model, training=False)
-    wrong, unreadable = find_wrong(model.eval(), examples, lambda e: transform(load_image(e.path)),
+    demo = open_demo(UniverseConfig(), cache_dir)
+    model = demo.pretrained("test_resnet").eval()
+    wrong, unreadable = find_wrong(model, demo.examples, example_view(model, random_view=False, seed=0),
                                    torch.device("cpu"), 256, progress=False)
     assert unreadable == 0
-    print(f"default model gets {len(wrong)} of {len(examples)} validation images wrong")
+    print(f"default model gets {len(wrong)} of {len(demo.examples)} validation images wrong")
     assert 150 <= len(wrong) <= 700

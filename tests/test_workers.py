@@ -1,4 +1,4 @@
-"""Worker processes (train.workers): same rows as one process, failures reported, clean stop, resume."""
+"""Worker processes (execution.workers): same rows as one process, failures reported, clean stop, resume."""
 import os
 import signal
 import subprocess
@@ -6,21 +6,19 @@ import subprocess
 import pandas as pd
 import pytest
 
-from conftest import compose_config, tiny_universe_overrides
+from helpers.commands import main_command, wait_for_rows
+from helpers.configs import compose_config, tiny_universe_overrides
+from sweep.errors import UserError
 from sweep.run import run
-from test_robustness import main_command, wait_for_rows
+from sweep.schema import OUTCOME_COLUMNS
 
-
-OUTCOME_COLUMNS = ["example_index", "path", "status", "steps_to_correct", "initial_prediction", "loss_sum",
-                   "total_loss_to_correct", "initial_loss", "final_loss", "initial_margin", "initial_grad_norm",
-                   "weight_distance"]
 EXAMPLES = 6
 
 
 def job(out, cache_dir, *overrides):
     """Run one job in-process with one torch thread per process (float results depend on the thread count)."""
     cfg = compose_config(*tiny_universe_overrides(cache_dir), f"sample_size={EXAMPLES}", "lr=3e-5", "max_steps=60",
-                         "progress=false", "train.threads=1", *overrides)
+                         "progress=false", "execution.threads=1", *overrides)
     run(cfg, out)
     return outcomes(out)
 
@@ -38,11 +36,11 @@ def one_process(tmp_path_factory, cache_dir):
 
 
 def test_workers_give_exactly_the_rows_of_one_process(tmp_path, cache_dir, one_process):
-    pd.testing.assert_frame_equal(job(tmp_path, cache_dir, "train.workers=2"), one_process)
+    pd.testing.assert_frame_equal(job(tmp_path, cache_dir, "execution.workers=2"), one_process)
 
 
 def test_workers_running_the_batched_engine(tmp_path, cache_dir, one_process):
-    rows = job(tmp_path, cache_dir, "train.workers=2", "train.parallel=2")
+    rows = job(tmp_path, cache_dir, "execution.workers=2", "execution.parallel=2")
     exact = ["example_index", "path", "status", "steps_to_correct", "initial_prediction"]
     pd.testing.assert_frame_equal(rows[exact], one_process[exact])
     assert ((rows["loss_sum"] - one_process["loss_sum"]).abs() <= 1e-4 * one_process["loss_sum"]).all()
@@ -51,9 +49,9 @@ def test_workers_running_the_batched_engine(tmp_path, cache_dir, one_process):
 @pytest.mark.parametrize("failure", ["exception", "killed"])
 def test_a_failing_worker_stops_the_run_and_keeps_finished_rows(tmp_path, cache_dir, one_process, monkeypatch,
                                                                 failure):
-    import sweep.run
+    import sweep.execution
     victim = one_process.sort_values("initial_loss")["path"].iloc[0]  # handed out last (longest first)
-    correct_one = sweep.run._correct_one
+    correct_one = sweep.execution.correct_one
 
     def failing(trainer, view, index, example, device, on_step):  # runs in a forked worker
         if example.path == victim:
@@ -62,22 +60,22 @@ def test_a_failing_worker_stops_the_run_and_keeps_finished_rows(tmp_path, cache_
             raise ValueError("boom in the worker")
         return correct_one(trainer, view, index, example, device, on_step)
 
-    monkeypatch.setattr(sweep.run, "_correct_one", failing)
+    monkeypatch.setattr(sweep.execution, "correct_one", failing)
     message = "boom in the worker" if failure == "exception" else "exited with code -9"
     with pytest.raises(RuntimeError, match=message):
-        job(tmp_path, cache_dir, "train.workers=2")
+        job(tmp_path, cache_dir, "execution.workers=2")
     kept = outcomes(tmp_path)
     assert 1 <= len(kept) < EXAMPLES and victim not in set(kept["path"])
     pd.testing.assert_frame_equal(kept, one_process[one_process["path"].isin(kept["path"])].reset_index(drop=True))
 
-    monkeypatch.setattr(sweep.run, "_correct_one", correct_one)
-    pd.testing.assert_frame_equal(job(tmp_path, cache_dir, "train.workers=2"), one_process)  # resumes
+    monkeypatch.setattr(sweep.execution, "correct_one", correct_one)
+    pd.testing.assert_frame_equal(job(tmp_path, cache_dir, "execution.workers=2"), one_process)  # resumes
 
 
 def test_sigterm_stops_workers_cleanly_and_a_rerun_resumes(tmp_path, cache_dir):
     out, examples = tmp_path / "run", 8
     command = main_command(*tiny_universe_overrides(cache_dir), f"sample_size={examples}", "lr=1e-5", "max_steps=300",
-                           "progress=false", "train.workers=2", f"hydra.run.dir={out}")
+                           "progress=false", "execution.workers=2", f"hydra.run.dir={out}")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for_rows(out / "single_example_results.csv", 1, process)
     process.send_signal(signal.SIGTERM)
@@ -92,5 +90,5 @@ def test_sigterm_stops_workers_cleanly_and_a_rerun_resumes(tmp_path, cache_dir):
 
 
 def test_workers_must_be_positive(tmp_path, cache_dir):
-    with pytest.raises(ValueError, match="train.workers=0"):
-        job(tmp_path, cache_dir, "train.workers=0")
+    with pytest.raises(UserError, match="execution.workers=0: expected auto or an integer >= 1"):
+        job(tmp_path, cache_dir, "execution.workers=0")

@@ -22,13 +22,12 @@ import numpy as np
 import pandas as pd
 import torch
 from filelock import FileLock
-from omegaconf import OmegaConf
 from PIL import Image
 
+from sweep.correctness import evaluate, write_matrix
 from sweep.models import create_model
-from sweep.supervised import train_classifier
 from sweep.universe.shapes import CLASSES, render_split
-from sweep.zoo import evaluate, write_zoo
+from sweep.universe.supervised import train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +89,8 @@ def _seed(*parts) -> int:
     return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:8], 16)
 
 
-def build_universe(cfg, cache_root: Path) -> Universe:
-    """Return the cached universe for `cfg` (a UniverseConfig), building it first if needed."""
-    params = OmegaConf.to_container(OmegaConf.structured(cfg)) if not isinstance(cfg, dict) else cfg
+def build_universe(params: dict, cache_root: Path) -> Universe:
+    """Return the cached universe for `params` (a UniverseConfig's fields), building it first if needed."""
     root = Path(cache_root) / f"demo-{_key(params)}"
     universe = Universe(root, params["image_size"])
     cache_root.mkdir(parents=True, exist_ok=True)
@@ -135,7 +133,7 @@ def _build(params: dict, out: Path) -> None:
             true_prob.append(prob)
             log.info("zoo model %s: %.1f%% correct on val", models[-1], 100 * right.mean())
     correct, true_prob = np.array(correct), np.array(true_prob)
-    write_zoo(out, models, files, correct, true_prob)
+    write_matrix(out, models, files, correct, true_prob)
     ranks = pd.read_csv(out / "difficulty.csv")["rank"].to_numpy()
     pd.DataFrame({"file": files, "label": val_y, "severity": val_severity, "rank": ranks,
                   "fraction_correct": correct.mean(0)}).to_csv(out / "val_meta.csv", index=False)

@@ -1,4 +1,4 @@
-"""Plain supervised training on in-memory tensors (the demo universe's zoo and pretrained weights)."""
+"""Plain supervised training on in-memory tensors: the demo universe's zoo and pretrained weights."""
 from __future__ import annotations
 
 import torch

@@ -1,0 +1,90 @@
+"""A run's output directory: what it holds, and resuming into it.
+
+It records the settings that define its results (`run_identity.json`, refusing to resume under
+others), persists the sampled selection (`selection.csv`, `selection.json`), appends result rows
+and replaces the summary and plot atomically.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from sweep.config import flatten
+from sweep.data import Example
+from sweep.errors import UserError
+from sweep.plots import plot_loss_vs_difficulty
+from sweep.results import ResultsWriter, atomic_write_text, read_rows
+from sweep.selection import Selection
+from sweep.schema import (EXECUTION_KEYS, IDENTITY_JSON, PLOT_PNG, RESULTS_CSV, SELECTION_CSV, SELECTION_JSON,
+                          SUMMARY_JSON)
+
+
+def identity(cfg) -> dict:
+    """The settings that define what a run's results mean: all but how the work is executed."""
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return {key: value for key, value in config.items() if key not in EXECUTION_KEYS}
+
+
+class RunDirectory:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.results_csv = self.path / RESULTS_CSV
+
+    def claim(self, settings: dict) -> None:
+        """Record what this directory holds, or refuse to resume a run made with other settings."""
+        path = self.path / IDENTITY_JSON
+        flat = flatten(settings)
+        if path.exists():
+            previous = flatten(json.loads(path.read_text()))
+            differing = sorted(k for k in set(flat) | set(previous) if flat.get(k) != previous.get(k))
+            if differing:
+                raise UserError(f"{self.path} holds results of a different configuration (differing keys: "
+                                f"{', '.join(differing)}); use a fresh output directory")
+        else:
+            atomic_write_text(path, json.dumps(settings, indent=2, default=str))
+
+    def selection(self) -> Optional[Selection]:
+        """The persisted selection, if a run already made one here."""
+        path, info_path = self.path / SELECTION_CSV, self.path / SELECTION_JSON
+        if not (path.exists() and info_path.exists()):
+            return None
+        frame = pd.read_csv(path)
+        examples = [Example(p, int(y), int(r)) for p, y, r in zip(frame["path"], frame["label"], frame["rank"])]
+        return Selection(examples, _known_losses(frame), json.loads(info_path.read_text()))
+
+    def save_selection(self, selection: Selection) -> Selection:
+        chosen = selection.examples
+        frame = pd.DataFrame({"path": [e.path for e in chosen], "label": [e.label for e in chosen],
+                              "rank": [e.rank for e in chosen],
+                              "initial_loss": [selection.initial_losses.get(e.path, float("nan")) for e in chosen]})
+        atomic_write_text(self.path / SELECTION_CSV, frame.to_csv(index=False))
+        atomic_write_text(self.path / SELECTION_JSON, json.dumps(selection.info, indent=2))
+        return Selection(chosen, _known_losses(frame), selection.info)
+
+    def done_paths(self) -> set[str]:
+        return set(read_rows(self.results_csv)["path"])
+
+    def writer(self) -> ResultsWriter:
+        return ResultsWriter(self.results_csv)
+
+    def rows(self) -> pd.DataFrame:
+        return read_rows(self.results_csv)
+
+    def finish(self, summary: dict, rows: pd.DataFrame, title: str) -> None:
+        """Write the summary and the plot, each replaced atomically."""
+        atomic_write_text(self.path / SUMMARY_JSON, json.dumps(summary, indent=2, default=str) + "\n")
+        plot_loss_vs_difficulty(rows, self.path / PLOT_PNG, title)
+
+
+def _known_losses(selection: pd.DataFrame) -> dict[str, float]:
+    """path -> loss at the pretrained weights, for the selected examples that have one (older
+    selection files and wrong sets from a correctness matrix have none)."""
+    if "initial_loss" not in selection:
+        return {}
+    known = selection.dropna(subset=["initial_loss"])
+    return dict(zip(known["path"], known["initial_loss"]))

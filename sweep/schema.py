@@ -1,0 +1,42 @@
+"""What a run directory holds: file names, result columns, statuses and scores.
+
+One definition for the tool that writes runs (`sweep`) and the analysis that reads them.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+
+RESULTS_CSV = "single_example_results.csv"  # the original scripts' file names
+SUMMARY_JSON = "training_summary.json"
+PLOT_PNG = "loss_vs_difficulty.png"
+SELECTION_CSV = "selection.csv"
+SELECTION_JSON = "selection.json"
+IDENTITY_JSON = "run_identity.json"
+
+
+class Status(StrEnum):
+    """How an example's loop ended."""
+    CORRECT = "correct"              # argmax == label at step t
+    NEVER_CORRECT = "never_correct"  # still wrong after max_steps updates (censored)
+    DIVERGED = "diverged"            # the loss became non-finite
+    UNREADABLE = "unreadable"        # the image could not be decoded
+
+
+MEASURED = (Status.CORRECT, Status.NEVER_CORRECT)  # examples whose cost is observed or censored
+
+# The original scripts' columns first, so downstream scripts keep working.
+ORIGINAL_COLUMNS = ["example_index", "path", "total_loss_to_correct", "universal_difficulty_rank"]
+COLUMNS = ORIGINAL_COLUMNS + ["label", "initial_prediction", "status", "steps_to_correct", "loss_sum",
+                              "initial_loss", "final_loss", "initial_margin", "initial_grad_norm",
+                              "weight_distance", "seconds"]
+OUTCOME_COLUMNS = [c for c in COLUMNS if c != "seconds"]  # what a run computes; equal across execution paths
+RANK = "universal_difficulty_rank"
+
+# Scores related to difficulty: the costs to correct, then the cheap baselines at the pretrained weights.
+COSTS = ["loss_sum", "total_loss_to_correct", "steps_to_correct"]
+BASELINES = ["initial_loss", "initial_margin", "initial_grad_norm"]
+SCORES = COSTS + BASELINES
+
+# Config keys that say how a run is executed, not what it computes: left out of a run's identity
+# (resuming with other values is allowed) and never treated as parameters of a sweep.
+EXECUTION_KEYS = ("execution", "progress", "cache_dir")

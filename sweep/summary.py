@@ -1,0 +1,47 @@
+"""A run's `training_summary.json`: config, counts, correlations with difficulty, speed, versions."""
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+import pandas as pd
+import timm
+import torch
+from omegaconf import OmegaConf
+
+from sweep.schema import COLUMNS, RANK, SCORES, Status
+from sweep.stats import spearman_test
+
+
+def spearman_vs_rank(rows: pd.DataFrame) -> dict:
+    """Spearman rho (and p, n) of each score against universal difficulty rank, over corrected
+    examples (the costs of the others are censored; the baselines are taken on the same examples)."""
+    corrected = rows[rows["status"] == Status.CORRECT]
+    out = {}
+    for score in SCORES:
+        pair = corrected[[score, RANK]].dropna()
+        out[score] = spearman_test(pair[score], pair[RANK])
+    return out
+
+
+def summarize(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, selection: dict) -> dict:
+    updates = int(np.where(rows["status"] == Status.CORRECT, rows["steps_to_correct"], 0).sum()
+                  + (rows["status"] == Status.NEVER_CORRECT).sum() * cfg.max_steps)
+    training_seconds = float(rows["seconds"].sum())
+    return {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "selection": selection,
+        "examples_processed": len(rows),
+        "complete": len(rows) == selection["in_this_shard"],
+        "counts": {s: int(n) for s, n in rows["status"].value_counts().items()},
+        "spearman_vs_rank": spearman_vs_rank(rows),
+        "wall_seconds": seconds,
+        "training_seconds": training_seconds,
+        "optimizer_updates": updates,
+        "updates_per_second": updates / max(training_seconds, 1e-9),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+                     "numpy": np.__version__, "pandas": pd.__version__},
+        "columns": COLUMNS,
+    }

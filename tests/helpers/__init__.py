@@ -1,0 +1,1 @@
+"""Shared test helpers: composing configs, running the command line, the development data."""
