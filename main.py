@@ -28,7 +28,8 @@ def main(cfg) -> float | None:
     from sweep.run import run  # imported here: `--help` and bad overrides answer without loading torch
     hydra_cfg = HydraConfig.get()
     job_num = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else 0
-    summary = run(cfg, Path(hydra_cfg.runtime.output_dir), job_num=job_num, threads=launcher_threads(hydra_cfg))
+    with report_errors():  # here too, before Hydra would wrap the exception in a job failure
+        summary = run(cfg, Path(hydra_cfg.runtime.output_dir), job_num=job_num, threads=launcher_threads(hydra_cfg))
     return summary["spearman_vs_rank"]["loss_sum"]["rho"]
 
 

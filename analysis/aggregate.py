@@ -22,7 +22,8 @@ import pandas as pd  # noqa: E402
 from analysis import plots  # noqa: E402
 from analysis.correlations import __doc__ as STATISTICS_DOC, paired_comparison, run_statistics  # noqa: E402
 from analysis.runs import Run, find_run_dirs, latest_sweep, load_run, merge_shards  # noqa: E402
-from sweep.schema import EXECUTION_KEYS  # noqa: E402
+from sweep.errors import UserError  # noqa: E402
+from sweep.schema import NON_RESULT_KEYS  # noqa: E402
 
 log = logging.getLogger("aggregate")
 
@@ -30,7 +31,7 @@ log = logging.getLogger("aggregate")
 def varying_parameters(runs: list[Run]) -> list[str]:
     """Config keys whose values differ between runs (how runs are executed and sharded excepted)."""
     keys = sorted(k for run in runs for k in run.params
-                  if k.split(".")[0] not in EXECUTION_KEYS and k != "shard.count")
+                  if k.split(".")[0] not in NON_RESULT_KEYS and k != "shard.count")
     keys = sorted(set(keys))
     varying = [k for k in keys if len({repr(run.params.get(k)) for run in runs}) > 1]
     return sorted(varying, key=lambda k: ({"model": 0, "lr": 1}.get(k, 2), k))
@@ -40,8 +41,21 @@ def label(run: Run, keys: list[str]) -> str:
     return ", ".join(f"{k}={run.params.get(k)}" for k in keys) or run.directory.name
 
 
+def load_runs(paths: list[Path]) -> list[Run]:
+    """Every run under `paths`, shards merged; a folder that cannot be read is skipped with one line."""
+    runs = []
+    for directory in find_run_dirs(paths):
+        try:
+            runs.append(load_run(directory))
+        except UserError as error:
+            log.warning("skipped: %s", error)
+    if not runs:
+        raise UserError(f"no readable run under: {', '.join(map(str, paths))}")
+    return merge_shards(runs)
+
+
 def aggregate(paths: list[Path], out: Path) -> dict:
-    runs = merge_shards([load_run(d) for d in find_run_dirs(paths)])
+    runs = load_runs(paths)
     keys = varying_parameters(runs)
     labels = [label(run, keys) for run in runs]
     if len(set(labels)) < len(labels):  # same parameters twice (e.g. two sweeps): tell them apart by directory
@@ -51,7 +65,7 @@ def aggregate(paths: list[Path], out: Path) -> dict:
             log.warning("%s: %s", run.directory, note)
     with_rows = [(run, lab) for run, lab in zip(runs, labels) if len(run.rows)]
     if not with_rows:
-        raise ValueError("no run has any result rows yet: " + ", ".join(str(r.directory) for r in runs))
+        raise UserError("no run has any result rows yet: " + ", ".join(str(r.directory) for r in runs))
 
     merged = pd.concat([run.rows.assign(run=lab, run_dir=str(run.directory),
                                         **{k: run.params.get(k) for k in keys}) for run, lab in with_rows],
@@ -117,10 +131,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="output directory (default: the sweep or first directory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    paths = args.paths or [latest_sweep()]
     try:
+        paths = args.paths or [latest_sweep()]
         aggregate(paths, args.out or paths[0])
-    except (FileNotFoundError, ValueError) as error:
+    except UserError as error:
         parser.exit(2, f"aggregate: error: {error}\n")
 
 

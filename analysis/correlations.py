@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sweep.schema import COSTS, MEASURED, RANK, SCORES, Status
+from sweep.schema import COSTS, EPSILON_COSTS, MEASURED, RANK, SCORES, Status
 from sweep.stats import partial_spearman, spearman, spearman_ci
 
 def run_statistics(rows: pd.DataFrame) -> dict:
@@ -37,6 +37,12 @@ def run_statistics(rows: pd.DataFrame) -> dict:
         pair = corrected[[score, RANK]].dropna()
         out[f"rho_{score}"] = spearman(pair[score], pair[RANK])
         out[f"rho_{score}_ci_low"], out[f"rho_{score}_ci_high"] = spearman_ci(pair[score], pair[RANK])
+    reached = rows[status == Status.REACHED_EPSILON]
+    for cost in EPSILON_COSTS:
+        if cost in rows:
+            pair = reached[[cost, RANK]].dropna()
+            out[f"rho_{cost}"] = spearman(pair[cost], pair[RANK])
+            out[f"rho_{cost}_ci_low"], out[f"rho_{cost}_ci_high"] = spearman_ci(pair[cost], pair[RANK])
     measured_rows = rows[status.isin(MEASURED)]
     for cost in COSTS:
         if cost in rows:

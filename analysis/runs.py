@@ -1,21 +1,18 @@
 """Find run directories and load each run's rows and parameters (ours, or the original scripts')."""
 from __future__ import annotations
 
-import logging
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
 from sweep.config import flatten
-from sweep.schema import RESULTS_CSV, SUMMARY_JSON, Status
-
-# Columns of the original scripts' later versions, mapped to ours.
-LEGACY_COLUMNS = {"total_steps_to_epsilon": "steps_to_correct", "total_loss_sum": "loss_sum"}
-
-log = logging.getLogger(__name__)
+from sweep.errors import UserError
+from sweep.schema import RANK, RESULTS_CSV, SUMMARY_JSON, Status
 
 
 @dataclass
@@ -30,49 +27,109 @@ def latest_sweep(root: Path = Path("multirun")) -> Path:
     """The most recent `multirun/<date>/<time>-<pid>` directory."""
     sweeps = [p for p in root.glob("*/*") if p.is_dir()]
     if not sweeps:
-        raise FileNotFoundError(f"no sweep found under {root.resolve()}; pass run or sweep directories explicitly")
+        raise UserError(f"no sweep found under {root.resolve()}; pass run or sweep directories explicitly")
     return max(sweeps, key=lambda p: (p.parent.name, p.name[:8], p.stat().st_mtime))
 
 
 def find_run_dirs(paths: list[Path]) -> list[Path]:
-    """Every directory at or below `paths` that holds a results CSV."""
+    """Every directory at or below `paths` that holds a results CSV or an original summary JSON."""
     found = []
     for path in paths:
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file or directory")
-        found += [p.parent for p in sorted(path.rglob(RESULTS_CSV))]
+            raise UserError(f"{path}: no such file or directory")
+        found += [p.parent for name in (RESULTS_CSV, SUMMARY_JSON) for p in path.rglob(name)]
     if not found:
-        raise FileNotFoundError(f"no {RESULTS_CSV} found under: {', '.join(map(str, paths))}")
+        raise UserError(f"no {RESULTS_CSV} (or original {SUMMARY_JSON}) found under: {', '.join(map(str, paths))}")
     return sorted(set(found))
 
 
 def load_run(directory: Path) -> Run:
-    """Rows and parameters of one run; older column sets are normalised and noted."""
-    notes = []
-    try:
-        rows = pd.read_csv(directory / RESULTS_CSV)
-    except pd.errors.EmptyDataError:
-        rows = pd.DataFrame()
+    """Rows and parameters of one run, ours or the original scripts' (their columns normalised, and noted)."""
     hydra_config = directory / ".hydra" / "config.yaml"
     if hydra_config.exists():
         params = flatten(OmegaConf.to_container(OmegaConf.load(hydra_config)))
         params = {("model" if k == "model.arch" else k): v for k, v in params.items()}
+        rows, notes = _read_csv(directory / RESULTS_CSV), []
+        if len(rows) and not (directory / SUMMARY_JSON).exists():
+            notes.append("in progress or interrupted (no training_summary.json): partial rows")
     else:
         params = {"model": directory.name}
-        notes.append("no .hydra/config.yaml: parameters unknown (original scripts' output?)")
-    renamed = {old: new for old, new in LEGACY_COLUMNS.items() if old in rows.columns and new not in rows.columns}
-    if renamed:
-        rows = rows.rename(columns=renamed)
-        notes.append("legacy columns " + ", ".join(f"{a} -> {b}" for a, b in renamed.items()))
-    if len(rows) and "status" not in rows.columns:
-        rows["status"] = rows["steps_to_correct"].map(lambda s: Status.CORRECT if s >= 0 else Status.NEVER_CORRECT)
-        notes.append("no status column: derived from steps_to_correct (-1 = never corrected)")
+        rows, notes = _original_rows(directory)
     if rows.empty:
         notes.append("no rows yet")
-    summary = directory / SUMMARY_JSON
-    if hydra_config.exists() and not summary.exists() and len(rows):
-        notes.append("in progress or interrupted (no training_summary.json): partial rows")
     return Run(directory, params, rows, notes)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: not a readable CSV ({str(error).splitlines()[0]}); expected a results table") from None
+
+
+def _original_rows(directory: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The rows the original scripts wrote (their CSV, and the `results` of their summary JSON),
+    in our columns. Their three variants: steps to correct (1-based steps, converted to our t),
+    summed loss to correct (`total_loss_to_correct`) and the epsilon variant (steps and summed loss
+    until the loss reached 1e-3: `steps_to_epsilon`, `loss_sum_to_epsilon`, never pooled with "to correct")."""
+    notes = ["the original scripts' output (no .hydra/config.yaml): parameters unknown"]
+    rows = _read_csv(directory / RESULTS_CSV)
+    summary = _original_summary(directory / SUMMARY_JSON)
+    if summary is not None and (rows.empty or "total_loss_to_correct" not in rows):
+        if rows.empty:
+            rows = summary
+        elif "total_loss_to_correct" in summary and set(summary["path"]) == set(rows["path"]):
+            rows = rows.merge(summary[["path", "total_loss_to_correct"]], on="path", how="left")
+        notes.append(f"costs from the results list of its {SUMMARY_JSON}")
+    if rows.empty:
+        return rows, notes
+    missing = {"path", RANK} - set(rows.columns)
+    if missing:
+        raise UserError(f"{directory / RESULTS_CSV}: columns {list(rows.columns)}; expected at least path and {RANK} "
+                        f"with one of steps_to_correct, total_loss_to_correct or total_steps_to_epsilon")
+    if "total_steps_to_epsilon" in rows:
+        rows = rows.rename(columns={"total_steps_to_epsilon": "steps_to_epsilon", "total_loss_sum": "loss_sum_to_epsilon"})
+        rows["status"] = np.where(rows["steps_to_epsilon"] >= 0, Status.REACHED_EPSILON, Status.NEVER_REACHED_EPSILON)
+        notes.append("epsilon variant: steps and summed loss until the loss reached epsilon, reported as "
+                     "steps_to_epsilon and loss_sum_to_epsilon (original counting), not as costs to correct")
+        return rows, notes
+    if "steps_to_correct" in rows:
+        rows["steps_to_correct"] = np.where(rows["steps_to_correct"] >= 1, rows["steps_to_correct"] - 1, -1)
+        rows["status"] = np.where(rows["steps_to_correct"] >= 0, Status.CORRECT, Status.NEVER_CORRECT)
+        notes.append("original 1-based steps converted to t (steps - 1; the original checked the prediction of "
+                     "the state before each update)")
+    if "total_loss_to_correct" in rows:
+        corrected = rows["total_loss_to_correct"] >= 0
+        if "status" in rows and (corrected != (rows["status"] == Status.CORRECT)).any():
+            notes.append("its summed losses and its steps disagree on which examples were corrected")
+        rows["status"] = np.where(corrected, Status.CORRECT, Status.NEVER_CORRECT)
+    if "status" not in rows:
+        raise UserError(f"{directory / RESULTS_CSV}: columns {list(rows.columns)}; expected one of steps_to_correct, "
+                        f"total_loss_to_correct or total_steps_to_epsilon beside path and {RANK}")
+    return rows, notes
+
+
+def _original_summary(path: Path) -> pd.DataFrame | None:
+    """The `results` list of an original summary JSON as rows in our column names, or None."""
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: not valid JSON ({error}); expected a training summary") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("results"), list) or not summary["results"]:
+        return None
+    results = pd.DataFrame(summary["results"])
+    if "path" not in results or "rank" not in results:
+        raise UserError(f"{path}: its results entries have keys {list(results.columns)}; expected path, rank and "
+                        f"total_loss (or total_steps)")
+    renamed = results.rename(columns={"rank": RANK, "total_loss": "total_loss_to_correct",
+                                      "total_steps": "total_steps_to_epsilon"})
+    return renamed.assign(example_index=range(len(renamed)))
 
 
 def merge_shards(runs: list[Run]) -> list[Run]:

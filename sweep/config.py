@@ -36,7 +36,14 @@ class Augmentation(str, Enum):
 
 class Precision(str, Enum):
     fp32 = "fp32"
-    bf16 = "bf16"  # autocast; no loss scaler (bf16 needs none)
+    bf16 = "bf16"                # autocast; no loss scaler (bf16 needs none)
+    fp16_scaler = "fp16_scaler"  # the original scripts: fp16 autocast, a fresh GradScaler per example;
+    #                              updates it skips on overflow still count as steps, their losses as loss
+
+
+class SearchMode(str, Enum):
+    same = "same"  # the training mode and view: step 0 is wrong by construction
+    eval = "eval"  # eval mode on the eval view, the way a zoo's correctness matrix is made
 
 
 class Device(str, Enum):
@@ -59,6 +66,16 @@ class TrainConfig:
     mode: ModelMode = ModelMode.eval
     augmentation: Augmentation = Augmentation.none
     precision: Precision = Precision.fp32
+    # Whether theta_{max_steps}, the state after the last update, is checked for correctness. The
+    # original scripts checked theta_0 .. theta_{max_steps - 1} only.
+    check_final_state: bool = True
+
+
+@dataclass
+class SearchConfig:
+    """How the wrong set is found when the data names no correctness matrix: by inference at the
+    pretrained weights."""
+    mode: SearchMode = SearchMode.same
 
 
 @dataclass
@@ -102,16 +119,20 @@ class DemoDataConfig:
 
 @dataclass
 class ImageFolderDataConfig:
-    """data=imagenet: an image folder with universal difficulty from a file (formats: sweep/difficulty.py)."""
+    """data=imagenet: an image folder, universal difficulty from a file (formats: sweep/difficulty.py)
+    and, optionally, the wrong set from one model's row of a correctness matrix."""
     name: str = "imagenet"
     images: str = MISSING
-    difficulty: str = MISSING
-    difficulty_examples: Optional[str] = None  # the examples list of a .npy correctness matrix
-    difficulty_models: Optional[str] = None    # its models list (for wrong_from_model)
+    difficulty: str = MISSING                  # the rank source
+    difficulty_examples: Optional[str] = None  # the examples list, when the difficulty file is a .npy matrix
     match: Match = Match.prefix
     prefix: Optional[str] = "/home/projects/bagon/shared/imagenet512/val"  # the original machine's root
     labels: Optional[str] = None               # CSV file,label; default: the synset directory in the path
-    wrong_from_model: Optional[str] = None     # take the wrong set from this model's matrix row
+    # The wrong set from a correctness matrix (the original --model_csv_name), instead of inference:
+    correctness: Optional[str] = None           # bool .npy, models x examples
+    correctness_examples: Optional[str] = None  # its examples list (single line, or one path per line)
+    correctness_models: Optional[str] = None    # its models list
+    wrong_from_model: Optional[str] = None      # the model whose row gives the wrong set
 
 
 @dataclass
@@ -130,8 +151,10 @@ class Config:
     model: ModelConfig = MISSING
     data: Any = MISSING  # DemoDataConfig or ImageFolderDataConfig, by the data group's option
     train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
+    log_steps: bool = False  # write every evaluated step's loss to steps.csv
     cache_dir: Optional[str] = None  # else $LTC_CACHE_DIR, else ~/.cache/loss-to-correct
     progress: bool = True
 

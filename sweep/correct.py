@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweep.config import ModelMode, Precision, TrainConfig
+from sweep.config import ModelMode, Optimizer, Precision, TrainConfig
 from sweep.optim import FusedOptimizer
 from sweep.schema import Status
 
@@ -31,6 +31,8 @@ class Outcome:
     initial_grad_norm: float  # L2 norm of the full gradient at the pretrained weights
     weight_distance: float    # L2 distance between final and pretrained parameters
     steps_taken: int          # optimizer updates taken
+    skipped_updates: int = 0  # of those, updates a loss scaler skipped on overflow (precision=fp16_scaler)
+    losses: Optional[list[float]] = None  # the loss of every state evaluated, with log_steps
 
     @property
     def steps_to_correct(self) -> int:
@@ -43,11 +45,13 @@ class Outcome:
         return self.loss_sum + self.final_loss if self.status == Status.CORRECT else -1.0
 
 
-def stop_status(loss_value: float, prediction: int, y: int, t: int, max_steps: int) -> Optional[Status]:
-    """Why the loop stops at step t, or None to take an update."""
+def stop_status(loss_value: float, prediction: int, y: int, t: int, max_steps: int,
+                check_final_state: bool = True) -> Optional[Status]:
+    """Why the loop stops at step t, or None to take an update. Without `check_final_state` (the
+    original scripts' boundary) the state after the last update is not checked for correctness."""
     if not math.isfinite(loss_value):
         return Status.DIVERGED
-    if prediction == y:
+    if prediction == y and (t < max_steps or check_final_state):
         return Status.CORRECT
     if t == max_steps:
         return Status.NEVER_CORRECT
@@ -57,10 +61,11 @@ def stop_status(loss_value: float, prediction: int, y: int, t: int, max_steps: i
 class Trajectory:
     """One example's way through the loop: step t, the summed loss, and what step 0 showed."""
 
-    def __init__(self, y: int, max_steps: int):
-        self.y, self.max_steps = y, max_steps
-        self.t, self.loss_sum = 0, 0.0
+    def __init__(self, y: int, max_steps: int, check_final_state: bool = True, log_steps: bool = False):
+        self.y, self.max_steps, self.check_final_state = y, max_steps, check_final_state
+        self.t, self.loss_sum, self.skipped = 0, 0.0, 0
         self.initial: dict = {}
+        self.losses: Optional[list[float]] = [] if log_steps else None
 
     def observe(self, loss_value: float, prediction: int, logits: torch.Tensor,
                 grad_norm: Callable[[], float]) -> Optional[Status]:
@@ -70,30 +75,85 @@ class Trajectory:
         if self.t == 0:
             self.initial = {"initial_loss": loss_value, "initial_prediction": prediction,
                             "initial_margin": margin(logits, self.y), "initial_grad_norm": grad_norm()}
-        return stop_status(loss_value, prediction, self.y, self.t, self.max_steps)
+        if self.losses is not None:
+            self.losses.append(loss_value)
+        return stop_status(loss_value, prediction, self.y, self.t, self.max_steps, self.check_final_state)
 
-    def advance(self, loss_value: float) -> None:
-        """An update was taken from theta_t with loss `loss_value`."""
+    def advance(self, loss_value: float, skipped: bool = False) -> None:
+        """An update was taken from theta_t with loss `loss_value` (or attempted and `skipped`)."""
         self.loss_sum += loss_value
         self.t += 1
+        self.skipped += skipped
 
     def outcome(self, status: Status, final_loss: float, weight_distance: float) -> Outcome:
         return Outcome(status=status, loss_sum=self.loss_sum, final_loss=final_loss, weight_distance=weight_distance,
-                       steps_taken=self.t, **self.initial)
+                       steps_taken=self.t, skipped_updates=self.skipped, losses=self.losses, **self.initial)
 
 
 def autocast_context(precision: Precision, device_type: str) -> Callable[[], contextlib.AbstractContextManager]:
-    """bf16 autocast (no loss scaler: bf16 needs none), or nothing for fp32."""
-    if precision == Precision.bf16:
-        return lambda: torch.autocast(device_type, dtype=torch.bfloat16)
+    """bf16 or fp16 autocast, or nothing for fp32."""
+    if precision in (Precision.bf16, Precision.fp16_scaler):
+        dtype = torch.bfloat16 if precision == Precision.bf16 else torch.float16
+        return lambda: torch.autocast(device_type, dtype=dtype)
     return contextlib.nullcontext
+
+
+class _ScaledUpdates:
+    """The original scripts' fp16 updates: torch.optim's optimizer (as they built it) behind a fresh
+    GradScaler. An update whose scaled gradient overflows is skipped and the scale halved."""
+
+    def __init__(self, params: list[torch.Tensor], train: TrainConfig, lr: float, device_type: str):
+        self.params = params
+        self.optimizer = torch_optimizer(params, train, lr)
+        self.scaler = torch.amp.GradScaler(device_type)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # the gradient's true scale, for the gradient norm and the step
+
+    def step(self) -> bool:
+        """Take the update unless the gradient overflowed; True if it was skipped."""
+        scale = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+        return self.scaler.get_scale() < scale
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad()
+
+
+class _Updates:
+    """Plain updates: backward, then one step of the fused optimizer."""
+
+    def __init__(self, params: list[torch.Tensor], train: TrainConfig, lr: float):
+        self.optimizer = FusedOptimizer(params, train.optimizer, lr, train.weight_decay, train.momentum)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> bool:
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return False
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad()
+
+
+def torch_optimizer(params: list[torch.Tensor], train: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    """torch.optim's default (non-fused) implementation of `train.optimizer`, as the original scripts built it."""
+    if train.optimizer == Optimizer.sgd:
+        return torch.optim.SGD(params, lr=lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    kind = torch.optim.AdamW if train.optimizer == Optimizer.adamw else torch.optim.Adam
+    return kind(params, lr=lr, weight_decay=train.weight_decay)
 
 
 class SingleExampleTrainer:
     """Fine-tunes one model on one example at a time, restoring the pretrained state before each."""
 
-    def __init__(self, model: nn.Module, train: TrainConfig, lr: float, max_steps: int):
-        self.model, self.train, self.lr, self.max_steps = model, train, lr, max_steps
+    def __init__(self, model: nn.Module, train: TrainConfig, lr: float, max_steps: int, log_steps: bool = False):
+        self.model, self.train, self.lr, self.max_steps, self.log_steps = model, train, lr, max_steps, log_steps
         state = model.state_dict(keep_vars=True)
         self.state = list(state.values())
         self.snapshot = [t.detach().clone() for t in self.state]
@@ -101,7 +161,8 @@ class SingleExampleTrainer:
         trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         self.params = [p for _, p in trainable]
         self.pretrained_params = [saved[name] for name, _ in trainable]  # the snapshot's tensors, no second copy
-        self.autocast = autocast_context(train.precision, next(model.parameters()).device.type)
+        self.device_type = next(model.parameters()).device.type
+        self.autocast = autocast_context(train.precision, self.device_type)
 
     @torch.no_grad()
     def reset(self) -> None:
@@ -115,10 +176,10 @@ class SingleExampleTrainer:
     def fit(self, x: torch.Tensor, y: int, on_step: Optional[Callable[[int, float], None]] = None) -> Outcome:
         """Run the loop on one example `x` (1, C, H, W) with label `y` from the pretrained weights."""
         self.reset()
-        optimizer = FusedOptimizer(self.params, self.train.optimizer, self.lr, self.train.weight_decay,
-                                   self.train.momentum)
+        updates = _ScaledUpdates(self.params, self.train, self.lr, self.device_type) \
+            if self.train.precision == Precision.fp16_scaler else _Updates(self.params, self.train, self.lr)
         target = torch.tensor([y], device=x.device)
-        trajectory = Trajectory(y, self.max_steps)
+        trajectory = Trajectory(y, self.max_steps, self.train.check_final_state, self.log_steps)
         while True:
             with self.autocast():
                 logits = self.model(x)
@@ -126,18 +187,17 @@ class SingleExampleTrainer:
             # one host synchronisation per step: the loss and the prediction together
             loss_value, prediction = torch.stack([loss.detach(), logits.detach().argmax(1)[0].float()]).tolist()
             if trajectory.t == 0:  # the gradient at theta_0 is recorded even when step 0 stops the loop
-                loss.backward()
+                updates.backward(loss)
             status = trajectory.observe(loss_value, int(prediction), logits.detach().float()[0], self._grad_norm)
             if status is not None:
                 break
             if trajectory.t > 0:
-                loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            trajectory.advance(loss_value)
+                updates.backward(loss)
+            skipped = updates.step()
+            trajectory.advance(loss_value, skipped)
             if on_step is not None:
                 on_step(trajectory.t, loss_value)
-        optimizer.zero_grad()
+        updates.zero_grad()
         return trajectory.outcome(status, loss_value, self.weight_distance())
 
     def _grad_norm(self) -> float:

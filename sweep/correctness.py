@@ -7,8 +7,10 @@ universal difficulty (`sweep.difficulty`), and one model's row is a wrong set (t
 """
 from __future__ import annotations
 
+import difflib
+import logging
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,8 @@ from torch import nn
 from sweep.data import Example
 from sweep.difficulty import rank_examples, read_list
 from sweep.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -42,14 +46,46 @@ def write_matrix(out: Path, names: list[str], examples: list[str], correct: np.n
                   "fraction_correct": correct.mean(axis=0)}).to_csv(out / "difficulty.csv", index=False)
 
 
-def wrong_from_matrix(data, examples: list[Example]) -> list[Example]:
-    """The examples that model `data.wrong_from_model` got wrong, from its correctness-matrix row."""
-    models = read_list(Path(data.difficulty_models).expanduser())
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_matrix(path: Path, key: str) -> np.ndarray:
+    """A bool models x examples matrix from a .npy file (config key `key`, named in errors)."""
+    path = Path(path).expanduser()
+    with open(path, "rb") as file:
+        start = file.read(len(NPY_MAGIC))
+    if start != NPY_MAGIC:
+        raise UserError(f"{key}={path}: not a NumPy .npy file (it starts with {start!r}); expected the bool "
+                        f"models x examples correctness matrix saved by numpy.save")
+    matrix = np.load(path, allow_pickle=False)
+    if matrix.ndim != 2 or matrix.dtype != bool:
+        raise UserError(f"{key}={path}: a {matrix.ndim}-D {matrix.dtype} array of shape {matrix.shape}; expected a "
+                        f"2-D bool matrix (models x examples)")
+    return matrix
+
+
+def wrong_from_matrix(data, examples: list[Example], local_path: Callable[[str], Optional[str]]) -> list[Example]:
+    """The examples model `data.wrong_from_model` got wrong, in matrix-column order (the original
+    `--model_csv_name` row of `--bars_npy`), kept where the image is local, labelled and ranked.
+    `local_path` maps a matrix example path to its local file, as for the difficulty file."""
+    matrix = load_matrix(data.correctness, "data.correctness")
+    models = read_list(Path(data.correctness_models).expanduser())
+    columns = read_list(Path(data.correctness_examples).expanduser())
+    if len(models) != matrix.shape[0]:
+        raise UserError(f"data.correctness_models={data.correctness_models}: {len(models)} models, but "
+                        f"data.correctness={data.correctness} has {matrix.shape[0]} rows (models x examples)")
+    if len(columns) != matrix.shape[1]:
+        raise UserError(f"data.correctness_examples={data.correctness_examples}: {len(columns)} examples, but "
+                        f"data.correctness={data.correctness} has {matrix.shape[1]} columns (models x examples)")
     if data.wrong_from_model not in models:
-        close = [m for m in models if data.wrong_from_model.split(".")[0] in m][:5]
-        raise UserError(f"data.wrong_from_model={data.wrong_from_model!r} is not in {data.difficulty_models} "
-                        f"({len(models)} models; similar: {close})")
-    row = np.load(Path(data.difficulty).expanduser())[models.index(data.wrong_from_model)].astype(bool)
-    correct = dict(zip(read_list(Path(data.difficulty_examples).expanduser()), row))
-    by_name = {Path(k).name: v for k, v in correct.items()}
-    return [e for e in examples if not correct.get(e.path, by_name.get(Path(e.path).name, True))]
+        close = difflib.get_close_matches(data.wrong_from_model, models, n=5, cutoff=0.4)
+        raise UserError(f"data.wrong_from_model={data.wrong_from_model!r} is not in data.correctness_models="
+                        f"{data.correctness_models} ({len(models)} models; closest: {', '.join(close) or 'none'})")
+    row = matrix[models.index(data.wrong_from_model)]
+    by_path = {e.path: e for e in examples}
+    wrong_columns = [columns[i] for i in np.flatnonzero(~row)]
+    local = [by_path.get(local_path(p)) for p in wrong_columns]
+    pool = [e for e in local if e is not None]
+    log.info("%s gets %d of %d matrix examples wrong; %d of them are local images with a label and a rank",
+             data.wrong_from_model, len(wrong_columns), len(columns), len(pool))
+    return pool

@@ -10,7 +10,7 @@ from torch import nn
 
 from sweep.data import Example, load_image, model_transform, read_examples
 from sweep.models import load_checkpoint
-from sweep.selection import find_wrong, sample
+from sweep.selection import find_wrong, rank_order, sample
 from sweep.universe.build import Universe, build_universe, pretrained_weights
 
 
@@ -42,4 +42,4 @@ def demo_mistakes(demo: Demo, arch: str, n: int, seed: int = 0) -> tuple[nn.Modu
     transform = model_transform(model, training=False)
     wrong, _ = find_wrong(model, demo.examples, lambda e: transform(load_image(e.path)), torch.device("cpu"), 64,
                           progress=False)
-    return model, [(transform(load_image(e.path)), e.label, wrong[e]) for e in sample(wrong, n, seed)]
+    return model, [(transform(load_image(e.path)), e.label, wrong[e]) for e in sample(rank_order(wrong), n, seed)]

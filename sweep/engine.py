@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from sweep.config import ModelMode, TrainConfig
+from sweep.config import ModelMode, Precision, TrainConfig
 from sweep.correct import Outcome, Trajectory, autocast_context, l2_norm
 from sweep.optim import FusedOptimizer
 
@@ -95,8 +95,10 @@ class _Copies:
 class BatchedTrainer:
     """Runs many single-example fine-tunings at once; yields (item, Outcome) as each finishes."""
 
-    def __init__(self, model: nn.Module, train: TrainConfig, lr: float, max_steps: int, parallel: int):
+    def __init__(self, model: nn.Module, train: TrainConfig, lr: float, max_steps: int, parallel: int,
+                 log_steps: bool = False):
         self.model, self.train, self.lr, self.max_steps, self.parallel = model, train, lr, max_steps, parallel
+        self.log_steps = log_steps
         self.model.eval()
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.pretrained = [p.detach().clone() for n, p in model.named_parameters() if p.requires_grad]
@@ -136,7 +138,7 @@ class BatchedTrainer:
         copies = _Copies(self.pretrained, len(initial), self._optimizer)
         xs = torch.stack([x for _, x, _ in initial])
         ys = torch.tensor([y for _, _, y in initial], device=xs.device)
-        slots: list[Optional[_Slot]] = [_Slot(item, Trajectory(y, self.max_steps)) for item, _, y in initial]
+        slots: list[Optional[_Slot]] = [_Slot(item, self._trajectory(y)) for item, _, y in initial]
 
         def refill(i: int) -> None:
             entry = next(queue, None)
@@ -146,7 +148,7 @@ class BatchedTrainer:
                 copies.reset(i)
                 xs[i].copy_(x)
                 ys[i] = y
-                slots[i] = _Slot(item, Trajectory(y, self.max_steps))
+                slots[i] = _Slot(item, self._trajectory(y))
 
         while any(slots):
             active = [i for i, s in enumerate(slots) if s is not None]
@@ -173,15 +175,20 @@ class BatchedTrainer:
             if any(stepping):
                 copies.step(grads, stepping)
 
+    def _trajectory(self, y: int) -> Trajectory:
+        return Trajectory(y, self.max_steps, self.train.check_final_state, self.log_steps)
+
     def _distance(self, params: list[torch.Tensor]) -> float:
         return l2_norm([p - p0 for p, p0 in zip(params, self.pretrained)])
 
 
 def batched_engine(model: nn.Module, train: TrainConfig, lr: float, max_steps: int, parallel: int,
-                   input_size: tuple[int, ...]) -> tuple[Optional[BatchedTrainer], Optional[str]]:
+                   input_size: tuple[int, ...], log_steps: bool = False) -> tuple[Optional[BatchedTrainer], Optional[str]]:
     """(the engine, None) when it can reproduce the simple path for this setup, else (None, why not)."""
     if train.mode == ModelMode.train:
         return None, "train.mode=train: BatchNorm statistics and dropout differ per copy"
-    engine = BatchedTrainer(model, train, lr, max_steps, parallel)
+    if train.precision == Precision.fp16_scaler:
+        return None, "train.precision=fp16_scaler: each example has a loss scaler of its own"
+    engine = BatchedTrainer(model, train, lr, max_steps, parallel, log_steps)
     obstacle = engine.unbatchable(input_size)
     return (None, obstacle) if obstacle else (engine, None)

@@ -16,7 +16,7 @@ from sweep.correct import SingleExampleTrainer
 from sweep.data import Example, read_view
 from sweep.engine import BatchedTrainer, batched_engine, longest_first
 from sweep.errors import UserError
-from sweep.results import make_row
+from sweep.results import Finished, finished
 from sweep.workers import rows_in_workers
 
 log = logging.getLogger(__name__)
@@ -44,15 +44,15 @@ class Executor:
     workers: int = 1
     threads: int = 1  # torch threads per worker process
 
-    def run(self, tasks: list[Task], stopping: Callable[[], bool], on_step: OnStep = None) -> Iterator[dict]:
-        """Rows of `tasks`; once `stopping()` is true, no new example starts."""
+    def run(self, tasks: list[Task], stopping: Callable[[], bool], on_step: OnStep = None) -> Iterator[Finished]:
+        """Results of `tasks`, as each finishes; once `stopping()` is true, no new example starts."""
         if self.workers > 1:
             log.info("%d worker processes, %d torch threads each", self.workers, self.threads)
             return rows_in_workers(self.rows, tasks, self.workers, self.threads, stopping)
         return self.rows(itertools.takewhile(lambda _: not stopping(), tasks), on_step)
 
-    def rows(self, tasks: Iterable[Task], on_step: OnStep = None) -> Iterator[dict]:
-        """Rows of `tasks` in this process, by the simple path or the batched engine."""
+    def rows(self, tasks: Iterable[Task], on_step: OnStep = None) -> Iterator[Finished]:
+        """Results of `tasks` in this process, by the simple path or the batched engine."""
         if self.engine is None:
             for index, example in tasks:
                 yield correct_one(self.trainer, self.view, index, example, self.device, on_step)
@@ -64,23 +64,24 @@ class Executor:
                 tick = time.perf_counter()
                 x = read_view(self.view, example)
                 if x is None:
-                    unreadable.append(make_row(index, example, None, time.perf_counter() - tick))
+                    unreadable.append(finished(index, example, None, time.perf_counter() - tick))
                 else:
                     yield (index, example, tick), x.to(self.device), example.label
 
         for (index, example, tick), outcome in self.engine.run(queue(), on_step):
             yield from unreadable
             unreadable.clear()
-            yield make_row(index, example, outcome, time.perf_counter() - tick)
+            yield finished(index, example, outcome, time.perf_counter() - tick)
         yield from unreadable
 
 
-def correct_one(trainer: SingleExampleTrainer, view, index: int, example: Example, device, on_step: OnStep) -> dict:
-    """The results row of one example, by the simple path."""
+def correct_one(trainer: SingleExampleTrainer, view, index: int, example: Example, device,
+                on_step: OnStep) -> Finished:
+    """One example, by the simple path."""
     tick = time.perf_counter()
     x = read_view(view, example)
     outcome = None if x is None else trainer.fit(x.to(device).unsqueeze(0), example.label, on_step)
-    return make_row(index, example, outcome, time.perf_counter() - tick)
+    return finished(index, example, outcome, time.perf_counter() - tick)
 
 
 def plan(cfg, trainer: SingleExampleTrainer, view, device: torch.device, todo: list[Task],
@@ -93,7 +94,8 @@ def plan(cfg, trainer: SingleExampleTrainer, view, device: torch.device, todo: l
     engine = None
     if parallel > 1:
         input_size = timm.data.resolve_data_config(model=trainer.model)["input_size"]
-        engine, obstacle = batched_engine(trainer.model, cfg.train, cfg.lr, cfg.max_steps, parallel, input_size)
+        engine, obstacle = batched_engine(trainer.model, cfg.train, cfg.lr, cfg.max_steps, parallel, input_size,
+                                          cfg.log_steps)
         if obstacle:
             log.warning("execution.parallel=%d ignored: %s; simple path used", parallel, obstacle)
     threads = cfg.execution.threads or max(1, torch.get_num_threads() // workers)

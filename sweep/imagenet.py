@@ -34,32 +34,51 @@ def index_images(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def match_paths(difficulty: pd.DataFrame, images: list[Path], root: Path, match: Match | str,
-                prefix: Optional[str]) -> pd.DataFrame:
+class PathMatcher:
+    """Maps paths from another machine (a difficulty file, a matrix's examples list) to local images:
+    by replacing `prefix` (compared path component by component) with `root`, or by file name."""
+
+    def __init__(self, images: list[Path], root: Path, match: Match | str, prefix: Optional[str]):
+        if match not in {m.value for m in Match}:
+            raise UserError(f"data.match={match!r}: expected 'prefix' or 'filename'")
+        self.images, self.root, self.match, self.prefix = images, Path(root), Match(match), prefix
+        self.existing = {str(p) for p in images}
+        self._by_name = {p.name: str(p) for p in images}
+
+    def local(self, path: str) -> Optional[str]:
+        """The local image `path` stands for, or None."""
+        if self.match == Match.filename:
+            return self._by_name.get(Path(path).name)
+        if self.prefix:
+            if not Path(path).is_relative_to(self.prefix):
+                return None
+            path = Path(path).relative_to(self.prefix)
+        candidate = str(self.root / path)
+        return candidate if candidate in self.existing else None
+
+    def describe(self) -> str:
+        return f"data.match={self.match.value}" + (f", data.prefix={self.prefix}" if self.match == Match.prefix else "")
+
+    def no_match_hint(self, example_path: str) -> str:
+        return (f"Example path: {example_path!r}; example local image: "
+                f"{str(self.images[0]) if self.images else 'none'!r}. Set data.prefix to the part of those "
+                f"paths that stands for data.images, or data.match=filename")
+
+
+def match_paths(difficulty: pd.DataFrame, matcher: PathMatcher) -> pd.DataFrame:
     """Difficulty rows with a local image: column `local` added; reports what did not match."""
-    if match not in {m.value for m in Match}:
-        raise UserError(f"data.match={match!r}: expected 'prefix' or 'filename'")
-    match = Match(match)
-    if match == Match.filename:
-        by_name = {p.name: p for p in images}
-        local = difficulty["path"].map(lambda p: by_name.get(Path(p).name))
-    else:
-        existing = {str(p) for p in images}
-        rewrite = (lambda p: str(Path(root) / Path(p).relative_to(prefix)) if p.startswith(prefix) else None) \
-            if prefix else (lambda p: str(Path(root) / p))
-        local = difficulty["path"].map(lambda p: (lambda q: q if q in existing else None)(rewrite(p)))
-    matched = difficulty.assign(local=[str(p) if pd.notna(p) else None for p in local]).dropna(subset=["local"])
-    summary = (f"{len(matched)} of {len(difficulty)} difficulty entries match one of the {len(images)} images under "
-               f"{root} (data.match={match.value}" + (f", data.prefix={prefix}" if match == Match.prefix else "") + ")")
+    local = [matcher.local(p) for p in difficulty["path"]]
+    matched = difficulty.assign(local=local).dropna(subset=["local"])
+    summary = (f"{len(matched)} of {len(difficulty)} difficulty entries match one of the {len(matcher.images)} "
+               f"images under {matcher.root} ({matcher.describe()})")
     if matched.empty:
-        raise UserError(f"{summary}. Example difficulty path: {difficulty['path'].iloc[0]!r}; example local image: "
-                         f"{str(images[0]) if images else 'none'!r}. Set data.prefix to the part of the difficulty "
-                         f"paths that stands for data.images, or data.match=filename")
-    unmatched_images = sorted({str(p) for p in images} - set(matched["local"]))
+        raise UserError(f"{summary}. {matcher.no_match_hint(difficulty['path'].iloc[0])}")
+    unmatched_images = sorted(matcher.existing - set(matched["local"]))
     if unmatched_images:
-        unmatched_entry = difficulty["path"][~difficulty.index.isin(matched.index)].iloc[0]
-        log.warning("%s; %d local images have no difficulty entry (e.g. %s; an unmatched difficulty path: %s)",
-                    summary, len(unmatched_images), unmatched_images[0], unmatched_entry)
+        unmatched_entry = difficulty["path"][~difficulty.index.isin(matched.index)]
+        log.warning("%s; %d local images have no difficulty entry (e.g. %s%s)", summary, len(unmatched_images),
+                    unmatched_images[0], f"; an unmatched difficulty path: {unmatched_entry.iloc[0]}"
+                    if len(unmatched_entry) else "")
     else:
         log.info(summary)
     return matched
@@ -85,12 +104,17 @@ def _synset_indices() -> dict[str, int]:
     return {name: index for index, name in enumerate(ImageNetInfo().label_names())}
 
 
-def imagenet_examples(data) -> list[Example]:
-    """Examples of `data` (a DataConfig with name=imagenet): local images with a label and a rank."""
+def path_matcher(data) -> PathMatcher:
+    """The matcher of `data` (an ImageFolderDataConfig) over its local images."""
     root = Path(data.images).expanduser()
+    return PathMatcher(index_images(root), root, data.match, data.prefix)
+
+
+def imagenet_examples(data, matcher: PathMatcher) -> list[Example]:
+    """Examples of `data` (an ImageFolderDataConfig): local images with a label and a rank."""
     difficulty = read_difficulty(Path(data.difficulty).expanduser(),
                                  Path(data.difficulty_examples).expanduser() if data.difficulty_examples else None)
-    matched = match_paths(difficulty, index_images(root), root, data.match, data.prefix)
+    matched = match_paths(difficulty, matcher)
     if data.labels:
         table = pd.read_csv(Path(data.labels).expanduser())
         if not {"file", "label"} <= set(table.columns):

@@ -1,8 +1,10 @@
-"""The results CSV: one row per example, appended and fsynced as each finishes, torn rows dropped."""
+"""The results CSV: one row per example, appended and fsynced as each finishes, torn rows dropped;
+and, with log_steps, the per-step losses beside it."""
 from __future__ import annotations
 
 import csv
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +13,19 @@ import pandas as pd
 from sweep.correct import Outcome
 from sweep.data import Example
 from sweep.schema import COLUMNS, Status
+
+STEP_COLUMNS = ["example_index", "step", "loss"]
+
+
+@dataclass
+class Finished:
+    """One example done: its results row and, with log_steps, the loss of every state evaluated."""
+    row: dict
+    losses: Optional[list[float]] = None
+
+
+def finished(index: int, example: Example, outcome: Optional[Outcome], seconds: float) -> Finished:
+    return Finished(make_row(index, example, outcome, seconds), outcome.losses if outcome is not None else None)
 
 
 def make_row(index: int, example: Example, outcome: Optional[Outcome], seconds: float) -> dict:
@@ -24,24 +39,28 @@ def make_row(index: int, example: Example, outcome: Optional[Outcome], seconds: 
             "steps_to_correct": outcome.steps_to_correct, "loss_sum": outcome.loss_sum,
             "initial_loss": outcome.initial_loss, "final_loss": outcome.final_loss,
             "initial_margin": outcome.initial_margin, "initial_grad_norm": outcome.initial_grad_norm,
-            "weight_distance": outcome.weight_distance}
+            "weight_distance": outcome.weight_distance, "skipped_updates": outcome.skipped_updates}
 
 
 class ResultsWriter:
-    """Appends rows to the results CSV, each flushed and fsynced, so a crash loses no finished row."""
+    """Appends rows to a CSV, each flushed and fsynced, so a crash loses no finished row."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, columns: list[str] = COLUMNS):
         self.path = Path(path)
         _drop_torn_last_line(self.path)
         new = not self.path.exists() or self.path.stat().st_size == 0
         self.file = open(self.path, "a", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=COLUMNS)
+        self.writer = csv.DictWriter(self.file, fieldnames=columns)
         if new:
             self.writer.writeheader()
             self._sync()
 
     def write(self, row: dict) -> None:
         self.writer.writerow(row)
+        self._sync()
+
+    def write_many(self, rows: list[dict]) -> None:
+        self.writer.writerows(rows)
         self._sync()
 
     def _sync(self) -> None:
@@ -68,11 +87,11 @@ def _drop_torn_last_line(path: Path) -> None:
             file.truncate(data.rfind(b"\n") + 1)
 
 
-def read_rows(path: Path) -> pd.DataFrame:
-    """The rows of a results CSV written so far (empty if none), a torn last line ignored."""
+def read_rows(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
+    """The rows of a CSV written so far (empty if none), a torn last line ignored."""
     _drop_torn_last_line(path)
     if not path.exists() or path.stat().st_size == 0:
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=columns)
     return pd.read_csv(path)
 
 

@@ -14,7 +14,7 @@ from sweep.data import example_view
 from sweep.execution import plan, resolve_device
 from sweep.rundir import RunDirectory, identity
 from sweep.selection import select
-from sweep.sources import open_source
+from sweep.sources import check_inputs, open_source
 from sweep.stopping import StopRequest
 from sweep.summary import summarize
 
@@ -27,6 +27,7 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
     `threads` (torch intra-op threads) applies unless `execution.threads` is set; `job_num` picks the GPU.
     """
     validate(cfg)
+    check_inputs(cfg.data)
     started = time.perf_counter()
     if cfg.execution.threads or threads:
         torch.set_num_threads(cfg.execution.threads or threads)
@@ -39,7 +40,7 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
     model = source.pretrained(cfg.model).to(device)
     model.train(cfg.train.mode == ModelMode.train)
     view = example_view(model, random_view=cfg.train.augmentation == Augmentation.one_view, seed=cfg.seed)
-    trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps)
+    trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps, cfg.log_steps)
 
     # Select: the persisted selection of this directory, or a new sample of the model's mistakes.
     selection = directory.selection() or directory.save_selection(
@@ -59,9 +60,9 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
         if step % 10 == 0:
             bar.set_postfix(step=step, loss=f"{loss:.4f}", refresh=False)
 
-    with StopRequest() as stop, directory.writer() as writer, bar:
-        for row in executor.run(todo, stop.requested, show_step):
-            writer.write(row)
+    with StopRequest() as stop, directory.recorder(cfg.log_steps) as record, bar:
+        for result in executor.run(todo, stop.requested, show_step):
+            record(result)
             bar.update()
 
     # Summarise.

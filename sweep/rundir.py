@@ -6,9 +6,10 @@ and replaces the summary and plot atomically.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import pandas as pd
 from omegaconf import OmegaConf
@@ -17,16 +18,16 @@ from sweep.config import flatten
 from sweep.data import Example
 from sweep.errors import UserError
 from sweep.plots import plot_loss_vs_difficulty
-from sweep.results import ResultsWriter, atomic_write_text, read_rows
+from sweep.results import STEP_COLUMNS, Finished, ResultsWriter, atomic_write_text, read_rows
 from sweep.selection import Selection
-from sweep.schema import (EXECUTION_KEYS, IDENTITY_JSON, PLOT_PNG, RESULTS_CSV, SELECTION_CSV, SELECTION_JSON,
-                          SUMMARY_JSON)
+from sweep.schema import (IDENTITY_JSON, NON_RESULT_KEYS, PLOT_PNG, RESULTS_CSV, SELECTION_CSV, SELECTION_JSON,
+                          STEPS_CSV, SUMMARY_JSON)
 
 
 def identity(cfg) -> dict:
     """The settings that define what a run's results mean: all but how the work is executed."""
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return {key: value for key, value in config.items() if key not in EXECUTION_KEYS}
+    return {key: value for key, value in config.items() if key not in NON_RESULT_KEYS}
 
 
 class RunDirectory:
@@ -34,6 +35,7 @@ class RunDirectory:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.results_csv = self.path / RESULTS_CSV
+        self.steps_csv = self.path / STEPS_CSV
 
     def claim(self, settings: dict) -> None:
         """Record what this directory holds, or refuse to resume a run made with other settings."""
@@ -69,8 +71,30 @@ class RunDirectory:
     def done_paths(self) -> set[str]:
         return set(read_rows(self.results_csv)["path"])
 
-    def writer(self) -> ResultsWriter:
-        return ResultsWriter(self.results_csv)
+    @contextlib.contextmanager
+    def recorder(self, log_steps: bool) -> Iterator[Callable[[Finished], None]]:
+        """A function that records one finished example: its step losses first (with `log_steps`),
+        then its row, so a row on disk always has its steps. Steps of examples without a row (a kill
+        between the two) are dropped on opening."""
+        steps = None
+        if log_steps:
+            done = set(read_rows(self.results_csv)["example_index"])
+            kept = read_rows(self.steps_csv, STEP_COLUMNS)
+            if len(kept) and not kept["example_index"].isin(done).all():
+                atomic_write_text(self.steps_csv, kept[kept["example_index"].isin(done)].to_csv(index=False))
+            steps = ResultsWriter(self.steps_csv, STEP_COLUMNS)
+        with ResultsWriter(self.results_csv) as rows:
+            def record(result: Finished) -> None:
+                if steps is not None and result.losses is not None:
+                    index = result.row["example_index"]
+                    steps.write_many([{"example_index": index, "step": t, "loss": loss}
+                                      for t, loss in enumerate(result.losses)])
+                rows.write(result.row)
+            try:
+                yield record
+            finally:
+                if steps is not None:
+                    steps.close()
 
     def rows(self) -> pd.DataFrame:
         return read_rows(self.results_csv)

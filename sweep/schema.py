@@ -12,6 +12,7 @@ PLOT_PNG = "loss_vs_difficulty.png"
 SELECTION_CSV = "selection.csv"
 SELECTION_JSON = "selection.json"
 IDENTITY_JSON = "run_identity.json"
+STEPS_CSV = "steps.csv"  # with log_steps=true: example_index, step, loss
 
 
 class Status(StrEnum):
@@ -20,15 +21,18 @@ class Status(StrEnum):
     NEVER_CORRECT = "never_correct"  # still wrong after max_steps updates (censored)
     DIVERGED = "diverged"            # the loss became non-finite
     UNREADABLE = "unreadable"        # the image could not be decoded
+    # the original scripts' epsilon variant: trained until the loss reached 1e-3 (read by the aggregate)
+    REACHED_EPSILON = "reached_epsilon"
+    NEVER_REACHED_EPSILON = "never_reached_epsilon"
 
 
-MEASURED = (Status.CORRECT, Status.NEVER_CORRECT)  # examples whose cost is observed or censored
+MEASURED = (Status.CORRECT, Status.NEVER_CORRECT)  # examples whose cost to correct is observed or censored
 
 # The original scripts' columns first, so downstream scripts keep working.
 ORIGINAL_COLUMNS = ["example_index", "path", "total_loss_to_correct", "universal_difficulty_rank"]
 COLUMNS = ORIGINAL_COLUMNS + ["label", "initial_prediction", "status", "steps_to_correct", "loss_sum",
                               "initial_loss", "final_loss", "initial_margin", "initial_grad_norm",
-                              "weight_distance", "seconds"]
+                              "weight_distance", "skipped_updates", "seconds"]
 OUTCOME_COLUMNS = [c for c in COLUMNS if c != "seconds"]  # what a run computes; equal across execution paths
 RANK = "universal_difficulty_rank"
 
@@ -36,7 +40,9 @@ RANK = "universal_difficulty_rank"
 COSTS = ["loss_sum", "total_loss_to_correct", "steps_to_correct"]
 BASELINES = ["initial_loss", "initial_margin", "initial_grad_norm"]
 SCORES = COSTS + BASELINES
+# The original epsilon variant's costs (reaching loss <= 1e-3, not correctness): never pooled with COSTS.
+EPSILON_COSTS = ["loss_sum_to_epsilon", "steps_to_epsilon"]
 
-# Config keys that say how a run is executed, not what it computes: left out of a run's identity
-# (resuming with other values is allowed) and never treated as parameters of a sweep.
-EXECUTION_KEYS = ("execution", "progress", "cache_dir")
+# Config keys that do not change a run's results (how it is executed, what else it writes): left
+# out of a run's identity (resuming with other values is allowed), never parameters of a sweep.
+NON_RESULT_KEYS = ("execution", "progress", "cache_dir", "log_steps")

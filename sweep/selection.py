@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from sweep.data import Example, read_view
+from sweep.config import SearchMode
+from sweep.data import Example, example_view, read_view
 from sweep.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -70,35 +70,49 @@ def find_wrong(model: nn.Module, examples: list[Example], view: Callable[[Exampl
     return wrong, len(examples) - readable
 
 
-def sample(wrong: Iterable[Example], sample_size: int, seed: int) -> list[Example]:
-    """Draw `sample_size` without replacement, then order by difficulty (easiest first).
+def rank_order(examples) -> list[Example]:
+    """Examples easiest first (ties, which a ranking does not have, by path)."""
+    return sorted(examples, key=lambda e: (e.rank, e.path))
 
-    The draw depends only on the wrong set, `sample_size` and `seed` (not on input order), so runs
-    that differ in lr or max_steps see the same examples.
+
+def sample(pool: list[Example], sample_size: int, seed: int) -> list[Example]:
+    """The original scripts' draw: `random.Random(seed).sample(pool, sample_size)` when the pool is
+    larger, else all of it; then ordered by difficulty, easiest first.
+
+    The pool's order is part of the draw: matrix-column order for a wrong set from a correctness
+    matrix (as the original), else rank order. So the draw depends only on the wrong set,
+    `sample_size` and `seed`, and runs that differ in lr or max_steps see the same examples.
     """
-    pool = sorted(wrong, key=lambda e: (e.rank, e.path))
     if sample_size >= len(pool):
         if sample_size > len(pool):
             log.warning("sample_size=%d but only %d wrong examples: taking all of them", sample_size, len(pool))
-        return pool
-    chosen = np.random.default_rng(seed).choice(len(pool), size=sample_size, replace=False)
-    return [pool[i] for i in sorted(chosen)]
+        chosen = list(pool)
+    else:
+        chosen = random.Random(seed).sample(pool, sample_size)
+    return sorted(chosen, key=lambda e: e.rank)
 
 
 def select(cfg, model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
            device: torch.device, precomputed: Optional[list[Example]]) -> Selection:
     """The run's selection: its wrong set (precomputed, or found by inference at the pretrained
-    weights in the model's mode), sampled."""
+    weights, in the training mode and view or, with search.mode=eval, in eval mode on the eval view),
+    sampled."""
+    losses: dict[Example, float] = {}
     if precomputed is not None:
-        wrong, unreadable = dict.fromkeys(precomputed, np.nan), 0
-        log.info("wrong set from the correctness matrix row of %s", OmegaConf.select(cfg, "data.wrong_from_model"))
+        pool, unreadable = precomputed, 0
     else:
-        batch_size = 1 if model.training else 64
-        wrong, unreadable = find_wrong(model, examples, view, device, batch_size, progress=cfg.progress)
-    log.info("the pretrained model gets %d of %d examples wrong (%d unreadable)", len(wrong), len(examples),
+        training = model.training
+        if cfg.search.mode == SearchMode.eval:
+            model.eval()
+            view = example_view(model, random_view=False, seed=cfg.seed)
+        losses, unreadable = find_wrong(model, examples, view, device, 1 if model.training else 64,
+                                        progress=cfg.progress)
+        model.train(training)
+        pool = rank_order(losses)
+    log.info("the pretrained model gets %d of %d examples wrong (%d unreadable)", len(pool), len(examples),
              unreadable)
-    if not wrong:
+    if not pool:
         raise UserError(f"model {cfg.model.arch} gets no example of data={cfg.data.name} wrong: nothing to correct")
-    chosen = sample(wrong, cfg.sample_size, cfg.seed)
-    info = {"examples": len(examples), "wrong": len(wrong), "unreadable": unreadable, "selected": len(chosen)}
-    return Selection(chosen, {e.path: wrong[e] for e in chosen if not np.isnan(wrong[e])}, info)
+    chosen = sample(pool, cfg.sample_size, cfg.seed)
+    info = {"examples": len(examples), "wrong": len(pool), "unreadable": unreadable, "selected": len(chosen)}
+    return Selection(chosen, {e.path: losses[e] for e in chosen if e in losses}, info)

@@ -3,6 +3,7 @@ names one, a precomputed wrong set."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 from torch import nn
@@ -11,7 +12,8 @@ from sweep.cache import cache_root
 from sweep.correctness import wrong_from_matrix
 from sweep.data import Example, check_labels
 from sweep.demo import open_demo
-from sweep.imagenet import imagenet_examples
+from sweep.errors import UserError
+from sweep.imagenet import imagenet_examples, path_matcher
 from sweep.models import create_model, pretrained_model
 
 
@@ -20,7 +22,7 @@ class Source:
     examples: list[Example]
     new_model: Callable[[str], nn.Module] = create_model  # arch -> randomly initialised model for this data
     default_pretrained: Optional[Callable[[str], nn.Module]] = None  # the data's default weights (else timm's hub)
-    wrong: Optional[list[Example]] = None  # a precomputed wrong set, when the config names one
+    wrong: Optional[list[Example]] = None  # a precomputed wrong set in its pool order, when the config names one
 
     def pretrained(self, model_cfg) -> nn.Module:
         """The model `model_cfg` names, with its checkpoint, its package's weights or the data's default,
@@ -31,11 +33,33 @@ class Source:
         return model
 
 
+MATRIX_KEYS = ("correctness", "correctness_examples", "correctness_models", "wrong_from_model")
+
+
+def check_inputs(data) -> None:
+    """The input files `data` names exist and come together, checked before any work starts."""
+    if data.name == "demo":
+        return
+    if not Path(data.images).expanduser().is_dir():
+        raise UserError(f"data.images={data.images}: no such directory")
+    files = ["difficulty", "labels", "difficulty_examples"]
+    if any(data[key] for key in MATRIX_KEYS):
+        unset = [key for key in MATRIX_KEYS if not data[key]]
+        if unset:
+            raise UserError(f"data.{unset[0]} is not set: a wrong set from a correctness matrix needs "
+                            f"{', '.join(f'data.{k}' for k in MATRIX_KEYS)}")
+        files += MATRIX_KEYS[:3]
+    for key in files:
+        if data[key] and not Path(data[key]).expanduser().is_file():
+            raise UserError(f"data.{key}={data[key]}: no such file")
+
+
 def open_source(cfg) -> Source:
     """The Source for `cfg.data` (data=demo or data=imagenet)."""
     if cfg.data.name == "demo":
         demo = open_demo(cfg.data.universe, cache_root(cfg.cache_dir))
         return Source(demo.examples, demo.universe.new_model, demo.pretrained)
-    examples = imagenet_examples(cfg.data)
-    wrong = wrong_from_matrix(cfg.data, examples) if cfg.data.wrong_from_model else None
+    matcher = path_matcher(cfg.data)
+    examples = imagenet_examples(cfg.data, matcher)
+    wrong = wrong_from_matrix(cfg.data, examples, matcher.local) if cfg.data.wrong_from_model else None
     return Source(examples, wrong=wrong)

@@ -24,8 +24,18 @@ def spearman_vs_rank(rows: pd.DataFrame) -> dict:
     return out
 
 
+def original_keys(arch: str, rows: pd.DataFrame) -> dict:
+    """The keys of the original scripts' training_summary.json, which their downstream readers use."""
+    successful = int((rows["status"] == Status.CORRECT).sum())
+    return {"model_name": arch, "total_examples_attempted": len(rows), "successful_examples": successful,
+            "failed_examples": len(rows) - successful,
+            "results": [{"path": p, "total_loss": float(loss), "rank": int(rank)} for p, loss, rank in
+                        zip(rows["path"], rows["total_loss_to_correct"], rows[RANK])]}
+
+
 def summarize(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, selection: dict) -> dict:
-    updates = int(np.where(rows["status"] == Status.CORRECT, rows["steps_to_correct"], 0).sum()
+    corrected = rows["status"] == Status.CORRECT
+    updates = int(np.where(corrected, rows["steps_to_correct"], 0).sum()
                   + (rows["status"] == Status.NEVER_CORRECT).sum() * cfg.max_steps)
     training_seconds = float(rows["seconds"].sum())
     return {
@@ -34,6 +44,8 @@ def summarize(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, sel
         "examples_processed": len(rows),
         "complete": len(rows) == selection["in_this_shard"],
         "counts": {s: int(n) for s, n in rows["status"].value_counts().items()},
+        "correct_at_step_0": int((corrected & (rows["steps_to_correct"] == 0)).sum()),
+        "skipped_updates": int(rows["skipped_updates"].fillna(0).sum()),
         "spearman_vs_rank": spearman_vs_rank(rows),
         "wall_seconds": seconds,
         "training_seconds": training_seconds,
@@ -44,4 +56,5 @@ def summarize(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, sel
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
                      "numpy": np.__version__, "pandas": pd.__version__},
         "columns": COLUMNS,
+        **original_keys(cfg.model.arch, rows),
     }

@@ -24,7 +24,8 @@ def fake_rows(rng, paths, scale):
         "universal_difficulty_rank": rank, "label": 1, "initial_prediction": 2, "status": status,
         "steps_to_correct": np.where(status == "correct", steps, -1), "loss_sum": loss_sum,
         "initial_loss": rng.uniform(1, 3, n) + rank / 1000, "final_loss": 0.5, "initial_margin": -rng.uniform(0, 2, n),
-        "initial_grad_norm": rng.uniform(5, 10, n), "weight_distance": 0.1, "seconds": 0.01})[COLUMNS]
+        "initial_grad_norm": rng.uniform(5, 10, n), "weight_distance": 0.1, "skipped_updates": 0,
+        "seconds": 0.01})[COLUMNS]
 
 
 @pytest.fixture
@@ -95,7 +96,8 @@ def test_no_runs_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "analysis" / "aggregate.py"), str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "no single_example_results.csv found under" in result.stderr and str(tmp_path) in result.stderr
+    assert "no single_example_results.csv (or original training_summary.json) found under" in result.stderr
+    assert str(tmp_path) in result.stderr and "Traceback" not in result.stderr
 
 
 ORIGINAL = SHARED_DATA / "original" / "outputs"
@@ -104,8 +106,17 @@ ORIGINAL = SHARED_DATA / "original" / "outputs"
 @pytest.mark.skipif(not ORIGINAL.is_dir(), reason=f"{ORIGINAL} absent (the shared development data)")
 def test_original_scripts_outputs(tmp_path):
     runs = aggregate([ORIGINAL], tmp_path)["runs"].set_index("model")
-    assert runs.loc["resnet34.a3_in1k", "rho_steps_to_correct"] == pytest.approx(0.13, abs=0.01)
+    resnet34 = runs.loc["resnet34.a3_in1k"]
+    # the single-loss script's total loss (from its training_summary.json) beside the steps variant's steps
+    assert resnet34["n_examples"] == 1000 and resnet34["n_correct"] == 1000
+    assert resnet34["rho_total_loss_to_correct"] == pytest.approx(0.176, abs=0.001)
+    assert resnet34["rho_steps_to_correct"] == pytest.approx(0.131, abs=0.001)
     assert runs.loc["efficientvit_b0.r224_in1k", "rho_steps_to_correct"] == pytest.approx(0.07, abs=0.01)
-    assert runs.loc["efficientvit_m1.r224_in1k", "rho_loss_sum"] == pytest.approx(0.32, abs=0.01)
-    assert runs.loc["efficientvit_m2.r224_in1k", "rho_loss_sum"] == pytest.approx(0.45, abs=0.01)
-    assert runs.loc["resnet34.a3_in1k", "n_examples"] == 1000
+    # the epsilon variant under its own names, never as a cost to correct
+    for model, rho in (("efficientvit_m1.r224_in1k", 0.32), ("efficientvit_m2.r224_in1k", 0.45)):
+        assert runs.loc[model, "rho_loss_sum_to_epsilon"] == pytest.approx(rho, abs=0.01)
+        assert runs.loc[model, "n_correct"] == 0 and pd.isna(runs.loc[model].get("rho_loss_sum"))
+    merged = pd.read_csv(tmp_path / "merged.csv")
+    steps = merged.loc[merged["run"] == "model=resnet34.a3_in1k", "steps_to_correct"]
+    original = pd.read_csv(ORIGINAL / "resnet34.a3_in1k" / "single_example_results.csv")["steps_to_correct"]
+    assert list(steps) == list(original - 1)  # the original's 1-based steps as t

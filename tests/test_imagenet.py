@@ -16,7 +16,7 @@ from sweep.correctness import wrong_from_matrix
 from sweep.data import load_image, model_transform
 from sweep.difficulty import read_difficulty
 from sweep.errors import UserError
-from sweep.imagenet import imagenet_examples, synset_label
+from sweep.imagenet import imagenet_examples, path_matcher, synset_label
 from sweep.models import hub_model, load_package_weights
 
 FOREIGN = "/home/projects/bagon/shared/imagenet512/val"
@@ -46,6 +46,10 @@ def data_config(**values):
     return OmegaConf.merge(OmegaConf.structured(ImageFolderDataConfig), values)
 
 
+def examples_of(data):
+    return imagenet_examples(data, path_matcher(data))
+
+
 def make_imagenet_folder(root: Path, synsets=("n01440764", "n01443537", "n09999999")) -> list[Path]:
     files = []
     for i, synset in enumerate(synsets[:2]):
@@ -62,7 +66,7 @@ def test_original_single_line_order_with_prefix_rewrite(tmp_path):
     files = make_imagenet_folder(tmp_path / "val")
     order = [f"{FOREIGN}/{f.parent.name}/{f.name}" for f in reversed(files)] + [f"{FOREIGN}/n01440764/missing.JPEG"]
     (tmp_path / "order.csv").write_text(",".join(order))
-    examples = imagenet_examples(data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "order.csv"),
+    examples = examples_of(data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "order.csv"),
                                              prefix=FOREIGN))
     assert [(Path(e.path).name, e.label, e.rank) for e in examples] == [
         (files[3].name, 1, 1), (files[2].name, 1, 2), (files[1].name, 0, 3), (files[0].name, 0, 4)]
@@ -72,7 +76,7 @@ def test_nothing_matches_shows_both_sides(tmp_path):
     make_imagenet_folder(tmp_path / "val")
     (tmp_path / "order.csv").write_text("/elsewhere/n01440764/a.JPEG,/elsewhere/n01440764/b.JPEG")
     with pytest.raises(UserError, match=r"0 of 2 difficulty entries.*'/elsewhere/n01440764/a.JPEG'.*ILSVRC2012_val_"):
-        imagenet_examples(data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "order.csv"),
+        examples_of(data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "order.csv"),
                                       prefix=FOREIGN))
 
 
@@ -80,7 +84,7 @@ def test_csv_with_rank_or_score_and_matching_by_file_name(tmp_path):
     files = make_imagenet_folder(tmp_path / "val")
     pd.DataFrame({"path": [f"/x/{f.name}" for f in files], "score": [0.1, 0.9, 0.5, 0.9]}).to_csv(tmp_path / "s.csv",
                                                                                                  index=False)
-    examples = imagenet_examples(data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "s.csv"),
+    examples = examples_of(data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "s.csv"),
                                              match="filename"))
     assert {Path(e.path).name: e.rank for e in examples} == {files[1].name: 1, files[3].name: 2, files[2].name: 3,
                                                              files[0].name: 4}
@@ -104,12 +108,15 @@ def test_wrong_set_from_a_correctness_matrix_row(tmp_path):
     (tmp_path / "examples.csv").write_text(",".join(names))
     (tmp_path / "models.csv").write_text("resnet34.a3_in1k,efficientvit_b0.r224_in1k")
     data = data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "m.npy"), prefix=FOREIGN,
-                       difficulty_examples=str(tmp_path / "examples.csv"),
-                       difficulty_models=str(tmp_path / "models.csv"), wrong_from_model="resnet34.a3_in1k")
-    examples = imagenet_examples(data)
-    assert sorted(Path(e.path).name for e in wrong_from_matrix(data, examples)) == [files[1].name, files[3].name]
+                       difficulty_examples=str(tmp_path / "examples.csv"), correctness=str(tmp_path / "m.npy"),
+                       correctness_examples=str(tmp_path / "examples.csv"),
+                       correctness_models=str(tmp_path / "models.csv"), wrong_from_model="resnet34.a3_in1k")
+    matcher = path_matcher(data)
+    examples = imagenet_examples(data, matcher)
+    wrong = wrong_from_matrix(data, examples, matcher.local)
+    assert [Path(e.path).name for e in wrong] == [files[1].name, files[3].name]  # in matrix-column order
     with pytest.raises(UserError, match="data.wrong_from_model='resnet50' is not in"):
-        wrong_from_matrix(data_config(**{**data, "wrong_from_model": "resnet50"}), examples)
+        wrong_from_matrix(data_config(**{**data, "wrong_from_model": "resnet50"}), examples, matcher.local)
 
 
 def test_hub_weights_fail_fast_offline_naming_alternatives(monkeypatch):
@@ -144,7 +151,7 @@ def test_partial_match_reports_counts_and_examples(tmp_path, caplog):
     files = make_imagenet_folder(tmp_path / "val")
     order = [f"{FOREIGN}/{f.parent.name}/{f.name}" for f in files[:3]] + [f"{FOREIGN}/n01440764/gone.JPEG"]
     (tmp_path / "order.csv").write_text(",".join(order))
-    examples = imagenet_examples(data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "order.csv"),
+    examples = examples_of(data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "order.csv"),
                                              prefix=FOREIGN))
     assert len(examples) == 3
     assert "3 of 4 difficulty entries match one of the 4 images" in caplog.text

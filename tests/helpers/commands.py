@@ -38,3 +38,31 @@ def results(directory: Path) -> pd.DataFrame:
     """A run's result rows without the timing column, in selection order."""
     rows = pd.read_csv(directory / "single_example_results.csv").drop(columns=["seconds"])
     return rows.sort_values("example_index").reset_index(drop=True)
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> tuple[int, str]:
+    """`python main.py args` in this process (no interpreter start-up): (exit status, stderr + stdout)."""
+    import contextlib
+    import io
+    import os
+    import runpy
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    output, argv, previous = io.StringIO(), sys.argv, os.getcwd()
+    sys.argv = [str(ROOT / "main.py"), *args]
+    code = 0
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stderr(output), contextlib.redirect_stdout(output):
+            runpy.run_path(str(ROOT / "main.py"), run_name="__main__")
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        if not isinstance(stop.code, int) and stop.code is not None:
+            output.write(str(stop.code))
+    finally:
+        sys.argv = argv
+        os.chdir(previous)
+        GlobalHydra.instance().clear()
+    return code, output.getvalue()
