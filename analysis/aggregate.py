@@ -5,7 +5,8 @@
 
 DIR may be a sweep directory, a single run directory, or a folder written by the original scripts.
 Writes merged.csv (every example row of every run, with the runs' varying parameters as columns),
-runs.csv (one row per run), report.md and plots (PNG and SVG) into the sweep directory or --out.
+runs.csv (one row per run), paired.csv, report.md and plots (PNG and SVG) into the sweep directory
+or --out.
 """
 from __future__ import annotations
 
@@ -20,19 +21,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a sc
 import pandas as pd  # noqa: E402
 
 from analysis import plots  # noqa: E402
-from analysis.correlations import __doc__ as STATISTICS_DOC, paired_comparison, run_statistics  # noqa: E402
+from analysis.pairs import paired_comparison  # noqa: E402
+from analysis.report import write_report  # noqa: E402
 from analysis.runs import Run, find_run_dirs, latest_sweep, load_run, merge_shards  # noqa: E402
 from sweep.errors import UserError  # noqa: E402
 from sweep.schema import NON_RESULT_KEYS  # noqa: E402
+from sweep.statistics import run_statistics  # noqa: E402
 
 log = logging.getLogger("aggregate")
 
 
 def varying_parameters(runs: list[Run]) -> list[str]:
     """Config keys whose values differ between runs (how runs are executed and sharded excepted)."""
-    keys = sorted(k for run in runs for k in run.params
-                  if k.split(".")[0] not in NON_RESULT_KEYS and k != "shard.count")
-    keys = sorted(set(keys))
+    keys = sorted({k for run in runs for k in run.params if k.split(".")[0] not in NON_RESULT_KEYS and k != "shard.count"})
     varying = [k for k in keys if len({repr(run.params.get(k)) for run in runs}) > 1]
     return sorted(varying, key=lambda k: ({"model": 0, "lr": 1}.get(k, 2), k))
 
@@ -70,8 +71,11 @@ def aggregate(paths: list[Path], out: Path) -> dict:
     merged = pd.concat([run.rows.assign(run=lab, run_dir=str(run.directory),
                                         **{k: run.params.get(k) for k in keys}) for run, lab in with_rows],
                        ignore_index=True)
+    statistics = [run_statistics(run.rows) for run, _ in with_rows]
     table = pd.DataFrame([{"run": lab, "run_dir": str(run.directory), **{k: run.params.get(k) for k in keys},
-                           **run_statistics(run.rows), "notes": "; ".join(run.notes)} for run, lab in with_rows])
+                           **values, "notes": "; ".join(run.notes)}
+                          for (run, lab), (values, _) in zip(with_rows, statistics)])
+    reasons = {lab: why for (_, lab), (_, why) in zip(with_rows, statistics)}
     pairs = pd.DataFrame([
         {"run_a": la, "run_b": lb, "differs_in": diff[0], **paired_comparison(a.rows, b.rows)}
         for (a, la), (b, lb) in itertools.combinations(with_rows, 2)
@@ -82,47 +86,13 @@ def aggregate(paths: list[Path], out: Path) -> dict:
     table.to_csv(out / "runs.csv", index=False)
     if len(pairs):
         pairs.to_csv(out / "paired.csv", index=False)
-    with_loss = [(run, lab) for run, lab in with_rows if "loss_sum" in run.rows]
-    figures = ((plots.loss_vs_difficulty(merged, *_panels(with_loss, keys), out) if with_loss else [])
-               + plots.forest(table, out) + plots.steps_ecdf(merged, out))
-    (out / "report.md").write_text(_report(table, pairs, runs, keys))
+    figures = plots.loss_vs_difficulty(with_rows, keys, out) + plots.forest(table, out) + plots.steps_ecdf(merged, out)
+    trajectories = [(lab, run) for run, lab in with_rows if run.steps is not None]
+    if trajectories:
+        figures += plots.loss_trajectories(trajectories, out)
+    write_report(out / "report.md", table, reasons, pairs, runs, keys, figures)
     log.info("%d runs (%d rows) -> %s", len(table), len(merged), out)
-    return {"runs": table, "merged": merged, "pairs": pairs, "figures": figures}
-
-
-def _panels(with_rows: list[tuple[Run, str]], keys: list[str]) -> tuple[list[tuple[str, pd.DataFrame | None]], int]:
-    """Loss-vs-difficulty panels and how many per figure row: a model x lr grid when those two
-    parameters tell the runs apart, else one panel per run."""
-    grid = {(run.params.get("model"), run.params.get("lr")): run for run, _ in with_rows}
-    if {"model", "lr"} <= set(keys) and len(grid) == len(with_rows):
-        models = sorted({m for m, _ in grid}, key=str)
-        lrs = sorted({lr for _, lr in grid}, key=float, reverse=True)
-        panels = [(f"model={m}, lr={lr}", grid[m, lr].rows if (m, lr) in grid else None) for m in models for lr in lrs]
-        return panels, len(lrs)
-    return [(label, run.rows) for run, label in with_rows], min(3, len(with_rows))
-
-
-def _report(table: pd.DataFrame, pairs: pd.DataFrame, runs: list[Run], keys: list[str]) -> str:
-    counts = ["run", "n_examples", "n_correct", "n_never_correct", "n_diverged", "n_unreadable",
-              "frac_never_corrected", "median_steps_to_correct", "iqr_steps_to_correct", "median_loss_sum",
-              "iqr_loss_sum"]
-    rhos = ["run"] + [c for c in table.columns if c.startswith(("rho_", "partial_rho")) and "_ci_" not in c]
-    cis = table[["run"]].copy()
-    for column in [c for c in rhos[1:] if f"{c}_ci_low" in table]:
-        cis[column] = [f"{r:+.2f} [{lo:+.2f}, {hi:+.2f}]" for r, lo, hi in
-                       zip(table[column], table[f"{column}_ci_low"], table[f"{column}_ci_high"])]
-    parts = ["# Sweep report", "", f"{len(table)} runs; parameters that vary: {', '.join(keys) or 'none'}.", "",
-             "## Counts and costs", "", table[[c for c in counts if c in table]].to_markdown(index=False, floatfmt=".3g"),
-             "", "## Spearman rho against universal difficulty rank (95% bootstrap CI)", "",
-             cis.to_markdown(index=False), "", table[rhos].to_markdown(index=False, floatfmt="+.3f"), "",
-             "## How censored examples are treated", "", STATISTICS_DOC.strip(), ""]
-    if len(pairs):
-        parts += ["## Paired comparisons (runs that differ in one parameter, same examples)", "",
-                  pairs.to_markdown(index=False, floatfmt=".3g"), ""]
-    notes = [f"- `{r.directory}`: {n}" for r in runs for n in r.notes]
-    if notes:
-        parts += ["## Notes", "", *notes, ""]
-    return "\n".join(parts)
+    return {"runs": table, "merged": merged, "pairs": pairs, "figures": figures, "reasons": reasons}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,9 @@ from omegaconf import OmegaConf
 
 from sweep.config import flatten
 from sweep.errors import UserError
-from sweep.schema import RANK, RESULTS_CSV, SUMMARY_JSON, Status
+from sweep.imagenet import synset_label
+from sweep.real_labels import real_columns
+from sweep.schema import RANK, RESULTS_CSV, STEPS_CSV, SUMMARY_JSON, Status
 
 
 @dataclass
@@ -21,6 +23,7 @@ class Run:
     params: dict                       # flattened config (ours) or {"model": <folder name>} (original scripts)
     rows: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    steps: pd.DataFrame | None = None  # steps.csv (log_steps=true): example_index, step, loss
 
 
 def latest_sweep(root: Path = Path("multirun")) -> Path:
@@ -57,7 +60,8 @@ def load_run(directory: Path) -> Run:
         rows, notes = _original_rows(directory)
     if rows.empty:
         notes.append("no rows yet")
-    return Run(directory, params, rows, notes)
+    steps = _read_csv(directory / STEPS_CSV)
+    return Run(directory, params, rows, notes, steps if len(steps) else None)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -110,7 +114,15 @@ def _original_rows(directory: Path) -> tuple[pd.DataFrame, list[str]]:
     if "status" not in rows:
         raise UserError(f"{directory / RESULTS_CSV}: columns {list(rows.columns)}; expected one of steps_to_correct, "
                         f"total_loss_to_correct or total_steps_to_epsilon beside path and {RANK}")
-    return rows, notes
+    return _with_real_labels(rows), notes
+
+
+def _with_real_labels(rows: pd.DataFrame) -> pd.DataFrame:
+    """The ReaL columns the original scripts did not write, where the path names an ImageNet validation
+    image and its synset (their rows hold no prediction, so prediction_in_real stays unknown)."""
+    labels = [synset_label(p) for p in rows["path"]]
+    real = [real_columns(p, y, None) if y is not None else real_columns("", 0, None) for p, y in zip(rows["path"], labels)]
+    return rows.assign(**pd.DataFrame(real, index=rows.index))
 
 
 def _original_summary(path: Path) -> pd.DataFrame | None:
@@ -149,12 +161,13 @@ def merge_shards(runs: list[Run]) -> list[Run]:
         indices = sorted(run.params["shard.index"] for run in group)
         rows = pd.concat([run.rows for run in group], ignore_index=True)
         if "example_index" in rows:
-            rows = rows.sort_values("example_index", kind="stable").drop_duplicates("path").reset_index(drop=True)
+            rows = rows.sort_values("example_index", kind="stable").drop_duplicates("example_index").reset_index(drop=True)
         notes = [n for run in group for n in run.notes] + [f"merged shards {indices} of {count}"]
         missing = sorted(set(range(count)) - set(indices))
         if missing:
             notes.append(f"shards {missing} of {count} missing: statistics cover part of the selection")
         directory = Path(os.path.commonpath([str(run.directory) for run in group]))
         params = {k: v for k, v in group[0].params.items() if k != "shard.index"}
-        merged.append(Run(directory, params, rows, notes))
+        steps = [run.steps for run in group if run.steps is not None]
+        merged.append(Run(directory, params, rows, notes, pd.concat(steps, ignore_index=True) if steps else None))
     return merged

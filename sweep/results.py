@@ -12,6 +12,7 @@ import pandas as pd
 
 from sweep.correct import Outcome
 from sweep.data import Example
+from sweep.real_labels import real_columns
 from sweep.schema import COLUMNS, Status
 
 STEP_COLUMNS = ["example_index", "step", "loss"]
@@ -31,7 +32,8 @@ def finished(index: int, example: Example, outcome: Optional[Outcome], seconds: 
 def make_row(index: int, example: Example, outcome: Optional[Outcome], seconds: float) -> dict:
     """The results row of one example; `outcome` None means its image could not be read."""
     row = {"example_index": index, "path": example.path, "universal_difficulty_rank": example.rank,
-           "label": example.label, "seconds": seconds}
+           "label": example.label, "seconds": seconds,
+           **real_columns(example.path, example.label, None if outcome is None else outcome.initial_prediction)}
     if outcome is None:
         return {**row, "status": Status.UNREADABLE.value, "total_loss_to_correct": -1, "steps_to_correct": -1}
     return {**row, "total_loss_to_correct": outcome.total_loss_to_correct,

@@ -73,6 +73,6 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
     if stop.requested():
         raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(in_shard)} examples; "
                          f"rerun the same command with hydra.run.dir={out_dir} to resume")
-    log.info("done: %s; Spearman rho(loss to correct, rank) = %s", summary["counts"],
-             summary["spearman_vs_rank"]["loss_sum"]["rho"])
+    log.info("done: %s; Spearman rho(loss to correct, rank) = %s. %s", summary["counts"],
+             summary["spearman_vs_rank"]["loss_sum"]["rho"], summary["verdict"])
     return summary

@@ -32,7 +32,8 @@ MEASURED = (Status.CORRECT, Status.NEVER_CORRECT)  # examples whose cost to corr
 ORIGINAL_COLUMNS = ["example_index", "path", "total_loss_to_correct", "universal_difficulty_rank"]
 COLUMNS = ORIGINAL_COLUMNS + ["label", "initial_prediction", "status", "steps_to_correct", "loss_sum",
                               "initial_loss", "final_loss", "initial_margin", "initial_grad_norm",
-                              "weight_distance", "skipped_updates", "seconds"]
+                              "weight_distance", "skipped_updates", "real_labels", "label_in_real",
+                              "prediction_in_real", "seconds"]
 OUTCOME_COLUMNS = [c for c in COLUMNS if c != "seconds"]  # what a run computes; equal across execution paths
 RANK = "universal_difficulty_rank"
 

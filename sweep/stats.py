@@ -1,45 +1,145 @@
-"""Rank statistics of scores against universal difficulty, shared by run summaries and the aggregate."""
+"""Rank statistics with bootstrap confidence intervals, and what to say when there are too few data.
+
+Every estimate carries its n, a 95% percentile-bootstrap CI over resamples of examples, and, when
+it cannot be computed (too few examples, no variation), the reason instead of a number.
+"""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-BOOTSTRAP_RESAMPLES = 2000
+MIN_EXAMPLES = 5            # fewer: no rho, no CI
+RESAMPLES = 2000            # bootstrap resamples of examples
+CONFIDENCE = 0.95
+MIN_DEFINED_RESAMPLES = 0.9  # a CI needs the statistic defined on this share of resamples
 
 
-def computable(x, y) -> bool:
-    """Spearman rho needs at least 3 pairs and variation on both sides."""
-    return len(x) >= 3 and pd.Series(x).nunique() > 1 and pd.Series(y).nunique() > 1
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic with its 95% bootstrap CI and n; `reason` says why `value` is NaN."""
+    value: float
+    low: float = math.nan
+    high: float = math.nan
+    n: int = 0
+    reason: str = ""
+
+    @classmethod
+    def not_computable(cls, reason: str, n: int = 0) -> "Estimate":
+        return cls(math.nan, n=n, reason=reason)
+
+    @property
+    def computable(self) -> bool:
+        return math.isfinite(self.value)
+
+    def columns(self, name: str) -> dict:
+        return {name: self.value, f"{name}_ci_low": self.low, f"{name}_ci_high": self.high, f"{name}_n": self.n}
+
+    def text(self) -> str:
+        if not self.computable:
+            return f"n/c ({self.reason})"
+        ci = f" [{self.low:+.2f}, {self.high:+.2f}]" if math.isfinite(self.low) else " [CI n/c]"
+        return f"{self.value:+.2f}{ci} n={self.n}"
 
 
 def spearman(x, y) -> float:
     """Spearman rho, NaN when not computable."""
-    return float(stats.spearmanr(x, y).statistic) if computable(x, y) else math.nan
+    return float(stats.spearmanr(x, y).statistic) if why_not(x, y) is None else math.nan
 
 
 def spearman_test(x, y) -> dict:
     """{"rho", "p", "n"}; rho and p are None when not computable."""
-    if not computable(x, y):
+    if why_not(x, y) is not None:
         return {"rho": None, "p": None, "n": len(x)}
     result = stats.spearmanr(x, y)
     return {"rho": float(result.statistic), "p": float(result.pvalue), "n": len(x)}
 
 
-def spearman_ci(x, y, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap CI of Spearman rho over paired resamples of examples."""
-    if len(x) < 5:
-        return math.nan, math.nan
-    result = stats.bootstrap((np.asarray(x), np.asarray(y)), lambda a, b: stats.spearmanr(a, b).statistic,
-                             paired=True, vectorized=False, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
-                             rng=np.random.default_rng(seed))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+def why_not(*columns) -> str | None:
+    """Why a rank correlation of these paired columns cannot be computed, or None."""
+    n = len(columns[0])
+    if n < MIN_EXAMPLES:
+        return f"n={n} < {MIN_EXAMPLES}"
+    for column in columns:
+        if pd.Series(column).nunique() < 2:
+            return f"no variation in {getattr(column, 'name', None) or 'a column'}"
+    return None
 
 
-def partial_spearman(x, y, z) -> float:
-    """Spearman rho of x and y controlling for z (partial correlation of the ranks)."""
-    r_xy, r_xz, r_yz = spearman(x, y), spearman(x, z), spearman(y, z)
-    denominator = math.sqrt(max((1 - r_xz ** 2) * (1 - r_yz ** 2), 0.0))
-    return (r_xy - r_xz * r_yz) / denominator if denominator > 0 else math.nan
+def rho(x, y, seed: int = 0) -> Estimate:
+    """Spearman rho of x and y with its bootstrap CI."""
+    return _estimate([x, y], lambda r: r[0, 1], seed)
+
+
+def rho_difference(cost, baseline, rank, absolute: bool = False, seed: int = 0) -> Estimate:
+    """rho(cost, rank) - rho(baseline, rank) (of absolute values with `absolute`), with a paired
+    bootstrap CI: both terms on the same resampled examples."""
+    if absolute:
+        return _estimate([cost, baseline, rank], lambda r: np.abs(r[0, 2]) - np.abs(r[1, 2]), seed)
+    return _estimate([cost, baseline, rank], lambda r: r[0, 2] - r[1, 2], seed)
+
+
+def partial_rho(x, y, z, seed: int = 0) -> Estimate:
+    """Spearman rho of x and y given z (partial correlation of the ranks), with its bootstrap CI."""
+    def partial(r):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (r[0, 1] - r[0, 2] * r[1, 2]) / np.sqrt((1 - r[0, 2] ** 2) * (1 - r[1, 2] ** 2))
+    return _estimate([x, y, z], partial, seed)
+
+
+def _estimate(columns: list, statistic: Callable[[np.ndarray], np.ndarray], seed: int) -> Estimate:
+    """`statistic` of the Spearman correlation matrix r[i, j] of `columns`, on the data and on
+    bootstrap resamples of rows (vectorised over resamples)."""
+    columns = [pd.Series(c).reset_index(drop=True) for c in columns]
+    n = len(columns[0])
+    reason = why_not(*columns)
+    if reason:
+        return Estimate.not_computable(reason, n)
+    data = np.stack([c.to_numpy(dtype=float) for c in columns])  # (k, n)
+    value = float(statistic(_spearman_matrix(data[None])[0]))
+    if not math.isfinite(value):
+        return Estimate.not_computable("undefined (a perfect correlation between the controls)", n)
+    rng = np.random.default_rng(seed)
+    samples = []
+    chunk = max(1, 4_000_000 // (n * len(columns)))
+    for start in range(0, RESAMPLES, chunk):
+        index = rng.integers(0, n, size=(min(chunk, RESAMPLES - start), n))
+        samples.append(statistic(np.moveaxis(_spearman_matrix(data[:, index].transpose(1, 0, 2)), 0, -1)))
+    samples = np.concatenate(samples)
+    defined = samples[np.isfinite(samples)]
+    if len(defined) < MIN_DEFINED_RESAMPLES * RESAMPLES:
+        return Estimate(value, n=n, reason=f"undefined on {RESAMPLES - len(defined)} of {RESAMPLES} bootstrap resamples")
+    alpha = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(defined, [alpha, 1 - alpha])
+    return Estimate(value, float(low), float(high), n)
+
+
+def _spearman_matrix(data: np.ndarray) -> np.ndarray:
+    """(B, k, n) samples of k columns -> (B, k, k) Spearman correlations (NaN where a column is constant)."""
+    ranks = stats.rankdata(data, axis=-1)
+    centred = ranks - ranks.mean(axis=-1, keepdims=True)
+    norms = np.sqrt((centred ** 2).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.einsum("bin,bjn->bij", centred, centred) / (norms[:, :, None] * norms[:, None, :])
+
+
+def censored_sign_test(a: np.ndarray, a_censored: np.ndarray, b: np.ndarray, b_censored: np.ndarray) -> dict:
+    """Paired comparison of two runs' costs on the same examples when some are censored (never
+    corrected: the recorded cost is a lower bound; pass +inf where none is recorded).
+
+    Gehan's scoring, example by example: a is costlier when both costs are observed and a's is
+    larger, or a is censored with a lower bound at or above b's observed cost (and likewise for b).
+    Two censored costs, or a lower bound below the other's observed cost, are undetermined. Then a
+    two-sided sign test (binomial, p = 1/2) over the determined examples.
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a_censored, b_censored = np.asarray(a_censored, bool), np.asarray(b_censored, bool)
+    a_costlier = ~b_censored & ((a > b) | (a_censored & (a >= b)))
+    b_costlier = ~a_censored & ((b > a) | (b_censored & (b >= a)))
+    k, m = int(a_costlier.sum()), int(b_costlier.sum())
+    p = float(stats.binomtest(k, k + m, 0.5).pvalue) if k + m else math.nan
+    return {"n_a_costlier": k, "n_b_costlier": m, "n_tied_or_undetermined": len(a) - k - m, "sign_test_p": p}

@@ -1,6 +1,7 @@
 """A run's `training_summary.json`: config, counts, correlations with difficulty, speed, versions."""
 from __future__ import annotations
 
+import math
 import platform
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sweep.schema import COLUMNS, RANK, SCORES, Status
+from sweep.statistics import run_statistics, verdict
 from sweep.stats import spearman_test
 
 
@@ -33,6 +35,14 @@ def original_keys(arch: str, rows: pd.DataFrame) -> dict:
                         zip(rows["path"], rows["total_loss_to_correct"], rows[RANK])]}
 
 
+def research_statistics(rows: pd.DataFrame) -> dict:
+    """Every rho over all corrected, clean and flagged mistakes with n and CI, the Δ against each
+    baseline and the partial rho (sweep/statistics.py), why any is not computable, and the verdict."""
+    values, reasons = run_statistics(rows)
+    return {"statistics": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()},
+            "not_computable": reasons, "verdict": verdict(values, values["cost"] or "the cost")}
+
+
 def summarize(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, selection: dict) -> dict:
     corrected = rows["status"] == Status.CORRECT
     updates = int(np.where(corrected, rows["steps_to_correct"], 0).sum()
@@ -47,6 +57,7 @@ def summarize(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, sel
         "correct_at_step_0": int((corrected & (rows["steps_to_correct"] == 0)).sum()),
         "skipped_updates": int(rows["skipped_updates"].fillna(0).sum()),
         "spearman_vs_rank": spearman_vs_rank(rows),
+        **research_statistics(rows),
         "wall_seconds": seconds,
         "training_seconds": training_seconds,
         "optimizer_updates": updates,

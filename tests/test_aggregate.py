@@ -1,4 +1,6 @@
-"""analysis/aggregate.py on a synthetic sweep built in a temp dir, and on the original scripts' outputs."""
+"""analysis/aggregate.py on a synthetic sweep built in a temp dir, on degenerate runs, and on the
+original scripts' outputs; the statistics against hand computations."""
+import math
 import subprocess
 import sys
 
@@ -11,6 +13,8 @@ from scipy import stats
 from analysis.aggregate import aggregate
 from helpers.configs import ROOT, SHARED_DATA
 from sweep.schema import COLUMNS
+from sweep.statistics import run_statistics
+from sweep.stats import censored_sign_test, rho
 
 
 def fake_rows(rng, paths, scale):
@@ -19,19 +23,21 @@ def fake_rows(rng, paths, scale):
     steps = np.maximum(1, (rank / 10 * scale + rng.normal(0, 5, n))).astype(int)
     status = np.where(steps > 40, "never_correct", "correct")
     loss_sum = steps * rng.uniform(0.5, 1.5, n)
+    clean = rng.random(n) < 0.6
     return pd.DataFrame({
         "example_index": range(n), "path": paths, "total_loss_to_correct": np.where(status == "correct", loss_sum + 0.1, -1),
         "universal_difficulty_rank": rank, "label": 1, "initial_prediction": 2, "status": status,
         "steps_to_correct": np.where(status == "correct", steps, -1), "loss_sum": loss_sum,
         "initial_loss": rng.uniform(1, 3, n) + rank / 1000, "final_loss": 0.5, "initial_margin": -rng.uniform(0, 2, n),
         "initial_grad_norm": rng.uniform(5, 10, n), "weight_distance": 0.1, "skipped_updates": 0,
+        "real_labels": np.where(clean, "1", "2"), "label_in_real": clean, "prediction_in_real": ~clean,
         "seconds": 0.01})[COLUMNS]
 
 
 @pytest.fixture
 def sweep(tmp_path):
     rng = np.random.default_rng(0)
-    paths = [f"/data/img_{i}.png" for i in range(30)]
+    paths = [f"/data/img_{i}.png" for i in range(40)]
     for job, (model, lr) in enumerate([("resnet18", 1e-5), ("resnet18", 5e-6), ("resnet34", 1e-5), ("resnet34", 5e-6)]):
         job_dir = tmp_path / "sweep" / str(job)
         (job_dir / ".hydra").mkdir(parents=True)
@@ -51,26 +57,44 @@ def sweep(tmp_path):
     return tmp_path / "sweep"
 
 
+def spearman(x, y):
+    return stats.spearmanr(x, y).statistic
+
+
 def test_synthetic_sweep(sweep):
     result = aggregate([sweep], sweep)
     merged, runs, pairs = result["merged"], result["runs"], result["pairs"]
-    assert len(merged) == 30 * 3 + 12  # the empty run contributes nothing, the partial one its rows
+    assert len(merged) == 40 * 3 + 12  # the empty run contributes nothing, the partial one its rows
     assert {"model", "lr", "run", "run_dir"} <= set(merged.columns)
     assert "progress" not in merged.columns  # not a parameter of the experiment
     assert len(runs) == 4
     first = merged[merged["run_dir"] == str(sweep / "0")]
     corrected = first[first["status"] == "correct"]
+    rank = corrected["universal_difficulty_rank"]
     row = runs[runs["run_dir"] == str(sweep / "0")].iloc[0]
     for score in ("loss_sum", "steps_to_correct", "initial_loss", "initial_margin", "initial_grad_norm"):
-        expected = stats.spearmanr(corrected[score], corrected["universal_difficulty_rank"]).statistic
-        assert row[f"rho_{score}"] == pytest.approx(expected)
+        assert row[f"rho_{score}"] == pytest.approx(spearman(corrected[score], rank))
         assert row[f"rho_{score}_ci_low"] <= row[f"rho_{score}"] <= row[f"rho_{score}_ci_high"]
+        assert row[f"rho_{score}_n"] == len(corrected)
+    # the subsets: clean mistakes (label among the ReaL labels, prediction not) and the flagged rest
+    clean = corrected[corrected["label_in_real"] & ~corrected["prediction_in_real"]]
+    flagged = corrected.drop(clean.index)
+    assert (row["n_corrected_clean"], row["n_corrected_flagged"]) == (len(clean), len(flagged)) and len(flagged) >= 5
+    assert row["rho_loss_sum_clean"] == pytest.approx(spearman(clean["loss_sum"], clean["universal_difficulty_rank"]))
+    assert row["rho_loss_sum_flagged"] == pytest.approx(spearman(flagged["loss_sum"],
+                                                                 flagged["universal_difficulty_rank"]))
+    # Δ: the margin enters negated, the gradient norm by absolute rho
+    cost = spearman(corrected["loss_sum"], rank)
+    assert row["delta_initial_loss"] == pytest.approx(cost - spearman(corrected["initial_loss"], rank))
+    assert row["delta_initial_margin"] == pytest.approx(cost - spearman(-corrected["initial_margin"], rank))
+    assert row["delta_initial_grad_norm"] == pytest.approx(abs(cost) - abs(spearman(corrected["initial_grad_norm"], rank)))
+    assert row["delta_initial_loss_ci_low"] <= row["delta_initial_loss"] <= row["delta_initial_loss_ci_high"]
     assert row["n_correct"] == len(corrected) and row["n_never_correct"] == (first["status"] == "never_correct").sum()
     assert row["median_steps_to_correct"] == corrected["steps_to_correct"].median()
     # censored examples tied at the worst cost: same as ranking with never-corrected at +inf
     measured = first.assign(s=np.where(first["status"] == "correct", first["steps_to_correct"], np.inf))
     assert row["rho_steps_to_correct_censored_worst"] == pytest.approx(
-        stats.spearmanr(measured["s"], measured["universal_difficulty_rank"]).statistic)
+        spearman(measured["s"], measured["universal_difficulty_rank"]))
     # partial Spearman: correlation of residuals of the ranks
     r = {c: stats.rankdata(corrected[c]) for c in ("loss_sum", "universal_difficulty_rank", "initial_loss")}
     resid = {c: r[c] - np.polyval(np.polyfit(r["initial_loss"], r[c], 1), r["initial_loss"])
@@ -80,16 +104,66 @@ def test_synthetic_sweep(sweep):
     # paired comparisons: runs differing only in lr (per model) or only in model (per lr)
     assert sorted(pairs["differs_in"]) == ["lr", "lr", "model", "model"]
     lr_pair = pairs[(pairs["run_a"] == "model=resnet18, lr=1e-05") & (pairs["run_b"] == "model=resnet18, lr=5e-06")]
-    a, b = (merged[merged["run_dir"] == str(sweep / j)] for j in ("0", "1"))
-    both = a[a.status == "correct"].merge(b[b.status == "correct"], on="path")
-    assert lr_pair["wilcoxon_p"].item() == pytest.approx(stats.wilcoxon(both["loss_sum_x"] - both["loss_sum_y"]).pvalue)
+    assert lr_pair["same_selection"].item() and lr_pair["test"].item() == "censored sign test"
+    partial = pairs[pairs["run_b"] == "model=resnet34, lr=5e-06"]  # 12 rows so far: too few to test
+    assert set(partial["test"]) == {"skipped: 12 shared examples < 20"}
     for name in ("merged.csv", "runs.csv", "paired.csv", "report.md", "loss_vs_difficulty.png",
                  "loss_vs_difficulty.svg", "rho_forest.png", "rho_forest.svg", "steps_ecdf.png", "steps_ecdf.svg"):
         assert (sweep / name).stat().st_size > 0, name
     report = (sweep / "report.md").read_text()
     assert "no rows yet" in report
     assert "in progress" in report
-    assert "## Paired comparisons" in report and "wilcoxon_p" in report
+    assert "## Paired comparisons" in report and "censored sign test" in report
+    assert "**model=resnet18, lr=1e-05**: Against universal difficulty rank, loss_sum" in report
+    assert "nan" not in report.lower()
+
+
+def test_censored_sign_test_against_a_hand_count():
+    # costs of runs a and b on 7 shared examples; True = never corrected (cost is a lower bound)
+    a = [3.0, 5.0, 9.0, 9.0, 2.0, 4.0, 8.0]
+    a_censored = [False, False, True, True, False, True, False]
+    b = [4.0, 5.0, 7.0, 12.0, 6.0, 4.0, 1.0]
+    b_censored = [False, False, False, False, True, True, False]
+    # by hand: 1 b costlier; 2 tie; 3 a (bound 9 >= 7); 4 undetermined (bound 9 < 12);
+    #          5 b (bound 6 >= 2); 6 both censored; 7 a costlier
+    result = censored_sign_test(a, a_censored, b, b_censored)
+    assert (result["n_a_costlier"], result["n_b_costlier"], result["n_tied_or_undetermined"]) == (2, 2, 3)
+    assert result["sign_test_p"] == pytest.approx(1.0)
+    one_sided = censored_sign_test([5.0] * 9, [True] * 9, [1.0] * 9, [False] * 9)
+    assert one_sided["n_a_costlier"] == 9 and one_sided["sign_test_p"] == pytest.approx(2 * 0.5 ** 9)
+
+
+def test_degenerate_statistics_are_reported_not_computable(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = fake_rows(rng, [f"/d/{i}.png" for i in range(40)], 1.0)
+    few, reasons = run_statistics(rows.iloc[:4].assign(status="correct"))
+    assert math.isnan(few["rho_loss_sum"]) and reasons["rho_loss_sum"] == "n=4 < 5"
+    flat, reasons = run_statistics(rows.assign(status="correct", loss_sum=1.0))
+    assert math.isnan(flat["rho_loss_sum"]) and reasons["rho_loss_sum"].startswith("no variation")
+    assert math.isnan(flat["delta_initial_loss"]) and "no variation" in reasons["delta_initial_loss"]
+    # most resamples of 5 examples with 4 tied costs are constant: the CI, not the estimate, is not computable
+    nearly = rho(pd.Series([1.0, 1.0, 1.0, 1.0, 2.0]), pd.Series([1, 2, 3, 4, 5]))
+    assert nearly.computable and math.isnan(nearly.low) and "resamples" in nearly.reason
+    no_real, reasons = run_statistics(rows.assign(label_in_real="", prediction_in_real=""))
+    assert no_real["n_corrected_clean"] == 0 and reasons["rho_loss_sum_clean"].startswith("no ReaL labels")
+
+
+def test_a_report_of_degenerate_runs_is_complete(tmp_path):
+    rng = np.random.default_rng(2)
+    for job, n in enumerate([3, 6, 40]):
+        job_dir = tmp_path / str(job)
+        (job_dir / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create({"lr": 10.0 ** -(job + 3), "model": {"arch": "m"}}), job_dir / ".hydra" / "config.yaml")
+        rows = fake_rows(rng, [f"/d/{i}.png" for i in range(n)], 1.0).assign(status="correct")
+        if n == 6:  # a percentile CI that excludes its point estimate must still be drawn
+            rows["loss_sum"] = [1.0, 1.0, 1.0, 1.0, 1.0, 9.0]
+        rows.to_csv(job_dir / "single_example_results.csv", index=False)
+        (job_dir / "training_summary.json").write_text("{}")
+    result = aggregate([tmp_path], tmp_path / "out")
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "n/c (n=3 < 5)" in report and "nan" not in report.lower()
+    assert (tmp_path / "out" / "rho_forest.png").stat().st_size > 0
+    assert len(result["runs"]) == 3
 
 
 def test_no_runs_is_a_clear_error(tmp_path):
@@ -100,23 +174,37 @@ def test_no_runs_is_a_clear_error(tmp_path):
     assert str(tmp_path) in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_foreign_file_is_skipped_with_one_line(tmp_path, caplog):
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "single_example_results.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(Exception, match="no readable run"):
+        aggregate([tmp_path], tmp_path / "out")
+    assert "skipped:" in caplog.text and "expected at least path and universal_difficulty_rank" in caplog.text
+
+
 ORIGINAL = SHARED_DATA / "original" / "outputs"
 
 
 @pytest.mark.skipif(not ORIGINAL.is_dir(), reason=f"{ORIGINAL} absent (the shared development data)")
 def test_original_scripts_outputs(tmp_path):
-    runs = aggregate([ORIGINAL], tmp_path)["runs"].set_index("model")
-    resnet34 = runs.loc["resnet34.a3_in1k"]
+    result = subprocess.run([sys.executable, str(ROOT / "analysis" / "aggregate.py"), str(ORIGINAL), "--out",
+                             str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    runs = pd.read_csv(tmp_path / "runs.csv").set_index("run")
+    resnet34 = runs.loc["model=resnet34.a3_in1k"]
     # the single-loss script's total loss (from its training_summary.json) beside the steps variant's steps
     assert resnet34["n_examples"] == 1000 and resnet34["n_correct"] == 1000
     assert resnet34["rho_total_loss_to_correct"] == pytest.approx(0.176, abs=0.001)
+    assert resnet34["rho_total_loss_to_correct_n"] == 1000
     assert resnet34["rho_steps_to_correct"] == pytest.approx(0.131, abs=0.001)
-    assert runs.loc["efficientvit_b0.r224_in1k", "rho_steps_to_correct"] == pytest.approx(0.07, abs=0.01)
+    assert runs.loc["model=efficientvit_b0.r224_in1k", "rho_steps_to_correct"] == pytest.approx(0.07, abs=0.01)
     # the epsilon variant under its own names, never as a cost to correct
-    for model, rho in (("efficientvit_m1.r224_in1k", 0.32), ("efficientvit_m2.r224_in1k", 0.45)):
-        assert runs.loc[model, "rho_loss_sum_to_epsilon"] == pytest.approx(rho, abs=0.01)
-        assert runs.loc[model, "n_correct"] == 0 and pd.isna(runs.loc[model].get("rho_loss_sum"))
+    for model, value in (("efficientvit_m1.r224_in1k", 0.32), ("efficientvit_m2.r224_in1k", 0.45)):
+        assert runs.loc[f"model={model}", "rho_loss_sum_to_epsilon"] == pytest.approx(value, abs=0.01)
+        assert runs.loc[f"model={model}", "n_correct"] == 0
     merged = pd.read_csv(tmp_path / "merged.csv")
     steps = merged.loc[merged["run"] == "model=resnet34.a3_in1k", "steps_to_correct"]
     original = pd.read_csv(ORIGINAL / "resnet34.a3_in1k" / "single_example_results.csv")["steps_to_correct"]
     assert list(steps) == list(original - 1)  # the original's 1-based steps as t
+    report = (tmp_path / "report.md").read_text()
+    assert "nan" not in report.lower() and "+0.18 [" in report

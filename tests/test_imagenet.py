@@ -18,6 +18,7 @@ from sweep.difficulty import read_difficulty
 from sweep.errors import UserError
 from sweep.imagenet import imagenet_examples, path_matcher, synset_label
 from sweep.models import hub_model, load_package_weights
+from sweep.real_labels import real_labels
 
 FOREIGN = "/home/projects/bagon/shared/imagenet512/val"
 
@@ -131,7 +132,7 @@ def test_hub_weights_fail_fast_offline_naming_alternatives(monkeypatch):
 @pytest.mark.skipif(not SAMPLE.is_dir() or not ORIGINAL.is_dir(), reason="../shared/data absent")
 def test_sample_with_lite0_end_to_end(tmp_path):
     from sweep.run import run
-    cfg = compose_config("data=imagenet_sample", "model=efficientnet_lite0", "lr=1e-5", "sample_size=3",
+    cfg = compose_config("data=imagenet_sample", "model=efficientnet_lite0", "lr=1e-5", "sample_size=8",
                          "max_steps=100", "progress=false")
     summary = run(cfg, tmp_path)
     selection = summary["selection"]
@@ -140,11 +141,20 @@ def test_sample_with_lite0_end_to_end(tmp_path):
     rows = pd.read_csv(tmp_path / "single_example_results.csv")
     order = (ORIGINAL / "imagenet_examples_ammended.csv").read_text().strip().split(",")
     position = {Path(p).name: i + 1 for i, p in enumerate(order)}
-    assert len(rows) == 3
+    assert len(rows) == 8
     assert [position[Path(p).name] for p in rows["path"]] == list(rows["universal_difficulty_rank"])
     labels = pd.read_csv(SAMPLE / "labels.csv").set_index("file")["label"]
     assert [labels[Path(p).name] for p in rows["path"]] == list(rows["label"])
     assert (rows["initial_prediction"] != rows["label"]).all()
+    # ReaL labels for every row, and the statistics split by them
+    real = [real_labels(p) for p in rows["path"]]
+    assert list(rows["real_labels"].fillna("").astype(str)) == [";".join(map(str, r)) for r in real]
+    assert list(rows["label_in_real"]) == [y in r for y, r in zip(rows["label"], real)]
+    assert list(rows["prediction_in_real"]) == [p in r for p, r in zip(rows["initial_prediction"], real)]
+    statistics = summary["statistics"]
+    assert statistics["n_corrected_clean"] + statistics["n_corrected_flagged"] == statistics["n_corrected"] == 8
+    assert "delta_initial_loss" in statistics and "rho_loss_sum_clean" in statistics
+    assert summary["verdict"].startswith("Against universal difficulty rank, loss_sum")
 
 
 def test_partial_match_reports_counts_and_examples(tmp_path, caplog):

@@ -7,7 +7,7 @@ from sweep.run import run
 
 
 def job(out, cache_dir, *overrides):
-    cfg = compose_config(*tiny_universe_overrides(cache_dir), "sample_size=4", "lr=3e-5", "max_steps=60",
+    cfg = compose_config(*tiny_universe_overrides(cache_dir), "sample_size=12", "lr=3e-5", "max_steps=60",
                          "progress=false", "execution.threads=1", "log_steps=true", *overrides)
     run(cfg, out)
     return pd.read_csv(out / "single_example_results.csv"), pd.read_csv(out / "steps.csv")
@@ -24,6 +24,9 @@ def test_steps_hold_every_evaluated_loss(tmp_path, cache_dir):
         assert losses["loss"].iloc[-1] == pytest.approx(row["final_loss"])
         assert losses["loss"].iloc[:-1].sum() == pytest.approx(row["loss_sum"])
     assert (rows["steps_to_correct"] > 0).all() and rows["status"].eq("correct").all()
+    from analysis.aggregate import aggregate
+    figures = aggregate([tmp_path], tmp_path / "aggregate")["figures"]
+    assert tmp_path / "aggregate" / "loss_trajectories.png" in figures
 
 
 def test_steps_of_an_example_without_a_row_are_dropped_on_resume(tmp_path, cache_dir):
