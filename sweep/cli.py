@@ -23,6 +23,8 @@ def prepare_process() -> None:
     bit at a fixed thread count at no measurable cost. A value set by the user is kept.
     """
     os.environ.setdefault("MKL_CBWR", "AUTO")
+    # cuBLAS needs a fixed workspace for deterministic results (read when CUDA starts; harmless without it)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 @contextlib.contextmanager

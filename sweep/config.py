@@ -155,7 +155,7 @@ class Config:
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
     log_steps: bool = False  # write every evaluated step's loss to steps.csv
-    cache_dir: Optional[str] = None  # else $LTC_CACHE_DIR, else ~/.cache/loss-to-correct
+    cache_dir: Optional[str] = None  # else $LTC_CACHE_DIR, $XDG_CACHE_HOME/loss-to-correct, ~/.cache/loss-to-correct
     progress: bool = True
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from sweep.data import Example
-from sweep.difficulty import rank_examples, read_list
+from sweep.difficulty import load_matrix, rank_examples, read_list
 from sweep.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -46,31 +46,13 @@ def write_matrix(out: Path, names: list[str], examples: list[str], correct: np.n
                   "fraction_correct": correct.mean(axis=0)}).to_csv(out / "difficulty.csv", index=False)
 
 
-NPY_MAGIC = b"\x93NUMPY"
-
-
-def load_matrix(path: Path, key: str) -> np.ndarray:
-    """A bool models x examples matrix from a .npy file (config key `key`, named in errors)."""
-    path = Path(path).expanduser()
-    with open(path, "rb") as file:
-        start = file.read(len(NPY_MAGIC))
-    if start != NPY_MAGIC:
-        raise UserError(f"{key}={path}: not a NumPy .npy file (it starts with {start!r}); expected the bool "
-                        f"models x examples correctness matrix saved by numpy.save")
-    matrix = np.load(path, allow_pickle=False)
-    if matrix.ndim != 2 or matrix.dtype != bool:
-        raise UserError(f"{key}={path}: a {matrix.ndim}-D {matrix.dtype} array of shape {matrix.shape}; expected a "
-                        f"2-D bool matrix (models x examples)")
-    return matrix
-
-
 def wrong_from_matrix(data, examples: list[Example], local_path: Callable[[str], Optional[str]]) -> list[Example]:
     """The examples model `data.wrong_from_model` got wrong, in matrix-column order (the original
     `--model_csv_name` row of `--bars_npy`), kept where the image is local, labelled and ranked.
     `local_path` maps a matrix example path to its local file, as for the difficulty file."""
     matrix = load_matrix(data.correctness, "data.correctness")
-    models = read_list(Path(data.correctness_models).expanduser())
-    columns = read_list(Path(data.correctness_examples).expanduser())
+    models = read_list(Path(data.correctness_models), "data.correctness_models")
+    columns = read_list(Path(data.correctness_examples), "data.correctness_examples")
     if len(models) != matrix.shape[0]:
         raise UserError(f"data.correctness_models={data.correctness_models}: {len(models)} models, but "
                         f"data.correctness={data.correctness} has {matrix.shape[0]} rows (models x examples)")

@@ -14,7 +14,6 @@ reproducible.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -39,43 +38,118 @@ def rank_examples(correct: np.ndarray, true_class_prob: Optional[np.ndarray] = N
     return ranks
 
 
-def read_list(path: Path) -> list[str]:
-    """A list file in the original format (one comma-separated line) or one entry per line."""
-    text = Path(path).read_text().strip()
-    return [item.strip() for item in re.split(r"[,\n]", text) if item.strip()]
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_matrix(path: Path, key: str) -> np.ndarray:
+    """A bool models x examples matrix from a .npy file (config key `key`, named in errors)."""
+    path = Path(path).expanduser()
+    with open(path, "rb") as file:
+        start = file.read(len(NPY_MAGIC))
+    if start != NPY_MAGIC:
+        raise UserError(f"{key}={path}: not a NumPy .npy file (it starts with {start!r}); expected the bool "
+                        f"models x examples correctness matrix saved by numpy.save")
+    matrix = np.load(path, allow_pickle=False)
+    if matrix.ndim != 2 or matrix.dtype != bool:
+        raise UserError(f"{key}={path}: a {matrix.ndim}-D {matrix.dtype} array of shape {matrix.shape}; expected a "
+                        f"2-D bool matrix (models x examples)")
+    return matrix
+
+
+PATH_COLUMNS = ("path", "file")  # accepted names of a CSV's path column
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def read_list(path: Path, key: str = "a list") -> list[str]:
+    """A list file: the original format (one comma-separated line) or one entry per line. Empty
+    files and duplicate entries are refused, naming `key`, the file and where."""
+    path = Path(path).expanduser()
+    lines = path.read_text().splitlines()
+    entries = [(number, item.strip()) for number, line in enumerate(lines, 1) for item in line.split(",")
+               if item.strip()]
+    if not entries:
+        raise UserError(f"{key}={path}: the file is empty; expected paths or names separated by commas or lines")
+    refuse_duplicates([item for _, item in entries], path, key,
+                      where=lambda i: f"line {entries[i][0]}" if len(lines) > 1 else f"entry {i + 1}")
+    return [item for _, item in entries]
+
+
+def refuse_duplicates(items: list[str], path: Path, key: str, where) -> None:
+    """Refuse a file that names the same example twice: it would be sampled twice and resumed once."""
+    first: dict[str, int] = {}
+    repeats = []
+    for i, item in enumerate(items):
+        if item in first:
+            repeats.append(f"{item!r} ({where(first[item])} and {where(i)})")
+        first.setdefault(item, i)
+    if repeats:
+        raise UserError(f"{key}={path}: {len(repeats)} duplicate entries, e.g. {'; '.join(repeats[:3])}; "
+                        f"each example must appear once")
 
 
 def read_difficulty(path: Path, examples_file: Optional[Path] = None) -> pd.DataFrame:
-    """Columns `path`, `rank` (1 = easiest) from any supported difficulty file."""
-    path = Path(path)
+    """Columns `path`, `rank` (1 = easiest) from any supported difficulty file, its format detected
+    explicitly: `.npy` is a matrix; a first line naming image files is the original single line;
+    anything else must be a CSV whose header names a path column."""
+    path = Path(path).expanduser()
+    key = "data.difficulty"
     if not path.is_file():
-        raise UserError(f"data.difficulty={path}: no such file")
+        raise UserError(f"{key}={path}: no such file")
     if path.suffix == ".npy":
-        if examples_file is None:
-            raise UserError(f"data.difficulty={path} is a correctness matrix: set data.difficulty_examples "
-                             f"to its examples list")
-        matrix = np.load(path)
-        examples = read_list(examples_file)
-        if matrix.ndim != 2 or matrix.shape[1] != len(examples):
-            raise UserError(f"{path}: shape {matrix.shape} does not fit the {len(examples)} examples of "
-                             f"{examples_file} (expected models x examples)")
-        return pd.DataFrame({"path": examples, "rank": rank_examples(matrix.astype(bool))})
-    first_line = path.open().readline()
-    header = [c.strip().lower() for c in first_line.split(",")]
-    path_column = next((c for c in ("path", "file") if c in header), None)
-    if path_column is None:  # the original single-line order
-        paths = read_list(path)
+        return _matrix_ranks(path, examples_file)
+    with open(path) as file:
+        first_line = file.readline().strip()
+    if not first_line:
+        raise UserError(f"{key}={path}: the file is empty (or starts with an empty line); expected the original "
+                        f"single line of image paths, or a CSV with a header")
+    fields = [f.strip() for f in first_line.split(",")]
+    if any("/" in f or f.lower().endswith(IMAGE_SUFFIXES) for f in fields):  # the original single-line order
+        paths = read_list(path, key)
         return pd.DataFrame({"path": paths, "rank": np.arange(1, len(paths) + 1)})
-    table = pd.read_csv(path)
+    return _csv_ranks(path, key)
+
+
+def _matrix_ranks(path: Path, examples_file: Optional[Path]) -> pd.DataFrame:
+    if examples_file is None:
+        raise UserError(f"data.difficulty={path} is a correctness matrix: set data.difficulty_examples "
+                        f"to its examples list")
+    matrix = load_matrix(path, "data.difficulty")
+    examples = read_list(examples_file, "data.difficulty_examples")
+    if matrix.shape[1] != len(examples):
+        raise UserError(f"data.difficulty_examples={examples_file}: {len(examples)} examples, but "
+                        f"data.difficulty={path} has {matrix.shape[1]} columns (models x examples)")
+    return pd.DataFrame({"path": examples, "rank": rank_examples(matrix)})
+
+
+def _csv_ranks(path: Path, key: str) -> pd.DataFrame:
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
     table.columns = [c.strip().lower() for c in table.columns]
-    if "rank" in table:
-        return pd.DataFrame({"path": table[path_column], "rank": table["rank"].astype(int)})
-    if "score" in table:
-        order = np.lexsort((np.arange(len(table)), -table["score"].to_numpy()))
-        ranks = np.empty(len(table), dtype=np.int64)
-        ranks[order] = np.arange(1, len(table) + 1)
-        return pd.DataFrame({"path": table[path_column], "rank": ranks})
-    raise UserError(f"{path}: expected a 'rank' or 'score' column beside '{path_column}', found {list(table.columns)}")
+    path_column = next((c for c in PATH_COLUMNS if c in table), None)
+    if path_column is None:
+        raise UserError(f"{key}={path}: a CSV header with columns {list(table.columns)} but no path column; "
+                        f"expected one named {' or '.join(PATH_COLUMNS)} (or the original single line of image "
+                        f"paths, which a header of names is not)")
+    value_column = next((c for c in ("rank", "score") if c in table), None)
+    if value_column is None:
+        raise UserError(f"{key}={path}: expected a 'rank' or 'score' column beside '{path_column}', "
+                        f"found {list(table.columns)}")
+    if table.empty:
+        raise UserError(f"{key}={path}: a header and no rows")
+    values = pd.to_numeric(table[value_column], errors="coerce")
+    bad = values.isna() | ~np.isfinite(values)
+    if value_column == "rank":
+        bad |= (values < 1) | (values != values.round())
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise UserError(f"{key}={path}, line {first + 2}: {value_column} {table[value_column].iloc[first]!r} is not "
+                        f"{'a whole number >= 1' if value_column == 'rank' else 'a finite number'}")
+    refuse_duplicates(list(table[path_column]), path, key, where=lambda i: f"line {i + 2}")
+    if value_column == "rank":
+        return pd.DataFrame({"path": table[path_column], "rank": values.astype(int)})
+    order = np.lexsort((np.arange(len(table)), -values.to_numpy()))
+    ranks = np.empty(len(table), dtype=np.int64)
+    ranks[order] = np.arange(1, len(table) + 1)
+    return pd.DataFrame({"path": table[path_column], "rank": ranks})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,13 +162,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--examples", type=Path, required=True, help="the examples list (one line, comma-separated)")
     parser.add_argument("--out", type=Path, default=Path("difficulty.csv"), help="CSV with columns path,rank,fraction_correct")
     args = parser.parse_args(argv)
-    matrix, examples = np.load(args.matrix), read_list(args.examples)
-    if matrix.ndim != 2 or matrix.shape[1] != len(examples):
-        parser.exit(2, f"{args.matrix}: shape {matrix.shape} does not fit the {len(examples)} examples of {args.examples}\n")
-    table = pd.DataFrame({"path": examples, "rank": rank_examples(matrix.astype(bool)),
-                          "fraction_correct": matrix.mean(axis=0)}).sort_values("rank")
+    try:
+        ranks = _matrix_ranks(args.matrix, args.examples)
+    except UserError as error:
+        parser.exit(2, f"error: {error}\n")
+    matrix = np.load(args.matrix)
+    table = ranks.assign(fraction_correct=matrix.mean(axis=0)).sort_values("rank")
     table.to_csv(args.out, index=False)
-    print(f"ranked {len(examples)} examples by {matrix.shape[0]} models -> {args.out}")
+    print(f"ranked {len(table)} examples by {matrix.shape[0]} models -> {args.out}")
 
 
 if __name__ == "__main__":

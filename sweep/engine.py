@@ -50,12 +50,14 @@ class _Copies:
     Each copy's parameters are views into the stacked tensors, and the optimizer holds the views as
     separate parameters, so every copy has its own state (AdamW's step count, moments; SGD's
     momentum) exactly as if it had its own optimizer, yet a step is a single fused call. Gradients
-    are views into stacked buffers that each step's vmapped gradients are copied into.
+    are views into stacked buffers that each step's vmapped gradients are copied into. Parameters
+    the forward does not use (`used` False) get no gradient in the simple path and are never
+    stepped, so weight decay leaves them alone here too.
     """
 
     def __init__(self, pretrained: list[torch.Tensor], k: int,
-                 make: Callable[[list[torch.Tensor]], FusedOptimizer]):
-        self.pretrained, self.make = pretrained, make
+                 make: Callable[[list[torch.Tensor]], FusedOptimizer], used: list[bool]):
+        self.pretrained, self.make, self.used = pretrained, make, used
         self._build([p.unsqueeze(0).repeat(k, *([1] * p.dim())) for p in pretrained], previous=None)
         for i in range(k):
             self.reset(i)
@@ -89,7 +91,8 @@ class _Copies:
         """One optimizer update of the copies marked in `stepping` with their slices of `grads`."""
         for buffer, g in zip(self.grads, grads):
             buffer.copy_(g)
-        self.optimizer.step([view for views, s in zip(self.views, stepping) if s for view in views])
+        self.optimizer.step([view for views, s in zip(self.views, stepping) if s
+                             for view, used in zip(views, self.used) if used])
 
 
 class BatchedTrainer:
@@ -120,6 +123,13 @@ class BatchedTrainer:
             return f"vmap cannot batch {type(self.model).__name__} ({str(error).splitlines()[0]})"
         return None
 
+    def _used_parameters(self, x: torch.Tensor) -> list[bool]:
+        """Which trainable parameters the forward uses (the others get no gradient in the simple path)."""
+        params = {n: p.detach().requires_grad_() for n, p in zip(self.names, self.pretrained)}
+        loss, _ = self._loss(params, self.constants, x, torch.zeros((), dtype=torch.long, device=x.device))
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        return [g is not None for g in grads]
+
     def _loss(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor):
         with self.autocast():
             logits = functional_call(self.model, ({**params, **buffers}), (x.unsqueeze(0),))
@@ -135,7 +145,7 @@ class BatchedTrainer:
         initial = list(itertools.islice(queue, self.parallel))
         if not initial:
             return
-        copies = _Copies(self.pretrained, len(initial), self._optimizer)
+        copies = _Copies(self.pretrained, len(initial), self._optimizer, self._used_parameters(initial[0][1]))
         xs = torch.stack([x for _, x, _ in initial])
         ys = torch.tensor([y for _, _, y in initial], device=xs.device)
         slots: list[Optional[_Slot]] = [_Slot(item, self._trajectory(y)) for item, _, y in initial]

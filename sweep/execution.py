@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional
@@ -11,27 +12,18 @@ from typing import Callable, Iterable, Iterator, Optional
 import timm
 import torch
 
-from sweep.config import Device
 from sweep.correct import SingleExampleTrainer
 from sweep.data import Example, read_view
 from sweep.engine import BatchedTrainer, batched_engine, longest_first
 from sweep.errors import UserError
 from sweep.results import Finished, finished
+from sweep.schema import Status
 from sweep.workers import rows_in_workers
 
 log = logging.getLogger(__name__)
 
 Task = tuple[int, Example]  # (position in the run's selection, example)
 OnStep = Optional[Callable[[int, float], None]]
-
-
-def resolve_device(choice: Device, job_num: int) -> torch.device:
-    """CPU or a GPU; parallel jobs of a sweep spread over the visible GPUs (job number modulo count)."""
-    if choice == Device.cuda and not torch.cuda.is_available():
-        raise UserError("execution.device=cuda but no CUDA device is available; use execution.device=auto or cpu")
-    if choice == Device.cpu or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", job_num % torch.cuda.device_count())
 
 
 @dataclass
@@ -73,6 +65,30 @@ class Executor:
             unreadable.clear()
             yield finished(index, example, outcome, time.perf_counter() - tick)
         yield from unreadable
+
+
+class DivergenceGuard:
+    """Stops a run that cannot give useful results: an example whose loss is not finite at the
+    pretrained weights (a broken model, weights or input), or more than half of the first
+    `FIRST` examples diverging (too large a learning rate). Rows written before are kept."""
+
+    FIRST = 10
+
+    def __init__(self, lr: float):
+        self.lr, self.seen, self.diverged = lr, 0, 0
+
+    def check(self, row: dict) -> None:
+        if row["status"] != Status.DIVERGED:
+            self.seen += 1
+            return
+        if not math.isfinite(row["initial_loss"]):
+            raise UserError(f"{row['path']}: the loss at the pretrained weights is not finite: the model, its weights "
+                            f"(model.checkpoint, model.package) or the input are broken; rows before it are kept")
+        self.seen, self.diverged = self.seen + 1, self.diverged + 1
+        if self.seen <= self.FIRST and self.diverged > self.FIRST / 2:
+            raise UserError(f"{self.diverged} of the first {self.seen} examples diverged (the loss became non-finite): "
+                            f"lr={self.lr:g} is too large for this model; try a smaller one, e.g. lr={self.lr / 10:g}. "
+                            f"Rows so far are kept")
 
 
 def correct_one(trainer: SingleExampleTrainer, view, index: int, example: Example, device,

@@ -17,12 +17,11 @@ from timm.data import ImageNetInfo
 
 from sweep.config import Match
 from sweep.data import Example
-from sweep.difficulty import read_difficulty
+from sweep.difficulty import IMAGE_SUFFIXES, read_difficulty, refuse_duplicates
 from sweep.errors import UserError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 SYNSET = re.compile(r"^n\d{8}$")
 
 
@@ -30,8 +29,13 @@ def index_images(root: Path) -> list[Path]:
     """Image files under `root` (flat, or in synset subdirectories)."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"data.images={root}: no such directory")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        raise UserError(f"data.images={root}: {'a file' if root.exists() else 'no such directory'}; expected the "
+                        f"folder of validation images")
+    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise UserError(f"data.images={root}: holds no images (files ending in {', '.join(IMAGE_SUFFIXES)}, "
+                        f"searched in subfolders too)")
+    return images
 
 
 class PathMatcher:
@@ -104,6 +108,26 @@ def _synset_indices() -> dict[str, int]:
     return {name: index for index, name in enumerate(ImageNetInfo().label_names())}
 
 
+def read_labels(path: Path) -> dict[str, int]:
+    """file name -> class index from a labels CSV (columns file,label), each file once, labels whole numbers."""
+    key = "data.labels"
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{key}={path}: the file is empty; expected a CSV with columns file,label") from None
+    if not {"file", "label"} <= set(table.columns):
+        raise UserError(f"{key}={path}: expected columns file,label; found {list(table.columns)}")
+    labels = pd.to_numeric(table["label"], errors="coerce")
+    bad = labels.isna() | (labels != labels.round()) | (labels < 0)
+    if bad.any():
+        first = int(bad.to_numpy().argmax())
+        raise UserError(f"{key}={path}, line {first + 2}: label {table['label'].iloc[first]!r} is not a class index "
+                        f"(a whole number >= 0)")
+    names = [Path(f).name for f in table["file"]]
+    refuse_duplicates(names, path, key, where=lambda i: f"line {i + 2}")
+    return dict(zip(names, labels.astype(int)))
+
+
 def path_matcher(data) -> PathMatcher:
     """The matcher of `data` (an ImageFolderDataConfig) over its local images."""
     root = Path(data.images).expanduser()
@@ -116,10 +140,7 @@ def imagenet_examples(data, matcher: PathMatcher) -> list[Example]:
                                  Path(data.difficulty_examples).expanduser() if data.difficulty_examples else None)
     matched = match_paths(difficulty, matcher)
     if data.labels:
-        table = pd.read_csv(Path(data.labels).expanduser())
-        if not {"file", "label"} <= set(table.columns):
-            raise UserError(f"data.labels={data.labels}: expected columns file,label; found {list(table.columns)}")
-        by_name = dict(zip(table["file"].map(lambda f: Path(f).name), table["label"].astype(int)))
+        by_name = read_labels(Path(data.labels).expanduser())
         labels = matched["local"].map(lambda p: by_name.get(Path(p).name))
         if labels.isna().any():
             missing = matched["local"][labels.isna()].iloc[0]

@@ -11,7 +11,8 @@ from tqdm import tqdm
 from sweep.config import Augmentation, ModelMode, validate
 from sweep.correct import SingleExampleTrainer
 from sweep.data import example_view
-from sweep.execution import plan, resolve_device
+from sweep.device import exact_arithmetic, resolve_device
+from sweep.execution import DivergenceGuard, plan
 from sweep.rundir import RunDirectory, identity
 from sweep.selection import select
 from sweep.sources import check_inputs, open_source
@@ -31,9 +32,10 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
     started = time.perf_counter()
     if cfg.execution.threads or threads:
         torch.set_num_threads(cfg.execution.threads or threads)
-    directory = RunDirectory(out_dir)
-    directory.claim(identity(cfg))
     device = resolve_device(cfg.execution.device, job_num)
+    exact_arithmetic(device, cfg.train.precision)
+    directory = RunDirectory(out_dir)
+    directory.claim({**identity(cfg), "device": device.type})  # CPU and GPU rows never mix in one directory
 
     # Set up: the data, the pretrained model in its training mode, and the input view of an example.
     source = open_source(cfg)
@@ -60,10 +62,12 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
         if step % 10 == 0:
             bar.set_postfix(step=step, loss=f"{loss:.4f}", refresh=False)
 
+    guard = DivergenceGuard(cfg.lr)
     with StopRequest() as stop, directory.recorder(cfg.log_steps) as record, bar:
         for result in executor.run(todo, stop.requested, show_step):
             record(result)
             bar.update()
+            guard.check(result.row)
 
     # Summarise.
     rows = directory.rows()

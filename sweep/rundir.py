@@ -38,10 +38,11 @@ class RunDirectory:
         self.steps_csv = self.path / STEPS_CSV
 
     def claim(self, settings: dict) -> None:
-        """Record what this directory holds, or refuse to resume a run made with other settings."""
+        """Record what this directory holds, or refuse to resume a run whose results (selection or
+        rows) were made with other settings."""
         path = self.path / IDENTITY_JSON
         flat = flatten(settings)
-        if path.exists():
+        if path.exists() and ((self.path / SELECTION_CSV).exists() or len(self.rows())):
             previous = flatten(json.loads(path.read_text()))
             differing = sorted(k for k in set(flat) | set(previous) if flat.get(k) != previous.get(k))
             if differing:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -67,6 +68,11 @@ def find_wrong(model: nn.Module, examples: list[Example], view: Callable[[Exampl
         wrong.update({examples[i]: loss for i, p, loss in zip(indices, predicted, losses) if p != examples[i].label})
     for buffer, saved in buffers:
         buffer.copy_(saved)
+    broken = [e for e, loss in wrong.items() if not math.isfinite(loss)]
+    if broken:
+        raise UserError(f"{broken[0].path}: the loss at the pretrained weights is not finite (and for {len(broken) - 1} "
+                        f"other images): the model, its weights (model.checkpoint, model.package) or the input are "
+                        f"broken; nothing was trained")
     return wrong, len(examples) - readable
 
 

@@ -40,8 +40,6 @@ def check_inputs(data) -> None:
     """The input files `data` names exist and come together, checked before any work starts."""
     if data.name == "demo":
         return
-    if not Path(data.images).expanduser().is_dir():
-        raise UserError(f"data.images={data.images}: no such directory")
     files = ["difficulty", "labels", "difficulty_examples"]
     if any(data[key] for key in MATRIX_KEYS):
         unset = [key for key in MATRIX_KEYS if not data[key]]

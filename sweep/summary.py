@@ -10,6 +10,7 @@ import timm
 import torch
 from omegaconf import OmegaConf
 
+from sweep.device import describe
 from sweep.schema import COLUMNS, RANK, SCORES, Status
 from sweep.statistics import run_statistics, verdict
 from sweep.stats import spearman_test
@@ -62,7 +63,7 @@ def summarize(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, sel
         "training_seconds": training_seconds,
         "optimizer_updates": updates,
         "updates_per_second": updates / max(training_seconds, 1e-9),
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        **describe(device),
         "threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
                      "numpy": np.__version__, "pandas": pd.__version__},

@@ -104,3 +104,37 @@ def test_selection_records_initial_losses_that_predict_the_cost(tmp_path, cache_
     # the search's batched forward and step 0 of the loop see the same loss
     merged = selection.merge(rows, on="path", suffixes=("_search", "_loop"))
     assert merged["initial_loss_search"].to_numpy() == pytest.approx(merged["initial_loss_loop"].to_numpy(), rel=1e-4)
+
+
+class _WithUnusedParameter(torch.nn.Module):
+    """A classifier with a parameter its forward never touches (no gradient in the simple path)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(48, 3)
+        self.unused = torch.nn.Parameter(torch.full((5,), 1000.0))  # weight decay would move it far
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("which", ["demo model", "unused parameter"])
+def test_engine_matches_the_simple_path_with_weight_decay(mistakes, which):
+    train = TrainConfig(optimizer=Optimizer.adamw, weight_decay=0.01)
+    if which == "demo model":
+        model, examples = mistakes
+        lr, max_steps = 3e-5, 60
+    else:
+        torch.manual_seed(0)
+        model = _WithUnusedParameter()
+        xs = torch.randn(4, 3, 4, 4)
+        examples = [(x, int(model(x[None]).argmin())) for x in xs]
+        lr, max_steps = 1e-2, 40
+    simple = SingleExampleTrainer(model, train, lr, max_steps)
+    expected = [simple.fit(x[None], y) for x, y in examples]
+    simple.reset()
+    got = dict(BatchedTrainer(model, train, lr, max_steps, parallel=3).run((i, x, y) for i, (x, y) in enumerate(examples)))
+    for i, want in enumerate(expected):
+        assert (got[i].status, got[i].steps_taken) == (want.status, want.steps_taken), i
+        assert got[i].weight_distance == pytest.approx(want.weight_distance, rel=1e-4), i
+    assert sum(o.steps_taken for o in expected) > len(expected)

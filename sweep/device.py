@@ -1,0 +1,82 @@
+"""The device a job runs on, and what makes its fp32 arithmetic exact and repeatable there."""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from filelock import FileLock, Timeout
+
+from sweep.config import Device, Precision
+from sweep.errors import UserError
+
+log = logging.getLogger(__name__)
+_claimed: list[FileLock] = []  # held for the life of the process
+
+
+def resolve_device(choice: Device, job_num: int) -> torch.device:
+    """CPU, or a GPU this job claims. With several visible GPUs, parallel jobs on one machine each
+    claim a free one (a lock file per GPU), starting at job number modulo count; the choice is logged."""
+    if choice == Device.cuda and not torch.cuda.is_available():
+        raise UserError("execution.device=cuda but no CUDA device is available; use execution.device=auto or cpu")
+    if choice == Device.cpu or not torch.cuda.is_available():
+        device = torch.device("cpu")
+    else:
+        device = torch.device("cuda", _claim_gpu(job_num))
+        torch.cuda.set_device(device)
+    log.info("device: %s (%s)%s", device, device_name(device),
+             ", chosen by execution.device=auto" if choice == Device.auto else "")
+    return device
+
+
+def _claim_gpu(job_num: int) -> int:
+    """The first GPU, from `job_num` on, that no other job of this machine holds."""
+    count = torch.cuda.device_count()
+    if count == 1:
+        return 0
+    for offset in range(count):
+        index = (job_num + offset) % count
+        uuid = str(torch.cuda.get_device_properties(index).uuid)
+        lock = FileLock(str(Path(tempfile.gettempdir()) / f"loss-to-correct-gpu-{uuid}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue
+        _claimed.append(lock)
+        return index
+    log.warning("all %d GPUs are held by other jobs: sharing GPU %d", count, job_num % count)
+    return job_num % count
+
+
+def exact_arithmetic(device: torch.device, precision: Precision) -> None:
+    """fp32 on a GPU as on a CPU: no TF32 in matmuls and convolutions, deterministic cuDNN
+    algorithms, and torch's deterministic algorithms (an operation without one warns)."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if precision == Precision.fp32:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+
+
+def describe(device: torch.device) -> dict:
+    """For the summary: the device, the arithmetic settings in force and the library versions."""
+    out = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+           "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+           "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+           "mkl_cbwr": os.environ.get("MKL_CBWR")}
+    if device.type == "cuda":
+        out.update({"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+                    "cudnn_deterministic": torch.backends.cudnn.deterministic,
+                    "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                    "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")})
+    return out
