@@ -2,7 +2,7 @@
 import os
 from pathlib import Path
 
-from sweep.cli import launcher_threads, prepare_process, report_errors
+from sweep.cli import launcher_cores, prepare_process, report_errors
 
 prepare_process()
 # Hydra re-raises what it would otherwise print half-formatted, so that `report_errors` below can
@@ -29,7 +29,7 @@ def main(cfg) -> float | None:
     hydra_cfg = HydraConfig.get()
     job_num = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else 0
     with report_errors():  # here too, before Hydra would wrap the exception in a job failure
-        summary = run(cfg, Path(hydra_cfg.runtime.output_dir), job_num=job_num, threads=launcher_threads(hydra_cfg))
+        summary = run(cfg, Path(hydra_cfg.runtime.output_dir), job_num=job_num, cores=launcher_cores(hydra_cfg))
     return summary["spearman_vs_rank"]["loss_sum"]["rho"]
 
 

@@ -1,21 +1,30 @@
 """Benchmark: the original scripts' loop against our simple path, batched engine and worker
-processes, on the same examples and the same model, prepared once in one process. On a CPU each
-method runs in a fresh fork of it, so that none inherits what another left behind.
+processes, on the same examples and the same model, prepared once in one process.
 
     python benchmarks/engine.py [--models demo:test_resnet resnet18@224 tf_efficientnet_lite0@224]
-                                [--methods original simple batched:8 batched:32 workers:2 workers-batched:2:16]
-                                [--examples N] [--max-steps 10] [--repeats 1] [--device cpu|cuda]
+                                [--methods original simple batched:32 workers:2 ...] [--examples N]
+                                [--max-steps 10] [--repeats 1] [--device cpu|cuda]
+
+Methods: `original` (one example at a time, `load_state_dict` reset, a new default AdamW per
+example, as the original scripts), `simple` (the simple path), `simple-bf16`, `compiled` (the
+simple path on `torch.compile(model, mode="reduce-overhead")`: CUDA graphs on a GPU; its compile
+time is reported apart), `batched:K`, `batched-bf16:K`, and on a CPU `workers:N` and
+`workers-batched:N:K`. Every method gets one untimed warm-up on 2 examples first (CUDA context,
+cuDNN autotuning, allocator, compilation); on a CPU each method then runs in a fresh fork of this
+process, so that none inherits what another left behind.
 
 Prints one table (with --repeats, each method's fastest run): example-steps (optimizer updates)
-per second; speedup over the first method (the original loop by default); achieved GFLOP/s (3x
-the forward FLOPs of one example from torch.utils.flop_counter) and its fraction of this
-machine's fp32 matmul throughput (measured here too); peak memory (resident high-water mark on
-CPU plus what worker processes added; allocated on CUDA); and whether every example took exactly
-the simple path's number of steps.
+per second; the speed-up over the first method; achieved GFLOP/s (3x the forward FLOPs of one
+example, from torch.utils.flop_counter) and its fraction of this machine's matmul throughput in
+the same precision (fp32 with TF32 off, as the tool computes, or bf16; measured in the same run);
+peak memory (resident high-water mark on CPU plus what worker processes added; allocated on
+CUDA); and whether every example took exactly the simple path's number of steps.
+
 `demo:<arch>` uses the embedded universe's pretrained model and its real mistakes at lr=1e-5 (so
 examples finish at different steps; the engine and workers get them longest first, as in a run);
 `<arch>@<px>` uses a randomly initialised ImageNet-size model on random images with the least
-likely class as label, so every example runs max-steps updates.
+likely class as label, so every example runs max-steps updates. Without --examples, a workload
+has enough examples to keep the largest K busy twice over.
 """
 from __future__ import annotations
 
@@ -30,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sweep.cli import prepare_process  # noqa: E402
 
-prepare_process()  # as main.py: reproducible MKL results at a fixed thread count
+prepare_process()  # as main.py: reproducible MKL results, cuBLAS workspace
 
 import pandas as pd  # noqa: E402
 import timm  # noqa: E402
@@ -39,22 +48,27 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from sweep.cache import cache_root  # noqa: E402
-from sweep.config import TrainConfig, UniverseConfig  # noqa: E402
+from sweep.config import Precision, TrainConfig, UniverseConfig  # noqa: E402
 from sweep.correct import SingleExampleTrainer  # noqa: E402
 from sweep.demo import demo_mistakes, open_demo  # noqa: E402
+from sweep.device import exact_arithmetic  # noqa: E402
 from sweep.engine import BatchedTrainer, longest_first  # noqa: E402
 from sweep.workers import rows_in_workers  # noqa: E402
 
+FP32, BF16 = TrainConfig(), TrainConfig(precision=Precision.bf16)
 
-def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, repeats: int = 10) -> float:
+    """Measured dense matmul throughput of this device in `dtype` (the roofline for the % column)."""
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     _sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
     _sync(device)
-    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e12
 
 
 def _sync(device: torch.device) -> None:
@@ -97,8 +111,8 @@ def workload(spec: str, n_examples: int, device: torch.device):
 def step_flops(model, x) -> int:
     """FLOPs of one training step: 3x the counted forward FLOPs (backward = 2x forward).
 
-    Counting the backward pass directly over-counts depthwise convolutions (torch 2.14's
-    flop counter ignores `groups` there: 32 GFLOP instead of about 2.3 for tf_efficientnet_lite0).
+    Counting the backward pass directly over-counts depthwise convolutions (torch's flop counter
+    ignores `groups` there: 32 GFLOP instead of about 2.3 for tf_efficientnet_lite0).
     """
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
@@ -127,22 +141,24 @@ def original_loop(model, examples, lr, max_steps, costs):
     return steps, 0.0
 
 
-def simple_path(model, examples, lr, max_steps, costs):
-    """As `python main.py` (train.parallel=1, train.workers=1)."""
-    return [steps for _, steps in _simple_outcomes(model, examples, lr, max_steps, range(len(examples)))], 0.0
-
-
-def batched(k):
+def simple(train: TrainConfig = FP32, compiled: bool = False):
     def run(model, examples, lr, max_steps, costs):
-        """As `python main.py train.parallel=k`: fed longest first when initial losses are known."""
-        outcomes = dict(_engine_outcomes(model, examples, lr, max_steps, _longest_first(examples, costs), k))
+        """As `python main.py execution.workers=1 execution.parallel=1`."""
+        return [s for _, s in _simple_outcomes(model, examples, lr, max_steps, range(len(examples)), train, compiled)], 0.0
+    return run
+
+
+def batched(k: int, train: TrainConfig = FP32):
+    def run(model, examples, lr, max_steps, costs):
+        """As `python main.py execution.parallel=k`: fed longest first when initial losses are known."""
+        outcomes = dict(_engine_outcomes(model, examples, lr, max_steps, _longest_first(examples, costs), k, train))
         return [outcomes[i] for i in range(len(examples))], 0.0
     return run
 
 
-def workers(n, k=1):
+def workers(n: int, k: int = 1):
     def run(model, examples, lr, max_steps, costs):
-        """As `python main.py train.workers=n train.parallel=k`: n forked processes, threads // n threads each.
+        """As `python main.py execution.workers=n execution.parallel=k`: n forked processes, one thread each.
 
         Besides the steps, returns the memory the workers added (each one's resident high-water
         mark above its resident size at the fork; pages shared with the parent are not counted twice).
@@ -154,8 +170,7 @@ def workers(n, k=1):
                 yield {"i": i, "steps": steps}
             yield {"added_mb": _resident_mb("VmHWM") - start}
 
-        rows = list(rows_in_workers(process, _longest_first(examples, costs), n,
-                                    max(1, torch.get_num_threads() // n), lambda: False))
+        rows = list(rows_in_workers(process, _longest_first(examples, costs), n, 1, lambda: False))
         steps = {row["i"]: row["steps"] for row in rows if "i" in row}
         return [steps[i] for i in range(len(examples))], sum(row.get("added_mb", 0.0) for row in rows)
     return run
@@ -184,53 +199,65 @@ def _longest_first(examples, costs) -> list[int]:
     return longest_first(list(range(len(examples))), lambda i: costs[i] if costs else None)
 
 
-def _simple_outcomes(model, examples, lr, max_steps, order):
+_COMPILED: dict[int, torch.nn.Module] = {}
+
+
+def _simple_outcomes(model, examples, lr, max_steps, order, train: TrainConfig = FP32, compiled: bool = False):
     """(example position, steps taken) by the simple path, leaving the model at its pretrained weights."""
-    trainer = SingleExampleTrainer(model, TrainConfig(), lr, max_steps)
+    if compiled:  # one compiled module per model, kept across the warm-up and the timed run
+        model = _COMPILED.setdefault(id(model), torch.compile(model, mode="reduce-overhead"))
+    trainer = SingleExampleTrainer(model, train, lr, max_steps)
     for i in order:
         yield i, trainer.fit(examples[i][0][None], examples[i][1]).steps_taken
     trainer.reset()
 
 
-def _engine_outcomes(model, examples, lr, max_steps, order, k):
+def _engine_outcomes(model, examples, lr, max_steps, order, k, train: TrainConfig = FP32):
     """(example position, steps taken) by the batched engine with K = k, as each finishes."""
-    engine = BatchedTrainer(model, TrainConfig(), lr, max_steps, parallel=k)
+    engine = BatchedTrainer(model, train, lr, max_steps, parallel=k)
     for i, outcome in engine.run((i, *examples[i]) for i in order):
         yield i, outcome.steps_taken
 
 
-METHODS = {"original": ("original loop", lambda: original_loop), "simple": ("simple path", lambda: simple_path),
-           "batched": ("batched K={}", batched), "workers": ("{} workers", workers),
-           "workers-batched": ("{} workers x batched K={}", workers)}
-
-
-def method(spec: str):
-    """(label, function) of a method spec: original, simple, batched:K, workers:N, workers-batched:N:K."""
+def method(spec: str, device: torch.device):
+    """(label, function, precision) of a method spec."""
     name, *numbers = spec.split(":")
-    if name not in METHODS:
-        raise SystemExit(f"unknown method {spec!r}: expected one of original, simple, batched:K, workers:N, "
-                         f"workers-batched:N:K")
-    label, make = METHODS[name]
     numbers = [int(n) for n in numbers]
-    return label.format(*numbers), make(*numbers)
+    makers = {"original": ("original loop", lambda: original_loop, "fp32"),
+              "simple": ("simple path", lambda: simple(), "fp32"),
+              "simple-bf16": ("simple path bf16", lambda: simple(BF16), "bf16"),
+              "compiled": ("simple path, torch.compile reduce-overhead", lambda: simple(compiled=True), "fp32"),
+              "batched": ("batched K={}", lambda k: batched(k), "fp32"),
+              "batched-bf16": ("batched bf16 K={}", lambda k: batched(k, BF16), "bf16"),
+              "workers": ("{} workers", workers, "fp32"),
+              "workers-batched": ("{} workers x batched K={}", workers, "fp32")}
+    if name not in makers:
+        raise SystemExit(f"unknown method {spec!r}: expected one of {', '.join(makers)} (with :K or :N:K)")
+    if name.startswith("workers") and device.type == "cuda":
+        raise SystemExit(f"{spec}: worker processes are forked CPU processes; a forked child cannot use CUDA")
+    label, make, precision = makers[name]
+    return label.format(*numbers), make(*numbers), precision
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["demo:test_resnet", "resnet18@224", "tf_efficientnet_lite0@224"])
     parser.add_argument("--methods", nargs="+", default=None,
-                        help="default: original simple batched:8 batched:32 workers:2 on CPU; "
-                             "original simple batched:32 batched:64 batched:128 on CUDA")
+                        help="default: original simple batched:8 batched:32 workers:2 on CPU; original simple "
+                             "compiled simple-bf16 batched:8 batched:32 batched:128 batched-bf16:32 on CUDA")
     parser.add_argument("--examples", type=int, default=None,
-                        help="examples per model (default: 256 for demo:, enough to keep K=32 busy; 16 for @px)")
+                        help="examples per model (default: twice the largest K, at least 256 for demo:, 16 for @px)")
     parser.add_argument("--max-steps", type=int, default=10, help="cap for the @px workloads")
     parser.add_argument("--repeats", type=int, default=1, help="run every method this often, keep the fastest")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    specs = args.methods or (["original", "simple", "batched:32", "batched:64", "batched:128"] if device.type == "cuda"
+    specs = args.methods or (["original", "simple", "compiled", "simple-bf16", "batched:8", "batched:32",
+                              "batched:128", "batched-bf16:32"] if device.type == "cuda"
                              else ["original", "simple", "batched:8", "batched:32", "workers:2"])
-    methods = [method(spec) for spec in specs]
+    methods = [(spec, *method(spec, device)) for spec in specs]
+    largest_k = max([int(s.split(":")[-1]) for s in specs if s.split(":")[0] in ("batched", "batched-bf16", "workers-batched")]
+                    or [1])
     threads = torch.get_num_threads()
     if device.type == "cpu":
         # Every measurement runs in a fresh fork of this process, at `threads` threads: in one
@@ -239,34 +266,48 @@ def main() -> None:
         torch.set_num_threads(1)
         measure = functools.partial(isolated, threads)
     else:  # CUDA cannot be used in a forked child: the methods run one after another in place
-        measure = lambda function, *args: function(*args)  # noqa: E731
-    peak = measure(matmul_gflops, device)
-    print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"threads={threads}, fp32 matmul {peak:.0f} GFLOP/s, torch {torch.__version__}", flush=True)
+        exact_arithmetic(device, Precision.fp32)  # fp32 as the tool runs it: no TF32
+        measure = lambda function, *a: function(*a)  # noqa: E731
+    peaks = {"fp32": measure(matmul_tflops, device, torch.float32)}
+    if any(p == "bf16" for *_, p in methods):
+        peaks["bf16"] = measure(matmul_tflops, device, torch.bfloat16)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device={device} ({name}), threads={threads}, torch {torch.__version__}, matmul peak: "
+          + ", ".join(f"{p} {v:.2f} TFLOP/s" for p, v in peaks.items()), flush=True)
     rows = []
     for spec in args.models:
-        model, examples, lr, costs = workload(spec, args.examples or (256 if spec.startswith("demo:") else 16), device)
-        max_steps = 1000 if spec.startswith("demo:") else args.max_steps
+        demo = spec.startswith("demo:")
+        n = args.examples or max(256 if demo else 16, 2 * largest_k)
+        model, examples, lr, costs = workload(spec, n, device)
+        max_steps = 1000 if demo else args.max_steps
         flops = step_flops(model, examples[0][0])
         results = {}
+        for _, label, run, _ in methods:  # warm-up: CUDA context, autotuning, allocator, compilation
+            tick = time.perf_counter()
+            measure(timed, run, model, examples[:2], lr, min(max_steps, 3), costs[:2] if costs else None, device)
+            if "compile" in label:
+                print(f"{spec}: {label}: warm-up (compilation) {time.perf_counter() - tick:.1f} s", flush=True)
         for _ in range(args.repeats):  # methods interleaved, so a slow spell of the machine hits all of them
-            for name, run in methods:
+            for _, label, run, precision in methods:
                 steps, seconds, memory = measure(timed, run, model, examples, lr, max_steps, costs, device)
-                if name not in results or seconds < results[name][1]:
-                    results[name] = steps, seconds, memory
-                print(f"{spec}: {name}: {sum(steps)} updates in {seconds:.2f} s", flush=True)
+                if label not in results or seconds < results[label][1]:
+                    results[label] = steps, seconds, memory, precision
+                print(f"{spec}: {label}: {sum(steps)} updates in {seconds:.2f} s", flush=True)
         reference = results["simple path"][0] if "simple path" in results else \
-            measure(simple_path, model, examples, lr, max_steps, costs)[0]
+            measure(simple(), model, examples, lr, max_steps, costs)[0]
         baseline = None
-        for name, (steps, seconds, memory) in results.items():
+        for label, (steps, seconds, memory, precision) in results.items():
             rate = sum(steps) / seconds
             baseline = baseline or rate
-            rows.append({"model": spec, "method": name, "examples": len(examples), "updates": sum(steps),
+            rows.append({"model": spec, "method": label, "examples": len(examples), "updates": sum(steps),
                          "seconds": round(seconds, 2), "example-steps/s": round(rate, 1),
                          "speedup": round(rate / baseline, 2), "GFLOP/step": round(flops / 1e9, 3),
                          "GFLOP/s": round(rate * flops / 1e9, 1),
-                         "% of matmul peak": round(100 * rate * flops / 1e9 / peak, 1), "peak MB": round(memory),
-                         "same steps as simple path": steps == reference})
+                         "% of peak": round(100 * rate * flops / 1e12 / peaks[precision], 2),
+                         "peak MB": round(memory), "same steps as simple path": steps == reference})
+        del model, examples
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     print()
     print(pd.DataFrame(rows).to_markdown(index=False))
 

@@ -1,4 +1,4 @@
-"""What the command line needs around Hydra: user errors as one `error:` block, threads per job."""
+"""What the command line needs around Hydra: user errors as one `error:` block, cores per job."""
 from __future__ import annotations
 
 import contextlib
@@ -57,10 +57,12 @@ def _composition_message(error: Exception) -> str:
     return text.split("\n\nConfig search path")[0].strip() + cause
 
 
-def launcher_threads(hydra_cfg) -> int | None:
-    """Under the joblib launcher, share the cores among the parallel jobs."""
+def launcher_cores(hydra_cfg) -> tuple[int, str] | None:
+    """Under the joblib launcher, this job's share of the cores (its parallel jobs split them)."""
     n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs")
     if n_jobs is None:
         return None
-    n_jobs = os.cpu_count() if n_jobs < 0 else n_jobs
-    return max(1, (os.cpu_count() or 1) // n_jobs)
+    from sweep.execution import allotted_cores
+    cores, source = allotted_cores()
+    n_jobs = cores if n_jobs < 0 else n_jobs
+    return max(1, cores // n_jobs), f"{source} shared by hydra.launcher.n_jobs={n_jobs}"

@@ -82,9 +82,9 @@ class SearchConfig:
 class ExecutionConfig:
     """How the work is executed; the per-example outcomes do not depend on it."""
     device: Device = Device.auto
-    threads: Optional[int] = None  # torch intra-op threads per process; None: what the job was given
-    parallel: Any = 1              # examples fine-tuned at once by the batched engine (K copies); 1 = simple path
-    workers: Any = 1               # forked CPU processes fine-tuning examples side by side
+    threads: Optional[int] = None  # torch intra-op threads per process; None: the cores the job was given
+    parallel: Any = "auto"         # examples fine-tuned at once by the batched engine (K copies); 1 = simple path
+    workers: Any = "auto"          # forked CPU processes fine-tuning examples side by side
 
 
 @dataclass

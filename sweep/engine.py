@@ -119,6 +119,8 @@ class BatchedTrainer:
         try:
             self._step(params, self.constants, torch.zeros(2, *input_size, device=device),
                        torch.zeros(2, dtype=torch.long, device=device))
+        except torch.cuda.OutOfMemoryError:
+            return "out of GPU memory in a probe step of 2 copies"
         except RuntimeError as error:
             return f"vmap cannot batch {type(self.model).__name__} ({str(error).splitlines()[0]})"
         return None
@@ -192,6 +194,31 @@ class BatchedTrainer:
         return l2_norm([p - p0 for p, p0 in zip(params, self.pretrained)])
 
 
+MAX_PARALLEL = 128
+MEMORY_SHARE = 0.8  # of the GPU memory free before the probe
+
+
+def engine_size(engine: BatchedTrainer, input_size: tuple[int, ...], todo: int,
+                device: torch.device) -> tuple[int, Optional[str]]:
+    """K for `execution.parallel=auto` on a GPU: the copies that fit into MEMORY_SHARE of the free
+    memory, measured by a probe step of 2 copies (activations and gradients) plus each copy's
+    parameters, gradient buffer and optimizer state; at most MAX_PARALLEL and the examples to run."""
+    if device.type != "cuda":
+        return 1, "the batched engine is chosen automatically on GPUs only"
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    obstacle = engine.unbatchable(input_size)
+    if obstacle:
+        return 1, obstacle
+    step = (torch.cuda.max_memory_allocated(device) - before) / 2
+    state = 3 * sum(p.numel() * p.element_size() for p in engine.pretrained)
+    k = int(MEMORY_SHARE * free // (step + state))
+    return max(1, min(k, MAX_PARALLEL, todo)), None
+
+
 def batched_engine(model: nn.Module, train: TrainConfig, lr: float, max_steps: int, parallel: int,
                    input_size: tuple[int, ...], log_steps: bool = False) -> tuple[Optional[BatchedTrainer], Optional[str]]:
     """(the engine, None) when it can reproduce the simple path for this setup, else (None, why not)."""
@@ -199,6 +226,9 @@ def batched_engine(model: nn.Module, train: TrainConfig, lr: float, max_steps: i
         return None, "train.mode=train: BatchNorm statistics and dropout differ per copy"
     if train.precision == Precision.fp16_scaler:
         return None, "train.precision=fp16_scaler: each example has a loss scaler of its own"
+    if train.precision == Precision.bf16 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return None, ("train.precision=bf16 with BatchNorm: vmap's batch-norm rule rejects bf16 activations with "
+                      "fp32 statistics")
     engine = BatchedTrainer(model, train, lr, max_steps, parallel, log_steps)
     obstacle = engine.unbatchable(input_size)
     return (None, obstacle) if obstacle else (engine, None)

@@ -1,9 +1,11 @@
-"""AdamW, Adam and SGD stepped by torch's fused kernels, without torch.optim's per-step Python.
+"""AdamW, Adam and SGD stepped through torch.optim's functional API with its fused kernels.
 
-A step here is one call of the same ATen kernel, with the same arguments and the same lazily
-created state, as `torch.optim.<Name>(..., fused=True)`, so parameters come out bit-identical
-(tested). What is left out is the Python around it: parameter groups, hooks, grouping tensors by
-device and dtype on every step (measured in benchmarks/engine.py; figures in the README).
+A step is one call of `torch.optim.adamw.adamw` (or `adam.adam`, `sgd.sgd`) with `fused=True`:
+the same kernel, arguments and lazily created state as `torch.optim.<Name>(..., fused=True)`, so
+parameters come out bit-identical (tested against the installed torch). What is left out is the
+optimizer object's Python around it (parameter groups, hooks), which matters for the tiny steps
+of single-example fine-tuning; and it lets the batched engine give each copy's parameters their
+own state yet step many copies, or any subset of them, in one call.
 
 As in torch.optim, a parameter whose `.grad` is None is skipped, and its state (step count, moments,
 momentum buffer) is created on its first update and lives in `state[parameter]`.
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch.optim import adam, adamw, sgd
 
 from sweep.config import Optimizer
 
@@ -48,31 +51,25 @@ class FusedOptimizer:
 
     def _adam(self, params: list[torch.Tensor]) -> None:
         states = [self.state.get(p) or self.state.setdefault(p, _adam_state(p)) for p in params]
-        steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1)
-        kernel = torch._fused_adamw_ if self.name == Optimizer.adamw else torch._fused_adam_
-        kernel(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-               [], steps, amsgrad=False, lr=self.lr, beta1=BETAS[0], beta2=BETAS[1],
-               weight_decay=self.weight_decay, eps=EPS, maximize=False, grad_scale=None, found_inf=None)
+        step = adamw.adamw if self.name == Optimizer.adamw else adam.adam
+        step(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
+             [s["step"] for s in states], fused=True, amsgrad=False, beta1=BETAS[0], beta2=BETAS[1], lr=self.lr,
+             weight_decay=self.weight_decay, eps=EPS, maximize=False)
 
     def _sgd(self, params: list[torch.Tensor]) -> None:
-        if not self.momentum:
-            self._sgd_kernel(params, [], is_first_step=False)
-            return
-        # torch.optim's first update copies the gradient into a new buffer (is_first_step); later
-        # ones blend it in. Parameters at either stage are updated in one call per stage.
+        # torch.optim's first update of a parameter creates its momentum buffer from the gradient;
+        # later ones blend the gradient in. Parameters at either stage are updated in one call each.
         fresh = [p for p in params if p not in self.state]
         later = [p for p in params if p in self.state]
-        for p in fresh:
-            self.state[p] = {"momentum_buffer": torch.empty_like(p.grad)}
-        for group, first in ((fresh, True), (later, False)):
-            if group:
-                self._sgd_kernel(group, [self.state[p]["momentum_buffer"] for p in group], is_first_step=first)
-
-    def _sgd_kernel(self, params: list[torch.Tensor], buffers: list[torch.Tensor], is_first_step: bool) -> None:
-        torch._fused_sgd_(params, [p.grad for p in params], buffers, weight_decay=self.weight_decay,
-                          momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False,
-                          is_first_step=is_first_step, grad_scale=None, found_inf=None)
+        for group in (fresh, later):
+            if not group:
+                continue
+            buffers = [self.state[p]["momentum_buffer"] if p in self.state else None for p in group]
+            sgd.sgd(group, [p.grad for p in group], buffers, fused=True, weight_decay=self.weight_decay,
+                    momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False)
+            if self.momentum:
+                for p, buffer in zip(group, buffers):
+                    self.state[p] = {"momentum_buffer": buffer}
 
 
 def _adam_state(p: torch.Tensor) -> dict:

@@ -8,11 +8,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from sweep.cache import cache_root
 from sweep.config import Augmentation, ModelMode, validate
 from sweep.correct import SingleExampleTrainer
 from sweep.data import example_view
 from sweep.device import exact_arithmetic, resolve_device
-from sweep.execution import DivergenceGuard, plan
+from sweep.execution import DivergenceGuard, allotted_cores, plan
 from sweep.rundir import RunDirectory, identity
 from sweep.selection import select
 from sweep.sources import check_inputs, open_source
@@ -22,16 +23,17 @@ from sweep.summary import summarize
 log = logging.getLogger(__name__)
 
 
-def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dict:
+def run(cfg, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | None = None) -> dict:
     """Run one job into `out_dir`; rows already in its results CSV are kept and skipped.
 
-    `threads` (torch intra-op threads) applies unless `execution.threads` is set; `job_num` picks the GPU.
+    `cores` (how many, and who said so) is this job's share of the machine, by default what the
+    process was allotted; `job_num` picks the GPU among several.
     """
     validate(cfg)
     check_inputs(cfg.data)
     started = time.perf_counter()
-    if cfg.execution.threads or threads:
-        torch.set_num_threads(cfg.execution.threads or threads)
+    cores, cores_source = cores or allotted_cores()
+    torch.set_num_threads(cfg.execution.threads or cores)
     device = resolve_device(cfg.execution.device, job_num)
     exact_arithmetic(device, cfg.train.precision)
     directory = RunDirectory(out_dir)
@@ -46,7 +48,7 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
 
     # Select: the persisted selection of this directory, or a new sample of the model's mistakes.
     selection = directory.selection() or directory.save_selection(
-        select(cfg, model, source.examples, view, device, source.wrong))
+        select(cfg, model, source.examples, view, device, source.wrong, cache_root(cfg.cache_dir), cores))
     in_shard = list(enumerate(selection.examples))[cfg.shard.index::cfg.shard.count]  # positions in the selection
     done = directory.done_paths()
     if done:
@@ -54,7 +56,7 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
     todo = [(index, example) for index, example in in_shard if example.path not in done]
 
     # Correct: each example alone, rows written as they finish.
-    executor, todo = plan(cfg, trainer, view, device, todo, selection.initial_losses)
+    executor, todo, execution = plan(cfg, trainer, view, device, todo, selection.initial_losses, cores)
     bar = tqdm(total=len(in_shard), initial=len(done), desc=f"{cfg.model.arch} lr={cfg.lr:g}", unit="example",
                disable=not cfg.progress)
 
@@ -72,7 +74,9 @@ def run(cfg, out_dir: Path, job_num: int = 0, threads: int | None = None) -> dic
     # Summarise.
     rows = directory.rows()
     summary = summarize(cfg, rows, time.perf_counter() - started, device,
-                        {**selection.info, "in_this_shard": len(in_shard)})
+                        {**selection.info, "in_this_shard": len(in_shard)},
+                        {**vars(execution), "description": execution.describe(), "cores": cores,
+                         "cores_from": cores_source})
     directory.finish(summary, rows, title=f"{cfg.model.arch}, lr={cfg.lr:g}, data={cfg.data.name}")
     if stop.requested():
         raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(in_shard)} examples; "

@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.configs import SHARED_DATA, TINY_UNIVERSE  # noqa: E402
 
 os.environ.setdefault("LTC_SHARED_DATA", str(SHARED_DATA))  # for data=imagenet_sample (tests/conf)
+# Every cache the tests fill (universes, weights, wrong sets) in one fresh folder, subprocesses
+# included, unless LTC_CACHE_DIR names one (to reuse a default universe built before).
+os.environ.setdefault("LTC_CACHE_DIR", tempfile.mkdtemp(prefix="ltc-test-cache-"))
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none visible)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    """One cache for the whole session (or $LTC_CACHE_DIR, to reuse a default universe built before)."""
-    return Path(os.environ.get("LTC_CACHE_DIR") or tmp_path_factory.mktemp("cache"))
+def cache_dir() -> Path:
+    """The session's cache (see LTC_CACHE_DIR above)."""
+    return Path(os.environ["LTC_CACHE_DIR"])
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,6 @@
 """analysis/aggregate.py on a synthetic sweep built in a temp dir, on degenerate runs, and on the
 original scripts' outputs; the statistics against hand computations."""
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -10,8 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 from scipy import stats
 
-from analysis.aggregate import aggregate
-from helpers.configs import ROOT, SHARED_DATA
+from analysis.aggregate import aggregate, main as aggregate_command
+from helpers.configs import SHARED_DATA
 from sweep.schema import COLUMNS
 from sweep.statistics import run_statistics
 from sweep.stats import censored_sign_test, rho
@@ -166,12 +164,13 @@ def test_a_report_of_degenerate_runs_is_complete(tmp_path):
     assert len(result["runs"]) == 3
 
 
-def test_no_runs_is_a_clear_error(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "analysis" / "aggregate.py"), str(tmp_path)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert "no single_example_results.csv (or original training_summary.json) found under" in result.stderr
-    assert str(tmp_path) in result.stderr and "Traceback" not in result.stderr
+def test_no_runs_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        aggregate_command([str(tmp_path)])
+    stderr = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert "no single_example_results.csv (or original training_summary.json) found under" in stderr
+    assert str(tmp_path) in stderr and "Traceback" not in stderr
 
 
 def test_a_foreign_file_is_skipped_with_one_line(tmp_path, caplog):
@@ -187,9 +186,7 @@ ORIGINAL = SHARED_DATA / "original" / "outputs"
 
 @pytest.mark.skipif(not ORIGINAL.is_dir(), reason=f"{ORIGINAL} absent (the shared development data)")
 def test_original_scripts_outputs(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "analysis" / "aggregate.py"), str(ORIGINAL), "--out",
-                             str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    aggregate_command([str(ORIGINAL), "--out", str(tmp_path)])
     runs = pd.read_csv(tmp_path / "runs.csv").set_index("run")
     resnet34 = runs.loc["model=resnet34.a3_in1k"]
     # the single-loss script's total loss (from its training_summary.json) beside the steps variant's steps

@@ -11,15 +11,28 @@ from sweep.engine import BatchedTrainer, batched_engine
 from sweep.run import run
 
 
+SETTINGS = {Optimizer.adamw: (3e-5, 60), Optimizer.sgd: (3e-4, 60)}  # (lr, max_steps)
+
+
+@pytest.fixture(scope="module")
+def simple_outcomes(mistakes):
+    """The simple path's outcomes of the mistakes, per optimizer."""
+    model, examples = mistakes
+    outcomes = {}
+    for optimizer, (lr, max_steps) in SETTINGS.items():
+        simple = SingleExampleTrainer(model, TrainConfig(optimizer=optimizer), lr, max_steps)
+        outcomes[optimizer] = [simple.fit(x[None], y) for x, y in examples]
+        simple.reset()
+    return outcomes
+
+
 @pytest.mark.parametrize("optimizer", [Optimizer.adamw, Optimizer.sgd])
 @pytest.mark.parametrize("k", [1, 3, 8])
-def test_batched_engine_matches_simple_path(mistakes, k, optimizer):
+def test_batched_engine_matches_simple_path(mistakes, simple_outcomes, k, optimizer):
     model, examples = mistakes
     train = TrainConfig(optimizer=optimizer)
-    lr, max_steps = (3e-5, 60) if optimizer == Optimizer.adamw else (3e-4, 60)
-    simple = SingleExampleTrainer(model, train, lr, max_steps)
-    expected = [simple.fit(x[None], y) for x, y in examples]
-    simple.reset()
+    lr, max_steps = SETTINGS[optimizer]
+    expected = simple_outcomes[optimizer]
     steps = [o.steps_taken for o in expected]
     assert len(set(steps)) >= 4, steps  # examples finish at different steps, so slots are refilled
     got = dict(BatchedTrainer(model, train, lr, max_steps, parallel=k).run((i, x, y) for i, (x, y) in enumerate(examples)))
@@ -80,10 +93,11 @@ def test_a_model_vmap_cannot_batch_falls_back_with_a_reason(mistakes, caplog):
     unbatchable = _ItemInForward()
     unbatchable.pretrained_cfg = {"input_size": (3, 4, 4)}  # what timm's data config reads
     cpu = torch.device("cpu")
-    executor, _ = plan(cfg, SingleExampleTrainer(unbatchable, cfg.train, 1e-3, 5), None, cpu, [], {})
+    executor, _, chosen = plan(cfg, SingleExampleTrainer(unbatchable, cfg.train, 1e-3, 5), None, cpu, [], {}, 1)
     assert executor.engine is None
     assert "execution.parallel=4 ignored" in caplog.text and "_ItemInForward" in caplog.text
-    executor, _ = plan(cfg, SingleExampleTrainer(model, cfg.train, 1e-3, 5), None, cpu, [], {})
+    assert chosen.parallel == 1 and "vmap cannot batch _ItemInForward" in chosen.reason
+    executor, _, chosen = plan(cfg, SingleExampleTrainer(model, cfg.train, 1e-3, 5), None, cpu, [], {}, 1)
     assert isinstance(executor.engine, BatchedTrainer)
 
 

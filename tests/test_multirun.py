@@ -4,7 +4,7 @@ import re
 
 import pandas as pd
 
-from helpers.commands import run_main
+from helpers.commands import run_cli, run_main
 from helpers.configs import compose_config, tiny_universe_overrides
 from sweep.schema import COLUMNS
 
@@ -25,7 +25,7 @@ def test_multirun_writes_complete_job_directories(tmp_path, cache_dir):
         summary = json.loads((job / "training_summary.json").read_text())
         assert sum(summary["counts"].values()) == 3
         model = summary["config"]["model"]["arch"]
-        selections.setdefault(model, []).append(list(rows["path"]))
+        selections.setdefault(model, []).append(sorted(rows["path"]))
     # jobs that differ only in lr see the same sampled examples
     assert set(selections) == {"test_resnet", "resnet18"}
     for paths in selections.values():
@@ -34,9 +34,9 @@ def test_multirun_writes_complete_job_directories(tmp_path, cache_dir):
 
 def test_single_run_writes_into_hydra_run_dir(tmp_path, cache_dir):
     out = tmp_path / "run"
-    result = run_main("sample_size=2", "max_steps=5", f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir),
-                      cwd=tmp_path)
-    assert re.search(r"test_resnet lr=1e-05: 100%.*\| 2/2 ", result.stderr), result.stderr[-2000:]  # the progress bar
+    code, output = run_cli("sample_size=2", "max_steps=5", f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir),
+                           cwd=tmp_path)
+    assert code == 0 and re.search(r"test_resnet lr=1e-05: 100%.*\| 2/2 ", output), output[-2000:]  # the progress bar
     rows = pd.read_csv(out / "single_example_results.csv")
     assert len(rows) == 2 and set(rows["status"]) <= {"correct", "never_correct"}
     assert (out / ".hydra" / "config.yaml").is_file()

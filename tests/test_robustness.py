@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.commands import main_command, wait_for_rows
+from helpers.commands import main_command, run_cli, wait_for_rows
 from helpers.configs import tiny_universe_overrides
 from sweep.data import Example, check_labels, load_image, read_examples
 from sweep.errors import UserError
@@ -20,15 +20,16 @@ RUN_ARGS = ["model=test_resnet", "lr=2e-5", "sample_size=8", "max_steps=300", "p
 
 
 def comparable(csv: Path) -> pd.DataFrame:
-    return pd.read_csv(csv).drop(columns=["seconds"])
+    """The rows in selection order (workers append them as they finish), timing left out."""
+    return pd.read_csv(csv).drop(columns=["seconds"]).sort_values("example_index").reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, cache_dir):
     """An uninterrupted run (also builds the tiny universe, so kills land in the loop)."""
     out = tmp_path_factory.mktemp("reference")
-    subprocess.run(main_command(*RUN_ARGS, f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir)),
-                   check=True, capture_output=True, timeout=600)
+    code, output = run_cli(*RUN_ARGS, f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir))
+    assert code == 0, output[-2000:]
     rows = comparable(out / "single_example_results.csv")
     assert len(rows) == 8 and rows["steps_to_correct"].nunique() > 1
     return rows
@@ -43,12 +44,12 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, cache_dir, refer
     process.wait()
     partial = read_rows(out / "single_example_results.csv")
     assert 3 <= len(partial) < 8
-    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming" in resumed.stdout
+    code, output = run_cli(*RUN_ARGS, f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir))
+    assert code == 0 and "resuming" in output, output[-2000:]
     pd.testing.assert_frame_equal(comparable(out / "single_example_results.csv"), reference)
 
 
+@pytest.mark.slow  # four processes; the single-run kill test covers resuming in the default suite
 def test_multirun_killed_midway_completes_only_missing_work(tmp_path, cache_dir, reference):
     sweep = tmp_path / "sweep"
     command = main_command("-m", *RUN_ARGS, "seed=0,1", f"hydra.sweep.dir={sweep}", *tiny_universe_overrides(cache_dir))
@@ -77,18 +78,19 @@ def test_sigterm_finishes_the_current_row_and_exits_cleanly(tmp_path, cache_dir,
     assert process.returncode != 0 and "stopped by SIGTERM" in stderr and "to resume" in stderr
     rows = comparable(out / "single_example_results.csv")
     assert 2 <= len(rows) < 8
-    pd.testing.assert_frame_equal(rows, reference.iloc[:len(rows)])
+    expected = reference[reference["example_index"].isin(rows["example_index"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(rows, expected)
     assert (out / "training_summary.json").exists() and (out / "loss_vs_difficulty.png").exists()
 
 
-def test_run_directory_of_another_configuration_is_refused(tmp_path, cache_dir, reference):
+def test_run_directory_of_another_configuration_is_refused(tmp_path, cache_dir):
     out = tmp_path / "run"
-    subprocess.run(main_command(*RUN_ARGS, "sample_size=2", f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir)),
-                   check=True, capture_output=True, timeout=600)
-    result = subprocess.run(main_command(*RUN_ARGS, "sample_size=2", "lr=1e-3", "seed=3", f"hydra.run.dir={out}",
-                                         *tiny_universe_overrides(cache_dir)), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "different configuration" in result.stderr and "lr, seed" in result.stderr
+    code, output = run_cli(*RUN_ARGS, "sample_size=2", f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir))
+    assert code == 0, output[-2000:]
+    code, output = run_cli(*RUN_ARGS, "sample_size=2", "lr=1e-3", "seed=3", f"hydra.run.dir={out}",
+                           *tiny_universe_overrides(cache_dir))
+    assert code == 2 and "Traceback" not in output
+    assert "different configuration" in output and "lr, seed" in output
 
 
 def test_torn_last_row_is_dropped(tmp_path):

@@ -1,24 +1,19 @@
 """Scale out: joblib and submitit launchers, shards of one run, sweep directories that cannot collide."""
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
+
 from analysis.aggregate import aggregate
+from helpers.commands import main_command, results, run_cli, run_main
 from helpers.configs import ROOT, tiny_universe_overrides
 
 TINY_RUN = ["model=test_resnet", "lr=2e-5", "max_steps=300", "progress=false"]
 
 
 def multirun(*args, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "-m", *args], cwd=cwd, capture_output=True,
-                            text=True, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def results(directory: Path) -> pd.DataFrame:
-    return pd.read_csv(directory / "single_example_results.csv").drop(columns=["seconds"])
+    return run_main("-m", *args, cwd=cwd, timeout=timeout)
 
 
 def assert_complete_jobs(sweep: Path, n_jobs: int, rows_per_job: int) -> None:
@@ -57,8 +52,8 @@ def test_slurm_preset_composes():
 
 def test_shards_together_equal_the_unsharded_run(tmp_path, cache_dir):
     whole = tmp_path / "whole"
-    subprocess.run([sys.executable, str(ROOT / "main.py"), *TINY_RUN, "sample_size=7", f"hydra.run.dir={whole}",
-                    *tiny_universe_overrides(cache_dir)], check=True, capture_output=True, timeout=600)
+    code, output = run_cli(*TINY_RUN, "sample_size=7", f"hydra.run.dir={whole}", *tiny_universe_overrides(cache_dir))
+    assert code == 0, output[-2000:]
     sweep = tmp_path / "sharded"
     multirun(*TINY_RUN, "sample_size=7", "shard.index=range(0,3)", "shard.count=3", f"hydra.sweep.dir={sweep}",
              *tiny_universe_overrides(cache_dir), cwd=tmp_path)
@@ -71,15 +66,9 @@ def test_shards_together_equal_the_unsharded_run(tmp_path, cache_dir):
     assert "merged shards [0, 1, 2] of 3" in runs["notes"].item()
 
 
-def test_bad_shard_index_is_refused(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "shard.index=3", "shard.count=3",
-                             f"hydra.run.dir={tmp_path / 'x'}"], capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "0 <= shard.index < shard.count" in result.stderr
-
-
+@pytest.mark.slow  # two concurrent sweeps
 def test_two_sweeps_started_together_do_not_collide(tmp_path, cache_dir):
-    command = [sys.executable, str(ROOT / "main.py"), "-m", *TINY_RUN, "sample_size=1", "max_steps=2",
-               *tiny_universe_overrides(cache_dir)]
+    command = main_command("-m", *TINY_RUN, "sample_size=1", "max_steps=2", *tiny_universe_overrides(cache_dir))
     processes = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                  for _ in range(2)]
     assert all(p.wait(timeout=600) == 0 for p in processes)

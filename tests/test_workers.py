@@ -6,7 +6,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from helpers.commands import main_command, wait_for_rows
+from helpers.commands import main_command, run_cli, wait_for_rows
 from helpers.configs import compose_config, tiny_universe_overrides
 from sweep.errors import UserError
 from sweep.run import run
@@ -51,16 +51,16 @@ def test_a_failing_worker_stops_the_run_and_keeps_finished_rows(tmp_path, cache_
                                                                 failure):
     import sweep.execution
     victim = one_process.sort_values("initial_loss")["path"].iloc[0]  # handed out last (longest first)
-    correct_one = sweep.execution.correct_one
+    read_view = sweep.execution.read_view
 
-    def failing(trainer, view, index, example, device, on_step):  # runs in a forked worker
+    def failing(view, example):  # runs in a forked worker
         if example.path == victim:
             if failure == "killed":
                 os.kill(os.getpid(), signal.SIGKILL)
-            raise ValueError("boom in the worker")
-        return correct_one(trainer, view, index, example, device, on_step)
+            raise RuntimeError("boom in the worker")
+        return read_view(view, example)
 
-    monkeypatch.setattr(sweep.execution, "correct_one", failing)
+    monkeypatch.setattr(sweep.execution, "read_view", failing)
     message = "boom in the worker" if failure == "exception" else "exited with code -9"
     with pytest.raises(RuntimeError, match=message):
         job(tmp_path, cache_dir, "execution.workers=2")
@@ -68,7 +68,7 @@ def test_a_failing_worker_stops_the_run_and_keeps_finished_rows(tmp_path, cache_
     assert 1 <= len(kept) < EXAMPLES and victim not in set(kept["path"])
     pd.testing.assert_frame_equal(kept, one_process[one_process["path"].isin(kept["path"])].reset_index(drop=True))
 
-    monkeypatch.setattr(sweep.execution, "correct_one", correct_one)
+    monkeypatch.setattr(sweep.execution, "read_view", read_view)
     pd.testing.assert_frame_equal(job(tmp_path, cache_dir, "execution.workers=2"), one_process)  # resumes
 
 
@@ -83,7 +83,8 @@ def test_sigterm_stops_workers_cleanly_and_a_rerun_resumes(tmp_path, cache_dir):
     assert process.returncode != 0 and "stopped by SIGTERM" in stderr, stderr[-2000:]
     kept = outcomes(out)
     assert 1 <= len(kept) < examples
-    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    code, output = run_cli(*command[2:])  # the same command, resumed in this process
+    assert code == 0, output[-2000:]
     resumed = outcomes(out)
     assert len(resumed) == examples and resumed["path"].is_unique
     pd.testing.assert_frame_equal(resumed[resumed["path"].isin(kept["path"])].reset_index(drop=True), kept)

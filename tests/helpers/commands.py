@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers.configs import ROOT
+from helpers.configs import ROOT, on_cpu
 
 
 def main_command(*args: str) -> list[str]:
-    return [sys.executable, str(ROOT / "main.py"), *args]
+    return [sys.executable, str(ROOT / "main.py"), *on_cpu(args)]
 
 
 def run_main(*args: str, cwd: Path | None = None, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
@@ -50,7 +50,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> tuple[int, str]:
     from hydra.core.global_hydra import GlobalHydra
 
     output, argv, previous = io.StringIO(), sys.argv, os.getcwd()
-    sys.argv = [str(ROOT / "main.py"), *args]
+    sys.argv = [str(ROOT / "main.py"), *on_cpu(args)]
     code = 0
     try:
         if cwd is not None:

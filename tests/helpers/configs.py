@@ -14,13 +14,21 @@ TINY_UNIVERSE = {"seed": 0, "image_size": 32, "n_train": 600, "n_val": 200, "zoo
                  "zoo_epochs": [1, 2], "pretrain_epochs": 2}
 
 
+def on_cpu(overrides) -> list[str]:
+    """The tests are calibrated on CPUs (thread counts, workers): they run there unless they name a device."""
+    overrides = list(overrides)
+    if any(o.startswith("execution.device=") for o in overrides) or "--help" in overrides:
+        return overrides
+    return [*overrides, "execution.device=cpu"]
+
+
 def compose_config(*overrides: str):
     """The config `python main.py <overrides>` would run with (no Hydra run, no output directory)."""
     from hydra import compose, initialize_config_dir
     from sweep.config import register_configs
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[f"hydra.searchpath=[file://{TEST_CONF}]", *overrides])
+        return compose(config_name="config", overrides=[f"hydra.searchpath=[file://{TEST_CONF}]", *on_cpu(overrides)])
 
 
 def tiny_universe_overrides(cache_dir: Path) -> list[str]:
