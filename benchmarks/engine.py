@@ -281,14 +281,20 @@ def main() -> None:
         model, examples, lr, costs = workload(spec, n, device)
         max_steps = 1000 if demo else args.max_steps
         flops = step_flops(model, examples[0][0])
-        results = {}
+        results, failed = {}, set()
         for _, label, run, _ in methods:  # warm-up: CUDA context, autotuning, allocator, compilation
             tick = time.perf_counter()
-            measure(timed, run, model, examples[:2], lr, min(max_steps, 3), costs[:2] if costs else None, device)
+            try:
+                measure(timed, run, model, examples[:2], lr, min(max_steps, 3), costs[:2] if costs else None, device)
+            except Exception as error:  # noqa: BLE001 - one method failing must not lose the others' rows
+                failed.add(label)
+                print(f"{spec}: {label}: failed: {type(error).__name__}: {str(error).splitlines()[0]}", flush=True)
             if "compile" in label:
                 print(f"{spec}: {label}: warm-up (compilation) {time.perf_counter() - tick:.1f} s", flush=True)
         for _ in range(args.repeats):  # methods interleaved, so a slow spell of the machine hits all of them
             for _, label, run, precision in methods:
+                if label in failed:
+                    continue
                 steps, seconds, memory = measure(timed, run, model, examples, lr, max_steps, costs, device)
                 if label not in results or seconds < results[label][1]:
                     results[label] = steps, seconds, memory, precision

@@ -5,12 +5,14 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("MKL_CBWR", "AUTO")  # as main.py sets it: runs repeat bit for bit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers.configs import SHARED_DATA, TINY_UNIVERSE  # noqa: E402
+from sweep.cli import prepare_process  # noqa: E402
+
+prepare_process()  # as main.py: reproducible MKL results, cuBLAS workspace for deterministic GPU runs
 
 os.environ.setdefault("LTC_SHARED_DATA", str(SHARED_DATA))  # for data=imagenet_sample (tests/conf)
 # Every cache the tests fill (universes, weights, wrong sets) in one fresh folder, subprocesses
