@@ -156,14 +156,22 @@ def choose(cfg, device: torch.device, cores: int, todo: int) -> Plan:
             raise UserError(f"execution.workers={workers} forks CPU processes, but the device is {device}: use "
                             f"execution.parallel on GPUs (and one job per GPU via hydra/launcher)")
         return Plan(1, threads or cores, execution.parallel, "GPU: one process")
+    gpu_visible = torch.cuda.is_available()
     if workers == "auto":
         if threads and threads > 1:
             workers, reason = 1, f"execution.threads={threads}: one process"
+        elif gpu_visible:
+            workers, threads = 1, cores
+            reason = "a GPU is visible: forked workers could not run autograd (its device threads do not survive a fork)"
         else:
             workers, threads = max(1, min(cores, todo)), 1
             reason = f"auto: {cores} cores allotted, {todo} examples to run"
     else:
         reason = f"execution.workers={workers}"
+    if workers > 1 and gpu_visible:
+        raise UserError(f"execution.workers={workers} on a machine with a visible GPU: PyTorch's autograd cannot run in "
+                        f"processes forked after it started its GPU threads; hide the GPUs for CPU workers "
+                        f"(CUDA_VISIBLE_DEVICES= python main.py ...), or run on the GPU")
     if workers > 1 and threads and threads > 1:
         raise UserError(f"execution.workers={workers} with execution.threads={threads}: forked workers run one torch "
                         f"thread each (OpenMP cannot start threads in a process forked from a multithreaded one); "

@@ -20,7 +20,8 @@ CPU, GPU = torch.device("cpu"), torch.device("cuda")
     (["execution.parallel=8"], CPU, 2, 50, (2, 1, 8)),
     ([], GPU, 16, 50, (1, 16, "auto")),                 # a GPU: one process; the engine's K is sized later
 ])
-def test_auto_choices(overrides, device, cores, todo, expected):
+def test_auto_choices(overrides, device, cores, todo, expected, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: device.type == "cuda")
     plan = choose(compose_config(*overrides), device, cores, todo)
     assert (plan.workers, plan.threads, plan.parallel) == expected
     assert plan.reason
@@ -30,7 +31,8 @@ def test_auto_choices(overrides, device, cores, todo, expected):
     (["execution.workers=2", "execution.threads=2"], CPU, "forked workers run one torch thread each"),
     (["execution.workers=2"], GPU, "execution.workers=2 forks CPU processes"),
 ])
-def test_impossible_combinations_are_refused(overrides, device, message):
+def test_impossible_combinations_are_refused(overrides, device, message, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: device.type == "cuda")
     with pytest.raises(UserError, match=message):
         choose(compose_config(*overrides), device, 4, 10)
 
@@ -41,3 +43,11 @@ def test_cores_from_slurm_else_affinity(monkeypatch):
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
     assert allotted_cores() == (1, "the process's CPU affinity")
+
+
+def test_cpu_workers_on_a_machine_with_a_visible_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    plan = choose(compose_config(), CPU, 8, 50)
+    assert (plan.workers, plan.threads) == (1, 8) and "a GPU is visible" in plan.reason
+    with pytest.raises(UserError, match="CUDA_VISIBLE_DEVICES="):
+        choose(compose_config("execution.workers=2"), CPU, 8, 50)
