@@ -2,9 +2,10 @@
 import os
 from pathlib import Path
 
-from sweep.cli import launcher_cores, prepare_process, report_errors
+from sweep.cli import launcher_cores, prepare_process, quiet_sacct_warnings, report_errors
 
 prepare_process()
+quiet_sacct_warnings()
 # Hydra re-raises what it would otherwise print half-formatted, so that `report_errors` below can
 # print user mistakes as one `error:` block and leave real bugs their traceback.
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -25,6 +26,26 @@ def prepare_process() -> None:
     os.environ.setdefault("MKL_CBWR", "AUTO")
     # cuBLAS needs a fixed workspace for deterministic results (read when CUDA starts; harmless without it)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+class _SacctUnavailable(logging.Filter):
+    """Without SLURM accounting, submitit warns on every status poll that `sacct` failed; say it once."""
+
+    said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        if self.said:
+            return False
+        self.said = True
+        record.msg, record.args = ("sacct is unavailable (no SLURM accounting storage): job states come from the "
+                                   "jobs' own result files; this is said once"), ()
+        return True
+
+
+def quiet_sacct_warnings() -> None:
+    logging.getLogger("submitit").addFilter(_SacctUnavailable())
 
 
 @contextlib.contextmanager

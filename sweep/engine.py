@@ -226,9 +226,6 @@ def batched_engine(model: nn.Module, train: TrainConfig, lr: float, max_steps: i
         return None, "train.mode=train: BatchNorm statistics and dropout differ per copy"
     if train.precision == Precision.fp16_scaler:
         return None, "train.precision=fp16_scaler: each example has a loss scaler of its own"
-    if train.precision == Precision.bf16 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return None, ("train.precision=bf16 with BatchNorm: vmap's batch-norm rule rejects bf16 activations with "
-                      "fp32 statistics")
     engine = BatchedTrainer(model, train, lr, max_steps, parallel, log_steps)
     obstacle = engine.unbatchable(input_size)
     return (None, obstacle) if obstacle else (engine, None)

@@ -1,0 +1,107 @@
+"""The slurm preset on a real single-node SLURM cluster (tests/slurm/start.sh): the same rows as
+the basic launcher, one torch thread per one-CPU task, pre-emption and time-outs survived by
+requeue and resume. Skipped, with the reason, when no cluster answers."""
+import json
+import shutil
+import subprocess
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from helpers.commands import main_command, results, run_cli, wait_for_rows
+from helpers.configs import tiny_universe_overrides
+
+
+def _cluster_answers() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not _cluster_answers(),
+                                                    reason="no SLURM cluster answers (start one: tests/slurm/start.sh)")]
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
+         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
+WORK = ["model=test_resnet", "max_steps=300", "progress=false"]
+
+
+def squeue(*fields: str) -> list[list[str]]:
+    out = subprocess.run(["squeue", "-h", "-o", "|".join(fields)], capture_output=True, text=True, timeout=30).stdout
+    return [line.split("|") for line in out.splitlines() if line.strip()]
+
+
+def release_requeued(stop: threading.Event) -> None:
+    """SLURM holds a requeued job back (a begin time in the future): start it now."""
+    while not stop.is_set():
+        for job, state, reason in squeue("%i", "%T", "%r"):
+            if state == "PENDING" and reason in ("BeginTime", "JobHeldUser", "JobHeldAdmin"):
+                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, timeout=30)
+                subprocess.run(["scontrol", "release", job], capture_output=True, timeout=30)
+        stop.wait(0.5)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache_dir):
+    """The basic launcher's rows at one torch thread (as a one-CPU SLURM task runs), per (lr, sample_size, seed)."""
+    computed = {}
+
+    def rows(lr: str, sample_size: int, seed: int) -> pd.DataFrame:
+        if (lr, sample_size, seed) not in computed:
+            out = tmp_path_factory.mktemp("basic")
+            code, output = run_cli(*WORK, f"lr={lr}", f"sample_size={sample_size}", f"seed={seed}",
+                                   "execution.threads=1", f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir))
+            assert code == 0, output[-2000:]
+            computed[lr, sample_size, seed] = results(out)
+        return computed[lr, sample_size, seed]
+    return rows
+
+
+def test_slurm_sweep_gives_the_basic_launchers_rows_at_one_thread_per_task(tmp_path, cache_dir, reference):
+    sweep = tmp_path / "sweep"
+    started = time.perf_counter()
+    result = subprocess.run(main_command("-m", *SLURM, *WORK, "lr=1e-5", "sample_size=20", "seed=0,1", f"hydra.sweep.dir={sweep}",
+                                         *tiny_universe_overrides(cache_dir)),
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(f"two one-CPU tasks, 20 examples each: {time.perf_counter() - started:.1f} s for the sweep")
+    for seed in (0, 1):
+        pd.testing.assert_frame_equal(results(sweep / str(seed)), reference("1e-5", 20, seed))
+        execution = json.loads((sweep / str(seed) / "training_summary.json").read_text())["execution"]
+        assert (execution["threads"], execution["cores"], execution["cores_from"]) == (1, 1, "SLURM_CPUS_PER_TASK")
+    assert "Bypassing sacct error" not in result.stderr  # quieted (reported once, in other words)
+
+
+@pytest.mark.parametrize("interruption", ["requeue", "time_limit"])
+def test_an_interrupted_task_is_requeued_and_resumes_to_the_same_rows(tmp_path, cache_dir, reference, interruption):
+    sweep = tmp_path / "sweep"
+    # the time limit: one minute, with more work than that, so SLURM's warning signal (50 s before
+    # the limit, give or take its 30-s check period) reaches the task mid-run
+    extra = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50"] if interruption == "time_limit" else []
+    lr, sample_size = ("3e-6", 40) if interruption == "time_limit" else ("1e-5", 20)
+    process = subprocess.Popen(main_command("-m", *SLURM, *extra, *WORK, f"lr={lr}", f"sample_size={sample_size}", "seed=0",
+                                            f"hydra.sweep.dir={sweep}", *tiny_universe_overrides(cache_dir)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    stop = threading.Event()
+    releaser = threading.Thread(target=release_requeued, args=(stop,), daemon=True)
+    releaser.start()
+    try:
+        wait_for_rows(sweep / "0" / "single_example_results.csv", 2, process, timeout=120)
+        if interruption == "requeue":  # as a pre-emption: SIGTERM (submitit lets it pass), SIGKILL, requeue
+            job = squeue("%i")[0][0]
+            subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        stop.set()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    rows = results(sweep / "0")
+    assert rows["path"].is_unique
+    pd.testing.assert_frame_equal(rows, reference(lr, sample_size, 0))
+    log = (sweep / "0" / "main.log").read_text()
+    assert "resuming" in log and log.count("execution: ") >= 2, log[-3000:]  # killed mid-run, then resumed
