@@ -83,8 +83,8 @@ def refuse_duplicates(items: list[str], path: Path, key: str, where) -> None:
             repeats.append(f"{item!r} ({where(first[item])} and {where(i)})")
         first.setdefault(item, i)
     if repeats:
-        raise UserError(f"{key}={path}: {len(repeats)} duplicate entries, e.g. {'; '.join(repeats[:3])}; "
-                        f"each example must appear once")
+        count = f"{len(repeats)} duplicate entr{'y' if len(repeats) == 1 else 'ies'}"
+        raise UserError(f"{key}={path}: {count}, e.g. {'; '.join(repeats[:3])}; each example must appear once")
 
 
 def read_difficulty(path: Path, examples_file: Optional[Path] = None) -> pd.DataFrame:

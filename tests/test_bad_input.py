@@ -56,8 +56,8 @@ def refused(tmp_path, *args, expect: list[str]):
      ["a CSV header with columns ['image', 'rank'] but no path column", "path or file"]),
     ("path,rank\n/a/x1.JPEG,1\n/a/x2.JPEG,two\n", ["line 3: rank 'two' is not a whole number >= 1"]),
     ("path,score\n/a/x1.JPEG,0.5\n/a/x2.JPEG,high\n", ["line 3: score 'high' is not a finite number"]),
-    ("path,rank\n/a/x1.JPEG,1\n/a/x2.JPEG,2\n/a/x1.JPEG,3\n", ["duplicate entries", "'/a/x1.JPEG' (line 2 and line 4)"]),
-    ("/a/x1.JPEG,/a/x2.JPEG,/a/x1.JPEG", ["duplicate entries", "'/a/x1.JPEG' (entry 1 and entry 3)"]),
+    ("path,rank\n/a/x1.JPEG,1\n/a/x2.JPEG,2\n/a/x1.JPEG,3\n", ["1 duplicate entry", "'/a/x1.JPEG' (line 2 and line 4)"]),
+    ("/a/x1.JPEG,/a/x2.JPEG,/a/x1.JPEG", ["1 duplicate entry", "'/a/x1.JPEG' (entry 1 and entry 3)"]),
     ("", ["the file is empty"]),
     ("path,rank\n", ["a header and no rows"]),
 ])
