@@ -67,14 +67,15 @@ class Trajectory:
         self.initial: dict = {}
         self.losses: Optional[list[float]] = [] if log_steps else None
 
-    def observe(self, loss_value: float, prediction: int, logits: torch.Tensor,
+    def observe(self, loss_value: float, prediction: int, logits: Callable[[], torch.Tensor],
                 grad_norm: Callable[[], float]) -> Optional[Status]:
-        """Look at the state theta_t (its loss, prediction and float logits of one example); at t = 0
-        record the baselines (`grad_norm()` gives the norm of the gradient at theta_0). Returns the
+        """Look at the state theta_t (its loss and prediction); at t = 0 record the baselines, from
+        `logits()` (the example's float logits) and `grad_norm()` (the norm of the gradient at
+        theta_0), which are called then only, keeping later steps free of that work. Returns the
         status to stop with, or None when an update is to be taken."""
         if self.t == 0:
             self.initial = {"initial_loss": loss_value, "initial_prediction": prediction,
-                            "initial_margin": margin(logits, self.y), "initial_grad_norm": grad_norm()}
+                            "initial_margin": margin(logits(), self.y), "initial_grad_norm": grad_norm()}
         if self.losses is not None:
             self.losses.append(loss_value)
         return stop_status(loss_value, prediction, self.y, self.t, self.max_steps, self.check_final_state)
@@ -103,7 +104,6 @@ class _ScaledUpdates:
     GradScaler. An update whose scaled gradient overflows is skipped and the scale halved."""
 
     def __init__(self, params: list[torch.Tensor], train: TrainConfig, lr: float, device_type: str):
-        self.params = params
         self.optimizer = torch_optimizer(params, train, lr)
         self.scaler = torch.amp.GradScaler(device_type)
 
@@ -188,7 +188,8 @@ class SingleExampleTrainer:
             loss_value, prediction = torch.stack([loss.detach(), logits.detach().argmax(1)[0].float()]).tolist()
             if trajectory.t == 0:  # the gradient at theta_0 is recorded even when step 0 stops the loop
                 updates.backward(loss)
-            status = trajectory.observe(loss_value, int(prediction), logits.detach().float()[0], self._grad_norm)
+            status = trajectory.observe(loss_value, int(prediction), lambda: logits.detach().float()[0],
+                                        self._grad_norm)
             if status is not None:
                 break
             if trajectory.t > 0:

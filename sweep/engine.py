@@ -174,7 +174,7 @@ class BatchedTrainer:
             stepping = [False] * len(slots)
             for i, slot in enumerate(slots):
                 loss_value, trajectory = loss_values[i], slot.trajectory
-                status = trajectory.observe(loss_value, int(predictions[i]), logits[i],
+                status = trajectory.observe(loss_value, int(predictions[i]), lambda: logits[i],
                                             lambda: l2_norm([g[i] for g in grads]))
                 if status is not None:
                     yield slot.item, trajectory.outcome(status, loss_value, self._distance(copies.views[i]))

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from sweep.correctness import evaluate, write_matrix
 from sweep.data import load_image, model_transform
+from sweep.errors import UserError
 from sweep.models import pretrained_model
 
 
@@ -47,15 +48,34 @@ class _Images(torch.utils.data.Dataset):
         return self.transform(load_image(self.paths[i])), self.labels[i]
 
 
+def _labels(path: Path) -> pd.DataFrame:
+    """The labels CSV (columns file,label), refused with a named error when it is not one."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as error:
+        raise UserError(f"--labels {path}: not a readable CSV ({str(error).splitlines()[0]}); expected columns "
+                        f"file,label") from None
+    if not {"file", "label"} <= set(table.columns):
+        raise UserError(f"--labels {path}: expected columns file,label; found {list(table.columns)}")
+    return table
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    try:
+        _zoo(parser, argv)
+    except UserError as error:
+        parser.exit(2, f"error: {error}\n")
+
+
+def _zoo(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
     parser.add_argument("--images", type=Path, required=True)
     parser.add_argument("--labels", type=Path, required=True, help="CSV with columns file,label (file relative to --images)")
     parser.add_argument("--models", nargs="+", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
-    table = pd.read_csv(args.labels)
+    table = _labels(args.labels)
     paths = [str(args.images / f) for f in table["file"]]
     names, correct, true_prob = [], [], []
     for spec in args.models:

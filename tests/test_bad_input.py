@@ -172,3 +172,13 @@ def test_cache_location_follows_the_conventions(monkeypatch, tmp_path):
     monkeypatch.setenv("LTC_CACHE_DIR", str(tmp_path / "ltc"))
     assert cache_root(None) == tmp_path / "ltc"
     assert cache_root(str(tmp_path / "explicit")) == tmp_path / "explicit"
+
+
+def test_zoo_command_refuses_a_bad_labels_file(tmp_path, capsys):
+    from sweep.zoo import main as zoo_command
+    (tmp_path / "labels.csv").write_text("name,class\nx,1\n")
+    with pytest.raises(SystemExit) as stop:
+        zoo_command(["--images", str(tmp_path), "--labels", str(tmp_path / "labels.csv"), "--models", "test_resnet",
+                     "--out", str(tmp_path / "zoo")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "expected columns file,label; found ['name', 'class']" in err

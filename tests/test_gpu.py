@@ -1,10 +1,7 @@
 """On a GPU: exact fp32, repeatable runs, the engine against the simple path, the search against the
 loop at step 0, the automatic choice, bf16 and the original's fp16 scaler. Skipped without CUDA."""
-import json
-
 import pandas as pd
 import pytest
-import torch
 
 from helpers.configs import compose_config, tiny_universe_overrides
 from sweep.config import ModelMode, Precision, TrainConfig

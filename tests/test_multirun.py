@@ -11,7 +11,7 @@ from sweep.schema import COLUMNS
 
 def test_multirun_writes_complete_job_directories(tmp_path, cache_dir):
     sweep_dir = tmp_path / "sweep"
-    run_main("-m", "model=test_resnet,resnet18", "lr=1e-3,5e-4", "sample_size=3", "max_steps=20", "progress=false",
+    run_main("-m", "model.arch=test_resnet,test_vit", "lr=1e-3,5e-4", "sample_size=3", "max_steps=20", "progress=false",
              f"hydra.sweep.dir={sweep_dir}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     assert [j.name for j in jobs] == ["0", "1", "2", "3"]
@@ -27,7 +27,7 @@ def test_multirun_writes_complete_job_directories(tmp_path, cache_dir):
         model = summary["config"]["model"]["arch"]
         selections.setdefault(model, []).append(sorted(rows["path"]))
     # jobs that differ only in lr see the same sampled examples
-    assert set(selections) == {"test_resnet", "resnet18"}
+    assert set(selections) == {"test_resnet", "test_vit"}
     for paths in selections.values():
         assert paths[0] == paths[1]
 

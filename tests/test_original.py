@@ -25,25 +25,35 @@ FOREIGN = "/home/projects/bagon/shared/imagenet512/val"
 N_EXAMPLES, N_LOCAL, MODEL = 50_000, 400, "resnet_34_160_classification_imagenet_1k"
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    """A real-sized difficulty order and correctness matrix (50,000 examples, in two different
-    orders), 400 of whose images exist locally, and a checkpoint of a small 1000-class model."""
-    root = tmp_path_factory.mktemp("original")
+def make_inputs(root: Path, n_examples: int, n_local: int) -> Path:
+    """A difficulty order and a correctness matrix of `n_examples` (in two different orders),
+    `n_local` of whose images exist locally, and a checkpoint of a small 1000-class model."""
     rng = np.random.default_rng(0)
     synsets = ImageNetInfo().label_names()
-    foreign = [f"{FOREIGN}/{synsets[i % 1000]}/ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(N_EXAMPLES)]
-    (root / "order.csv").write_text(",".join(foreign[i] for i in rng.permutation(N_EXAMPLES)))
-    (root / "examples.csv").write_text(",".join(foreign[i] for i in rng.permutation(N_EXAMPLES)))
-    np.save(root / "m.npy", rng.random((3, N_EXAMPLES)) > 0.3)
+    foreign = [f"{FOREIGN}/{synsets[i % 1000]}/ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(n_examples)]
+    (root / "order.csv").write_text(",".join(foreign[i] for i in rng.permutation(n_examples)))
+    (root / "examples.csv").write_text(",".join(foreign[i] for i in rng.permutation(n_examples)))
+    np.save(root / "m.npy", rng.random((3, n_examples)) > 0.3)
     (root / "models.csv").write_text(f"zoo_a,{MODEL},zoo_c\n")
-    for i in rng.choice(N_EXAMPLES, N_LOCAL, replace=False):
+    for i in rng.choice(n_examples, n_local, replace=False):
         local = root / "val" / Path(foreign[i]).relative_to(FOREIGN)
         local.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(local)
     torch.manual_seed(0)
     torch.save(timm.create_model("test_resnet").state_dict(), root / "test_resnet.pth")
     return root
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Real-sized: 50,000 examples, 400 of them local."""
+    return make_inputs(tmp_path_factory.mktemp("original"), N_EXAMPLES, N_LOCAL)
+
+
+@pytest.fixture(scope="module")
+def small_inputs(tmp_path_factory):
+    """For the refusals, which do not need the size: 1,000 examples, 20 of them local."""
+    return make_inputs(tmp_path_factory.mktemp("original_small"), 1000, 20)
 
 
 def args(root: Path, **changes) -> list[str]:
@@ -95,13 +105,14 @@ def test_the_preset_selects_exactly_the_original_examples(inputs, tmp_path):
     (lambda i, t: {"data.correctness_models": None}, "data.correctness_models is not set"),
     (lambda i, t: {"data.correctness_examples": t / "missing.csv"}, "missing.csv: no such file"),
     (lambda i, t: {"data.correctness_models": t / "two_models.csv"}, "2 models, but data.correctness="),
-    (lambda i, t: {"data.correctness_examples": t / "short.csv"}, "49999 examples, but data.correctness="),
-    (lambda i, t: {"data.wrong_from_model": "resnet_34_160"}, f"is not in data.correctness_models="),
+    (lambda i, t: {"data.correctness_examples": t / "short.csv"}, "999 examples, but data.correctness="),
+    (lambda i, t: {"data.wrong_from_model": "resnet_34_160"}, "is not in data.correctness_models="),
     (lambda i, t: {"data.correctness": t / "float.npy"}, "a 2-D float64 array of shape (3, 4); expected a 2-D bool"),
     (lambda i, t: {"data.correctness": t / "flat.npy"}, "a 1-D bool array of shape (4,); expected a 2-D bool"),
     (lambda i, t: {"data.correctness": i / "examples.csv"}, "not a NumPy .npy file (it starts with b'/home/'"),
 ])
-def test_bad_matrix_inputs_are_refused_before_any_work(inputs, tmp_path, change, message):
+def test_bad_matrix_inputs_are_refused_before_any_work(small_inputs, tmp_path, change, message):
+    inputs = small_inputs
     np.save(tmp_path / "float.npy", np.zeros((3, 4)))
     np.save(tmp_path / "flat.npy", np.zeros(4, dtype=bool))
     (tmp_path / "two_models.csv").write_text(f"zoo_a,{MODEL}")
