@@ -2,7 +2,7 @@
 import os
 from pathlib import Path
 
-from sweep.cli import launcher_cores, prepare_process, quiet_sacct_warnings, report_errors
+from sweep.cli import freeze_imports, launcher_cores, prepare_process, quiet_sacct_warnings, report_errors
 
 prepare_process()
 quiet_sacct_warnings()
@@ -27,6 +27,7 @@ register_configs()
 def main(cfg) -> float | None:
     prepare_process()  # again: launchers run this function in processes that never executed this module
     from sweep.run import run  # imported here: `--help` and bad overrides answer without loading torch
+    freeze_imports()
     hydra_cfg = HydraConfig.get()
     job_num = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else 0
     with report_errors():  # here too, before Hydra would wrap the exception in a job failure

@@ -1,0 +1,33 @@
+"""The bootstrap's ranking shortcut against scipy, and a bootstrap CI against resampling by hand."""
+import numpy as np
+import pytest
+from scipy import stats
+
+from sweep.stats import CONFIDENCE, RESAMPLES, ResampleRanking, rho
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_resample_ranks_are_scipys_average_ranks(seed):
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(5, 200)), int(rng.integers(1, 4))
+    data = rng.integers(0, int(rng.integers(2, 30)), size=(k, n)).astype(float)  # many ties, more in resamples
+    if seed % 2:
+        data += rng.random((k, n))
+    if seed % 3 == 0:
+        data[0, rng.integers(0, n)] = np.nan  # a resample drawing it has no ranks for that column
+    index = rng.integers(0, n, size=(25, n))
+    expected = stats.rankdata(data[:, index].transpose(1, 0, 2), axis=-1)
+    assert np.array_equal(ResampleRanking(data).ranks(index), expected, equal_nan=True)
+
+
+def test_rho_ci_is_the_percentile_interval_of_resampled_spearman():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 12, 60).astype(float)
+    y = x + rng.normal(0, 4, 60).round()
+    estimate = rho(x, y, seed=7)
+    assert estimate.value == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    index = np.random.default_rng(7).integers(0, 60, size=(RESAMPLES, 60))  # the draws rho makes for seed 7
+    by_hand = [stats.spearmanr(x[i], y[i]).statistic for i in index]
+    low, high = np.quantile(by_hand, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    assert (estimate.low, estimate.high) == pytest.approx((low, high), abs=1e-12)
+    assert estimate.low < estimate.value < estimate.high
