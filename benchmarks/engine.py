@@ -8,7 +8,9 @@ processes, on the same examples and the same model, prepared once in one process
 Methods: `original` (one example at a time, `load_state_dict` reset, a new default AdamW per
 example, as the original scripts), `simple` (the simple path), `simple-bf16`, `compiled` (the
 simple path on `torch.compile(model, mode="reduce-overhead")`: CUDA graphs on a GPU; its compile
-time is reported apart), `batched:K`, `batched-bf16:K`, and on a CPU `workers:N` and
+time is reported apart), `simple-cl` (the simple path on a channels_last copy of the model and
+input: oneDNN's convolutions, including its depthwise kernels, instead of the default ones; float
+results differ from the simple path's), `batched:K`, `batched-bf16:K`, and on a CPU `workers:N` and
 `workers-batched:N:K`. Every method gets one untimed warm-up on 2 examples first (CUDA context,
 cuDNN autotuning, allocator, compilation); on a CPU each method then runs in a fresh fork of this
 process, so that none inherits what another left behind.
@@ -144,10 +146,11 @@ def original_loop(model, examples, lr, max_steps, costs):
     return steps, 0.0
 
 
-def simple(train: TrainConfig = FP32, compiled: bool = False):
+def simple(train: TrainConfig = FP32, compiled: bool = False, channels_last: bool = False):
     def run(model, examples, lr, max_steps, costs):
         """As `python main.py execution.workers=1 execution.parallel=1`."""
-        return [s for _, s in _simple_outcomes(model, examples, lr, max_steps, range(len(examples)), train, compiled)], 0.0
+        order = range(len(examples))
+        return [s for _, s in _simple_outcomes(model, examples, lr, max_steps, order, train, compiled, channels_last)], 0.0
     return run
 
 
@@ -205,13 +208,17 @@ def _longest_first(examples, costs) -> list[int]:
 _COMPILED: dict[int, torch.nn.Module] = {}
 
 
-def _simple_outcomes(model, examples, lr, max_steps, order, train: TrainConfig = FP32, compiled: bool = False):
+def _simple_outcomes(model, examples, lr, max_steps, order, train: TrainConfig = FP32, compiled: bool = False,
+                     channels_last: bool = False):
     """(example position, steps taken) by the simple path, leaving the model at its pretrained weights."""
     if compiled:  # one compiled module per model, kept across the warm-up and the timed run
         model = _COMPILED.setdefault(id(model), torch.compile(model, mode="reduce-overhead"))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        model = copy.deepcopy(model).to(memory_format=layout)
     trainer = SingleExampleTrainer(model, train, lr, max_steps)
     for i in order:
-        yield i, trainer.fit(examples[i][0][None], examples[i][1]).steps_taken
+        yield i, trainer.fit(examples[i][0][None].contiguous(memory_format=layout), examples[i][1]).steps_taken
     trainer.reset()
 
 
@@ -230,6 +237,7 @@ def method(spec: str, device: torch.device):
               "simple": ("simple path", lambda: simple(), "fp32"),
               "simple-bf16": ("simple path bf16", lambda: simple(BF16), "bf16"),
               "compiled": ("simple path, torch.compile reduce-overhead", lambda: simple(compiled=True), "fp32"),
+              "simple-cl": ("simple path, channels_last", lambda: simple(channels_last=True), "fp32"),
               "batched": ("batched K={}", lambda k: batched(k), "fp32"),
               "batched-bf16": ("batched bf16 K={}", lambda k: batched(k, BF16), "bf16"),
               "workers": ("{} workers", workers, "fp32"),

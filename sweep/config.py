@@ -52,6 +52,12 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class MemoryFormat(str, Enum):
+    auto = "auto"                    # channels_last on a CPU for models with depthwise convolutions, else contiguous
+    contiguous = "contiguous"        # torch's default layout
+    channels_last = "channels_last"  # NHWC weights: oneDNN's convolutions on a CPU, depthwise ones included
+
+
 class Match(str, Enum):
     prefix = "prefix"      # replace data.prefix in difficulty paths by data.images
     filename = "filename"  # match difficulty paths to local images by file name
@@ -80,11 +86,14 @@ class SearchConfig:
 
 @dataclass
 class ExecutionConfig:
-    """How the work is executed; the per-example outcomes do not depend on it."""
+    """How the work is executed. The path (simple, engine, workers) does not change the per-example
+    outcomes; the device, thread count and memory format change float rounding, and the summary
+    records them."""
     device: Device = Device.auto
     threads: Optional[int] = None  # torch intra-op threads per process; None: the cores the job was given
     parallel: Any = "auto"         # examples fine-tuned at once by the batched engine (K copies); 1 = simple path
     workers: Any = "auto"          # forked CPU processes fine-tuning examples side by side
+    memory_format: MemoryFormat = MemoryFormat.auto  # the model's weight layout, for search and fine-tuning
 
 
 @dataclass

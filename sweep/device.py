@@ -1,9 +1,12 @@
 """The device a job runs on, and what makes its fp32 arithmetic exact and repeatable there."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -62,6 +65,31 @@ def exact_arithmetic(device: torch.device, precision: Precision) -> None:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         torch.set_float32_matmul_precision("highest")
+
+
+_NONDETERMINISTIC = re.compile(r"^(?P<operation>.+?) does not have a deterministic implementation")
+
+
+@contextlib.contextmanager
+def nondeterministic_operations():
+    """Collect the operations that warned, while the block ran, that they have no deterministic
+    implementation (GPU runs use torch's deterministic algorithms with `warn_only`, so that such an
+    operation runs and says so rather than stopping the job): yields a list the summary records,
+    first warnings first, each once. The warnings are still shown."""
+    seen: list[str] = []
+    show = warnings.showwarning
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        match = _NONDETERMINISTIC.match(str(message))
+        if match and match["operation"] not in seen:
+            seen.append(match["operation"])
+        show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = record
+    try:
+        yield seen
+    finally:
+        warnings.showwarning = show
 
 
 def device_name(device: torch.device) -> str:

@@ -12,8 +12,8 @@ from sweep.cache import cache_root
 from sweep.config import Augmentation, ModelMode, validate
 from sweep.correct import SingleExampleTrainer
 from sweep.data import example_view
-from sweep.device import exact_arithmetic, resolve_device
-from sweep.execution import DivergenceGuard, allotted_cores, plan
+from sweep.device import exact_arithmetic, nondeterministic_operations, resolve_device
+from sweep.execution import DivergenceGuard, allotted_cores, memory_format, plan, with_memory_format
 from sweep.rundir import RunDirectory, identity
 from sweep.selection import select
 from sweep.sources import check_inputs, open_source
@@ -42,13 +42,16 @@ def run(cfg, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | None = No
     # Set up: the data, the pretrained model in its training mode, and the input view of an example.
     source = open_source(cfg)
     model = source.pretrained(cfg.model).to(device)
+    layout, layout_reason = memory_format(cfg.execution.memory_format, model, device)
+    model = with_memory_format(model, layout)
+    log.info("memory format: %s (%s)", layout.value, layout_reason)
     model.train(cfg.train.mode == ModelMode.train)
     view = example_view(model, random_view=cfg.train.augmentation == Augmentation.one_view, seed=cfg.seed)
     trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps, cfg.log_steps)
 
     # Select: the persisted selection of this directory, or a new sample of the model's mistakes.
     selection = directory.selection() or directory.save_selection(
-        select(cfg, model, source.examples, view, device, source.wrong, cache_root(cfg.cache_dir), cores))
+        select(cfg, model, source.examples, view, device, source.wrong, cache_root(cfg.cache_dir), cores, layout))
     in_shard = list(enumerate(selection.examples))[cfg.shard.index::cfg.shard.count]  # positions in the selection
     done = directory.done_paths()
     if done:
@@ -65,7 +68,8 @@ def run(cfg, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | None = No
             bar.set_postfix(step=step, loss=f"{loss:.4f}", refresh=False)
 
     guard = DivergenceGuard(cfg.lr)
-    with StopRequest() as stop, directory.recorder(cfg.log_steps) as record, bar:
+    with StopRequest() as stop, directory.recorder(cfg.log_steps) as record, bar, \
+            nondeterministic_operations() as nondeterministic:
         for result in executor.run(todo, stop.requested, show_step):
             record(result)
             bar.update()
@@ -76,7 +80,8 @@ def run(cfg, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | None = No
     summary = summarize(cfg, rows, time.perf_counter() - started, device,
                         {**selection.info, "in_this_shard": len(in_shard)},
                         {**vars(execution), "description": execution.describe(), "cores": cores,
-                         "cores_from": cores_source})
+                         "cores_from": cores_source, "memory_format": layout.value,
+                         "memory_format_from": layout_reason}, nondeterministic)
     directory.finish(summary, rows, title=f"{cfg.model.arch}, lr={cfg.lr:g}, data={cfg.data.name}")
     if stop.requested():
         raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(in_shard)} examples; "

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from sweep.config import Augmentation, SearchMode
+from sweep.config import Augmentation, MemoryFormat, SearchMode
 from sweep.data import Example, example_view, read_view
 from sweep.errors import UserError
 from sweep.results import atomic_write_text
@@ -150,10 +150,11 @@ def sample(pool: list[Example], sample_size: int, seed: int) -> list[Example]:
 
 def select(cfg, model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
            device: torch.device, precomputed: Optional[list[Example]], cache: Optional[Path] = None,
-           cores: int = 1) -> Selection:
+           cores: int = 1, layout: MemoryFormat = MemoryFormat.contiguous) -> Selection:
     """The run's selection: its wrong set (precomputed, or found by inference at the pretrained
     weights, in the training mode and view or, with search.mode=eval, in eval mode on the eval view;
-    cached under `cache` per model, weights, examples, mode and view), sampled."""
+    cached under `cache` per model, weights, examples, mode, view, device and the weights' memory
+    `layout`), sampled."""
     losses: dict[Example, float] = {}
     if precomputed is not None:
         pool, unreadable = precomputed, 0
@@ -170,6 +171,8 @@ def select(cfg, model: nn.Module, examples: list[Example], view: Callable[[Examp
         else:
             key = {"weights": state_digest(model), "examples": examples_digest(examples), "training": model.training,
                    "view": f"random, seed {cfg.seed}" if random_view else "eval", "device": device.type}
+            if layout != MemoryFormat.contiguous:  # contiguous entries keep the key they had before layouts
+                key["memory_format"] = layout.value
             losses, unreadable = cached_wrong_set(cache, key, examples, search)
         model.train(training)
         pool = rank_order(losses)

@@ -44,7 +44,8 @@ def research_statistics(rows: pd.DataFrame) -> dict:
             "not_computable": reasons, "verdict": verdict(values, values["cost"] or "the cost")}
 
 
-def summarize(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, selection: dict, execution: dict) -> dict:
+def summarize(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, selection: dict, execution: dict,
+              nondeterministic: list[str]) -> dict:
     corrected = rows["status"] == Status.CORRECT
     updates = int(np.where(corrected, rows["steps_to_correct"], 0).sum()
                   + (rows["status"] == Status.NEVER_CORRECT).sum() * cfg.max_steps)
@@ -64,6 +65,7 @@ def summarize(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, sel
         "optimizer_updates": updates,
         "updates_per_second": updates / max(training_seconds, 1e-9),
         **describe(device),
+        "nondeterministic_operations": nondeterministic,  # ones that warned while this process trained
         "execution": execution,
         "threads": execution["threads"],
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,

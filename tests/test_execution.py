@@ -4,7 +4,8 @@ import torch
 
 from helpers.configs import compose_config
 from sweep.errors import UserError
-from sweep.execution import allotted_cores, choose
+from sweep.config import MemoryFormat
+from sweep.execution import allotted_cores, choose, memory_format
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
 
@@ -51,3 +52,16 @@ def test_cpu_workers_on_a_machine_with_a_visible_gpu(monkeypatch):
     assert (plan.workers, plan.threads) == (1, 8) and "a GPU is visible" in plan.reason
     with pytest.raises(UserError, match="CUDA_VISIBLE_DEVICES="):
         choose(compose_config("execution.workers=2"), CPU, 8, 50)
+
+
+@pytest.mark.parametrize("arch, setting, device, expected", [
+    ("test_efficientnet", "auto", "cpu", "channels_last"),  # depthwise convolutions: oneDNN's kernels
+    ("test_efficientnet", "auto", "cuda", "contiguous"),    # unmeasured on GPUs: torch's default
+    ("test_resnet", "auto", "cpu", "contiguous"),
+    ("test_resnet", "channels_last", "cpu", "channels_last"),
+    ("test_efficientnet", "contiguous", "cpu", "contiguous"),
+])
+def test_memory_format_choice(arch, setting, device, expected):
+    import timm
+    layout, reason = memory_format(MemoryFormat(setting), timm.create_model(arch), torch.device(device))
+    assert layout == MemoryFormat(expected) and reason

@@ -24,6 +24,7 @@ def test_multirun_writes_complete_job_directories(tmp_path, cache_dir):
         assert list(rows.columns) == COLUMNS and len(rows) == 3
         summary = json.loads((job / "training_summary.json").read_text())
         assert sum(summary["counts"].values()) == 3
+        assert summary["nondeterministic_operations"] == []  # none on a CPU
         model = summary["config"]["model"]["arch"]
         selections.setdefault(model, []).append(sorted(rows["path"]))
     # jobs that differ only in lr see the same sampled examples

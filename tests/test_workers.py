@@ -49,6 +49,15 @@ def test_workers_running_the_batched_engine(tmp_path, cache_dir, one_process):
     assert ((rows["loss_sum"] - one_process["loss_sum"]).abs() <= 1e-4 * one_process["loss_sum"]).all()
 
 
+def test_channels_last_workers_give_exactly_the_rows_of_one_process(tmp_path, cache_dir, one_process):
+    layout = "execution.memory_format=channels_last"
+    rows = job(tmp_path / "one", cache_dir, layout)
+    pd.testing.assert_frame_equal(job(tmp_path / "workers", cache_dir, layout, "execution.workers=2"), rows)
+    exact = ["example_index", "path", "initial_prediction"]
+    pd.testing.assert_frame_equal(rows[exact], one_process[exact])
+    assert (rows["initial_loss"] != one_process["initial_loss"]).any()  # other kernels, other rounding
+
+
 @pytest.mark.parametrize("failure", ["exception", "killed"])
 def test_a_failing_worker_stops_the_run_and_keeps_finished_rows(tmp_path, cache_dir, one_process, monkeypatch,
                                                                 failure):

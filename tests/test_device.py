@@ -1,0 +1,29 @@
+"""What the summary says of the arithmetic: operations that warned they are not deterministic."""
+import warnings
+
+import pytest
+
+from sweep.device import nondeterministic_operations
+
+# the text torch's alert gives under torch.use_deterministic_algorithms(True, warn_only=True)
+ALERT = ("{} does not have a deterministic implementation, but you set 'torch.use_deterministic_algorithms(True, "
+         "warn_only=True)'. You can file an issue at https://github.com/pytorch/pytorch/issues to help us prioritize")
+
+
+def test_nondeterministic_operations_are_recorded_once_each_and_still_shown():
+    with pytest.warns(UserWarning) as shown, nondeterministic_operations() as recorded:
+        warnings.simplefilter("always")
+        for operation in ("adaptive_avg_pool2d_backward_cuda", "scatter_add_cuda_kernel",
+                          "adaptive_avg_pool2d_backward_cuda"):
+            warnings.warn(ALERT.format(operation), UserWarning)
+        warnings.warn("an unrelated warning", UserWarning)
+    assert recorded == ["adaptive_avg_pool2d_backward_cuda", "scatter_add_cuda_kernel"]
+    assert len(shown) == 4
+
+
+def test_recording_ends_with_the_block():
+    with nondeterministic_operations() as recorded:
+        pass
+    with pytest.warns(UserWarning):
+        warnings.warn(ALERT.format("index_add_cuda_"), UserWarning)
+    assert recorded == []
