@@ -51,3 +51,18 @@ def test_random_view_is_the_same_for_search_and_training(tmp_path, cache_dir):
     run(cfg, tmp_path)
     rows = pd.read_csv(tmp_path / "single_example_results.csv")
     assert len(rows) == 6 and (rows["initial_prediction"] != rows["label"]).all()
+
+
+def test_a_two_lr_sweep_searches_the_wrong_set_once(tmp_path, cache_dir, monkeypatch):
+    import sweep.selection as selection
+    searches, search = [], selection.find_wrong
+    monkeypatch.setattr(selection, "find_wrong", lambda *args, **kwargs: searches.append(1) or search(*args, **kwargs))
+    sweep_dir = tmp_path / "sweep"
+    # a view seed no other test uses: the session's cache holds no wrong set for it yet
+    code, output = run_cli("-m", "lr=1e-5,2e-5", "sample_size=2", "max_steps=5", "progress=false",
+                           "train.augmentation=one_view", "seed=917", f"hydra.sweep.dir={sweep_dir}",
+                           *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+    assert code == 0, output[-2000:]
+    assert len(searches) == 1
+    assert "wrong set from the cache" not in (sweep_dir / "0" / "main.log").read_text()
+    assert "wrong set from the cache" in (sweep_dir / "1" / "main.log").read_text()
