@@ -1,4 +1,5 @@
-"""What the summary says of the arithmetic: operations that warned they are not deterministic."""
+"""What the summary says of the arithmetic (operations that warned they are not deterministic), and
+the process-wide garbage-collection setting."""
 import warnings
 
 import pytest
@@ -27,3 +28,15 @@ def test_recording_ends_with_the_block():
     with pytest.warns(UserWarning):
         warnings.warn(ALERT.format("index_add_cuda_"), UserWarning)
     assert recorded == []
+
+
+def test_imports_are_frozen_once_per_process():
+    """A launcher process running job after job must not freeze a finished job's garbage."""
+    import gc
+
+    from sweep.cli import freeze_imports
+    freeze_imports()
+    frozen = gc.get_freeze_count()
+    garbage = [[object()] for _ in range(1000)]  # objects a later job would leave behind
+    freeze_imports()
+    assert gc.get_freeze_count() == frozen and garbage
