@@ -120,7 +120,7 @@ def decoded(tasks: Iterable[Task], view, ahead: int) -> Iterator[tuple[int, Exam
 
 def memory_format(setting: MemoryFormat, model: nn.Module, device: torch.device) -> tuple[MemoryFormat, str]:
     """The weight layout for `execution.memory_format`, and why. `auto` takes channels_last on a CPU
-    for a model with depthwise convolutions, where oneDNN's depthwise kernels make a lite0 step 1.2x
+    for a model with depthwise convolutions, where oneDNN's depthwise kernels make a lite0 step 1.1x
     to 1.5x faster (README, Speed), and torch's default layout elsewhere (no gain on resnet18, a
     slower demo model; unmeasured on GPUs). Float results depend on the layout, not on the path."""
     if setting != MemoryFormat.auto:
