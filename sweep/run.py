@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sweep.cache import cache_root
+from sweep.cache import writable_cache
 from sweep.config import Augmentation, ModelMode, validate
 from sweep.correct import SingleExampleTrainer
 from sweep.data import example_view
@@ -31,6 +31,7 @@ def run(cfg, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | None = No
     """
     validate(cfg)
     check_inputs(cfg.data)
+    cache = writable_cache(cfg.cache_dir)
     started = time.perf_counter()
     cores, cores_source = cores or allotted_cores()
     torch.set_num_threads(cfg.execution.threads or cores)
@@ -40,7 +41,7 @@ def run(cfg, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | None = No
     directory.claim({**identity(cfg), "device": device.type})  # CPU and GPU rows never mix in one directory
 
     # Set up: the data, the pretrained model in its training mode, and the input view of an example.
-    source = open_source(cfg)
+    source = open_source(cfg, cache)
     model = source.pretrained(cfg.model).to(device)
     layout, layout_reason = memory_format(cfg.execution.memory_format, model, device)
     model = with_memory_format(model, layout)
@@ -51,7 +52,7 @@ def run(cfg, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | None = No
 
     # Select: the persisted selection of this directory, or a new sample of the model's mistakes.
     selection = directory.selection() or directory.save_selection(
-        select(cfg, model, source.examples, view, device, source.wrong, cache_root(cfg.cache_dir), cores, layout))
+        select(cfg, model, source.examples, view, device, source.wrong, cache, cores, layout))
     in_shard = list(enumerate(selection.examples))[cfg.shard.index::cfg.shard.count]  # positions in the selection
     done = directory.done_paths()
     if done:

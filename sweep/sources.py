@@ -8,7 +8,6 @@ from typing import Callable, Optional
 
 from torch import nn
 
-from sweep.cache import cache_root
 from sweep.correctness import wrong_from_matrix
 from sweep.data import Example, check_labels
 from sweep.demo import open_demo
@@ -52,10 +51,10 @@ def check_inputs(data) -> None:
             raise UserError(f"data.{key}={data[key]}: no such file")
 
 
-def open_source(cfg) -> Source:
-    """The Source for `cfg.data` (data=demo or data=imagenet)."""
+def open_source(cfg, cache: Path) -> Source:
+    """The Source for `cfg.data` (data=demo or data=imagenet); the demo universe lives in `cache`."""
     if cfg.data.name == "demo":
-        demo = open_demo(cfg.data.universe, cache_root(cfg.cache_dir))
+        demo = open_demo(cfg.data.universe, cache)
         return Source(demo.examples, demo.universe.new_model, demo.pretrained)
     matcher = path_matcher(cfg.data)
     examples = imagenet_examples(cfg.data, matcher)

@@ -174,6 +174,13 @@ def test_cache_location_follows_the_conventions(monkeypatch, tmp_path):
     assert cache_root(str(tmp_path / "explicit")) == tmp_path / "explicit"
 
 
+def test_a_cache_directory_that_cannot_be_created_is_named(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    code, output = run_cli(f"cache_dir={tmp_path / 'file' / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2 and "Traceback" not in output, output[-3000:]
+    assert output.strip().splitlines()[-1].startswith(f"error: cache_dir {tmp_path / 'file' / 'cache'}: cannot create it")
+
+
 def test_zoo_command_refuses_a_bad_labels_file(tmp_path, capsys):
     from sweep.zoo import main as zoo_command
     (tmp_path / "labels.csv").write_text("name,class\nx,1\n")
