@@ -67,9 +67,8 @@ class FusedOptimizer:
             buffers = [self.state[p]["momentum_buffer"] if p in self.state else None for p in group]
             sgd.sgd(group, [p.grad for p in group], buffers, fused=True, weight_decay=self.weight_decay,
                     momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False)
-            if self.momentum:
-                for p, buffer in zip(group, buffers):
-                    self.state[p] = {"momentum_buffer": buffer}
+            if self.momentum and group is fresh:  # the buffers torch.optim just created
+                self.state.update({p: {"momentum_buffer": buffer} for p, buffer in zip(group, buffers)})
 
 
 def _adam_state(p: torch.Tensor) -> dict:
