@@ -32,7 +32,11 @@ def rank_examples(correct: np.ndarray, true_class_prob: Optional[np.ndarray] = N
     fraction = correct.mean(axis=0)
     tie_break = np.zeros_like(fraction) if true_class_prob is None else np.asarray(true_class_prob).mean(axis=0)
     position = np.arange(correct.shape[1])
-    order = np.lexsort((position, -tie_break, -fraction))  # last key is primary
+    return _ranks(np.lexsort((position, -tie_break, -fraction)))  # last key is primary
+
+
+def _ranks(order: np.ndarray) -> np.ndarray:
+    """Rank (1 = first) of each position, from the positions in rank order."""
     ranks = np.empty(len(order), dtype=np.int64)
     ranks[order] = np.arange(1, len(order) + 1)
     return ranks
@@ -110,6 +114,11 @@ def read_difficulty(path: Path, examples_file: Optional[Path] = None) -> pd.Data
 
 
 def _matrix_ranks(path: Path, examples_file: Optional[Path]) -> pd.DataFrame:
+    matrix, examples = _matrix_with_examples(path, examples_file)
+    return pd.DataFrame({"path": examples, "rank": rank_examples(matrix)})
+
+
+def _matrix_with_examples(path: Path, examples_file: Optional[Path]) -> tuple[np.ndarray, list[str]]:
     if examples_file is None:
         raise UserError(f"data.difficulty={path} is a correctness matrix: set data.difficulty_examples "
                         f"to its examples list")
@@ -118,7 +127,7 @@ def _matrix_ranks(path: Path, examples_file: Optional[Path]) -> pd.DataFrame:
     if matrix.shape[1] != len(examples):
         raise UserError(f"data.difficulty_examples={examples_file}: {len(examples)} examples, but "
                         f"data.difficulty={path} has {matrix.shape[1]} columns (models x examples)")
-    return pd.DataFrame({"path": examples, "rank": rank_examples(matrix)})
+    return matrix, examples
 
 
 def _csv_ranks(path: Path, key: str) -> pd.DataFrame:
@@ -146,9 +155,7 @@ def _csv_ranks(path: Path, key: str) -> pd.DataFrame:
     refuse_duplicates(list(table[path_column]), path, key, where=lambda i: f"line {i + 2}")
     if value_column == "rank":
         return pd.DataFrame({"path": table[path_column], "rank": values.astype(int)})
-    order = np.lexsort((np.arange(len(table)), -values.to_numpy()))
-    ranks = np.empty(len(table), dtype=np.int64)
-    ranks[order] = np.arange(1, len(table) + 1)
+    ranks = _ranks(np.lexsort((np.arange(len(table)), -values.to_numpy())))
     return pd.DataFrame({"path": table[path_column], "rank": ranks})
 
 
@@ -163,11 +170,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("difficulty.csv"), help="CSV with columns path,rank,fraction_correct")
     args = parser.parse_args(argv)
     try:
-        ranks = _matrix_ranks(args.matrix, args.examples)
+        matrix, examples = _matrix_with_examples(args.matrix, args.examples)
     except UserError as error:
         parser.exit(2, f"error: {error}\n")
-    matrix = np.load(args.matrix)
-    table = ranks.assign(fraction_correct=matrix.mean(axis=0)).sort_values("rank")
+    table = pd.DataFrame({"path": examples, "rank": rank_examples(matrix),
+                          "fraction_correct": matrix.mean(axis=0)}).sort_values("rank")
     table.to_csv(args.out, index=False)
     print(f"ranked {len(table)} examples by {matrix.shape[0]} models -> {args.out}")
 
