@@ -1,4 +1,4 @@
-"""Merge runs into tables, statistics and plots.
+"""Merge runs into tables, statistics and figures.
 
     python analysis/aggregate.py                      # the most recent multirun sweep
     python analysis/aggregate.py DIR [DIR ...] [--out OUT]
@@ -13,27 +13,25 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script from the repo root
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from analysis import plots  # noqa: E402
-from analysis.pairs import paired_comparison  # noqa: E402
-from analysis.report import write_report  # noqa: E402
-from analysis.runs import Run, find_run_dirs, latest_sweep, load_run, merge_shards  # noqa: E402
-from sweep.errors import UserError  # noqa: E402
-from sweep.schema import NON_RESULT_KEYS  # noqa: E402
-from sweep.statistics import run_statistics  # noqa: E402
+from analysis import figures
+from analysis.pairs import paired_comparison
+from analysis.report import write_report
+from analysis.runs import Run, find_run_dirs, latest_sweep, load_run, merge_shards
+from sweep.errors import UserError
+from sweep.outputs import NON_RESULT_KEYS
+from sweep.stats.research import run_statistics
 
 log = logging.getLogger("aggregate")
 
 
 def varying_parameters(runs: list[Run]) -> list[str]:
     """Config keys whose values differ between runs (how runs are executed and sharded excepted)."""
-    keys = sorted({k for run in runs for k in run.params if k.split(".")[0] not in NON_RESULT_KEYS and k != "shard.count"})
+    keys = sorted({k for run in runs for k in run.params
+                   if k.split(".")[0] not in NON_RESULT_KEYS and k != "shard.count"})
     varying = [k for k in keys if len({repr(run.params.get(k)) for run in runs}) > 1]
     return sorted(varying, key=lambda k: ({"model": 0, "lr": 1}.get(k, 2), k))
 
@@ -61,7 +59,7 @@ def aggregate(paths: list[Path], out: Path) -> dict:
     labels = [label(run, keys) for run in runs]
     if len(set(labels)) < len(labels):  # same parameters twice (e.g. two sweeps): tell them apart by directory
         labels = [f"{lab} [{run.directory.name}]" for lab, run in zip(labels, runs)]
-    for run, lab in zip(runs, labels):
+    for run in runs:
         for note in run.notes:
             log.warning("%s: %s", run.directory, note)
     with_rows = [(run, lab) for run, lab in zip(runs, labels) if len(run.rows)]
@@ -86,13 +84,14 @@ def aggregate(paths: list[Path], out: Path) -> dict:
     table.to_csv(out / "runs.csv", index=False)
     if len(pairs):
         pairs.to_csv(out / "paired.csv", index=False)
-    figures = plots.loss_vs_difficulty(with_rows, keys, out) + plots.forest(table, out) + plots.steps_ecdf(merged, out)
+    drawn = (figures.loss_vs_difficulty(with_rows, keys, out) + figures.forest(table, out)
+             + figures.steps_ecdf(merged, out))
     trajectories = [(lab, run) for run, lab in with_rows if run.steps is not None]
     if trajectories:
-        figures += plots.loss_trajectories(trajectories, out)
-    write_report(out / "report.md", table, reasons, pairs, runs, keys, figures)
+        drawn += figures.loss_trajectories(trajectories, out)
+    write_report(out / "report.md", table, reasons, pairs, runs, keys, drawn)
     log.info("%d runs (%d rows) -> %s", len(table), len(merged), out)
-    return {"runs": table, "merged": merged, "pairs": pairs, "figures": figures, "reasons": reasons}
+    return {"runs": table, "merged": merged, "pairs": pairs, "figures": drawn, "reasons": reasons}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,8 +14,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from sweep.schema import MEASURED, Status
-from sweep.stats import censored_sign_test, spearman
+from sweep.outputs import MEASURED
+from sweep.stats.estimates import censored_sign_test, spearman
+from sweep.training.stopping import Status
 
 MIN_SHARED = 20
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.pairs import __doc__ as PAIRS_DOC
-from sweep.schema import BASELINES, EPSILON_COSTS, SCORES
-from sweep.statistics import SUBSETS, __doc__ as STATISTICS_DOC, verdict
+from sweep.outputs import BASELINES, EPSILON_COSTS, SCORES
+from sweep.stats.research import SUBSETS, verdict
+from sweep.stats.research import __doc__ as STATISTICS_DOC
 
 COUNTS = ["run", "n_examples", "n_correct", "n_never_correct", "n_diverged", "n_unreadable", "n_reached_epsilon",
           "n_never_reached_epsilon", "frac_never_corrected", "median_steps_to_correct", "iqr_steps_to_correct",
@@ -35,7 +36,8 @@ def _estimates_table(table: pd.DataFrame, reasons: dict, names: list[tuple[str, 
     names = [(header, name) for header, name in names if name in table]
     if not names:
         return ""
-    frame = pd.DataFrame([{"run": row["run"], **{header: cell(row, reasons[row["run"]], name) for header, name in names}}
+    frame = pd.DataFrame([{"run": row["run"],
+                           **{header: cell(row, reasons[row["run"]], name) for header, name in names}}
                           for _, row in table.iterrows()])
     return frame.to_markdown(index=False)
 
@@ -71,7 +73,8 @@ def write_report(path: Path, table: pd.DataFrame, reasons: dict, pairs: pd.DataF
         parts += ["## Partial rho of the cost and rank, given the initial loss", "", partials, ""]
     epsilon = _estimates_table(table, reasons, [(c, f"rho_{c}") for c in EPSILON_COSTS])
     if epsilon:
-        parts += ["## The original epsilon variant (steps and summed loss until the loss reached 1e-3)", "", epsilon, ""]
+        parts += ["## The original epsilon variant (steps and summed loss until the loss reached 1e-3)", "", epsilon,
+                  ""]
     worst = [c for c in table.columns if c.endswith("_censored_worst")]
     if worst:
         parts += ["## Spearman rho with never-corrected examples tied at the worst cost", "",

@@ -11,10 +11,11 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from sweep.config import flatten
+from sweep.data.image_folders import synset_label
+from sweep.data.real_labels import real_columns
 from sweep.errors import UserError
-from sweep.imagenet import synset_label
-from sweep.real_labels import real_columns
-from sweep.schema import RANK, RESULTS_CSV, STEPS_CSV, SUMMARY_JSON, Status
+from sweep.outputs import RANK, RESULTS_CSV, STEPS_CSV, SUMMARY_JSON
+from sweep.training.stopping import Status
 
 
 @dataclass
@@ -72,7 +73,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: not a readable CSV ({str(error).splitlines()[0]}); expected a results table") from None
+        raise UserError(f"{path}: not a readable CSV ({str(error).splitlines()[0]}); "
+                        f"expected a results table") from None
 
 
 def _original_rows(directory: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -96,7 +98,8 @@ def _original_rows(directory: Path) -> tuple[pd.DataFrame, list[str]]:
         raise UserError(f"{directory / RESULTS_CSV}: columns {list(rows.columns)}; expected at least path and {RANK} "
                         f"with one of steps_to_correct, total_loss_to_correct or total_steps_to_epsilon")
     if "total_steps_to_epsilon" in rows:
-        rows = rows.rename(columns={"total_steps_to_epsilon": "steps_to_epsilon", "total_loss_sum": "loss_sum_to_epsilon"})
+        rows = rows.rename(columns={"total_steps_to_epsilon": "steps_to_epsilon",
+                                    "total_loss_sum": "loss_sum_to_epsilon"})
         rows["status"] = np.where(rows["steps_to_epsilon"] >= 0, Status.REACHED_EPSILON, Status.NEVER_REACHED_EPSILON)
         notes.append("epsilon variant: steps and summed loss until the loss reached epsilon, reported as "
                      "steps_to_epsilon and loss_sum_to_epsilon (original counting), not as costs to correct")
@@ -121,7 +124,8 @@ def _with_real_labels(rows: pd.DataFrame) -> pd.DataFrame:
     """The ReaL columns the original scripts did not write, where the path names an ImageNet validation
     image and its synset (their rows hold no prediction, so prediction_in_real stays unknown)."""
     labels = [synset_label(p) for p in rows["path"]]
-    real = [real_columns(p, y, None) if y is not None else real_columns("", 0, None) for p, y in zip(rows["path"], labels)]
+    real = [real_columns(p, y, None) if y is not None else real_columns("", 0, None) for p, y in zip(rows["path"],
+                                                                                                     labels)]
     return rows.assign(**pd.DataFrame(real, index=rows.index))
 
 
@@ -161,7 +165,8 @@ def merge_shards(runs: list[Run]) -> list[Run]:
         indices = sorted(run.params["shard.index"] for run in group)
         rows = pd.concat([run.rows for run in group], ignore_index=True)
         if "example_index" in rows:
-            rows = rows.sort_values("example_index", kind="stable").drop_duplicates("example_index").reset_index(drop=True)
+            rows = rows.sort_values("example_index",
+                                    kind="stable").drop_duplicates("example_index").reset_index(drop=True)
         notes = [n for run in group for n in run.notes] + [f"merged shards {indices} of {count}"]
         missing = sorted(set(range(count)) - set(indices))
         if missing:

@@ -33,29 +33,28 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sweep.cli import prepare_process
 
-from sweep.cli import prepare_process  # noqa: E402
+prepare_process()  # as main.py, before the first computation: reproducible MKL results, cuBLAS workspace
 
-prepare_process()  # as main.py: reproducible MKL results, cuBLAS workspace
+import pandas as pd  # after prepare_process(), which must run first
+import timm
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-import pandas as pd  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from sweep.cache import cache_root  # noqa: E402
-from sweep.config import Precision, TrainConfig, UniverseConfig  # noqa: E402
-from sweep.correct import SingleExampleTrainer  # noqa: E402
-from sweep.demo import demo_mistakes, open_demo  # noqa: E402
-from sweep.device import exact_arithmetic  # noqa: E402
-from sweep.engine import BatchedTrainer, longest_first  # noqa: E402
-from sweep.workers import rows_in_workers  # noqa: E402
+from sweep.config import Precision, TrainConfig, UniverseConfig
+from sweep.data.demo import open_demo
+from sweep.data.images import load_image, model_transform
+from sweep.run.cache import cache_root
+from sweep.run.selection import sample_mistakes
+from sweep.training.engine import BatchedTrainer, longest_first
+from sweep.training.hardware import exact_arithmetic
+from sweep.training.loop import SingleExampleTrainer
+from sweep.training.workers import rows_in_workers
 
 FP32, BF16 = TrainConfig(), TrainConfig(precision=Precision.bf16)
 
@@ -102,8 +101,12 @@ def peak_memory_mb(device: torch.device) -> float:
 def workload(spec: str, n_examples: int, device: torch.device):
     """(model, [(x, y)], lr, [initial loss] or None) for a model spec."""
     if spec.startswith("demo:"):
-        model, chosen = demo_mistakes(open_demo(UniverseConfig(), cache_root(None)), spec[5:], n_examples)
-        return model.to(device), [(x.to(device), y) for x, y, _ in chosen], 1e-5, [loss for _, _, loss in chosen]
+        demo = open_demo(UniverseConfig(), cache_root(None))
+        model = demo.pretrained(spec[5:]).eval()
+        transform = model_transform(model, training=False)
+        view = lambda example: transform(load_image(example.path))
+        chosen = sample_mistakes(model, demo.examples, view, n_examples)
+        return model.to(device), [(view(e).to(device), e.label) for e, _ in chosen], 1e-5, [loss for _, loss in chosen]
     arch, size = spec.split("@")
     torch.manual_seed(0)
     model = timm.create_model(arch).to(device).eval()
@@ -150,7 +153,8 @@ def simple(train: TrainConfig = FP32, compiled: bool = False, channels_last: boo
     def run(model, examples, lr, max_steps, costs):
         """As `python main.py execution.workers=1 execution.parallel=1`."""
         order = range(len(examples))
-        return [s for _, s in _simple_outcomes(model, examples, lr, max_steps, order, train, compiled, channels_last)], 0.0
+        return [s for _, s in _simple_outcomes(model, examples, lr, max_steps, order, train, compiled,
+                                               channels_last)], 0.0
     return run
 
 
@@ -195,7 +199,7 @@ def timed(run, model, examples, lr, max_steps, costs, device):
 
 def isolated(threads: int, function, *args):
     """`function(*args)` at `threads` torch threads in a fresh fork of this process (one worker of
-    `sweep.workers`), which shares the prepared model and examples and inherits no state left by
+    `sweep.training.workers`), which shares the prepared model and examples and inherits no state left by
     other methods. This process itself must not have run multithreaded (OpenMP's thread pool does
     not survive a fork)."""
     return next(rows_in_workers(lambda tasks: (function(*args) for _ in tasks), [None], 1, threads, lambda: False))
@@ -252,7 +256,8 @@ def method(spec: str, device: torch.device):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["demo:test_resnet", "resnet18@224", "tf_efficientnet_lite0@224"])
+    parser.add_argument("--models", nargs="+", default=["demo:test_resnet", "resnet18@224",
+                                                        "tf_efficientnet_lite0@224"])
     parser.add_argument("--methods", nargs="+", default=None,
                         help="default: original simple batched:8 batched:32 workers:2 on CPU; original simple "
                              "compiled simple-bf16 batched:8 batched:32 batched:128 batched-bf16:32 on CUDA")
@@ -267,7 +272,8 @@ def main() -> None:
                               "batched:128", "batched-bf16:32"] if device.type == "cuda"
                              else ["original", "simple", "batched:8", "batched:32", "workers:2"])
     methods = [(spec, *method(spec, device)) for spec in specs]
-    largest_k = max([int(s.split(":")[-1]) for s in specs if s.split(":")[0] in ("batched", "batched-bf16", "workers-batched")]
+    batched = ("batched", "batched-bf16", "workers-batched")
+    largest_k = max([int(s.split(":")[-1]) for s in specs if s.split(":")[0] in batched]
                     or [1])
     threads = torch.get_num_threads()
     if device.type == "cpu":
@@ -278,7 +284,7 @@ def main() -> None:
         measure = functools.partial(isolated, threads)
     else:  # CUDA cannot be used in a forked child: the methods run one after another in place
         exact_arithmetic(device, Precision.fp32)  # fp32 as the tool runs it: no TF32
-        measure = lambda function, *a: function(*a)  # noqa: E731
+        measure = lambda function, *a: function(*a)
     peaks = {"fp32": measure(matmul_tflops, device, torch.float32)}
     if any(p == "bf16" for *_, p in methods):
         peaks["bf16"] = measure(matmul_tflops, device, torch.bfloat16)
@@ -297,7 +303,7 @@ def main() -> None:
             tick = time.perf_counter()
             try:
                 measure(timed, run, model, examples[:2], lr, min(max_steps, 3), costs[:2] if costs else None, device)
-            except Exception as error:  # noqa: BLE001 - one method failing must not lose the others' rows
+            except Exception as error:  # one method failing must not lose the others' rows
                 failed.add(label)
                 print(f"{spec}: {label}: failed: {type(error).__name__}: {str(error).splitlines()[0]}", flush=True)
             if "compile" in label:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import timm
 import torch

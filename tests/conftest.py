@@ -1,16 +1,11 @@
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from helpers.configs import SHARED_DATA, TINY_UNIVERSE  # noqa: E402
-from sweep.cli import prepare_process  # noqa: E402
+from helpers.configs import SHARED_DATA, TINY_UNIVERSE
+from sweep.cli import prepare_process
 
 prepare_process()  # as main.py: reproducible MKL results, cuBLAS workspace for deterministic GPU runs
 
@@ -39,6 +34,7 @@ def cache_dir() -> Path:
 @pytest.fixture(scope="module")
 def mistakes(cache_dir):
     """The tiny universe's pretrained model and 10 of its real mistakes: (model, [(x of shape (C, H, W), label)])."""
-    from sweep.demo import demo_mistakes, open_demo
+    from helpers.mistakes import demo_mistakes
+    from sweep.data.demo import open_demo
     model, chosen = demo_mistakes(open_demo(dict(TINY_UNIVERSE), cache_dir), "test_resnet", 10)
     return model, [(x, y) for x, y, _ in chosen]

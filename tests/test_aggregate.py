@@ -8,11 +8,12 @@ import pytest
 from omegaconf import OmegaConf
 from scipy import stats
 
-from analysis.aggregate import aggregate, main as aggregate_command
+from analysis.aggregate import aggregate
+from analysis.aggregate import main as aggregate_command
 from helpers.configs import SHARED_DATA
-from sweep.schema import COLUMNS
-from sweep.statistics import run_statistics
-from sweep.stats import censored_sign_test, rho
+from sweep.outputs import COLUMNS
+from sweep.stats.estimates import censored_sign_test, rho
+from sweep.stats.research import run_statistics
 
 
 def fake_rows(rng, paths, scale):
@@ -23,7 +24,8 @@ def fake_rows(rng, paths, scale):
     loss_sum = steps * rng.uniform(0.5, 1.5, n)
     clean = rng.random(n) < 0.6
     return pd.DataFrame({
-        "example_index": range(n), "path": paths, "total_loss_to_correct": np.where(status == "correct", loss_sum + 0.1, -1),
+        "example_index": range(n), "path": paths, "total_loss_to_correct": np.where(status == "correct",
+                                                                                    loss_sum + 0.1, -1),
         "universal_difficulty_rank": rank, "label": 1, "initial_prediction": 2, "status": status,
         "steps_to_correct": np.where(status == "correct", steps, -1), "loss_sum": loss_sum,
         "initial_loss": rng.uniform(1, 3, n) + rank / 1000, "final_loss": 0.5, "initial_margin": -rng.uniform(0, 2, n),
@@ -85,7 +87,8 @@ def test_synthetic_sweep(sweep):
     cost = spearman(corrected["loss_sum"], rank)
     assert row["delta_initial_loss"] == pytest.approx(cost - spearman(corrected["initial_loss"], rank))
     assert row["delta_initial_margin"] == pytest.approx(cost - spearman(-corrected["initial_margin"], rank))
-    assert row["delta_initial_grad_norm"] == pytest.approx(abs(cost) - abs(spearman(corrected["initial_grad_norm"], rank)))
+    assert row["delta_initial_grad_norm"] == pytest.approx(abs(cost) - abs(spearman(corrected["initial_grad_norm"],
+                                                                                    rank)))
     assert row["delta_initial_loss_ci_low"] <= row["delta_initial_loss"] <= row["delta_initial_loss_ci_high"]
     assert row["n_correct"] == len(corrected) and row["n_never_correct"] == (first["status"] == "never_correct").sum()
     assert row["median_steps_to_correct"] == corrected["steps_to_correct"].median()
@@ -151,7 +154,8 @@ def test_a_report_of_degenerate_runs_is_complete(tmp_path):
     for job, n in enumerate([3, 6, 40]):
         job_dir = tmp_path / str(job)
         (job_dir / ".hydra").mkdir(parents=True)
-        OmegaConf.save(OmegaConf.create({"lr": 10.0 ** -(job + 3), "model": {"arch": "m"}}), job_dir / ".hydra" / "config.yaml")
+        OmegaConf.save(OmegaConf.create({"lr": 10.0 ** -(job + 3), "model": {"arch": "m"}}),
+                       job_dir / ".hydra" / "config.yaml")
         rows = fake_rows(rng, [f"/d/{i}.png" for i in range(n)], 1.0).assign(status="correct")
         if n == 6:  # a percentile CI that excludes its point estimate must still be drawn
             rows["loss_sum"] = [1.0, 1.0, 1.0, 1.0, 1.0, 9.0]

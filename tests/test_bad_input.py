@@ -10,6 +10,8 @@ from PIL import Image
 
 from helpers.commands import run_cli
 from helpers.configs import tiny_universe_overrides
+from sweep.config import Precision
+from sweep.errors import UserError
 
 FOREIGN = "/home/projects/bagon/shared/imagenet512/val"
 SYNSETS = ["n01440764", "n01443537"]
@@ -56,7 +58,8 @@ def refused(tmp_path, *args, expect: list[str]):
      ["a CSV header with columns ['image', 'rank'] but no path column", "path or file"]),
     ("path,rank\n/a/x1.JPEG,1\n/a/x2.JPEG,two\n", ["line 3: rank 'two' is not a whole number >= 1"]),
     ("path,score\n/a/x1.JPEG,0.5\n/a/x2.JPEG,high\n", ["line 3: score 'high' is not a finite number"]),
-    ("path,rank\n/a/x1.JPEG,1\n/a/x2.JPEG,2\n/a/x1.JPEG,3\n", ["1 duplicate entry", "'/a/x1.JPEG' (line 2 and line 4)"]),
+    ("path,rank\n/a/x1.JPEG,1\n/a/x2.JPEG,2\n/a/x1.JPEG,3\n", ["1 duplicate entry",
+                                                               "'/a/x1.JPEG' (line 2 and line 4)"]),
     ("/a/x1.JPEG,/a/x2.JPEG,/a/x1.JPEG", ["1 duplicate entry", "'/a/x1.JPEG' (entry 1 and entry 3)"]),
     ("", ["the file is empty"]),
     ("path,rank\n", ["a header and no rows"]),
@@ -128,8 +131,7 @@ def test_a_learning_rate_that_makes_examples_diverge_stops_the_run(tmp_path, cac
 
 
 def test_a_cpu_run_directory_is_not_resumed_on_another_device(tmp_path):
-    from sweep.errors import UserError
-    from sweep.rundir import RunDirectory
+    from sweep.run.directory import RunDirectory
     directory = RunDirectory(tmp_path)
     directory.claim({"lr": 1e-5, "device": "cuda"})
     directory.claim({"lr": 1e-5, "device": "cpu"})  # nothing computed yet: a corrected rerun may take it
@@ -141,8 +143,7 @@ def test_a_cpu_run_directory_is_not_resumed_on_another_device(tmp_path):
 
 def test_exact_arithmetic_settings_for_a_gpu(monkeypatch):
     """Set on any machine (the flags are plain settings); the GPU run itself is checked where one exists."""
-    from sweep.config import Precision
-    from sweep.device import describe, exact_arithmetic
+    from sweep.training.hardware import describe, exact_arithmetic
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic,
              torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
              torch.get_float32_matmul_precision())
@@ -163,7 +164,8 @@ def test_exact_arithmetic_settings_for_a_gpu(monkeypatch):
 
 def test_cache_location_follows_the_conventions(monkeypatch, tmp_path):
     from pathlib import Path
-    from sweep.cache import cache_root
+
+    from sweep.run.cache import cache_root
     monkeypatch.delenv("LTC_CACHE_DIR", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert cache_root(None) == Path.home() / ".cache" / "loss-to-correct"
@@ -178,11 +180,12 @@ def test_a_cache_directory_that_cannot_be_created_is_named(tmp_path):
     (tmp_path / "file").write_text("not a directory")
     code, output = run_cli(f"cache_dir={tmp_path / 'file' / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}")
     assert code == 2 and "Traceback" not in output, output[-3000:]
-    assert output.strip().splitlines()[-1].startswith(f"error: cache_dir {tmp_path / 'file' / 'cache'}: cannot create it")
+    last = output.strip().splitlines()[-1]
+    assert last.startswith(f"error: cache_dir {tmp_path / 'file' / 'cache'}: cannot create it")
 
 
 def test_zoo_command_refuses_a_bad_labels_file(tmp_path, capsys):
-    from sweep.zoo import main as zoo_command
+    from sweep.data.zoo import main as zoo_command
     (tmp_path / "labels.csv").write_text("name,class\nx,1\n")
     with pytest.raises(SystemExit) as stop:
         zoo_command(["--images", str(tmp_path), "--labels", str(tmp_path / "labels.csv"), "--models", "test_resnet",

@@ -7,9 +7,9 @@ import timm
 import torch
 from torch import nn
 
-from sweep.config import ModelMode, Optimizer, TrainConfig
-from sweep.correct import SingleExampleTrainer
-from sweep.schema import Status
+from sweep.config import ModelMode, Optimizer, Precision, TrainConfig
+from sweep.training.loop import SingleExampleTrainer
+from sweep.training.stopping import Status
 
 CORRECT, NEVER_CORRECT, DIVERGED = Status.CORRECT, Status.NEVER_CORRECT, Status.DIVERGED
 
@@ -24,7 +24,8 @@ def linear_model(weight: np.ndarray) -> nn.Module:
 
 
 def hand_trajectory(weight, x, y, lr, max_steps):
-    """The loop of the README's "What is measured, exactly" in numpy for logits = W x, cross-entropy, W <- W - lr (p - onehot) x^T."""
+    """The loop of the README's "What is measured, exactly" in numpy for logits = W x, cross-entropy,
+    W <- W - lr (p - onehot) x^T."""
     weight, losses = weight.astype(np.float64).copy(), []
     for t in range(max_steps + 1):
         logits = weight @ x
@@ -129,7 +130,6 @@ def test_the_same_fits_give_the_same_bits_at_two_threads(mistakes):
 
 
 def test_bf16_autocast_runs_without_a_loss_scaler():
-    from sweep.config import Precision
     torch.manual_seed(0)
     model = timm.create_model("test_resnet", num_classes=5).eval()
     x = torch.randn(1, 3, 32, 32)

@@ -4,7 +4,8 @@ import warnings
 
 import pytest
 
-from sweep.device import nondeterministic_operations
+from sweep.cli import freeze_imports
+from sweep.training.hardware import nondeterministic_operations
 
 # the text torch's alert gives under torch.use_deterministic_algorithms(True, warn_only=True)
 ALERT = ("{} does not have a deterministic implementation, but you set 'torch.use_deterministic_algorithms(True, "
@@ -16,8 +17,8 @@ def test_nondeterministic_operations_are_recorded_once_each_and_still_shown():
         warnings.simplefilter("always")
         for operation in ("adaptive_avg_pool2d_backward_cuda", "scatter_add_cuda_kernel",
                           "adaptive_avg_pool2d_backward_cuda"):
-            warnings.warn(ALERT.format(operation), UserWarning)
-        warnings.warn("an unrelated warning", UserWarning)
+            warnings.warn(ALERT.format(operation), UserWarning, stacklevel=1)
+        warnings.warn("an unrelated warning", UserWarning, stacklevel=1)
     assert recorded == ["adaptive_avg_pool2d_backward_cuda", "scatter_add_cuda_kernel"]
     assert len(shown) == 4
 
@@ -26,7 +27,7 @@ def test_recording_ends_with_the_block():
     with nondeterministic_operations() as recorded:
         pass
     with pytest.warns(UserWarning):
-        warnings.warn(ALERT.format("index_add_cuda_"), UserWarning)
+        warnings.warn(ALERT.format("index_add_cuda_"), UserWarning, stacklevel=1)
     assert recorded == []
 
 
@@ -34,7 +35,6 @@ def test_imports_are_frozen_once_per_process():
     """A launcher process running job after job must not freeze a finished job's garbage."""
     import gc
 
-    from sweep.cli import freeze_imports
     freeze_imports()
     frozen = gc.get_freeze_count()
     garbage = [[object()] for _ in range(1000)]  # objects a later job would leave behind

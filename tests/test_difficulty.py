@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from helpers.configs import ORIGINAL
-from sweep.difficulty import main as rank_command, rank_examples
+from sweep.data.difficulty import main as rank_command
+from sweep.data.difficulty import rank_examples
 
 
 @pytest.mark.skipif(not ORIGINAL.is_dir(), reason=f"{ORIGINAL} absent (the shared development data)")

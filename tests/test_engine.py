@@ -6,10 +6,9 @@ import torch
 
 from helpers.configs import compose_config, tiny_universe_overrides
 from sweep.config import ModelMode, Optimizer, TrainConfig
-from sweep.correct import SingleExampleTrainer
-from sweep.engine import BatchedTrainer, batched_engine
-from sweep.run import run
-
+from sweep.run.job import run
+from sweep.training.engine import BatchedTrainer, batched_engine
+from sweep.training.loop import SingleExampleTrainer
 
 SETTINGS = {Optimizer.adamw: (3e-5, 60), Optimizer.sgd: (3e-4, 60)}  # (lr, max_steps)
 
@@ -35,7 +34,8 @@ def test_batched_engine_matches_simple_path(mistakes, simple_outcomes, k, optimi
     expected = simple_outcomes[optimizer]
     steps = [o.steps_taken for o in expected]
     assert len(set(steps)) >= 4, steps  # examples finish at different steps, so slots are refilled
-    got = dict(BatchedTrainer(model, train, lr, max_steps, parallel=k).run((i, x, y) for i, (x, y) in enumerate(examples)))
+    got = dict(BatchedTrainer(model, train, lr, max_steps, parallel=k).run((i, x, y) for i, (x,
+                                                                                             y) in enumerate(examples)))
     for i, want in enumerate(expected):
         assert (got[i].status, got[i].steps_to_correct, got[i].steps_taken) == \
             (want.status, want.steps_to_correct, want.steps_taken), i
@@ -83,7 +83,7 @@ class _ItemInForward(torch.nn.Module):
 
 
 def test_a_model_vmap_cannot_batch_falls_back_with_a_reason(mistakes, caplog):
-    from sweep.execution import plan
+    from sweep.training.planner import plan
     model, examples = mistakes
     assert BatchedTrainer(model, TrainConfig(), 1e-3, 5, 2).unbatchable(tuple(examples[0][0].shape)) is None
     reason = BatchedTrainer(_ItemInForward(), TrainConfig(), 1e-3, 5, 2).unbatchable((3, 4, 4))
@@ -102,13 +102,13 @@ def test_a_model_vmap_cannot_batch_falls_back_with_a_reason(mistakes, caplog):
 
 
 def test_longest_first_orders_by_predicted_cost_and_keeps_unknown_ones_last_in_order():
-    from sweep.engine import longest_first
+    from sweep.training.engine import longest_first
     cost = {"a": 1.0, "b": None, "c": 3.0, "d": float("nan"), "e": 2.0}
     assert longest_first(list("abcde"), cost.get) == ["c", "e", "a", "b", "d"]
 
 
 def test_selection_records_initial_losses_that_predict_the_cost(tmp_path, cache_dir):
-    from sweep.rundir import RunDirectory
+    from sweep.run.directory import RunDirectory
     cfg = compose_config(*tiny_universe_overrides(cache_dir), "sample_size=8", "lr=3e-5", "max_steps=60",
                          "progress=false")
     run(cfg, tmp_path)
@@ -147,7 +147,8 @@ def test_engine_matches_the_simple_path_with_weight_decay(mistakes, which):
     simple = SingleExampleTrainer(model, train, lr, max_steps)
     expected = [simple.fit(x[None], y) for x, y in examples]
     simple.reset()
-    got = dict(BatchedTrainer(model, train, lr, max_steps, parallel=3).run((i, x, y) for i, (x, y) in enumerate(examples)))
+    got = dict(BatchedTrainer(model, train, lr, max_steps, parallel=3).run((i, x, y) for i, (x,
+                                                                                             y) in enumerate(examples)))
     for i, want in enumerate(expected):
         assert (got[i].status, got[i].steps_taken) == (want.status, want.steps_taken), i
         assert got[i].weight_distance == pytest.approx(want.weight_distance, rel=1e-4), i

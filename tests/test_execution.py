@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from helpers.configs import compose_config
-from sweep.errors import UserError
 from sweep.config import MemoryFormat
-from sweep.execution import allotted_cores, choose, memory_format
+from sweep.errors import UserError
+from sweep.training.hardware import allotted_cores, memory_format
+from sweep.training.planner import choose
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
 

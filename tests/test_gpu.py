@@ -5,9 +5,9 @@ import pytest
 
 from helpers.configs import compose_config, tiny_universe_overrides
 from sweep.config import ModelMode, Precision, TrainConfig
-from sweep.correct import SingleExampleTrainer
-from sweep.run import run
-from sweep.schema import OUTCOME_COLUMNS
+from sweep.outputs import OUTCOME_COLUMNS
+from sweep.run.job import run
+from sweep.training.loop import SingleExampleTrainer
 
 pytestmark = pytest.mark.gpu
 EXACT = ["example_index", "path", "status", "steps_to_correct", "initial_prediction"]

@@ -12,13 +12,13 @@ from omegaconf import OmegaConf
 
 from helpers.configs import ORIGINAL, SAMPLE, compose_config
 from sweep.config import ImageFolderDataConfig
-from sweep.correctness import wrong_from_matrix
-from sweep.data import load_image, model_transform
-from sweep.difficulty import read_difficulty
+from sweep.data.correctness import wrong_from_matrix
+from sweep.data.difficulty import read_difficulty
+from sweep.data.image_folders import imagenet_examples, path_matcher, synset_label
+from sweep.data.images import load_image, model_transform
+from sweep.data.real_labels import real_labels
 from sweep.errors import UserError
-from sweep.imagenet import imagenet_examples, path_matcher, synset_label
 from sweep.models import hub_model, load_package_weights
-from sweep.real_labels import real_labels
 
 FOREIGN = "/home/projects/bagon/shared/imagenet512/val"
 
@@ -131,7 +131,7 @@ def test_hub_weights_fail_fast_offline_naming_alternatives(monkeypatch):
 
 @pytest.mark.skipif(not SAMPLE.is_dir() or not ORIGINAL.is_dir(), reason="../shared/data absent")
 def test_sample_with_lite0_end_to_end(tmp_path):
-    from sweep.run import run
+    from sweep.run.job import run
     cfg = compose_config("data=imagenet_sample", "model=efficientnet_lite0", "lr=1e-5", "sample_size=8",
                          "max_steps=100", "progress=false")
     summary = run(cfg, tmp_path)
@@ -169,7 +169,7 @@ def test_partial_match_reports_counts_and_examples(tmp_path, caplog):
 
 
 def test_zoo_command_builds_a_correctness_matrix(tmp_path):
-    from sweep.zoo import main as zoo_command
+    from sweep.data.zoo import main as zoo_command
     if importlib.util.find_spec("foolbox") is None:
         pytest.skip("foolbox (its 20 bundled ImageNet images) not installed: pip install -r requirements-test.txt")
     data = Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"

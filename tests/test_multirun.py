@@ -6,7 +6,7 @@ import pandas as pd
 
 from helpers.commands import run_cli, run_main
 from helpers.configs import compose_config, tiny_universe_overrides
-from sweep.schema import COLUMNS
+from sweep.outputs import COLUMNS
 
 
 def test_multirun_writes_complete_job_directories(tmp_path, cache_dir):
@@ -45,7 +45,7 @@ def test_single_run_writes_into_hydra_run_dir(tmp_path, cache_dir):
 
 def test_random_view_is_the_same_for_search_and_training(tmp_path, cache_dir):
     """With one random training view per example, step 0 is still wrong by construction."""
-    from sweep.run import run
+    from sweep.run.job import run
     cfg = compose_config(*tiny_universe_overrides(cache_dir), "sample_size=6", "train.augmentation=one_view",
                          "lr=3e-5", "max_steps=50", "progress=false")
     run(cfg, tmp_path)
@@ -54,7 +54,7 @@ def test_random_view_is_the_same_for_search_and_training(tmp_path, cache_dir):
 
 
 def test_a_two_lr_sweep_searches_the_wrong_set_once(tmp_path, cache_dir, monkeypatch):
-    import sweep.selection as selection
+    import sweep.run.selection as selection
     searches, search = [], selection.find_wrong
     monkeypatch.setattr(selection, "find_wrong", lambda *args, **kwargs: searches.append(1) or search(*args, **kwargs))
     sweep_dir = tmp_path / "sweep"

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from sweep.config import Optimizer
-from sweep.optim import FusedOptimizer
+from sweep.training.fused_optimizer import FusedOptimizer
 
 SETTINGS = [(Optimizer.adamw, 0.0, 0.0), (Optimizer.adamw, 0.05, 0.0), (Optimizer.adam, 0.01, 0.0),
             (Optimizer.sgd, 0.0, 0.0), (Optimizer.sgd, 0.0, 0.9), (Optimizer.sgd, 0.01, 0.9)]

@@ -18,8 +18,8 @@ from timm.data import ImageNetInfo
 from helpers.commands import run_cli
 from helpers.configs import ROOT, compose_config
 from sweep.config import ModelMode, Precision, TrainConfig
-from sweep.correct import SingleExampleTrainer
-from sweep.schema import Status
+from sweep.training.loop import SingleExampleTrainer
+from sweep.training.stopping import Status
 
 FOREIGN = "/home/projects/bagon/shared/imagenet512/val"
 N_EXAMPLES, N_LOCAL, MODEL = 50_000, 400, "resnet_34_160_classification_imagenet_1k"
@@ -91,7 +91,8 @@ def test_the_preset_selects_exactly_the_original_examples(inputs, tmp_path):
                            f"hydra.run.dir={tmp_path}")
     assert code == 0, output[-3000:]
     selection = pd.read_csv(tmp_path / "selection.csv")
-    ours = [(f"{FOREIGN}/{Path(p).relative_to(inputs / 'val')}", r) for p, r in zip(selection["path"], selection["rank"])]
+    ours = [(f"{FOREIGN}/{Path(p).relative_to(inputs / 'val')}", r) for p, r in zip(selection["path"],
+                                                                                    selection["rank"])]
     expected = original_selection(inputs, 30)
     assert len(expected) == 30 and ours == expected
     rows = pd.read_csv(tmp_path / "single_example_results.csv")
@@ -170,7 +171,7 @@ def test_fp16_scaler_counts_as_the_original_loop(max_steps):
 
 
 def test_the_original_step_boundary_ignores_the_state_after_the_last_update():
-    from sweep.correct import stop_status
+    from sweep.training.stopping import stop_status
     assert stop_status(1.0, 3, 3, t=5, max_steps=5) == Status.CORRECT
     assert stop_status(1.0, 3, 3, t=5, max_steps=5, check_final_state=False) == Status.NEVER_CORRECT
     assert stop_status(1.0, 3, 3, t=4, max_steps=5, check_final_state=False) == Status.CORRECT

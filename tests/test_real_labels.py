@@ -2,7 +2,7 @@
 import json
 import pkgutil
 
-from sweep.real_labels import real_columns, real_labels
+from sweep.data.real_labels import real_columns, real_labels
 
 TABLE = json.loads(pkgutil.get_data("timm.data", "_info/imagenet_real_labels.json"))
 

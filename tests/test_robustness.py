@@ -11,10 +11,11 @@ from PIL import Image
 
 from helpers.commands import main_command, run_cli, wait_for_rows
 from helpers.configs import tiny_universe_overrides
-from sweep.data import Example, check_labels, load_image, read_examples
+from sweep.data.examples import Example, check_labels, read_examples
+from sweep.data.images import load_image
 from sweep.errors import UserError
 from sweep.models import create_model, load_checkpoint
-from sweep.results import ResultsWriter, read_rows
+from sweep.run.results import ResultsWriter, read_rows
 
 RUN_ARGS = ["model=test_resnet", "lr=2e-5", "sample_size=8", "max_steps=300", "progress=false"]
 
@@ -62,7 +63,8 @@ def test_multirun_killed_midway_completes_only_missing_work(tmp_path, cache_dir,
     assert (sweep / "0" / "single_example_results.csv").stat().st_mtime_ns == stamp  # nothing redone
     pd.testing.assert_frame_equal(comparable(sweep / "0" / "single_example_results.csv"), reference)
     uninterrupted = tmp_path / "seed1"
-    subprocess.run(main_command(*RUN_ARGS, "seed=1", f"hydra.run.dir={uninterrupted}", *tiny_universe_overrides(cache_dir)),
+    subprocess.run(main_command(*RUN_ARGS, "seed=1", f"hydra.run.dir={uninterrupted}",
+                                *tiny_universe_overrides(cache_dir)),
                    check=True, capture_output=True, timeout=600)
     pd.testing.assert_frame_equal(comparable(sweep / "1" / "single_example_results.csv"),
                                   comparable(uninterrupted / "single_example_results.csv"))
@@ -125,7 +127,8 @@ def write_dataset(root: Path, files: list[str], ranks: list[str] | None = None) 
     for name in files:
         Image.new("RGB", (8, 8)).save(root / name)
     pd.DataFrame({"file": files, "label": [1] * len(files)}).to_csv(root / "labels.csv", index=False)
-    pd.DataFrame({"path": ranks or files, "rank": range(1, len(files) + 1)}).to_csv(root / "difficulty.csv", index=False)
+    pd.DataFrame({"path": ranks or files, "rank": range(1, len(files) + 1)}).to_csv(root / "difficulty.csv",
+                                                                                    index=False)
     return root / "labels.csv", root / "difficulty.csv"
 
 
@@ -151,7 +154,7 @@ def test_label_outside_the_model_classes():
 
 
 def test_corrupt_image_is_unreadable_not_fatal(tmp_path):
-    from sweep.selection import find_wrong
+    from sweep.run.selection import find_wrong
     good, bad = tmp_path / "good.png", tmp_path / "bad.jpg"
     Image.new("RGB", (8, 8)).save(good)
     Image.new("RGB", (64, 64)).save(bad)
@@ -159,7 +162,7 @@ def test_corrupt_image_is_unreadable_not_fatal(tmp_path):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
     torch.nn.init.zeros_(model[1].weight)
     model[1].bias.data = torch.tensor([1.0, 0.0])  # always predicts class 0
-    to_tensor = lambda e: torch.from_numpy(np.asarray(load_image(e.path), np.float32)).permute(2, 0, 1)  # noqa: E731
+    to_tensor = lambda e: torch.from_numpy(np.asarray(load_image(e.path), np.float32)).permute(2, 0, 1)
     wrong, unreadable = find_wrong(model, [Example(str(good), 1, 1), Example(str(bad), 1, 2)], to_tensor,
                                    torch.device("cpu"), 4, progress=False)
     assert unreadable == 1 and [e.path for e in wrong] == [str(good)]
@@ -180,6 +183,6 @@ def test_checkpoint_that_does_not_fit(tmp_path):
 
 def test_empty_wrong_set_is_a_clear_error():
     from helpers.configs import compose_config
-    from sweep.selection import select
+    from sweep.run.selection import select
     with pytest.raises(UserError, match="model test_resnet gets no example of data=demo wrong: nothing to correct"):
         select(compose_config(), None, [Example("a.png", 1, 1)], None, None, precomputed=[])

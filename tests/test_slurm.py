@@ -23,8 +23,8 @@ def _cluster_answers() -> bool:
         return False
 
 
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not _cluster_answers(),
-                                                    reason="no SLURM cluster answers (start one: tests/slurm/start.sh)")]
+NO_CLUSTER = "no SLURM cluster answers (start one: tests/slurm/start.sh)"
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not _cluster_answers(), reason=NO_CLUSTER)]
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
          "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
 WORK = ["model=test_resnet", "max_steps=300", "progress=false"]
@@ -64,7 +64,8 @@ def reference(tmp_path_factory, cache_dir):
 def test_slurm_sweep_gives_the_basic_launchers_rows_at_one_thread_per_task(tmp_path, cache_dir, reference):
     sweep = tmp_path / "sweep"
     started = time.perf_counter()
-    result = subprocess.run(main_command("-m", *SLURM, *WORK, "lr=1e-5", "sample_size=20", "seed=0,1", f"hydra.sweep.dir={sweep}",
+    result = subprocess.run(main_command("-m", *SLURM, *WORK, "lr=1e-5", "sample_size=20", "seed=0,1",
+                                         f"hydra.sweep.dir={sweep}",
                                          *tiny_universe_overrides(cache_dir)),
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -83,7 +84,8 @@ def test_an_interrupted_task_is_requeued_and_resumes_to_the_same_rows(tmp_path, 
     # the limit, give or take its 30-s check period) reaches the task mid-run
     extra = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=50"] if interruption == "time_limit" else []
     lr, sample_size = ("3e-6", 40) if interruption == "time_limit" else ("1e-5", 20)
-    process = subprocess.Popen(main_command("-m", *SLURM, *extra, *WORK, f"lr={lr}", f"sample_size={sample_size}", "seed=0",
+    process = subprocess.Popen(main_command("-m", *SLURM, *extra, *WORK, f"lr={lr}", f"sample_size={sample_size}",
+                                            "seed=0",
                                             f"hydra.sweep.dir={sweep}", *tiny_universe_overrides(cache_dir)),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     stop = threading.Event()

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sweep.stats import CONFIDENCE, RESAMPLES, ResampleRanking, rho
+from sweep.stats.estimates import CONFIDENCE, RESAMPLES, ResampleRanking, rho
 
 
 @pytest.mark.parametrize("seed", range(6))

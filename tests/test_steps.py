@@ -2,8 +2,9 @@
 import pandas as pd
 import pytest
 
+from analysis.aggregate import aggregate
 from helpers.configs import compose_config, tiny_universe_overrides
-from sweep.run import run
+from sweep.run.job import run
 
 
 def job(out, cache_dir, *overrides):
@@ -24,7 +25,6 @@ def test_steps_hold_every_evaluated_loss(tmp_path, cache_dir):
         assert losses["loss"].iloc[-1] == pytest.approx(row["final_loss"])
         assert losses["loss"].iloc[:-1].sum() == pytest.approx(row["loss_sum"])
     assert (rows["steps_to_correct"] > 0).all() and rows["status"].eq("correct").all()
-    from analysis.aggregate import aggregate
     figures = aggregate([tmp_path], tmp_path / "aggregate")["figures"]
     assert tmp_path / "aggregate" / "loss_trajectories.png" in figures
 

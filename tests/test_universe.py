@@ -11,8 +11,8 @@ from scipy import stats
 
 from helpers.configs import TINY_UNIVERSE, compose_config
 from sweep.config import UniverseConfig
-from sweep.run import run
-from sweep.universe.build import build_universe, pretrained_weights
+from sweep.data.universe.build import build_universe, pretrained_weights
+from sweep.run.job import run
 
 
 @pytest.fixture(scope="session")
@@ -77,9 +77,9 @@ def test_default_model_has_a_few_hundred_mistakes_with_a_spread_of_costs(default
 
 @pytest.mark.slow
 def test_default_model_gets_a_few_hundred_validation_images_wrong(default_universe, cache_dir):
-    from sweep.data import example_view
-    from sweep.demo import open_demo
-    from sweep.selection import find_wrong
+    from sweep.data.demo import open_demo
+    from sweep.data.images import example_view
+    from sweep.run.selection import find_wrong
     demo = open_demo(UniverseConfig(), cache_dir)
     model = demo.pretrained("test_resnet").eval()
     wrong, unreadable = find_wrong(model, demo.examples, example_view(model, random_view=False, seed=0),

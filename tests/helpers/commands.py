@@ -15,7 +15,8 @@ def main_command(*args: str) -> list[str]:
     return [sys.executable, str(ROOT / "main.py"), *on_cpu(args)]
 
 
-def run_main(*args: str, cwd: Path | None = None, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+def run_main(*args: str, cwd: Path | None = None, timeout: int = 600,
+             check: bool = True) -> subprocess.CompletedProcess:
     """`python main.py args`; with `check`, a non-zero exit fails the test with the end of stderr."""
     result = subprocess.run(main_command(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if check:

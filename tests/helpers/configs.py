@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sweep.config import register_configs
+
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 ORIGINAL = SHARED_DATA / "original"
@@ -25,7 +27,6 @@ def on_cpu(overrides) -> list[str]:
 def compose_config(*overrides: str):
     """The config `python main.py <overrides>` would run with (no Hydra run, no output directory)."""
     from hydra import compose, initialize_config_dir
-    from sweep.config import register_configs
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=[f"hydra.searchpath=[file://{TEST_CONF}]", *on_cpu(overrides)])

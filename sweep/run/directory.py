@@ -1,0 +1,125 @@
+"""A run's output directory: what it holds, and resuming into it.
+
+It records the settings that define its results (`run_identity.json`, refusing to resume under
+others), persists the sampled selection (`selection.csv`, `selection.json`), appends result rows
+and replaces the summary and plot atomically.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from sweep.config import flatten
+from sweep.data.examples import Example
+from sweep.errors import UserError
+from sweep.files import atomic_write_text
+from sweep.outputs import (
+    IDENTITY_JSON,
+    NON_RESULT_KEYS,
+    PLOT_PNG,
+    RESULTS_CSV,
+    SELECTION_CSV,
+    SELECTION_JSON,
+    STEPS_CSV,
+    SUMMARY_JSON,
+)
+from sweep.run.difficulty_plot import plot_loss_vs_difficulty
+from sweep.run.results import STEP_COLUMNS, Finished, ResultsWriter, read_rows
+from sweep.run.selection import Selection
+
+
+def identity(cfg) -> dict:
+    """The settings that define what a run's results mean: all but how the work is executed."""
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return {key: value for key, value in config.items() if key not in NON_RESULT_KEYS}
+
+
+class RunDirectory:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.results_csv = self.path / RESULTS_CSV
+        self.steps_csv = self.path / STEPS_CSV
+
+    def claim(self, settings: dict) -> None:
+        """Record what this directory holds, or refuse to resume a run whose results (selection or
+        rows) were made with other settings."""
+        path = self.path / IDENTITY_JSON
+        flat = flatten(settings)
+        if path.exists() and ((self.path / SELECTION_CSV).exists() or len(self.rows())):
+            previous = flatten(json.loads(path.read_text()))
+            differing = sorted(k for k in set(flat) | set(previous) if flat.get(k) != previous.get(k))
+            if differing:
+                raise UserError(f"{self.path} holds results of a different configuration (differing keys: "
+                                f"{', '.join(differing)}); use a fresh output directory")
+        else:
+            atomic_write_text(path, json.dumps(settings, indent=2, default=str))
+
+    def selection(self) -> Optional[Selection]:
+        """The persisted selection, if a run already made one here."""
+        path, info_path = self.path / SELECTION_CSV, self.path / SELECTION_JSON
+        if not (path.exists() and info_path.exists()):
+            return None
+        frame = pd.read_csv(path)
+        examples = [Example(p, int(y), int(r)) for p, y, r in zip(frame["path"], frame["label"], frame["rank"])]
+        return Selection(examples, _known_losses(frame), json.loads(info_path.read_text()))
+
+    def save_selection(self, selection: Selection) -> Selection:
+        chosen = selection.examples
+        frame = pd.DataFrame({"path": [e.path for e in chosen], "label": [e.label for e in chosen],
+                              "rank": [e.rank for e in chosen],
+                              "initial_loss": [selection.initial_losses.get(e.path, float("nan")) for e in chosen]})
+        atomic_write_text(self.path / SELECTION_CSV, frame.to_csv(index=False))
+        atomic_write_text(self.path / SELECTION_JSON, json.dumps(selection.info, indent=2))
+        return Selection(chosen, _known_losses(frame), selection.info)
+
+    def done_paths(self) -> set[str]:
+        return set(read_rows(self.results_csv)["path"])
+
+    @contextlib.contextmanager
+    def recorder(self, log_steps: bool) -> Iterator[Callable[[Finished], None]]:
+        """A function that records one finished example: its step losses first (with `log_steps`),
+        then its row, so a row on disk always has its steps. Steps of examples without a row (a kill
+        between the two) are dropped on opening."""
+        steps = None
+        if log_steps:
+            done = set(read_rows(self.results_csv)["example_index"])
+            kept = read_rows(self.steps_csv, STEP_COLUMNS)
+            if len(kept) and not kept["example_index"].isin(done).all():
+                atomic_write_text(self.steps_csv, kept[kept["example_index"].isin(done)].to_csv(index=False))
+            steps = ResultsWriter(self.steps_csv, STEP_COLUMNS)
+        with ResultsWriter(self.results_csv) as rows:
+            def record(result: Finished) -> None:
+                if steps is not None and result.losses is not None:
+                    index = result.row["example_index"]
+                    steps.write_many([{"example_index": index, "step": t, "loss": loss}
+                                      for t, loss in enumerate(result.losses)])
+                rows.write(result.row)
+            try:
+                yield record
+            finally:
+                if steps is not None:
+                    steps.close()
+
+    def rows(self) -> pd.DataFrame:
+        return read_rows(self.results_csv)
+
+    def finish(self, summary: dict, rows: pd.DataFrame, title: str) -> None:
+        """Write the summary and the plot, each replaced atomically."""
+        atomic_write_text(self.path / SUMMARY_JSON, json.dumps(summary, indent=2, default=str) + "\n")
+        plot_loss_vs_difficulty(rows, self.path / PLOT_PNG, title)
+
+
+def _known_losses(selection: pd.DataFrame) -> dict[str, float]:
+    """path -> loss at the pretrained weights, for the selected examples that have one (older
+    selection files and wrong sets from a correctness matrix have none)."""
+    if "initial_loss" not in selection:
+        return {}
+    known = selection.dropna(subset=["initial_loss"])
+    return dict(zip(known["path"], known["initial_loss"]))

@@ -1,0 +1,100 @@
+"""One job of a sweep: set up, select the model's mistakes, correct each one alone, summarise."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from sweep.config import Augmentation, ModelMode, validate
+from sweep.data.images import example_view
+from sweep.data.sources import check_inputs, open_source
+from sweep.run.cache import writable_cache
+from sweep.run.directory import RunDirectory, identity
+from sweep.run.selection import select
+from sweep.run.signals import StopRequest
+from sweep.run.summary import summarize
+from sweep.training.hardware import (
+    allotted_cores,
+    exact_arithmetic,
+    memory_format,
+    nondeterministic_operations,
+    resolve_device,
+    with_memory_format,
+)
+from sweep.training.loop import SingleExampleTrainer
+from sweep.training.planner import plan
+from sweep.training.stopping import DivergenceGuard
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | None = None) -> dict:
+    """Run one job into `out_dir`; rows already in its results CSV are kept and skipped.
+
+    `cores` (how many, and who said so) is this job's share of the machine, by default what the
+    process was allotted; `job_num` picks the GPU among several.
+    """
+    validate(cfg)
+    check_inputs(cfg.data)
+    cache = writable_cache(cfg.cache_dir)
+    started = time.perf_counter()
+    cores, cores_source = cores or allotted_cores()
+    torch.set_num_threads(cfg.execution.threads or cores)
+    device = resolve_device(cfg.execution.device, job_num)
+    exact_arithmetic(device, cfg.train.precision)
+    directory = RunDirectory(out_dir)
+    directory.claim({**identity(cfg), "device": device.type})  # CPU and GPU rows never mix in one directory
+
+    # Set up: the data, the pretrained model in its training mode, and the input view of an example.
+    source = open_source(cfg, cache)
+    model = source.pretrained(cfg.model).to(device)
+    layout, layout_reason = memory_format(cfg.execution.memory_format, model, device)
+    model = with_memory_format(model, layout)
+    log.info("memory format: %s (%s)", layout.value, layout_reason)
+    model.train(cfg.train.mode == ModelMode.train)
+    view = example_view(model, random_view=cfg.train.augmentation == Augmentation.one_view, seed=cfg.seed)
+    trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps, cfg.log_steps)
+
+    # Select: the persisted selection of this directory, or a new sample of the model's mistakes.
+    selection = directory.selection() or directory.save_selection(
+        select(cfg, model, source.examples, view, device, source.wrong, cache, cores, layout))
+    in_shard = list(enumerate(selection.examples))[cfg.shard.index::cfg.shard.count]  # positions in the selection
+    done = directory.done_paths()
+    if done:
+        log.info("resuming: %d of %d examples already done in %s", len(done), len(in_shard), directory.results_csv)
+    todo = [(index, example) for index, example in in_shard if example.path not in done]
+
+    # Correct: each example alone, rows written as they finish.
+    executor, todo, execution = plan(cfg, trainer, view, device, todo, selection.initial_losses, cores)
+    bar = tqdm(total=len(in_shard), initial=len(done), desc=f"{cfg.model.arch} lr={cfg.lr:g}", unit="example",
+               disable=not cfg.progress)
+
+    def show_step(step: int, loss: float) -> None:
+        if step % 10 == 0:
+            bar.set_postfix(step=step, loss=f"{loss:.4f}", refresh=False)
+
+    guard = DivergenceGuard(cfg.lr)
+    with StopRequest() as stop, directory.recorder(cfg.log_steps) as record, bar, \
+            nondeterministic_operations() as nondeterministic:
+        for result in executor.run(todo, stop.requested, show_step):
+            record(result)
+            bar.update()
+            guard.check(result.row)
+
+    # Summarise.
+    rows = directory.rows()
+    summary = summarize(cfg, rows, time.perf_counter() - started, device,
+                        {**selection.info, "in_this_shard": len(in_shard)},
+                        {**vars(execution), "description": execution.describe(), "cores": cores,
+                         "cores_from": cores_source, "memory_format": layout.value,
+                         "memory_format_from": layout_reason}, nondeterministic)
+    directory.finish(summary, rows, title=f"{cfg.model.arch}, lr={cfg.lr:g}, data={cfg.data.name}")
+    if stop.requested():
+        raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(in_shard)} examples; "
+                         f"rerun the same command with hydra.run.dir={out_dir} to resume")
+    log.info("done: %s; Spearman rho(loss to correct, rank) = %s. %s", summary["counts"],
+             summary["spearman_vs_rank"]["loss_sum"]["rho"], summary["verdict"])
+    return summary

@@ -1,0 +1,89 @@
+"""Turns (index, example) tasks into results rows by the simple path, the batched engine or workers."""
+from __future__ import annotations
+
+import collections
+import itertools
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from sweep.data.examples import Example
+from sweep.data.images import read_view
+from sweep.run.results import Finished, finished
+from sweep.training.engine import BatchedTrainer
+from sweep.training.loop import SingleExampleTrainer
+from sweep.training.workers import rows_in_workers
+
+Task = tuple[int, Example]  # (position in the run's selection, example)
+
+
+OnStep = Optional[Callable[[int, float], None]]
+
+
+@dataclass
+class Executor:
+    """Turns (index, example) tasks into results rows, as each example finishes."""
+    trainer: SingleExampleTrainer
+    view: Callable[[Example], torch.Tensor]
+    device: torch.device
+    engine: Optional[BatchedTrainer] = None
+    workers: int = 1
+    threads: int = 1  # torch threads per worker process
+    prefetch: int = 0  # examples decoded ahead in a background thread (deterministic views only)
+
+    def run(self, tasks: list[Task], stopping: Callable[[], bool], on_step: OnStep = None) -> Iterator[Finished]:
+        """Results of `tasks`, as each finishes; once `stopping()` is true, no new example starts."""
+        if self.workers > 1:
+            return rows_in_workers(self.rows, tasks, self.workers, self.threads, stopping)
+        return self.rows(itertools.takewhile(lambda _: not stopping(), tasks), on_step)
+
+    def rows(self, tasks: Iterable[Task], on_step: OnStep = None) -> Iterator[Finished]:
+        """Results of `tasks` in this process, by the simple path or the batched engine; each image
+        is decoded once, `prefetch` examples ahead of the training."""
+        inputs = decoded(tasks, self.view, self.prefetch)
+        if self.engine is None:
+            for index, example, x, seconds in inputs:
+                tick = time.perf_counter()
+                outcome = None if x is None else self.trainer.fit(x.to(self.device).unsqueeze(0), example.label,
+                                                                  on_step)
+                yield finished(index, example, outcome, seconds + time.perf_counter() - tick)
+            return
+        unreadable = []
+
+        def queue():
+            for index, example, x, seconds in inputs:
+                if x is None:
+                    unreadable.append(finished(index, example, None, seconds))
+                else:
+                    yield (index, example, time.perf_counter() - seconds), x.to(self.device), example.label
+
+        for (index, example, tick), outcome in self.engine.run(queue(), on_step):
+            yield from unreadable
+            unreadable.clear()
+            yield finished(index, example, outcome, time.perf_counter() - tick)
+        yield from unreadable
+
+
+def decoded(tasks: Iterable[Task], view, ahead: int) -> Iterator[tuple[int, Example, Optional[torch.Tensor], float]]:
+    """(index, example, its view or None if unreadable, seconds decoding took) per task, decoded
+    `ahead` tasks in advance by a background thread (0: here, when asked for)."""
+    def decode(task: Task):
+        tick = time.perf_counter()
+        return (*task, read_view(view, task[1]), time.perf_counter() - tick)
+
+    if ahead == 0:
+        yield from map(decode, tasks)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltc-decode") as pool:
+        pending = collections.deque()
+        for task in tasks:
+            pending.append(pool.submit(decode, task))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+

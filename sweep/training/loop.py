@@ -1,0 +1,150 @@
+"""The loop: reset to the pretrained weights, fine-tune on one example until it is classified correctly.
+
+Its semantics are stated in the README ("What is measured, exactly"). `Trajectory` keeps one
+example's bookkeeping and is shared with the batched engine; `SingleExampleTrainer` is the simple
+path: one model, one example at a time.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sweep.config import ModelMode, Precision, TrainConfig
+from sweep.training.precision import _ScaledUpdates, _Updates, autocast_context
+from sweep.training.stopping import Status, stop_status
+
+
+@dataclass
+class Outcome:
+    status: Status
+    loss_sum: float           # sum of the losses of the updates taken (a lower bound unless correct)
+    initial_loss: float
+    final_loss: float         # loss of the last state evaluated
+    initial_prediction: int
+    initial_margin: float     # true-class logit minus the largest other logit, at the pretrained weights
+    initial_grad_norm: float  # L2 norm of the full gradient at the pretrained weights
+    weight_distance: float    # L2 distance between final and pretrained parameters
+    steps_taken: int          # optimizer updates taken
+    skipped_updates: int = 0  # of those, updates a loss scaler skipped on overflow (precision=fp16_scaler)
+    losses: Optional[list[float]] = None  # the loss of every state evaluated, with log_steps
+
+    @property
+    def steps_to_correct(self) -> int:
+        """t at which argmax == y; -1 unless corrected (the original convention)."""
+        return self.steps_taken if self.status == Status.CORRECT else -1
+
+    @property
+    def total_loss_to_correct(self) -> float:
+        """The original scripts' cost: loss_sum plus the loss of the first correct state; -1 if never correct."""
+        return self.loss_sum + self.final_loss if self.status == Status.CORRECT else -1.0
+
+
+class Trajectory:
+    """One example's way through the loop: step t, the summed loss, and what step 0 showed."""
+
+    def __init__(self, y: int, max_steps: int, check_final_state: bool = True, log_steps: bool = False):
+        self.y, self.max_steps, self.check_final_state = y, max_steps, check_final_state
+        self.t, self.loss_sum, self.skipped = 0, 0.0, 0
+        self.initial: dict = {}
+        self.losses: Optional[list[float]] = [] if log_steps else None
+
+    def observe(self, loss_value: float, prediction: int, logits: Callable[[], torch.Tensor],
+                grad_norm: Callable[[], float]) -> Optional[Status]:
+        """Look at the state theta_t (its loss and prediction); at t = 0 record the baselines, from
+        `logits()` (the example's float logits) and `grad_norm()` (the norm of the gradient at
+        theta_0), which are called then only, keeping later steps free of that work. Returns the
+        status to stop with, or None when an update is to be taken."""
+        if self.t == 0:
+            self.initial = {"initial_loss": loss_value, "initial_prediction": prediction,
+                            "initial_margin": margin(logits(), self.y), "initial_grad_norm": grad_norm()}
+        if self.losses is not None:
+            self.losses.append(loss_value)
+        return stop_status(loss_value, prediction, self.y, self.t, self.max_steps, self.check_final_state)
+
+    def advance(self, loss_value: float, skipped: bool = False) -> None:
+        """An update was taken from theta_t with loss `loss_value` (or attempted and `skipped`)."""
+        self.loss_sum += loss_value
+        self.t += 1
+        self.skipped += skipped
+
+    def outcome(self, status: Status, final_loss: float, weight_distance: float) -> Outcome:
+        return Outcome(status=status, loss_sum=self.loss_sum, final_loss=final_loss, weight_distance=weight_distance,
+                       steps_taken=self.t, skipped_updates=self.skipped, losses=self.losses, **self.initial)
+
+
+class SingleExampleTrainer:
+    """Fine-tunes one model on one example at a time, restoring the pretrained state before each."""
+
+    def __init__(self, model: nn.Module, train: TrainConfig, lr: float, max_steps: int, log_steps: bool = False):
+        self.model, self.train, self.lr, self.max_steps, self.log_steps = model, train, lr, max_steps, log_steps
+        state = model.state_dict(keep_vars=True)
+        self.state = list(state.values())
+        self.snapshot = [t.detach().clone() for t in self.state]
+        saved = dict(zip(state, self.snapshot))
+        trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in trainable]
+        self.pretrained_params = [saved[name] for name, _ in trainable]  # the snapshot's tensors, no second copy
+        self.device_type = next(model.parameters()).device.type
+        self.autocast = autocast_context(train.precision, self.device_type)
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Restore every parameter and buffer in place (no reallocation, unlike load_state_dict)."""
+        for tensor, saved in zip(self.state, self.snapshot):
+            tensor.copy_(saved)
+        for param in self.params:  # no gradient left over from earlier use of the model
+            param.grad = None
+        self.model.train(self.train.mode == ModelMode.train)
+
+    def fit(self, x: torch.Tensor, y: int, on_step: Optional[Callable[[int, float], None]] = None) -> Outcome:
+        """Run the loop on one example `x` (1, C, H, W) with label `y` from the pretrained weights."""
+        self.reset()
+        updates = _ScaledUpdates(self.params, self.train, self.lr, self.device_type) \
+            if self.train.precision == Precision.fp16_scaler else _Updates(self.params, self.train, self.lr)
+        target = torch.tensor([y], device=x.device)
+        trajectory = Trajectory(y, self.max_steps, self.train.check_final_state, self.log_steps)
+        while True:
+            with self.autocast():
+                logits = self.model(x)
+            loss = F.cross_entropy(logits.float(), target)
+            # one host synchronisation per step: the loss and the prediction together
+            loss_value, prediction = torch.stack([loss.detach(), logits.detach().argmax(1)[0].float()]).tolist()
+            if trajectory.t == 0:  # the gradient at theta_0 is recorded even when step 0 stops the loop
+                updates.backward(loss)
+            status = trajectory.observe(loss_value, int(prediction), lambda logits=logits: logits.detach().float()[0],
+                                        self._grad_norm)
+            if status is not None:
+                break
+            if trajectory.t > 0:
+                updates.backward(loss)
+            skipped = updates.step()
+            trajectory.advance(loss_value, skipped)
+            if on_step is not None:
+                on_step(trajectory.t, loss_value)
+        updates.zero_grad()
+        return trajectory.outcome(status, loss_value, self.weight_distance())
+
+    def _grad_norm(self) -> float:
+        return l2_norm([p.grad for p in self.params if p.grad is not None])
+
+    @torch.no_grad()
+    def weight_distance(self) -> float:
+        return l2_norm([p - p0 for p, p0 in zip(self.params, self.pretrained_params)])
+
+
+def margin(logits: torch.Tensor, y: int) -> float:
+    """True-class logit minus the largest other logit."""
+    others = torch.cat([logits[:y], logits[y + 1:]])
+    return float(logits[y] - others.max())
+
+
+def l2_norm(tensors: list[torch.Tensor]) -> float:
+    """L2 norm of all the tensors' entries together."""
+    if not tensors:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors])))

@@ -1,0 +1,106 @@
+"""The execution plan of a job: how many worker processes and torch threads, and which path fine-tunes
+its examples (simple path or batched engine). Every path gives the simple path's outcomes."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import timm
+import torch
+
+from sweep.config import Augmentation
+from sweep.errors import UserError
+from sweep.training.engine import BatchedTrainer, batched_engine, engine_size, longest_first
+from sweep.training.executor import Executor, Task
+from sweep.training.loop import SingleExampleTrainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """How a job runs its examples: `workers` processes of `threads` torch threads each, each running
+    the batched engine when `parallel` > 1, else the simple path; `reason` says why."""
+    workers: int
+    threads: int
+    parallel: int
+    reason: str
+
+    def describe(self) -> str:
+        path = f"batched engine K={self.parallel}" if self.parallel > 1 else "simple path"
+        where = f"{self.workers} worker processes x {self.threads} torch thread{'s' * (self.threads > 1)}" \
+            if self.workers > 1 else f"1 process, {self.threads} torch thread{'s' * (self.threads > 1)}"
+        return f"{path}, {where} ({self.reason})"
+
+
+def choose(cfg, device: torch.device, cores: int, todo: int) -> Plan:
+    """Workers and threads for `cfg.execution` (explicit values win; `auto` picks what the README's
+    measurements show fastest): on a CPU, one single-threaded worker process per core, since a
+    batch-of-one step spreads poorly over threads (single-threaded however many examples are left,
+    so a resumed run computes exactly as the first); on a GPU, one process (the batched engine
+    fills the GPU; its K is sized later)."""
+    execution = cfg.execution
+    workers, threads = execution.workers, execution.threads
+    if device.type != "cpu":
+        if workers not in ("auto", 1):
+            raise UserError(f"execution.workers={workers} forks CPU processes, but the device is {device}: use "
+                            f"execution.parallel on GPUs (and one job per GPU via hydra/launcher)")
+        return Plan(1, threads or cores, execution.parallel, "GPU: one process")
+    gpu_visible = torch.cuda.is_available()
+    if workers == "auto":
+        if threads and threads > 1:
+            workers, reason = 1, f"execution.threads={threads}: one process"
+        elif gpu_visible:
+            workers, threads = 1, cores
+            reason = ("a GPU is visible: forked workers could not run autograd (its device threads do not "
+                      "survive a fork)")
+        else:
+            workers, threads = max(1, min(cores, todo)), 1
+            reason = f"auto: {cores} cores allotted, {todo} examples to run"
+    else:
+        reason = f"execution.workers={workers}"
+    if workers > 1 and gpu_visible:
+        raise UserError(f"execution.workers={workers} on a machine with a visible GPU: PyTorch's autograd "
+                        f"cannot run in processes forked after it started its GPU threads; hide the GPUs for CPU "
+                        f"workers (CUDA_VISIBLE_DEVICES= python main.py ...), or run on the GPU")
+    if workers > 1 and threads and threads > 1:
+        raise UserError(f"execution.workers={workers} with execution.threads={threads}: forked workers run one torch "
+                        f"thread each (OpenMP cannot start threads in a process forked from a multithreaded one); "
+                        f"use execution.threads=1, or execution.workers=1 with more threads")
+    threads = threads or (1 if workers > 1 else cores)
+    parallel = 1 if execution.parallel == "auto" else execution.parallel
+    return Plan(workers, threads, parallel, reason)
+
+
+def plan(cfg, trainer: SingleExampleTrainer, view, device: torch.device, todo: list[Task],
+         initial_losses: dict[str, float], cores: int) -> tuple[Executor, list[Task], Plan]:
+    """The executor for `cfg.execution`, the tasks in the order to feed it, and the plan it follows."""
+    chosen = choose(cfg, device, cores, len(todo))
+    engine = None
+    if chosen.parallel == "auto" or chosen.parallel > 1:
+        engine, chosen = _engine(cfg, trainer, device, chosen, len(todo))
+    if engine is not None or chosen.workers > 1:  # longest first: the last to finish are short ones
+        todo = longest_first(todo, lambda task: initial_losses.get(task[1].path))
+    log.info("execution: %s", chosen.describe())
+    # random views draw from the global random generators, which the training (dropout) uses too
+    prefetch = 2 if chosen.workers == 1 and cfg.train.augmentation != Augmentation.one_view else 0
+    return Executor(trainer, view, device, engine, chosen.workers, chosen.threads, prefetch), todo, chosen
+
+
+def _engine(cfg, trainer: SingleExampleTrainer, device: torch.device, chosen: Plan,
+            todo: int) -> tuple[BatchedTrainer | None, Plan]:
+    """The batched engine for the plan (K sized from free GPU memory for `auto`), or None and the
+    simple path with the reason."""
+    input_size = tuple(timm.data.resolve_data_config(model=trainer.model)["input_size"])
+    auto = chosen.parallel == "auto"
+    k = 2 if auto else chosen.parallel
+    engine, obstacle = batched_engine(trainer.model, cfg.train, cfg.lr, cfg.max_steps, k, input_size, cfg.log_steps)
+    if engine is not None and auto:
+        k, obstacle = engine_size(engine, input_size, todo, device)
+        engine.parallel = k
+    if engine is None or obstacle or k < 2:
+        why = obstacle or f"K={k}"
+        if not auto:
+            log.warning("execution.parallel=%s ignored: %s; simple path used", chosen.parallel, why)
+        return None, Plan(chosen.workers, chosen.threads, 1, f"{chosen.reason}; simple path: {why}")
+    return engine, Plan(chosen.workers, chosen.threads, k, f"{chosen.reason}; K={k}" + (" (auto)" if auto else ""))

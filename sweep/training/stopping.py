@@ -1,0 +1,56 @@
+"""Stopping rules: how an example's loop ends (its status, and when), and when a whole run stops early."""
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from typing import Optional
+
+from sweep.errors import UserError
+
+
+class Status(StrEnum):
+    """How an example's loop ended."""
+    CORRECT = "correct"              # argmax == label at step t
+    NEVER_CORRECT = "never_correct"  # still wrong after max_steps updates (censored)
+    DIVERGED = "diverged"            # the loss became non-finite
+    UNREADABLE = "unreadable"        # the image could not be decoded
+    # the original scripts' epsilon variant: trained until the loss reached 1e-3 (read by the aggregate)
+    REACHED_EPSILON = "reached_epsilon"
+    NEVER_REACHED_EPSILON = "never_reached_epsilon"
+
+
+def stop_status(loss_value: float, prediction: int, y: int, t: int, max_steps: int,
+                check_final_state: bool = True) -> Optional[Status]:
+    """Why the loop stops at step t, or None to take an update. Without `check_final_state` (the
+    original scripts' boundary) the state after the last update is not checked for correctness."""
+    if not math.isfinite(loss_value):
+        return Status.DIVERGED
+    if prediction == y and (t < max_steps or check_final_state):
+        return Status.CORRECT
+    if t == max_steps:
+        return Status.NEVER_CORRECT
+    return None
+
+
+class DivergenceGuard:
+    """Stops a run that cannot give useful results: an example whose loss is not finite at the
+    pretrained weights (a broken model, weights or input), or more than half of the first
+    `FIRST` examples diverging (too large a learning rate). Rows written before are kept."""
+
+    FIRST = 10
+
+    def __init__(self, lr: float):
+        self.lr, self.seen, self.diverged = lr, 0, 0
+
+    def check(self, row: dict) -> None:
+        if row["status"] != Status.DIVERGED:
+            self.seen += 1
+            return
+        if not math.isfinite(row["initial_loss"]):
+            raise UserError(f"{row['path']}: the loss at the pretrained weights is not finite: the model, its weights "
+                            f"(model.checkpoint, model.package) or the input are broken; rows before it are kept")
+        self.seen, self.diverged = self.seen + 1, self.diverged + 1
+        if self.seen <= self.FIRST and self.diverged > self.FIRST / 2:
+            raise UserError(f"{self.diverged} of the first {self.seen} examples diverged (the loss became non-finite): "
+                            f"lr={self.lr:g} is too large for this model; try a smaller one, e.g. lr={self.lr / 10:g}. "
+                            f"Rows so far are kept")

@@ -1,0 +1,86 @@
+"""Worker processes: several forked copies of the pretrained model fine-tune examples side by side.
+
+On a CPU the tiny steps of single-example fine-tuning do not spread well over threads (the demo
+model runs as fast on one thread as on two), so `execution.workers=N` forks N processes, each with
+one torch thread (OpenMP cannot start threads in a process forked from a multithreaded one) and
+its own copy of the model, that take examples from one shared queue (in the order given) and send
+their results rows back. The parent writes every row, so
+resuming, the results file and the summary are the same as with one process. Each example is
+still fine-tuned by the same code (simple path or batched engine), from the same pretrained state.
+"""
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import queue
+import signal
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+
+_DONE, _ROW, _ERROR = "done", "row", "error"
+
+
+def rows_in_workers(process: Callable[[Iterable], Iterator[dict]], tasks: list, workers: int, threads: int,
+                    stopping: Callable[[], bool]) -> Iterator[dict]:
+    """Rows of `process(tasks)` computed by `workers` forked processes, as they come back.
+
+    `process` maps an iterable of tasks to results rows; forking hands it, with the model it closes
+    over, to each worker unchanged. `stopping()` is polled: once true, workers take no new task and
+    finish the ones in hand. A worker that fails or dies raises here, after the rows before it.
+    """
+    context = multiprocessing.get_context("fork")
+    todo, results, stop = context.Queue(), context.Queue(), context.Event()
+    for position in range(len(tasks)):
+        todo.put(position)
+    for _ in range(workers):
+        todo.put(None)
+    procs = [context.Process(target=_work, args=(process, tasks, todo, results, stop, threads),
+                             name=f"ltc-worker-{i}") for i in range(workers)]
+    for proc in procs:
+        proc.start()
+    try:
+        running = workers
+        while running:
+            if stopping():
+                stop.set()
+            try:
+                kind, payload = results.get(timeout=0.5)
+            except queue.Empty:  # no row for a while: has a worker died?
+                if stopping():  # a signal that also reached the workers may have ended them meanwhile
+                    stop.set()
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead and not stop.is_set():
+                    raise RuntimeError(f"worker {dead[0].name} exited with code {dead[0].exitcode} "
+                                       f"(killed? out of memory?); rows finished before are kept") from None
+                if dead and all(p.exitcode is not None for p in procs):
+                    return
+                continue
+            if kind == _ROW:
+                yield payload
+            elif kind == _DONE:
+                running -= 1
+            else:
+                raise RuntimeError(f"a worker failed; rows finished before are kept. Its traceback:\n{payload}")
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+
+
+def _work(process, tasks, todo, results, stop, threads: int) -> None:
+    """A worker: take task positions until the sentinel or a stop, send back each row."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the whole group: the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    torch.set_num_threads(threads)
+    try:
+        taken = itertools.takewhile(lambda _: not stop.is_set(), iter(todo.get, None))
+        for row in process(tasks[position] for position in taken):
+            results.put((_ROW, row))
+    except BaseException:  # whatever it is, the parent must hear of it
+        results.put((_ERROR, traceback.format_exc()))
+        return
+    results.put((_DONE, None))
