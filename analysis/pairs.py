@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from sweep.outputs import MEASURED
+from sweep.outputs import COSTS, MEASURED
 from sweep.stats.estimates import censored_sign_test, spearman
 from sweep.training.stopping import Status
 
@@ -27,7 +27,7 @@ def paired_comparison(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     same_selection = set(a["path"]) == set(b["path"])
     shared = a[a["status"].isin(MEASURED)].merge(b[b["status"].isin(MEASURED)], on="path", suffixes=("_a", "_b"))
     out = {"same_selection": same_selection, "n_shared": len(shared)}
-    cost = next((c for c in ("loss_sum", "total_loss_to_correct", "steps_to_correct") if c in a and c in b), None)
+    cost = next((c for c in COSTS if c in a and c in b), None)
     if cost is None:
         return {**out, "test": "skipped: no cost to correct recorded by both runs"}
     if len(shared) < MIN_SHARED:

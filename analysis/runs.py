@@ -54,6 +54,8 @@ def load_run(directory: Path) -> Run:
         params = flatten(OmegaConf.to_container(OmegaConf.load(hydra_config)))
         params = {("model" if k == "model.arch" else k): v for k, v in params.items()}
         rows, notes = _read_csv(directory / RESULTS_CSV), []
+        if "example_index" in rows:  # selection order, whatever order the examples finished in
+            rows = rows.sort_values("example_index", kind="stable", ignore_index=True)
         if len(rows) and not (directory / SUMMARY_JSON).exists():
             notes.append("in progress or interrupted (no training_summary.json): partial rows")
     else:

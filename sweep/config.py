@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, Optional
 
@@ -46,14 +46,17 @@ class SearchMode(str, Enum):
     eval = "eval"  # eval mode on the eval view, the way a zoo's correctness matrix is made
 
 
+AUTO = "auto"  # the one spelling of "chosen automatically" for every execution setting
+
+
 class Device(str, Enum):
-    auto = "auto"
+    auto = AUTO
     cpu = "cpu"
     cuda = "cuda"
 
 
 class MemoryFormat(str, Enum):
-    auto = "auto"                    # channels_last on a CPU for models with depthwise convolutions, else contiguous
+    auto = AUTO                      # channels_last on a CPU for models with depthwise convolutions, else contiguous
     contiguous = "contiguous"        # torch's default layout
     channels_last = "channels_last"  # NHWC weights: oneDNN's convolutions on a CPU, depthwise ones included
 
@@ -86,14 +89,19 @@ class SearchConfig:
 
 @dataclass
 class ExecutionConfig:
-    """How the work is executed. The path (simple, engine, workers) does not change the per-example
+    """How the work is executed; every key is `auto` (chosen for the hardware, recorded in the summary)
+    or an explicit value. The path (simple, engine, workers) does not change the per-example
     outcomes; the device, thread count and memory format change float rounding, and the summary
-    records them."""
+    records them. (`threads`, `parallel` and `workers` are `auto` or an integer >= 1: OmegaConf has no
+    union types, so they are typed Any and checked by `validate`.)"""
     device: Device = Device.auto
-    threads: Optional[int] = None  # torch intra-op threads per process; None: the cores the job was given
-    parallel: Any = "auto"         # examples fine-tuned at once by the batched engine (K copies); 1 = simple path
-    workers: Any = "auto"          # forked CPU processes fine-tuning examples side by side
+    threads: Any = AUTO    # torch intra-op threads per process; auto: 1 per worker, or the job's cores
+    parallel: Any = AUTO   # examples fine-tuned at once by the batched engine (K copies); 1 = simple path
+    workers: Any = AUTO    # forked CPU processes fine-tuning examples side by side
     memory_format: MemoryFormat = MemoryFormat.auto  # the model's weight layout, for search and fine-tuning
+
+
+EXECUTION_KEYS = tuple(f.name for f in fields(ExecutionConfig))
 
 
 @dataclass
@@ -120,14 +128,20 @@ class UniverseConfig:
 
 
 @dataclass
-class DemoDataConfig:
+class DataConfig:
+    """What every data option has: its name (the data group's option)."""
+    name: str = MISSING
+
+
+@dataclass
+class DemoDataConfig(DataConfig):
     """data=demo: the embedded universe, built offline on first use and cached."""
     name: str = "demo"
     universe: UniverseConfig = field(default_factory=UniverseConfig)
 
 
 @dataclass
-class ImageFolderDataConfig:
+class ImageFolderDataConfig(DataConfig):
     """data=imagenet: an image folder, universal difficulty from a file (formats: sweep/difficulty.py)
     and, optionally, the wrong set from one model's row of a correctness matrix."""
     name: str = "imagenet"
@@ -158,7 +172,7 @@ class Config:
     sample_size: int = 50
     seed: int = 0
     model: ModelConfig = MISSING
-    data: Any = MISSING  # DemoDataConfig or ImageFolderDataConfig, by the data group's option
+    data: DataConfig = MISSING  # DemoDataConfig or ImageFolderDataConfig, by the data group's option
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
@@ -180,7 +194,7 @@ def register_configs() -> None:
     store.store(name="image_folder_data_schema", node=ImageFolderDataConfig)
 
 
-def validate(cfg) -> None:
+def validate(cfg: Config) -> None:
     """Refuse values the schema's types let through, before any work starts."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -193,10 +207,9 @@ def validate(cfg) -> None:
     if not 0 <= cfg.shard.index < cfg.shard.count:
         raise UserError(f"shard.index={cfg.shard.index}, shard.count={cfg.shard.count}: expected "
                         f"0 <= shard.index < shard.count")
-    _check(cfg.execution.threads, "execution.threads", "an integer >= 1 (or unset)", lambda v: v is None or v >= 1)
-    for key in ("parallel", "workers"):
-        _check(cfg.execution[key], f"execution.{key}", "auto or an integer >= 1",
-               lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1))
+    for key in ("threads", "parallel", "workers"):
+        _check(cfg.execution[key], f"execution.{key}", f"{AUTO} or an integer >= 1",
+               lambda v: v == AUTO or (isinstance(v, int) and not isinstance(v, bool) and v >= 1))
 
 
 def flatten(config: dict, prefix: str = "") -> dict:

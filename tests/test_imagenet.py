@@ -14,7 +14,7 @@ from helpers.configs import ORIGINAL, SAMPLE, compose_config
 from sweep.config import ImageFolderDataConfig
 from sweep.data.correctness import wrong_from_matrix
 from sweep.data.difficulty import read_difficulty
-from sweep.data.image_folders import imagenet_examples, path_matcher, synset_label
+from sweep.data.image_folders import image_folder_examples, path_matcher, synset_label
 from sweep.data.images import load_image, model_transform
 from sweep.data.real_labels import real_labels
 from sweep.errors import UserError
@@ -48,7 +48,7 @@ def data_config(**values):
 
 
 def examples_of(data):
-    return imagenet_examples(data, path_matcher(data))
+    return image_folder_examples(data, path_matcher(data))
 
 
 def make_imagenet_folder(root: Path, synsets=("n01440764", "n01443537", "n09999999")) -> list[Path]:
@@ -113,7 +113,7 @@ def test_wrong_set_from_a_correctness_matrix_row(tmp_path):
                        correctness_examples=str(tmp_path / "examples.csv"),
                        correctness_models=str(tmp_path / "models.csv"), wrong_from_model="resnet34.a3_in1k")
     matcher = path_matcher(data)
-    examples = imagenet_examples(data, matcher)
+    examples = image_folder_examples(data, matcher)
     wrong = wrong_from_matrix(data, examples, matcher.local)
     assert [Path(e.path).name for e in wrong] == [files[1].name, files[3].name]  # in matrix-column order
     with pytest.raises(UserError, match="data.wrong_from_model='resnet50' is not in"):

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from sweep.config import ImageFolderDataConfig
 from sweep.data.difficulty import rank_examples
 from sweep.data.examples import Example
 from sweep.data.file_formats import load_matrix, read_list
@@ -48,7 +49,8 @@ def write_matrix(out: Path, names: list[str], examples: list[str], correct: np.n
                   "fraction_correct": correct.mean(axis=0)}).to_csv(out / "difficulty.csv", index=False)
 
 
-def wrong_from_matrix(data, examples: list[Example], local_path: Callable[[str], Optional[str]]) -> list[Example]:
+def wrong_from_matrix(data: ImageFolderDataConfig, examples: list[Example],
+                      local_path: Callable[[str], Optional[str]]) -> list[Example]:
     """The examples model `data.wrong_from_model` got wrong, in matrix-column order (the original
     `--model_csv_name` row of `--bars_npy`), kept where the image is local, labelled and ranked.
     `local_path` maps a matrix example path to its local file, as for the difficulty file."""

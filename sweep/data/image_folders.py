@@ -15,7 +15,7 @@ from typing import Optional
 import pandas as pd
 from timm.data import ImageNetInfo
 
-from sweep.config import Match
+from sweep.config import ImageFolderDataConfig, Match
 from sweep.data.difficulty import read_difficulty
 from sweep.data.examples import Example
 from sweep.data.file_formats import IMAGE_SUFFIXES, refuse_duplicates
@@ -129,13 +129,13 @@ def read_labels(path: Path) -> dict[str, int]:
     return dict(zip(names, labels.astype(int)))
 
 
-def path_matcher(data) -> PathMatcher:
+def path_matcher(data: ImageFolderDataConfig) -> PathMatcher:
     """The matcher of `data` (an ImageFolderDataConfig) over its local images."""
     root = Path(data.images).expanduser()
     return PathMatcher(index_images(root), root, data.match, data.prefix)
 
 
-def imagenet_examples(data, matcher: PathMatcher) -> list[Example]:
+def image_folder_examples(data: ImageFolderDataConfig, matcher: PathMatcher) -> list[Example]:
     """Examples of `data` (an ImageFolderDataConfig): local images with a label and a rank."""
     difficulty = read_difficulty(Path(data.difficulty).expanduser(),
                                  Path(data.difficulty_examples).expanduser() if data.difficulty_examples else None)

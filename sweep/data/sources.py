@@ -9,10 +9,11 @@ from typing import Optional
 
 from torch import nn
 
+from sweep.config import Config, DataConfig, ModelConfig
 from sweep.data.correctness import wrong_from_matrix
 from sweep.data.demo import open_demo
 from sweep.data.examples import Example, check_labels
-from sweep.data.image_folders import imagenet_examples, path_matcher
+from sweep.data.image_folders import image_folder_examples, path_matcher
 from sweep.errors import UserError
 from sweep.models import create_model, pretrained_model
 
@@ -24,7 +25,7 @@ class Source:
     default_pretrained: Optional[Callable[[str], nn.Module]] = None  # the data's default weights (else timm's hub)
     wrong: Optional[list[Example]] = None  # a precomputed wrong set in its pool order, when the config names one
 
-    def pretrained(self, model_cfg) -> nn.Module:
+    def pretrained(self, model_cfg: ModelConfig) -> nn.Module:
         """The model `model_cfg` names, with its checkpoint, its package's weights or the data's default,
         checked against the examples' labels."""
         model = pretrained_model(model_cfg.arch, model_cfg.checkpoint, model_cfg.package, self.new_model,
@@ -36,7 +37,7 @@ class Source:
 MATRIX_KEYS = ("correctness", "correctness_examples", "correctness_models", "wrong_from_model")
 
 
-def check_inputs(data) -> None:
+def check_inputs(data: DataConfig) -> None:
     """The input files `data` names exist and come together, checked before any work starts."""
     if data.name == "demo":
         return
@@ -52,12 +53,12 @@ def check_inputs(data) -> None:
             raise UserError(f"data.{key}={data[key]}: no such file")
 
 
-def open_source(cfg, cache: Path) -> Source:
+def open_source(cfg: Config, cache: Path) -> Source:
     """The Source for `cfg.data` (data=demo or data=imagenet); the demo universe lives in `cache`."""
     if cfg.data.name == "demo":
         demo = open_demo(cfg.data.universe, cache)
         return Source(demo.examples, demo.universe.new_model, demo.pretrained)
     matcher = path_matcher(cfg.data)
-    examples = imagenet_examples(cfg.data, matcher)
+    examples = image_folder_examples(cfg.data, matcher)
     wrong = wrong_from_matrix(cfg.data, examples, matcher.local) if cfg.data.wrong_from_model else None
     return Source(examples, wrong=wrong)

@@ -15,7 +15,7 @@ from typing import Optional
 import pandas as pd
 from omegaconf import OmegaConf
 
-from sweep.config import flatten
+from sweep.config import Config, flatten
 from sweep.data.examples import Example
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
@@ -34,7 +34,7 @@ from sweep.run.results import STEP_COLUMNS, Finished, ResultsWriter, read_rows
 from sweep.run.selection import Selection
 
 
-def identity(cfg) -> dict:
+def identity(cfg: Config) -> dict:
     """The settings that define what a run's results mean: all but how the work is executed."""
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     return {key: value for key, value in config.items() if key not in NON_RESULT_KEYS}
@@ -108,7 +108,9 @@ class RunDirectory:
                     steps.close()
 
     def rows(self) -> pd.DataFrame:
-        return read_rows(self.results_csv)
+        """The rows written so far in selection order (workers and the engine append them as they
+        finish), so that statistics over them do not depend on the order examples finished in."""
+        return read_rows(self.results_csv).sort_values("example_index", kind="stable", ignore_index=True)
 
     def finish(self, summary: dict, rows: pd.DataFrame, title: str) -> None:
         """Write the summary and the plot, each replaced atomically."""

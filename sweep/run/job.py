@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sweep.config import Augmentation, ModelMode, validate
+from sweep.config import AUTO, EXECUTION_KEYS, Augmentation, Config, ModelMode, validate
 from sweep.data.images import example_view
 from sweep.data.sources import check_inputs, open_source
 from sweep.run.cache import writable_cache
@@ -31,7 +31,7 @@ from sweep.training.stopping import DivergenceGuard
 log = logging.getLogger(__name__)
 
 
-def run(cfg, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | None = None) -> dict:
+def run(cfg: Config, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | None = None) -> dict:
     """Run one job into `out_dir`; rows already in its results CSV are kept and skipped.
 
     `cores` (how many, and who said so) is this job's share of the machine, by default what the
@@ -42,7 +42,7 @@ def run(cfg, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | None = No
     cache = writable_cache(cfg.cache_dir)
     started = time.perf_counter()
     cores, cores_source = cores or allotted_cores()
-    torch.set_num_threads(cfg.execution.threads or cores)
+    torch.set_num_threads(cores if cfg.execution.threads == AUTO else cfg.execution.threads)
     device = resolve_device(cfg.execution.device, job_num)
     exact_arithmetic(device, cfg.train.precision)
     directory = RunDirectory(out_dir)
@@ -68,7 +68,7 @@ def run(cfg, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | None = No
     todo = [(index, example) for index, example in in_shard if example.path not in done]
 
     # Correct: each example alone, rows written as they finish.
-    executor, todo, execution = plan(cfg, trainer, view, device, todo, selection.initial_losses, cores)
+    executor, todo, chosen = plan(cfg, trainer, view, device, todo, selection.initial_losses, cores)
     bar = tqdm(total=len(in_shard), initial=len(done), desc=f"{cfg.model.arch} lr={cfg.lr:g}", unit="example",
                disable=not cfg.progress)
 
@@ -86,15 +86,28 @@ def run(cfg, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | None = No
 
     # Summarise.
     rows = directory.rows()
+    execution = {"device": str(device), "workers": chosen.workers, "threads": chosen.threads,
+                 "parallel": chosen.parallel, "memory_format": layout.value,
+                 "automatic": [key for key in EXECUTION_KEYS if cfg.execution[key] == AUTO],
+                 "why": chosen.reason, "memory_format_why": layout_reason, "cores": cores,
+                 "cores_from": cores_source, "description": chosen.describe()}
     summary = summarize(cfg, rows, time.perf_counter() - started, device,
-                        {**selection.info, "in_this_shard": len(in_shard)},
-                        {**vars(execution), "description": execution.describe(), "cores": cores,
-                         "cores_from": cores_source, "memory_format": layout.value,
-                         "memory_format_from": layout_reason}, nondeterministic)
+                        {**selection.info, "in_this_shard": len(in_shard)}, execution, nondeterministic)
     directory.finish(summary, rows, title=f"{cfg.model.arch}, lr={cfg.lr:g}, data={cfg.data.name}")
     if stop.requested():
         raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(in_shard)} examples; "
                          f"rerun the same command with hydra.run.dir={out_dir} to resume")
-    log.info("done: %s; Spearman rho(loss to correct, rank) = %s. %s", summary["counts"],
-             summary["spearman_vs_rank"]["loss_sum"]["rho"], summary["verdict"])
+    log.info("done: %s -> %s. %s", _headline(summary), out_dir, summary["verdict"])
     return summary
+
+
+def _headline(summary: dict) -> str:
+    """The counts and the main rank correlation, rounded, for the last log line."""
+    counts = ", ".join(f"{n} {status}" for status, n in summary["counts"].items())
+    statistics = summary["statistics"]
+    cost = statistics.get("cost") or "loss_sum"
+    rho, low, high = (statistics.get(f"rho_{cost}{end}") for end in ("", "_ci_low", "_ci_high"))
+    if rho is None:
+        return f"{counts}; rho({cost}, rank) not computable"
+    ci = f" [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else ""
+    return f"{counts}; rho({cost}, rank) = {rho:+.2f}{ci} over corrected examples"

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from sweep.config import Augmentation, MemoryFormat, SearchMode
+from sweep.config import Augmentation, Config, MemoryFormat, SearchMode
 from sweep.data.examples import Example
 from sweep.data.images import example_view, read_view
 from sweep.errors import UserError
@@ -158,7 +158,7 @@ def sample_mistakes(model: nn.Module, examples: list[Example], view: Callable[[E
     return [(example, wrong[example]) for example in sample(rank_order(wrong), n, seed)]
 
 
-def select(cfg, model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
+def select(cfg: Config, model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
            device: torch.device, precomputed: Optional[list[Example]], cache: Optional[Path] = None,
            cores: int = 1, layout: MemoryFormat = MemoryFormat.contiguous) -> Selection:
     """The run's selection: its wrong set (precomputed, or found by inference at the pretrained

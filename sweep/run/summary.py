@@ -10,22 +10,11 @@ import timm
 import torch
 from omegaconf import OmegaConf
 
-from sweep.outputs import COLUMNS, RANK, SCORES
-from sweep.stats.estimates import spearman_test
+from sweep.config import Config
+from sweep.outputs import COLUMNS, RANK
 from sweep.stats.research import run_statistics, verdict
 from sweep.training.hardware import describe
 from sweep.training.stopping import Status
-
-
-def spearman_vs_rank(rows: pd.DataFrame) -> dict:
-    """Spearman rho (and p, n) of each score against universal difficulty rank, over corrected
-    examples (the costs of the others are censored; the baselines are taken on the same examples)."""
-    corrected = rows[rows["status"] == Status.CORRECT]
-    out = {}
-    for score in SCORES:
-        pair = corrected[[score, RANK]].dropna()
-        out[score] = spearman_test(pair[score], pair[RANK])
-    return out
 
 
 def original_keys(arch: str, rows: pd.DataFrame) -> dict:
@@ -39,14 +28,16 @@ def original_keys(arch: str, rows: pd.DataFrame) -> dict:
 
 def research_statistics(rows: pd.DataFrame) -> dict:
     """Every rho over all corrected, clean and flagged mistakes with n and CI, the Δ against each
-    baseline and the partial rho (sweep/statistics.py), why any is not computable, and the verdict."""
+    baseline and the partial rho (sweep/stats/research.py), why any is not computable, and the verdict."""
     values, reasons = run_statistics(rows)
     return {"statistics": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()},
             "not_computable": reasons, "verdict": verdict(values, values["cost"] or "the cost")}
 
 
-def summarize(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, selection: dict, execution: dict,
-              nondeterministic: list[str]) -> dict:
+def summarize(cfg: Config, rows: pd.DataFrame, seconds: float, device: torch.device, selection: dict,
+              execution: dict, nondeterministic: list[str]) -> dict:
+    """The summary of a run's rows: each fact once (the statistics under `statistics`, how the work
+    was executed under `execution`), plus the original scripts' own keys."""
     corrected = rows["status"] == Status.CORRECT
     updates = int(np.where(corrected, rows["steps_to_correct"], 0).sum()
                   + (rows["status"] == Status.NEVER_CORRECT).sum() * cfg.max_steps)
@@ -59,7 +50,6 @@ def summarize(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, sel
         "counts": {s: int(n) for s, n in rows["status"].value_counts().items()},
         "correct_at_step_0": int((corrected & (rows["steps_to_correct"] == 0)).sum()),
         "skipped_updates": int(rows["skipped_updates"].fillna(0).sum()),
-        "spearman_vs_rank": spearman_vs_rank(rows),
         **research_statistics(rows),
         "wall_seconds": seconds,
         "training_seconds": training_seconds,
@@ -68,7 +58,6 @@ def summarize(cfg, rows: pd.DataFrame, seconds: float, device: torch.device, sel
         **describe(device),
         "nondeterministic_operations": nondeterministic,  # ones that warned while this process trained
         "execution": execution,
-        "threads": execution["threads"],
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
                      "numpy": np.__version__, "pandas": pd.__version__},
         "columns": COLUMNS,

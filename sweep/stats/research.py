@@ -36,7 +36,7 @@ ORIENTATION = {"initial_loss": 1, "initial_margin": -1, "initial_grad_norm": Non
 
 def primary_cost(rows: pd.DataFrame) -> str | None:
     """The loss to correct where a run has it: our `loss_sum`, else the original scripts' costs."""
-    return next((c for c in ("loss_sum", "total_loss_to_correct", "steps_to_correct") if c in rows), None)
+    return next((c for c in COSTS if c in rows), None)
 
 
 def flag(column: pd.Series) -> pd.Series:

@@ -99,9 +99,8 @@ def device_name(device: torch.device) -> str:
 
 
 def describe(device: torch.device) -> dict:
-    """For the summary: the device, the arithmetic settings in force and the library versions."""
-    out = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
-           "cuda": torch.version.cuda,
+    """For the summary: the device and the arithmetic settings in force (CUDA and cuDNN versions among them)."""
+    out = {"device": str(device), "device_name": device_name(device), "cuda": torch.version.cuda,
            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
            "mkl_cbwr": os.environ.get("MKL_CBWR")}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import timm
 import torch
 
-from sweep.config import Augmentation
+from sweep.config import AUTO, Augmentation, Config
 from sweep.errors import UserError
 from sweep.training.engine import BatchedTrainer, batched_engine, engine_size, longest_first
 from sweep.training.executor import Executor, Task
@@ -33,21 +33,22 @@ class Plan:
         return f"{path}, {where} ({self.reason})"
 
 
-def choose(cfg, device: torch.device, cores: int, todo: int) -> Plan:
+def choose(cfg: Config, device: torch.device, cores: int, todo: int) -> Plan:
     """Workers and threads for `cfg.execution` (explicit values win; `auto` picks what the README's
     measurements show fastest): on a CPU, one single-threaded worker process per core, since a
     batch-of-one step spreads poorly over threads (single-threaded however many examples are left,
     so a resumed run computes exactly as the first); on a GPU, one process (the batched engine
     fills the GPU; its K is sized later)."""
     execution = cfg.execution
-    workers, threads = execution.workers, execution.threads
+    workers = execution.workers
+    threads = None if execution.threads == AUTO else execution.threads
     if device.type != "cpu":
-        if workers not in ("auto", 1):
+        if workers not in (AUTO, 1):
             raise UserError(f"execution.workers={workers} forks CPU processes, but the device is {device}: use "
                             f"execution.parallel on GPUs (and one job per GPU via hydra/launcher)")
         return Plan(1, threads or cores, execution.parallel, "GPU: one process")
     gpu_visible = torch.cuda.is_available()
-    if workers == "auto":
+    if workers == AUTO:
         if threads and threads > 1:
             workers, reason = 1, f"execution.threads={threads}: one process"
         elif gpu_visible:
@@ -68,16 +69,16 @@ def choose(cfg, device: torch.device, cores: int, todo: int) -> Plan:
                         f"thread each (OpenMP cannot start threads in a process forked from a multithreaded one); "
                         f"use execution.threads=1, or execution.workers=1 with more threads")
     threads = threads or (1 if workers > 1 else cores)
-    parallel = 1 if execution.parallel == "auto" else execution.parallel
+    parallel = 1 if execution.parallel == AUTO else execution.parallel
     return Plan(workers, threads, parallel, reason)
 
 
-def plan(cfg, trainer: SingleExampleTrainer, view, device: torch.device, todo: list[Task],
+def plan(cfg: Config, trainer: SingleExampleTrainer, view, device: torch.device, todo: list[Task],
          initial_losses: dict[str, float], cores: int) -> tuple[Executor, list[Task], Plan]:
     """The executor for `cfg.execution`, the tasks in the order to feed it, and the plan it follows."""
     chosen = choose(cfg, device, cores, len(todo))
     engine = None
-    if chosen.parallel == "auto" or chosen.parallel > 1:
+    if chosen.parallel == AUTO or chosen.parallel > 1:
         engine, chosen = _engine(cfg, trainer, device, chosen, len(todo))
     if engine is not None or chosen.workers > 1:  # longest first: the last to finish are short ones
         todo = longest_first(todo, lambda task: initial_losses.get(task[1].path))
@@ -87,12 +88,12 @@ def plan(cfg, trainer: SingleExampleTrainer, view, device: torch.device, todo: l
     return Executor(trainer, view, device, engine, chosen.workers, chosen.threads, prefetch), todo, chosen
 
 
-def _engine(cfg, trainer: SingleExampleTrainer, device: torch.device, chosen: Plan,
+def _engine(cfg: Config, trainer: SingleExampleTrainer, device: torch.device, chosen: Plan,
             todo: int) -> tuple[BatchedTrainer | None, Plan]:
     """The batched engine for the plan (K sized from free GPU memory for `auto`), or None and the
     simple path with the reason."""
     input_size = tuple(timm.data.resolve_data_config(model=trainer.model)["input_size"])
-    auto = chosen.parallel == "auto"
+    auto = chosen.parallel == AUTO
     k = 2 if auto else chosen.parallel
     engine, obstacle = batched_engine(trainer.model, cfg.train, cfg.lr, cfg.max_steps, k, input_size, cfg.log_steps)
     if engine is not None and auto:
