@@ -187,7 +187,7 @@ def readme_table(title: str) -> list[list[str]]:
 def test_the_readme_table_of_default_and_original_is_true():
     default, original = compose_config(), compose_config("experiment=original")
     claims = 0
-    for row in readme_table("### Our default and the original scripts"):
+    for row in readme_table("## The original scripts"):
         for cfg, cell in ((default, row[1]), (original, row[2])):
             for key, value in re.findall(r"`([a-z_.]+)=([^`\s]+)`", cell):
                 actual = cfg
