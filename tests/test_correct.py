@@ -111,6 +111,29 @@ def test_reset_gives_each_example_the_results_it_gets_alone(mode):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_dropout_draws_are_the_examples_own_whatever_the_order():
+    """Train mode with dropout: each example's forward passes draw from a generator seeded by its
+    own seed, so fitting b alone, after a, or in reversed order gives the same row, and the caller's
+    random state is untouched."""
+    torch.manual_seed(0)
+    model = timm.create_model("test_vit_relpos", num_classes=50, img_size=32)  # dropout, no BatchNorm
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+    inputs = [torch.randn(1, 3, 32, 32) for _ in range(3)]
+    with torch.no_grad():
+        labels = [int(model.eval()(x).argmin()) for x in inputs]
+    trainer = SingleExampleTrainer(model, TrainConfig(mode=ModelMode.train), lr=1e-4, max_steps=40)
+    seeds = [11, 22, 33]
+    state = torch.get_rng_state()
+    forward = [trainer.fit(x, y, seed=s) for x, y, s in zip(inputs, labels, seeds)]
+    backward = [trainer.fit(x, y, seed=s) for x, y, s in reversed(list(zip(inputs, labels, seeds)))][::-1]
+    alone = trainer.fit(inputs[1], labels[1], seed=seeds[1])
+    assert torch.equal(torch.get_rng_state(), state)
+    assert forward == backward and alone == forward[1]
+    assert all(o.steps_taken > 1 for o in forward)
+    unseeded = (trainer.fit(inputs[1], labels[1]), trainer.fit(inputs[1], labels[1]))
+    assert unseeded[0] != unseeded[1]  # the dropout is live: without a seed, two fits differ
+
+
 def test_the_same_fits_give_the_same_bits_at_two_threads(mistakes):
     """Run-to-run reproducibility with more than one thread. Without MKL's reproducible mode (set
     by main.py, and for the tests in conftest.py) the gradient of the last block's convolution on its 1x1 feature map

@@ -7,6 +7,7 @@ import torch
 from helpers.configs import compose_config, tiny_universe_overrides
 from sweep.config import ModelMode, Optimizer, TrainConfig
 from sweep.run.job import run
+from sweep.run.results import finished
 from sweep.training.engine import BatchedTrainer, batched_engine
 from sweep.training.loop import SingleExampleTrainer
 
@@ -93,11 +94,13 @@ def test_a_model_vmap_cannot_batch_falls_back_with_a_reason(mistakes, caplog):
     unbatchable = _ItemInForward()
     unbatchable.pretrained_cfg = {"input_size": (3, 4, 4)}  # what timm's data config reads
     cpu = torch.device("cpu")
-    executor, _, chosen = plan(cfg, SingleExampleTrainer(unbatchable, cfg.train, 1e-3, 5), None, cpu, [], {}, 1)
+    trainer = SingleExampleTrainer(unbatchable, cfg.train, 1e-3, 5)
+    executor, _, chosen = plan(cfg, trainer, None, cpu, [], {}, 1, finished)
     assert executor.engine is None
     assert "execution.parallel=4 ignored" in caplog.text and "_ItemInForward" in caplog.text
     assert chosen.parallel == 1 and "vmap cannot batch _ItemInForward" in chosen.reason
-    executor, _, chosen = plan(cfg, SingleExampleTrainer(model, cfg.train, 1e-3, 5), None, cpu, [], {}, 1)
+    trainer = SingleExampleTrainer(model, cfg.train, 1e-3, 5)
+    executor, _, chosen = plan(cfg, trainer, None, cpu, [], {}, 1, finished)
     assert isinstance(executor.engine, BatchedTrainer)
 
 

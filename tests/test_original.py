@@ -1,8 +1,10 @@
 """The original single-loss script, reproduced: its selection through main.py, its loop's counting,
 its fp16 loss scaler, its summary keys, and the README's account of the preset."""
+import json
 import os
 import random
 import re
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +18,12 @@ from PIL import Image
 from timm.data import ImageNetInfo
 
 from helpers.commands import run_cli
-from helpers.configs import ROOT, compose_config
+from helpers.configs import ROOT, compose_config, tiny_universe_overrides
+from helpers.fp16 import linear_mistake, scaler_skips
 from sweep.config import ModelMode, Precision, TrainConfig
+from sweep.data.examples import Example
+from sweep.data.images import example_view
+from sweep.data.real_labels import real_labels
 from sweep.training.loop import SingleExampleTrainer
 from sweep.training.stopping import Status
 
@@ -126,6 +132,14 @@ def test_bad_matrix_inputs_are_refused_before_any_work(small_inputs, tmp_path, c
         assert f"closest: {MODEL}" in output
 
 
+def cuda_autocast_cross_entropy(logits, target):
+    """`nn.CrossEntropyLoss()(logits, target)` as CUDA's fp16 autocast computes it (the original ran on
+    CUDA): log-probabilities in the logits' fp16, the negative log-likelihood in fp32. On a CPU,
+    autocast computes cross_entropy in fp32 instead, so the decomposition is written out; the GPU
+    tests check it against the real thing."""
+    return F.nll_loss(torch.log_softmax(logits, 1, dtype=logits.dtype).float(), target)
+
+
 def original_loop(model, x, y, lr, max_steps):
     """The original single-loss loop, by hand: (reported step, total loss), or (-1, -1.0)."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -139,7 +153,7 @@ def original_loop(model, x, y, lr, max_steps):
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cpu", dtype=torch.float16):
                 logits = model(x)
-                loss = F.cross_entropy(logits, target)
+                loss = cuda_autocast_cross_entropy(logits, target)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -206,9 +220,112 @@ def test_the_summary_has_the_original_keys(inputs, tmp_path):
     assert code == 0, output[-3000:]
     import json
     summary = json.loads((tmp_path / "training_summary.json").read_text())
-    rows = pd.read_csv(tmp_path / "single_example_results.csv")
+    rows = pd.read_csv(tmp_path / "single_example_results.csv").sort_values("example_index")  # selection order
     assert summary["model_name"] == "test_resnet" and summary["total_examples_attempted"] == 5
     assert summary["successful_examples"] + summary["failed_examples"] == 5
     assert summary["successful_examples"] == (rows["status"] == "correct").sum()
     assert [r["path"] for r in summary["results"]] == list(rows["path"])
     assert [r["total_loss"] for r in summary["results"]] == pytest.approx(list(rows["total_loss_to_correct"]))
+
+
+def test_the_cuda_autocast_rules_the_fp16_loss_rests_on():
+    """Why the original's losses are fp16 values: on CUDA, cross_entropy has no autocast rule of its
+    own (it decomposes into log_softmax and nll_loss, which have one); its decomposition passes the
+    logits' dtype to log_softmax explicitly, which autocast keeps. (On the CPU, autocast has a rule
+    for cross_entropy itself: fp32.) Read from the dispatcher's registrations of this torch."""
+    def autocast_keys(op):
+        return {line.split(":")[0] for line in torch._C._dispatch_dump(op).splitlines() if line.startswith("Autocast")}
+    assert "AutocastCUDA" not in autocast_keys("aten::cross_entropy_loss")
+    assert "AutocastCPU" in autocast_keys("aten::cross_entropy_loss")
+    assert {"AutocastCUDA"} <= autocast_keys("aten::log_softmax.int") & autocast_keys("aten::nll_loss")
+
+
+def test_fp16_losses_are_fp16_values_and_every_first_update_is_skipped(mistakes):
+    """The original's step logs: 99.9% of the losses are fp16 values, and the first update was
+    skipped in 1,114 of 1,114 logs, whatever the initial loss (from below 0.5 to above 8)."""
+    model, examples = mistakes
+    train = TrainConfig(mode=ModelMode.eval, precision=Precision.fp16_scaler, check_final_state=False)
+    trainer = SingleExampleTrainer(model, train, 3e-5, 60, log_steps=True)
+    outcomes = [trainer.fit(x[None], y) for x, y in examples]
+    losses = np.concatenate([o.losses for o in outcomes])
+    assert (losses.astype(np.float16).astype(np.float64) == losses).all()
+    trained = [o for o in outcomes if o.steps_taken >= 1]
+    assert len(trained) >= 8
+    assert all(o.skipped_updates >= 1 and o.losses[0] == o.losses[1] for o in trained if o.steps_taken >= 2)
+
+
+@pytest.mark.parametrize("scale_input", [1.0, 3.0])
+@pytest.mark.parametrize("initial_loss", [0.75, 2.0, 9.0])
+def test_skips_follow_the_scalers_arithmetic_whatever_the_loss(initial_loss, scale_input):
+    """The scaled gradient reaching the fp16 log-probabilities is -scale at the label, whatever the
+    loss: -inf in fp16 at the first scale (65,536 > 65,504, fp16's largest value), so the first
+    update is always skipped. After that, the weight gradient (softmax - onehot) * scale * x
+    overflows while its largest entry exceeds 65,504, and each overflow halves the scale."""
+    model, x, y = linear_mistake(initial_loss, scale_input)
+    expected = scaler_skips(model, x, y, "cpu")
+    train = TrainConfig(mode=ModelMode.eval, precision=Precision.fp16_scaler, check_final_state=False)
+    outcome = SingleExampleTrainer(model, train, 1e-9, expected + 1).fit(x, y)  # a tiny lr: nothing else moves
+    assert outcome.initial_loss == pytest.approx(initial_loss, abs=2e-3)
+    assert expected >= 1 and outcome.skipped_updates == expected
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16_scaler"])
+def test_the_search_runs_in_the_training_precision(tmp_path, cache_dir, precision):
+    """search.mode=same claims step 0 is wrong by construction: under autocast too."""
+    code, output = run_cli(*tiny_universe_overrides(cache_dir), f"train.precision={precision}", "sample_size=40",
+                           "max_steps=3", "progress=false", f"hydra.run.dir={tmp_path}")
+    assert code == 0, output[-3000:]
+    summary = json.loads((tmp_path / "training_summary.json").read_text())
+    assert summary["correct_at_step_0"] == 0 and summary["examples_processed"] == 40
+    losses = pd.read_csv(tmp_path / "selection.csv").set_index("path")["initial_loss"]
+    rows = pd.read_csv(tmp_path / "single_example_results.csv").set_index("path")["initial_loss"]
+    # the search's loss is the loop's at step 0 (a search in fp32 differs by about 1e-3)
+    assert (losses[rows.index] - rows).abs().max() < 1e-5
+
+
+def test_the_readme_command_passes_every_check_up_to_the_weights(small_inputs, tmp_path, monkeypatch):
+    """model.arch=resnet34.a3_in1k (a pretrained tag) passes the name check; offline (the hub made
+    unreachable here, whatever this machine's network), the run ends with the error naming the
+    offline alternatives."""
+    def unreachable(*args, **kwargs):
+        raise OSError("Name or service not known")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    code, output = run_cli("experiment=original", *args(small_inputs, **{"model.arch": "resnet34.a3_in1k",
+                                                                         "model.checkpoint": None}),
+                           f"hydra.run.dir={tmp_path}")
+    assert code == 2 and "Traceback" not in output, output[-3000:]
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("error: model.arch=resnet34.a3_in1k: its pretrained weights come from the Hugging Face "
+                           "hub, which is unreachable")
+    assert "model.checkpoint=" in last and "model=efficientnet_lite0" in last
+    code, output = run_cli(*args(small_inputs, **{"model.arch": "resnet34.a9_in1k"}), f"hydra.run.dir={tmp_path}")
+    assert code == 2 and "resnet34 has no pretrained tag 'a9_in1k' (its tags: a1_in1k, a2_in1k, a3_in1k" in output
+
+
+def test_the_preset_on_the_demo_data_refuses_with_one_line(tmp_path, cache_dir):
+    code, output = run_cli("experiment=original", *tiny_universe_overrides(cache_dir), f"hydra.run.dir={tmp_path}")
+    assert code == 2 and "Traceback" not in output, output[-3000:]
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("error: train.mode=train (which experiment=original sets) cannot run test_resnet on "
+                           "32x32 images") and "train.mode=eval" in last
+    assert not (tmp_path / "selection.csv").exists()
+
+
+def test_prediction_in_real_judges_the_prediction_that_made_the_mistake(inputs, tmp_path):
+    """With a matrix's wrong set, the prediction that made an example a mistake is the model's in
+    eval mode on the eval view (as a matrix is made), not the train-mode prediction at step 0."""
+    code, output = run_cli("experiment=original", *args(inputs), "sample_size=12", "max_steps=1", "progress=false",
+                           f"hydra.run.dir={tmp_path}")
+    assert code == 0, output[-3000:]
+    selection = pd.read_csv(tmp_path / "selection.csv").set_index("path")
+    rows = pd.read_csv(tmp_path / "single_example_results.csv").set_index("path")
+    model = timm.create_model("test_resnet")
+    model.load_state_dict(torch.load(inputs / "test_resnet.pth"))
+    view = example_view(model.eval(), random_view=False, seed=42)
+    with torch.no_grad():
+        by_hand = {p: int(model(view(Example(p, 0, 0))[None]).argmax()) for p in selection.index}
+    assert selection["prediction"].to_dict() == by_hand
+    for path, row in rows.iterrows():
+        assert row["prediction_in_real"] == (by_hand[path] in real_labels(path))
+    assert (rows["initial_prediction"] != pd.Series(by_hand)[rows.index]).any()  # train-mode step 0 differs

@@ -166,7 +166,8 @@ def test_corrupt_image_is_unreadable_not_fatal(tmp_path):
     wrong, unreadable = find_wrong(model, [Example(str(good), 1, 1), Example(str(bad), 1, 2)], to_tensor,
                                    torch.device("cpu"), 4, progress=False)
     assert unreadable == 1 and [e.path for e in wrong] == [str(good)]
-    assert wrong[Example(str(good), 1, 1)] == pytest.approx(np.log(1 + np.e))  # its loss: -log softmax(0, 1)[1]
+    mistake = wrong[Example(str(good), 1, 1)]
+    assert mistake.loss == pytest.approx(np.log(1 + np.e)) and mistake.prediction == 0  # -log softmax(0, 1)[1]
 
 
 def test_unknown_model_name():

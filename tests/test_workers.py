@@ -107,3 +107,14 @@ def test_sigterm_stops_workers_cleanly_and_a_rerun_resumes(tmp_path, cache_dir):
 def test_workers_must_be_positive(tmp_path, cache_dir):
     with pytest.raises(UserError, match="execution.workers=0: expected auto or an integer >= 1"):
         job(tmp_path, cache_dir, "execution.workers=0")
+
+
+def test_a_dropout_model_in_train_mode_gives_the_same_rows_on_every_path(tmp_path, cache_dir):
+    """Dropout drawn from each example's own seed: the simple path, the workers (longest first) and
+    the engine setting (which falls back to the simple path in train mode) give identical rows."""
+    model = ["model.arch=test_vit_relpos", "train.mode=train", "lr=1e-4", "sample_size=4"]
+    simple = job(tmp_path / "simple", cache_dir, *model, "execution.workers=1", "execution.parallel=1")
+    assert simple["steps_to_correct"].nunique() > 1
+    pd.testing.assert_frame_equal(job(tmp_path / "workers", cache_dir, *model, "execution.workers=2"), simple)
+    pd.testing.assert_frame_equal(job(tmp_path / "engine", cache_dir, *model, "execution.workers=1",
+                                      "execution.parallel=2"), simple)

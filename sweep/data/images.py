@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import random
-import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -13,6 +11,7 @@ from PIL import Image
 from torch import nn
 
 from sweep.data.examples import Example
+from sweep.randomness import seeded, view_seed
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +30,6 @@ def model_transform(model: nn.Module, training: bool) -> Callable[[Image.Image],
     """The model's own preprocessing (timm data config): the eval transform, or a random training view."""
     config = timm.data.resolve_data_config(model=model)
     return timm.data.create_transform(**config, is_training=training)
-
-
-def seeded_view(transform: Callable, image: Image.Image, seed: int) -> torch.Tensor:
-    """Apply a random transform reproducibly (timm's random ops draw from `random` and torch)."""
-    random.seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return transform(image)
 
 
 UNREADABLE_ERRORS = (OSError, ValueError, SyntaxError)  # what PIL raises for corrupt or truncated files
@@ -60,5 +51,10 @@ def example_view(model: nn.Module, random_view: bool, seed: int) -> Callable[[Ex
     transform = model_transform(model, training=random_view)
     if not random_view:
         return lambda example: transform(load_image(example.path))
-    return lambda example: seeded_view(transform, load_image(example.path),
-                                       seed=seed * 1_000_003 + zlib.crc32(example.path.encode()))
+
+    def one_view(example: Example) -> torch.Tensor:
+        image = load_image(example.path)
+        with seeded(view_seed(seed, example.path)):  # timm's random ops draw from `random` and torch
+            return transform(image)
+
+    return one_view

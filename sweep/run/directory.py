@@ -68,16 +68,19 @@ class RunDirectory:
             return None
         frame = pd.read_csv(path)
         examples = [Example(p, int(y), int(r)) for p, y, r in zip(frame["path"], frame["label"], frame["rank"])]
-        return Selection(examples, _known_losses(frame), json.loads(info_path.read_text()))
+        return Selection(examples, _known(frame, "initial_loss", float), json.loads(info_path.read_text()),
+                         _known(frame, "prediction", int))
 
     def save_selection(self, selection: Selection) -> Selection:
         chosen = selection.examples
         frame = pd.DataFrame({"path": [e.path for e in chosen], "label": [e.label for e in chosen],
                               "rank": [e.rank for e in chosen],
-                              "initial_loss": [selection.initial_losses.get(e.path, float("nan")) for e in chosen]})
+                              "initial_loss": [selection.initial_losses.get(e.path, float("nan")) for e in chosen],
+                              "prediction": pd.array([selection.predictions.get(e.path) for e in chosen],
+                                                     dtype="Int64")})
         atomic_write_text(self.path / SELECTION_CSV, frame.to_csv(index=False))
         atomic_write_text(self.path / SELECTION_JSON, json.dumps(selection.info, indent=2))
-        return Selection(chosen, _known_losses(frame), selection.info)
+        return Selection(chosen, _known(frame, "initial_loss", float), selection.info, _known(frame, "prediction", int))
 
     def done_paths(self) -> set[str]:
         return set(read_rows(self.results_csv)["path"])
@@ -118,10 +121,11 @@ class RunDirectory:
         plot_loss_vs_difficulty(rows, self.path / PLOT_PNG, title)
 
 
-def _known_losses(selection: pd.DataFrame) -> dict[str, float]:
-    """path -> loss at the pretrained weights, for the selected examples that have one (older
-    selection files and wrong sets from a correctness matrix have none)."""
-    if "initial_loss" not in selection:
+def _known(selection: pd.DataFrame, column: str, kind: type) -> dict:
+    """path -> `column` (the loss at the pretrained weights, or the prediction that made the example
+    a mistake), for the selected examples that have one (older selection files have neither, and
+    wrong sets from a correctness matrix no loss)."""
+    if column not in selection:
         return {}
-    known = selection.dropna(subset=["initial_loss"])
-    return dict(zip(known["path"], known["initial_loss"]))
+    known = selection.dropna(subset=[column])
+    return {path: kind(value) for path, value in zip(known["path"], known[column])}

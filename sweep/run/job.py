@@ -1,10 +1,12 @@
 """One job of a sweep: set up, select the model's mistakes, correct each one alone, summarise."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
 
+import timm.data
 import torch
 from tqdm import tqdm
 
@@ -13,6 +15,7 @@ from sweep.data.images import example_view
 from sweep.data.sources import check_inputs, open_source
 from sweep.run.cache import writable_cache
 from sweep.run.directory import RunDirectory, identity
+from sweep.run.results import finished
 from sweep.run.selection import select
 from sweep.run.signals import StopRequest
 from sweep.run.summary import summarize
@@ -24,7 +27,7 @@ from sweep.training.hardware import (
     resolve_device,
     with_memory_format,
 )
-from sweep.training.loop import SingleExampleTrainer
+from sweep.training.loop import SingleExampleTrainer, check_train_mode
 from sweep.training.planner import plan
 from sweep.training.stopping import DivergenceGuard
 
@@ -55,6 +58,7 @@ def run(cfg: Config, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | N
     model = with_memory_format(model, layout)
     log.info("memory format: %s (%s)", layout.value, layout_reason)
     model.train(cfg.train.mode == ModelMode.train)
+    check_train_mode(model, tuple(timm.data.resolve_data_config(model=model)["input_size"]), cfg.model.arch)
     view = example_view(model, random_view=cfg.train.augmentation == Augmentation.one_view, seed=cfg.seed)
     trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps, cfg.log_steps)
 
@@ -68,7 +72,8 @@ def run(cfg: Config, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | N
     todo = [(index, example) for index, example in in_shard if example.path not in done]
 
     # Correct: each example alone, rows written as they finish.
-    executor, todo, chosen = plan(cfg, trainer, view, device, todo, selection.initial_losses, cores)
+    finish = functools.partial(finished, mistake_predictions=selection.predictions)
+    executor, todo, chosen = plan(cfg, trainer, view, device, todo, selection.initial_losses, cores, finish)
     bar = tqdm(total=len(in_shard), initial=len(done), desc=f"{cfg.model.arch} lr={cfg.lr:g}", unit="example",
                disable=not cfg.progress)
 

@@ -26,15 +26,24 @@ class Finished:
     losses: Optional[list[float]] = None
 
 
-def finished(index: int, example: Example, outcome: Optional[Outcome], seconds: float) -> Finished:
-    return Finished(make_row(index, example, outcome, seconds), outcome.losses if outcome is not None else None)
+def finished(index: int, example: Example, outcome: Optional[Outcome], seconds: float,
+             mistake_predictions: Optional[dict[str, int]] = None) -> Finished:
+    """An example's row, and its step losses with log_steps; `mistake_predictions` (path -> class)
+    are the predictions that made the examples mistakes, where the selection recorded them."""
+    mistake = (mistake_predictions or {}).get(example.path)
+    row = make_row(index, example, outcome, seconds, mistake)
+    return Finished(row, outcome.losses if outcome is not None else None)
 
 
-def make_row(index: int, example: Example, outcome: Optional[Outcome], seconds: float) -> dict:
-    """The results row of one example; `outcome` None means its image could not be read."""
+def make_row(index: int, example: Example, outcome: Optional[Outcome], seconds: float,
+             mistake_prediction: Optional[int] = None) -> dict:
+    """The results row of one example; `outcome` None means its image could not be read. The ReaL
+    columns judge `mistake_prediction`, the prediction that made the example a mistake (the
+    wrong-set search's), else the prediction at step 0."""
+    if mistake_prediction is None and outcome is not None:
+        mistake_prediction = outcome.initial_prediction
     row = {"example_index": index, "path": example.path, "universal_difficulty_rank": example.rank,
-           "label": example.label, "seconds": seconds,
-           **real_columns(example.path, example.label, None if outcome is None else outcome.initial_prediction)}
+           "label": example.label, "seconds": seconds, **real_columns(example.path, example.label, mistake_prediction)}
     if outcome is None:
         return {**row, "status": Status.UNREADABLE.value, "total_loss_to_correct": -1, "steps_to_correct": -1}
     return {**row, "total_loss_to_correct": outcome.total_loss_to_correct,

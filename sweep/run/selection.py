@@ -1,6 +1,7 @@
 """Which examples a run processes: the model's mistakes at the pretrained weights, sampled reproducibly."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -8,23 +9,24 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from filelock import FileLock
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from sweep.config import Augmentation, Config, MemoryFormat, SearchMode
+from sweep.config import Augmentation, Config, MemoryFormat, Precision, SearchMode
 from sweep.data.examples import Example
 from sweep.data.images import example_view, read_view
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
+from sweep.randomness import forward_seed, seeded
+from sweep.training.precision import autocast_context, cross_entropy
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,14 @@ class Selection:
     examples: list[Example]           # the sampled wrong examples, easiest first
     initial_losses: dict[str, float]  # path -> loss at the pretrained weights, where the search computed it
     info: dict                        # counts: examples, wrong, unreadable, selected
+    predictions: dict[str, int] = field(default_factory=dict)  # path -> the prediction that made it a mistake
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """What the pretrained model did with an example it gets wrong."""
+    loss: float
+    prediction: Optional[int]  # None in wrong-set cache entries written before predictions were kept
 
 
 class _Views(Dataset):
@@ -59,39 +69,55 @@ LOADER_MAX_WORKERS = 8
 
 
 @torch.no_grad()
-def find_wrong(model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
-               device: torch.device, batch_size: int, progress: bool = True,
-               cores: int = 1) -> tuple[dict[Example, float], int]:
-    """Examples the model misclassifies, each with its cross-entropy loss there, evaluated in the
-    model's current mode on the same view as training; and the number of images that could not be read.
+def infer(model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
+          device: torch.device, batch_size: int, progress: bool = True, cores: int = 1,
+          precision: Precision = Precision.fp32,
+          forward_seed: Optional[Callable[[Example], int]] = None) -> tuple[dict[Example, Mistake], int]:
+    """The model's loss and prediction on every readable example, in its current mode on `view`, in
+    the arithmetic of `precision` (the loop's autocast and loss); and the number of images that could
+    not be read.
 
     Images are decoded by up to `cores` loader processes (into pinned memory for a GPU) while the
     model runs. `batch_size` must be 1 when the model is in train mode, so BatchNorm sees one image
-    as in training. The model's buffers (BatchNorm running statistics, which train mode moves) are
-    restored after.
+    as in training; the forward's randomness (dropout) is then drawn from `forward_seed(example)`, as
+    at the loop's step 0. The model's buffers (BatchNorm running statistics, which train mode moves)
+    are restored after.
     """
     buffers = [(b, b.clone()) for b in model.buffers()]
     workers = min(cores, LOADER_MAX_WORKERS) if len(examples) >= LOADER_MIN_EXAMPLES and cores > 1 else 0
     loader = DataLoader(_Views(examples, view), batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                         pin_memory=device.type == "cuda")
-    wrong, readable = {}, 0
+    autocast = autocast_context(precision, device.type)
+    results, readable = {}, 0
     for indices, images in tqdm(loader, desc="finding mistakes", unit="batch", disable=not progress, leave=False):
         if images is None:
             continue
         readable += len(indices)
-        logits = model(images.to(device, non_blocking=True)).float()
+        seed = forward_seed(examples[indices[0]]) if forward_seed is not None and len(indices) == 1 else None
+        with seeded(seed, device) if seed is not None else contextlib.nullcontext(), autocast():
+            logits = model(images.to(device, non_blocking=True))
         labels = torch.tensor([examples[i].label for i in indices], device=logits.device)
-        losses = F.cross_entropy(logits, labels, reduction="none").cpu().tolist()
+        losses = cross_entropy(logits, labels, precision, reduction="none").cpu().tolist()
         predicted = logits.argmax(1).cpu().tolist()
-        wrong.update({examples[i]: loss for i, p, loss in zip(indices, predicted, losses) if p != examples[i].label})
+        results.update({examples[i]: Mistake(loss, p) for i, p, loss in zip(indices, predicted, losses)})
     for buffer, saved in buffers:
         buffer.copy_(saved)
-    broken = [e for e, loss in wrong.items() if not math.isfinite(loss)]
+    return results, len(examples) - readable
+
+
+def find_wrong(model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
+               device: torch.device, batch_size: int, progress: bool = True, cores: int = 1,
+               precision: Precision = Precision.fp32,
+               forward_seed: Optional[Callable[[Example], int]] = None) -> tuple[dict[Example, Mistake], int]:
+    """The examples the model misclassifies (see `infer`), and the number of images that could not be read."""
+    results, unreadable = infer(model, examples, view, device, batch_size, progress, cores, precision, forward_seed)
+    wrong = {example: mistake for example, mistake in results.items() if mistake.prediction != example.label}
+    broken = [e for e, mistake in wrong.items() if not math.isfinite(mistake.loss)]
     if broken:
         raise UserError(f"{broken[0].path}: the loss at the pretrained weights is not finite (and for "
                         f"{len(broken) - 1} other images): the model, its weights (model.checkpoint, "
                         f"model.package) or the input are broken; nothing was trained")
-    return wrong, len(examples) - readable
+    return wrong, unreadable
 
 
 def state_digest(model: nn.Module) -> str:
@@ -108,7 +134,7 @@ def examples_digest(examples: list[Example]) -> str:
 
 
 def cached_wrong_set(cache: Path, key: dict, examples: list[Example],
-                     search: Callable[[], tuple[dict[Example, float], int]]) -> tuple[dict[Example, float], int]:
+                     search: Callable[[], tuple[dict[Example, Mistake], int]]) -> tuple[dict[Example, Mistake], int]:
     """The wrong set of `key` from the cache, or searched once (under a lock: parallel jobs of a
     sweep over lrs search once per model) and stored."""
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -120,9 +146,12 @@ def cached_wrong_set(cache: Path, key: dict, examples: list[Example],
             table = pd.read_csv(path)
             info = json.loads(path.with_suffix(".json").read_text())
             log.info("wrong set from the cache (%s): %d examples", path, len(table))
-            return {by_path[p]: loss for p, loss in zip(table["path"], table["loss"])}, info["unreadable"]
+            predictions = table["prediction"] if "prediction" in table else [None] * len(table)
+            return ({by_path[p]: Mistake(loss, None if prediction is None else int(prediction))
+                     for p, loss, prediction in zip(table["path"], table["loss"], predictions)}, info["unreadable"])
         wrong, unreadable = search()
-        frame = pd.DataFrame({"path": [e.path for e in wrong], "loss": list(wrong.values())})
+        frame = pd.DataFrame({"path": [e.path for e in wrong], "loss": [m.loss for m in wrong.values()],
+                              "prediction": [m.prediction for m in wrong.values()]})
         path.with_suffix(".json").write_text(json.dumps({**key, "unreadable": unreadable}, indent=2))
         atomic_write_text(path, frame.to_csv(index=False))
     return wrong, unreadable
@@ -155,41 +184,63 @@ def sample_mistakes(model: nn.Module, examples: list[Example], view: Callable[[E
     """`n` of the model's mistakes among `examples` (in its current mode, on `view`, on the CPU), drawn as a
     run draws them, easiest first, each with its loss at the pretrained weights."""
     wrong, _ = find_wrong(model, examples, view, torch.device("cpu"), 64, progress=False)
-    return [(example, wrong[example]) for example in sample(rank_order(wrong), n, seed)]
+    return [(example, wrong[example].loss) for example in sample(rank_order(wrong), n, seed)]
 
 
 def select(cfg: Config, model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
            device: torch.device, precomputed: Optional[list[Example]], cache: Optional[Path] = None,
            cores: int = 1, layout: MemoryFormat = MemoryFormat.contiguous) -> Selection:
-    """The run's selection: its wrong set (precomputed, or found by inference at the pretrained
-    weights, in the training mode and view or, with search.mode=eval, in eval mode on the eval view;
-    cached under `cache` per model, weights, examples, mode, view, device and the weights' memory
-    `layout`), sampled."""
-    losses: dict[Example, float] = {}
+    """The run's selection: its wrong set, sampled, with the prediction that made each chosen
+    example a mistake.
+
+    The wrong set is precomputed (a correctness matrix's row: the predictions are then the model's
+    in eval mode on the eval view in fp32, the way a zoo's matrix is made), or found by inference at
+    the pretrained weights: in the training mode, view and precision, so that step 0 is wrong by
+    construction (search.mode=same), or in eval mode on the eval view in fp32, as a zoo's matrix is
+    made (search.mode=eval). It is cached under `cache` per model, weights, examples, mode, view,
+    precision, device and the weights' memory `layout`.
+    """
+    training = model is not None and model.training
+    precision = cfg.train.precision
+    mistakes: dict[Example, Mistake] = {}
     if precomputed is not None:
         pool, unreadable = precomputed, 0
     else:
-        training = model.training
         random_view = cfg.train.augmentation == Augmentation.one_view
         if cfg.search.mode == SearchMode.eval:
             model.eval()
-            view, random_view = example_view(model, random_view=False, seed=cfg.seed), False
+            view, random_view, precision = example_view(model, random_view=False, seed=cfg.seed), False, Precision.fp32
+        seed = functools.partial(_forward_seed, cfg.seed) if model.training else None
         search = functools.partial(find_wrong, model, examples, view, device, 1 if model.training else 64,
-                                   progress=cfg.progress, cores=cores)
+                                   progress=cfg.progress, cores=cores, precision=precision, forward_seed=seed)
         if cache is None:
-            losses, unreadable = search()
+            mistakes, unreadable = search()
         else:
             key = {"weights": state_digest(model), "examples": examples_digest(examples), "training": model.training,
                    "view": f"random, seed {cfg.seed}" if random_view else "eval", "device": device.type}
             if layout != MemoryFormat.contiguous:  # contiguous entries keep the key they had before layouts
                 key["memory_format"] = layout.value
-            losses, unreadable = cached_wrong_set(cache, key, examples, search)
+            if precision != Precision.fp32:  # fp32 entries keep the key they had before the search had a precision
+                key["precision"] = precision.value
+            mistakes, unreadable = cached_wrong_set(cache, key, examples, search)
         model.train(training)
-        pool = rank_order(losses)
+        pool = rank_order(mistakes)
     log.info("the pretrained model gets %d of %d examples wrong (%d unreadable)", len(pool), len(examples),
              unreadable)
     if not pool:
         raise UserError(f"model {cfg.model.arch} gets no example of data={cfg.data.name} wrong: nothing to correct")
     chosen = sample(pool, cfg.sample_size, cfg.seed)
+    if precomputed is not None:  # the matrix holds no predictions: the model's, in eval mode on the eval view
+        model.eval()
+        eval_view = example_view(model, random_view=False, seed=cfg.seed)
+        mistakes, _ = infer(model, chosen, eval_view, device, 64, progress=False, cores=cores)
+        model.train(training)
     info = {"examples": len(examples), "wrong": len(pool), "unreadable": unreadable, "selected": len(chosen)}
-    return Selection(chosen, {e.path: losses[e] for e in chosen if e in losses}, info)
+    initial_losses = {} if precomputed is not None else {e.path: mistakes[e].loss for e in chosen if e in mistakes}
+    predictions = {e.path: mistakes[e].prediction for e in chosen
+                   if e in mistakes and mistakes[e].prediction is not None}
+    return Selection(chosen, initial_losses, info, predictions)
+
+
+def _forward_seed(run_seed: int, example: Example) -> int:
+    return forward_seed(run_seed, example.path)

@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from sweep.config import ModelMode, Precision, TrainConfig
 from sweep.training.fused_optimizer import FusedOptimizer
 from sweep.training.loop import Outcome, Trajectory, l2_norm
-from sweep.training.precision import autocast_context
+from sweep.training.precision import autocast_context, cross_entropy
 
 
 def longest_first(items: list, predicted_cost: Callable[[object], Optional[float]]) -> list:
@@ -137,7 +136,7 @@ class BatchedTrainer:
     def _loss(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor):
         with self.autocast():
             logits = functional_call(self.model, ({**params, **buffers}), (x.unsqueeze(0),))
-        return F.cross_entropy(logits.float(), y.unsqueeze(0)), logits.detach().float().squeeze(0)
+        return cross_entropy(logits, y.unsqueeze(0), self.train.precision), logits.detach().float().squeeze(0)
 
     def _optimizer(self, params: list[torch.Tensor]) -> FusedOptimizer:
         return FusedOptimizer(params, self.train.optimizer, self.lr, self.train.weight_decay, self.train.momentum)

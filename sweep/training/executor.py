@@ -7,15 +7,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 from sweep.data.examples import Example
 from sweep.data.images import read_view
-from sweep.run.results import Finished, finished
+from sweep.randomness import forward_seed
 from sweep.training.engine import BatchedTrainer
-from sweep.training.loop import SingleExampleTrainer
+from sweep.training.loop import Outcome, SingleExampleTrainer
 from sweep.training.workers import rows_in_workers
 
 Task = tuple[int, Example]  # (position in the run's selection, example)
@@ -24,24 +24,32 @@ Task = tuple[int, Example]  # (position in the run's selection, example)
 OnStep = Optional[Callable[[int, float], None]]
 
 
+Result = Any  # what `finish` makes of an example's outcome: its results row (sweep.run.results.Finished)
+Finish = Callable[[int, Example, Optional[Outcome], float], Result]  # (index, example, outcome, seconds)
+
+
 @dataclass
 class Executor:
-    """Turns (index, example) tasks into results rows, as each example finishes."""
+    """Turns (index, example) tasks into results rows, as each example finishes. `finish` makes an
+    example's row from its outcome (None: the image could not be read); `seed` is the run's, from
+    which each example's forward passes draw their randomness."""
     trainer: SingleExampleTrainer
     view: Callable[[Example], torch.Tensor]
     device: torch.device
+    finish: Finish
+    seed: int = 0
     engine: Optional[BatchedTrainer] = None
     workers: int = 1
     threads: int = 1  # torch threads per worker process
     prefetch: int = 0  # examples decoded ahead in a background thread (deterministic views only)
 
-    def run(self, tasks: list[Task], stopping: Callable[[], bool], on_step: OnStep = None) -> Iterator[Finished]:
+    def run(self, tasks: list[Task], stopping: Callable[[], bool], on_step: OnStep = None) -> Iterator[Result]:
         """Results of `tasks`, as each finishes; once `stopping()` is true, no new example starts."""
         if self.workers > 1:
             return rows_in_workers(self.rows, tasks, self.workers, self.threads, stopping)
         return self.rows(itertools.takewhile(lambda _: not stopping(), tasks), on_step)
 
-    def rows(self, tasks: Iterable[Task], on_step: OnStep = None) -> Iterator[Finished]:
+    def rows(self, tasks: Iterable[Task], on_step: OnStep = None) -> Iterator[Result]:
         """Results of `tasks` in this process, by the simple path or the batched engine; each image
         is decoded once, `prefetch` examples ahead of the training."""
         inputs = decoded(tasks, self.view, self.prefetch)
@@ -49,22 +57,22 @@ class Executor:
             for index, example, x, seconds in inputs:
                 tick = time.perf_counter()
                 outcome = None if x is None else self.trainer.fit(x.to(self.device).unsqueeze(0), example.label,
-                                                                  on_step)
-                yield finished(index, example, outcome, seconds + time.perf_counter() - tick)
+                                                                  on_step, forward_seed(self.seed, example.path))
+                yield self.finish(index, example, outcome, seconds + time.perf_counter() - tick)
             return
         unreadable = []
 
         def queue():
             for index, example, x, seconds in inputs:
                 if x is None:
-                    unreadable.append(finished(index, example, None, seconds))
+                    unreadable.append(self.finish(index, example, None, seconds))
                 else:
                     yield (index, example, time.perf_counter() - seconds), x.to(self.device), example.label
 
         for (index, example, tick), outcome in self.engine.run(queue(), on_step):
             yield from unreadable
             unreadable.clear()
-            yield finished(index, example, outcome, time.perf_counter() - tick)
+            yield self.finish(index, example, outcome, time.perf_counter() - tick)
         yield from unreadable
 
 

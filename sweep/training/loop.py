@@ -6,16 +6,18 @@ path: one model, one example at a time.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sweep.config import ModelMode, Precision, TrainConfig
-from sweep.training.precision import _ScaledUpdates, _Updates, autocast_context
+from sweep.errors import UserError
+from sweep.randomness import seeded
+from sweep.training.precision import _ScaledUpdates, _Updates, autocast_context, cross_entropy
 from sweep.training.stopping import Status, stop_status
 
 
@@ -101,8 +103,15 @@ class SingleExampleTrainer:
             param.grad = None
         self.model.train(self.train.mode == ModelMode.train)
 
-    def fit(self, x: torch.Tensor, y: int, on_step: Optional[Callable[[int, float], None]] = None) -> Outcome:
-        """Run the loop on one example `x` (1, C, H, W) with label `y` from the pretrained weights."""
+    def fit(self, x: torch.Tensor, y: int, on_step: Optional[Callable[[int, float], None]] = None,
+            seed: Optional[int] = None) -> Outcome:
+        """Run the loop on one example `x` (1, C, H, W) with label `y` from the pretrained weights;
+        the forward passes' random draws (dropout, drop-path in train mode) come from generators
+        seeded with `seed` (the example's own, see sweep.randomness), the caller's left untouched."""
+        with seeded(seed, x.device) if seed is not None else contextlib.nullcontext():
+            return self._fit(x, y, on_step)
+
+    def _fit(self, x: torch.Tensor, y: int, on_step: Optional[Callable[[int, float], None]]) -> Outcome:
         self.reset()
         updates = _ScaledUpdates(self.params, self.train, self.lr, self.device_type) \
             if self.train.precision == Precision.fp16_scaler else _Updates(self.params, self.train, self.lr)
@@ -111,7 +120,7 @@ class SingleExampleTrainer:
         while True:
             with self.autocast():
                 logits = self.model(x)
-            loss = F.cross_entropy(logits.float(), target)
+            loss = cross_entropy(logits, target, self.train.precision)
             # one host synchronisation per step: the loss and the prediction together
             loss_value, prediction = torch.stack([loss.detach(), logits.detach().argmax(1)[0].float()]).tolist()
             if trajectory.t == 0:  # the gradient at theta_0 is recorded even when step 0 stops the loop
@@ -135,6 +144,32 @@ class SingleExampleTrainer:
     @torch.no_grad()
     def weight_distance(self) -> float:
         return l2_norm([p - p0 for p, p0 in zip(self.params, self.pretrained_params)])
+
+
+def check_train_mode(model: nn.Module, input_size: tuple[int, ...], arch: str) -> None:
+    """Refuse, before any work, a model in train mode that cannot run on a batch of one image of
+    `input_size`: BatchNorm then normalises each channel over that one image, and a feature map
+    that shrinks to 1x1 leaves one value per channel, which PyTorch refuses. The probe's random
+    draws and its moves of the BatchNorm statistics are undone."""
+    if not model.training:
+        return
+    device = next(model.parameters()).device
+    buffers = [(buffer, buffer.clone()) for buffer in model.buffers()]
+    try:
+        with torch.no_grad(), seeded(0, device):
+            model(torch.zeros(1, *input_size, device=device))
+    except ValueError as error:
+        if "Expected more than 1 value per channel" not in str(error):
+            raise
+        size = "x".join(map(str, input_size[1:]))
+        raise UserError(f"train.mode=train (which experiment=original sets) cannot run {arch} on "
+                        f"{size} images: in train mode BatchNorm normalises each channel over the batch, and one "
+                        f"image reaches a 1x1 feature map in this model ({error}). Use train.mode=eval, or images "
+                        f"large enough for the model (e.g. data=imagenet with model=efficientnet_lite0)") from None
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
 
 
 def margin(logits: torch.Tensor, y: int) -> float:

@@ -11,7 +11,7 @@ import torch
 from sweep.config import AUTO, Augmentation, Config
 from sweep.errors import UserError
 from sweep.training.engine import BatchedTrainer, batched_engine, engine_size, longest_first
-from sweep.training.executor import Executor, Task
+from sweep.training.executor import Executor, Finish, Task
 from sweep.training.loop import SingleExampleTrainer
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,9 @@ def choose(cfg: Config, device: torch.device, cores: int, todo: int) -> Plan:
 
 
 def plan(cfg: Config, trainer: SingleExampleTrainer, view, device: torch.device, todo: list[Task],
-         initial_losses: dict[str, float], cores: int) -> tuple[Executor, list[Task], Plan]:
-    """The executor for `cfg.execution`, the tasks in the order to feed it, and the plan it follows."""
+         initial_losses: dict[str, float], cores: int, finish: Finish) -> tuple[Executor, list[Task], Plan]:
+    """The executor for `cfg.execution` (making rows with `finish`), the tasks in the order to feed
+    it, and the plan it follows."""
     chosen = choose(cfg, device, cores, len(todo))
     engine = None
     if chosen.parallel == AUTO or chosen.parallel > 1:
@@ -85,7 +86,8 @@ def plan(cfg: Config, trainer: SingleExampleTrainer, view, device: torch.device,
     log.info("execution: %s", chosen.describe())
     # random views draw from the global random generators, which the training (dropout) uses too
     prefetch = 2 if chosen.workers == 1 and cfg.train.augmentation != Augmentation.one_view else 0
-    return Executor(trainer, view, device, engine, chosen.workers, chosen.threads, prefetch), todo, chosen
+    executor = Executor(trainer, view, device, finish, cfg.seed, engine, chosen.workers, chosen.threads, prefetch)
+    return executor, todo, chosen
 
 
 def _engine(cfg: Config, trainer: SingleExampleTrainer, device: torch.device, chosen: Plan,
