@@ -20,9 +20,8 @@ import pandas as pd
 from analysis import figures
 from analysis.pairs import paired_comparison
 from analysis.report import write_report
-from analysis.runs import Run, find_run_dirs, latest_sweep, load_run, merge_shards
+from analysis.runs import Run, find_run_dirs, latest_sweep, load_run, merge_shards, result_params
 from sweep.errors import UserError
-from sweep.outputs import NON_RESULT_KEYS
 from sweep.stats.research import run_statistics
 
 log = logging.getLogger("aggregate")
@@ -30,8 +29,7 @@ log = logging.getLogger("aggregate")
 
 def varying_parameters(runs: list[Run]) -> list[str]:
     """Config keys whose values differ between runs (how runs are executed and sharded excepted)."""
-    keys = sorted({k for run in runs for k in run.params
-                   if k.split(".")[0] not in NON_RESULT_KEYS and k != "shard.count"})
+    keys = sorted({k for run in runs for k in result_params(run.params) if k != "shard.count"})
     varying = [k for k in keys if len({repr(run.params.get(k)) for run in runs}) > 1]
     return sorted(varying, key=lambda k: ({"model": 0, "lr": 1}.get(k, 2), k))
 

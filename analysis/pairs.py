@@ -1,21 +1,24 @@
 """Paired comparisons of runs that share their examples (runs that differ in one parameter).
 
-Only runs that share the selection are compared, or runs that share at least `MIN_SHARED`
-examples (the overlap is reported either way). The test is censoring-aware: a sign test with
-Gehan's scoring (sweep/stats.py), in which a never-corrected example (cost censored at its lower
-bound) counts as costlier than an example corrected at a cost at or below that bound, and two
-never-corrected examples are undetermined. Dropping never-corrected examples, as a Wilcoxon test
+Runs that share their whole selection are always compared; others when they share at least
+`MIN_SHARED` examples (the overlap is reported either way). The test is censoring-aware: a sign
+test with Gehan's scoring (sweep/stats/estimates.py), in which a never-corrected example (cost
+censored at its lower bound: the summed loss of the updates taken for `loss_sum` and
+`total_loss_to_correct`, the updates taken for `steps_to_correct`) counts as costlier than an
+example corrected at a cost at or below that bound, and two never-corrected examples are
+undetermined; where a run records no bound (the original scripts' outputs), the test is skipped
+with the reason. Dropping never-corrected examples, as a Wilcoxon test
 over the examples corrected in both would, drops the costliest ones when one run censors more.
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from sweep.outputs import COSTS, MEASURED
 from sweep.stats.estimates import censored_sign_test, spearman
+from sweep.stats.research import lower_bound
 from sweep.training.stopping import Status
 
 MIN_SHARED = 20
@@ -30,13 +33,17 @@ def paired_comparison(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     cost = next((c for c in COSTS if c in a and c in b), None)
     if cost is None:
         return {**out, "test": "skipped: no cost to correct recorded by both runs"}
-    if len(shared) < MIN_SHARED:
+    if len(shared) < MIN_SHARED and not same_selection:
         return {**out, "test": f"skipped: {len(shared)} shared examples < {MIN_SHARED}"}
     censored_a, censored_b = (shared[f"status_{s}"] == Status.NEVER_CORRECT for s in "ab")
-    # a never-corrected example's recorded loss_sum is a lower bound; other costs record none (+inf)
-    bound = (lambda s: shared[f"{cost}_{s}"]) if cost == "loss_sum" else (lambda s: np.inf)
-    cost_a = shared[f"{cost}_a"].where(~censored_a, bound("a"))
-    cost_b = shared[f"{cost}_b"].where(~censored_b, bound("b"))
+    bounds = {}
+    for side, rows in (("a", a), ("b", b)):
+        bound = lower_bound(rows, cost)
+        bounds[side] = None if bound is None else shared["path"].map(dict(zip(rows["path"], bound)))
+    if (censored_a.any() and bounds["a"] is None) or (censored_b.any() and bounds["b"] is None):
+        return {**out, "cost": cost, "test": f"skipped: never-corrected examples record no lower bound of {cost}"}
+    cost_a = shared[f"{cost}_a"].where(~censored_a, bounds["a"])
+    cost_b = shared[f"{cost}_b"].where(~censored_b, bounds["b"])
     both = shared[~censored_a & ~censored_b]
     return {**out, "cost": cost, "test": "censored sign test", "n_corrected_in_both": len(both),
             f"median_{cost}_a": both[f"{cost}_a"].median() if len(both) else math.nan,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,11 @@ from sweep.config import flatten
 from sweep.data.image_folders import synset_label
 from sweep.data.real_labels import real_columns
 from sweep.errors import UserError
-from sweep.outputs import RANK, RESULTS_CSV, STEPS_CSV, SUMMARY_JSON
+from sweep.files import read_csv
+from sweep.outputs import NON_RESULT_KEYS, RANK, RESULTS_CSV, STEPS_CSV, SUMMARY_JSON
 from sweep.training.stopping import Status
+
+log = logging.getLogger("aggregate")
 
 
 @dataclass
@@ -56,6 +60,10 @@ def load_run(directory: Path) -> Run:
         rows, notes = _read_csv(directory / RESULTS_CSV), []
         if "example_index" in rows:  # selection order, whatever order the examples finished in
             rows = rows.sort_values("example_index", kind="stable", ignore_index=True)
+            duplicated = rows["example_index"].duplicated()
+            if duplicated.any():  # two writers into one directory, before directories were locked
+                notes.append(f"{int(duplicated.sum())} examples recorded more than once: each counts once")
+                rows = rows[~duplicated].reset_index(drop=True)
         if len(rows) and not (directory / SUMMARY_JSON).exists():
             notes.append("in progress or interrupted (no training_summary.json): partial rows")
     else:
@@ -68,15 +76,18 @@ def load_run(directory: Path) -> Run:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        return pd.DataFrame()
+    """A results or steps CSV's complete rows; a torn last line (a killed, not yet resumed run) is
+    left out and logged, and the file left as it is."""
     try:
-        return pd.read_csv(path)
+        rows, torn = read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: not a readable CSV ({str(error).splitlines()[0]}); "
                         f"expected a results table") from None
+    if torn:
+        log.warning("%s: 1 torn last line (a run killed mid-row, not yet resumed) left out", path)
+    return rows
 
 
 def _original_rows(directory: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -150,13 +161,19 @@ def _original_summary(path: Path) -> pd.DataFrame | None:
     return renamed.assign(example_index=range(len(renamed)))
 
 
+def result_params(params: dict) -> dict:
+    """The parameters that define a run's results: all but how it was executed and what else it wrote."""
+    return {k: v for k, v in params.items() if k.split(".")[0] not in NON_RESULT_KEYS}
+
+
 def merge_shards(runs: list[Run]) -> list[Run]:
-    """Runs that differ only in `shard.index` (with shard.count > 1) become one run over all their rows."""
+    """Runs that differ only in `shard.index` (with shard.count > 1) become one run over all their
+    rows, whatever their execution settings (threads, workers, device...) or log_steps."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
         sharded = (run.params.get("shard.count") or 1) > 1
-        key = repr(sorted((k, repr(v)) for k, v in run.params.items() if k != "shard.index")) if sharded \
-            else str(run.directory)
+        key = repr(sorted((k, repr(v)) for k, v in result_params(run.params).items() if k != "shard.index")) \
+            if sharded else str(run.directory)
         groups.setdefault(key, []).append(run)
     merged = []
     for group in groups.values():

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -15,6 +17,8 @@ from timm.models import get_arch_pretrained_cfgs, split_model_name_tag
 from torch import nn
 
 from sweep.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def create_model(arch: str, num_classes: Optional[int] = None, image_size: Optional[int] = None,
@@ -112,8 +116,27 @@ def hub_model(arch: str) -> nn.Module:
         except OSError as error:
             raise UserError(f"model.arch={arch}: its pretrained weights come from the Hugging Face hub, which is "
                             f"unreachable ({error}). {alternatives}") from None
+    log.info("pretrained weights from the hub: %s", hub_name(arch))
     try:
         return timm.create_model(arch, pretrained=True)
     except OSError as error:  # huggingface_hub's LocalEntryNotFoundError among them
         raise UserError(f"model.arch={arch}: its pretrained weights are neither reachable on the Hugging Face hub "
                         f"nor in the local hub cache ({str(error).splitlines()[0]}). {alternatives}") from None
+
+
+def hub_name(arch: str) -> str:
+    """The hub weights timm loads for `arch`: its tag, the default one when none is named
+    (`resnet34` is timm's `resnet34.a1_in1k`), and the hub repository."""
+    config = timm.models.get_pretrained_cfg(arch)
+    if config is None:
+        return arch
+    name = f"{split_model_name_tag(arch)[0]}.{config.tag}" if config.tag else arch
+    return f"{name} ({config.hf_hub_id or config.url})"
+
+
+def package_version(package: str) -> str:
+    """The installed version of a weights package (import name), or 'version unknown'."""
+    try:
+        return importlib.metadata.version(package.replace("_", "-"))
+    except importlib.metadata.PackageNotFoundError:
+        return "version unknown"

@@ -13,6 +13,7 @@ SELECTION_CSV = "selection.csv"
 SELECTION_JSON = "selection.json"
 IDENTITY_JSON = "run_identity.json"
 STEPS_CSV = "steps.csv"  # with log_steps=true: example_index, step, loss
+LOCK_FILE = ".run.lock"  # held by the one process writing into the directory
 
 
 MEASURED = (Status.CORRECT, Status.NEVER_CORRECT)  # examples whose cost to correct is observed or censored
@@ -21,9 +22,11 @@ MEASURED = (Status.CORRECT, Status.NEVER_CORRECT)  # examples whose cost to corr
 ORIGINAL_COLUMNS = ["example_index", "path", "total_loss_to_correct", "universal_difficulty_rank"]
 COLUMNS = ORIGINAL_COLUMNS + ["label", "initial_prediction", "status", "steps_to_correct", "loss_sum",
                               "initial_loss", "final_loss", "initial_margin", "initial_grad_norm",
-                              "weight_distance", "skipped_updates", "real_labels", "label_in_real",
-                              "prediction_in_real", "seconds"]
-OUTCOME_COLUMNS = [c for c in COLUMNS if c != "seconds"]  # what a run computes; equal across execution paths
+                              "weight_distance", "updates", "skipped_updates", "real_labels", "label_in_real",
+                              "prediction_in_real", "arithmetic", "seconds"]
+# What a run computes, equal across execution paths (not the timing, nor the arithmetic's description)
+OUTCOME_COLUMNS = [c for c in COLUMNS if c not in ("seconds", "arithmetic")]
+STEP_COLUMNS = ["example_index", "step", "loss"]  # steps.csv
 RANK = "universal_difficulty_rank"
 
 # Scores related to difficulty: the costs to correct, then the cheap baselines at the pretrained weights.

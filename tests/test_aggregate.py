@@ -29,7 +29,9 @@ def fake_rows(rng, paths, scale):
         "universal_difficulty_rank": rank, "label": 1, "initial_prediction": 2, "status": status,
         "steps_to_correct": np.where(status == "correct", steps, -1), "loss_sum": loss_sum,
         "initial_loss": rng.uniform(1, 3, n) + rank / 1000, "final_loss": 0.5, "initial_margin": -rng.uniform(0, 2, n),
-        "initial_grad_norm": rng.uniform(5, 10, n), "weight_distance": 0.1, "skipped_updates": 0,
+        "initial_grad_norm": rng.uniform(5, 10, n), "weight_distance": 0.1,
+        "updates": np.where(status == "correct", steps, 40), "skipped_updates": 0,
+        "arithmetic": "CPU, 1 torch thread, contiguous",
         "real_labels": np.where(clean, "1", "2"), "label_in_real": clean, "prediction_in_real": ~clean,
         "seconds": 0.01})[COLUMNS]
 

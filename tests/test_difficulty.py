@@ -15,9 +15,16 @@ def test_gpqa_matrix_ranking_follows_the_rule(tmp_path):
                   "--out", str(tmp_path / "ranks.csv")])
     table = pd.read_csv(tmp_path / "ranks.csv")
     fraction = matrix.mean(axis=0)
-    expected = sorted(range(matrix.shape[1]), key=lambda i: (-fraction[i], i))  # ties: position (no probabilities)
     examples = (ORIGINAL / "gpqa_examples.csv").read_text().strip().split(",")
-    assert list(table["path"]) == [examples[i] for i in expected]
-    assert list(table["rank"]) == list(range(1, len(examples) + 1))
+    by_hand = {examples[i]: 1 + int((fraction > fraction[i]).sum()) for i in range(len(examples))}  # ties share
+    assert dict(zip(table["path"], table["rank"])) == by_hand
+    assert table["rank"].nunique() < len(examples)  # gpqa has ties (equal fractions): they stay tied
     assert (np.diff(table["fraction_correct"]) <= 0).all()
     assert (rank_examples(matrix) == table.set_index("path").loc[examples, "rank"].to_numpy()).all()
+
+
+def test_ties_share_the_smallest_rank_and_the_probability_breaks_them():
+    correct = np.array([[1, 1, 0, 1], [1, 0, 0, 1]], dtype=bool)  # fractions 1, .5, 0, 1
+    assert list(rank_examples(correct)) == [1, 3, 4, 1]
+    probability = np.array([[0.9, 0.6, 0.1, 0.8], [0.9, 0.4, 0.2, 0.7]])
+    assert list(rank_examples(correct, probability)) == [1, 3, 4, 2]

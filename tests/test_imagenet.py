@@ -90,7 +90,8 @@ def test_csv_with_rank_or_score_and_matching_by_file_name(tmp_path):
                                                                                                  index=False)
     examples = examples_of(data_config(images=str(tmp_path / "val"), difficulty=str(tmp_path / "s.csv"),
                                              match="filename"))
-    assert {Path(e.path).name: e.rank for e in examples} == {files[1].name: 1, files[3].name: 2, files[2].name: 3,
+    # equal scores are tied: they share the smallest rank of their group
+    assert {Path(e.path).name: e.rank for e in examples} == {files[1].name: 1, files[3].name: 1, files[2].name: 3,
                                                              files[0].name: 4}
     pd.DataFrame({"file": [f.name for f in files], "rank": [4, 3, 2, 1]}).to_csv(tmp_path / "r.csv", index=False)
     assert list(read_difficulty(tmp_path / "r.csv")["rank"]) == [4, 3, 2, 1]

@@ -15,7 +15,7 @@ from sweep.data.examples import Example, check_labels, read_examples
 from sweep.data.images import load_image
 from sweep.errors import UserError
 from sweep.models import create_model, load_checkpoint
-from sweep.run.results import ResultsWriter, read_rows
+from sweep.run.results import ResultsWriter, read_results
 
 RUN_ARGS = ["model=test_resnet", "lr=2e-5", "sample_size=8", "max_steps=300", "progress=false"]
 
@@ -43,7 +43,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, cache_dir, refer
     wait_for_rows(out / "single_example_results.csv", 3, process)
     process.kill()
     process.wait()
-    partial = read_rows(out / "single_example_results.csv")
+    partial = read_results(out / "single_example_results.csv")
     assert 3 <= len(partial) < 8
     code, output = run_cli(*RUN_ARGS, f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir))
     assert code == 0 and "resuming" in output, output[-2000:]
@@ -95,16 +95,19 @@ def test_run_directory_of_another_configuration_is_refused(tmp_path, cache_dir):
     assert "different configuration" in output and "lr, seed" in output
 
 
-def test_torn_last_row_is_dropped(tmp_path):
+def test_a_torn_last_row_is_left_out_on_read_and_cut_by_the_next_writer(tmp_path, caplog):
     csv = tmp_path / "single_example_results.csv"
     writer = ResultsWriter(csv)
     writer.write({"example_index": 0, "path": "a.png", "status": "correct"})
     writer.close()
     with open(csv, "a") as file:
         file.write("1,b.png,3.5,12")  # a kill in the middle of a row
-    assert list(read_rows(csv)["path"]) == ["a.png"]
-    ResultsWriter(csv).close()  # reopening does not write the header twice
-    assert csv.read_text().count("example_index") == 1
+    torn = csv.read_bytes()
+    assert list(read_results(csv)["path"]) == ["a.png"] and "1 torn last line" in caplog.text
+    assert csv.read_bytes() == torn  # reading changes nothing
+    ResultsWriter(csv).close()  # the writer cuts it, and does not write the header twice
+    assert csv.read_text().count("example_index") == 1 and csv.read_text().endswith("\n")
+    assert list(read_results(csv)["path"]) == ["a.png"]
 
 
 @pytest.mark.parametrize("mode, make", [

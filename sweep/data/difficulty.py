@@ -3,14 +3,16 @@
 Difficulty files, by format:
 - the original single line: comma-separated image paths, easiest first (rank = position + 1);
 - a CSV with a header: a path column (`path` or `file`) and `rank` (1 = easiest) or `score`
-  (higher = easier, e.g. fraction of models correct; ranked descending, ties by position);
+  (higher = easier, e.g. fraction of models correct; ranked descending, equal scores tied);
 - a correctness matrix `.npy` (bool, models x examples) with its examples list, ranked by
   `rank_examples`.
 
-Ranking rule: rank 1 is the easiest example. Examples are ordered by the fraction of models that
-get them right (descending); ties are broken by the mean true-class probability over the models
-(descending) when it is given, then by example position, so the ranking is a total order and
-reproducible.
+Ranking rule, the same for every matrix (the demo universe's zoo, `ltc-zoo`, a `.npy` difficulty
+file) and for scores: rank 1 is the easiest example. Examples are ordered by the fraction of models
+that get them right (descending), then by the mean true-class probability over the models
+(descending) where it is known. Examples equal in both are tied: they share the smallest rank of
+their group (1, 2, 2, 4, ...), so that no arbitrary order (such as file position) separates them.
+Rank statistics treat tied ranks as ties; any tie-preserving ranking gives the same Spearman rho.
 """
 from __future__ import annotations
 
@@ -31,15 +33,18 @@ def rank_examples(correct: np.ndarray, true_class_prob: Optional[np.ndarray] = N
         raise ValueError(f"correctness matrix must be 2-D bool (models x examples), got {correct.dtype} "
                          f"with shape {correct.shape}")
     fraction = correct.mean(axis=0)
-    tie_break = np.zeros_like(fraction) if true_class_prob is None else np.asarray(true_class_prob).mean(axis=0)
-    position = np.arange(correct.shape[1])
-    return _ranks(np.lexsort((position, -tie_break, -fraction)))  # last key is primary
+    probability = np.zeros_like(fraction) if true_class_prob is None else np.asarray(true_class_prob).mean(axis=0)
+    return tied_ranks(-fraction, -probability)
 
 
-def _ranks(order: np.ndarray) -> np.ndarray:
-    """Rank (1 = first) of each position, from the positions in rank order."""
+def tied_ranks(*keys: np.ndarray) -> np.ndarray:
+    """Rank (1 = first) of each element when ordered by `keys` (ascending; the first key is primary);
+    elements equal in every key share the smallest rank of their group."""
+    order = np.lexsort(keys[::-1])  # lexsort's last key is primary
+    ordered = np.stack([np.asarray(key)[order] for key in keys])
+    starts = np.r_[True, (np.diff(ordered, axis=1) != 0).any(axis=0)]  # a new value begins a new rank
     ranks = np.empty(len(order), dtype=np.int64)
-    ranks[order] = np.arange(1, len(order) + 1)
+    ranks[order] = np.maximum.accumulate(np.where(starts, np.arange(1, len(order) + 1), 0))
     return ranks
 
 
@@ -107,8 +112,7 @@ def _csv_ranks(path: Path, key: str) -> pd.DataFrame:
     refuse_duplicates(list(table[path_column]), path, key, where=lambda i: f"line {i + 2}")
     if value_column == "rank":
         return pd.DataFrame({"path": table[path_column], "rank": values.astype(int)})
-    ranks = _ranks(np.lexsort((np.arange(len(table)), -values.to_numpy())))
-    return pd.DataFrame({"path": table[path_column], "rank": ranks})
+    return pd.DataFrame({"path": table[path_column], "rank": tied_ranks(-values.to_numpy())})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from sweep.data.demo import open_demo
 from sweep.data.examples import Example, check_labels
 from sweep.data.image_folders import image_folder_examples, path_matcher
 from sweep.errors import UserError
-from sweep.models import create_model, pretrained_model
+from sweep.models import create_model, hub_name, package_version, pretrained_model
 
 
 @dataclass
@@ -32,6 +32,17 @@ class Source:
                                  self.default_pretrained)
         check_labels(self.examples, model.num_classes, model_cfg.arch)
         return model
+
+    def weights_source(self, model_cfg: ModelConfig) -> str:
+        """Where the pretrained weights of `model_cfg` come from, in words (the digest of their
+        content is the identity; this says what it is the digest of)."""
+        if model_cfg.checkpoint:
+            return f"model.checkpoint={model_cfg.checkpoint}"
+        if model_cfg.package:
+            return f"model.package={model_cfg.package} {package_version(model_cfg.package)}"
+        if self.default_pretrained is not None:
+            return "trained on the demo universe"
+        return f"timm hub: {hub_name(model_cfg.arch)}"
 
 
 MATRIX_KEYS = ("correctness", "correctness_examples", "correctness_models", "wrong_from_model")

@@ -7,7 +7,12 @@ and replaces the summary and plot atomically.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import logging
+import os
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Optional
@@ -20,18 +25,23 @@ from sweep.data.examples import Example
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
 from sweep.outputs import (
+    COLUMNS,
     IDENTITY_JSON,
+    LOCK_FILE,
     NON_RESULT_KEYS,
     PLOT_PNG,
     RESULTS_CSV,
     SELECTION_CSV,
     SELECTION_JSON,
+    STEP_COLUMNS,
     STEPS_CSV,
     SUMMARY_JSON,
 )
 from sweep.run.difficulty_plot import plot_loss_vs_difficulty
-from sweep.run.results import STEP_COLUMNS, Finished, ResultsWriter, read_rows
+from sweep.run.results import Finished, ResultsWriter, check_layout, read_results
 from sweep.run.selection import Selection
+
+log = logging.getLogger(__name__)
 
 
 def identity(cfg: Config) -> dict:
@@ -41,25 +51,70 @@ def identity(cfg: Config) -> dict:
 
 
 class RunDirectory:
+    """A run's output directory. One process writes into it at a time (`lock`)."""
+
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.results_csv = self.path / RESULTS_CSV
         self.steps_csv = self.path / STEPS_CSV
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold this directory for the block: a second process is refused with the holder named.
+        The lock is the kernel's (flock): it dies with its holder, so a killed run never blocks its
+        resume (worker processes die with their parent too)."""
+        path = self.path / LOCK_FILE
+        file = open(path, "a+")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "a process that has not yet said who it is"
+            file.close()
+            raise UserError(f"{self.path} is in use by another run ({holder}); wait for it to finish, or run into "
+                            f"another directory (hydra.run.dir=... or hydra.sweep.dir=...)") from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        file.flush()
+        try:
+            yield
+        finally:
+            file.close()  # releases the lock
+
     def claim(self, settings: dict) -> None:
         """Record what this directory holds, or refuse to resume a run whose results (selection or
-        rows) were made with other settings."""
+        rows) were made with other settings, or whose files have another version's columns."""
+        check_layout(self.results_csv, COLUMNS)
+        check_layout(self.steps_csv, STEP_COLUMNS)
         path = self.path / IDENTITY_JSON
-        flat = flatten(settings)
-        if path.exists() and ((self.path / SELECTION_CSV).exists() or len(self.rows())):
-            previous = flatten(json.loads(path.read_text()))
-            differing = sorted(k for k in set(flat) | set(previous) if flat.get(k) != previous.get(k))
-            if differing:
-                raise UserError(f"{self.path} holds results of a different configuration (differing keys: "
-                                f"{', '.join(differing)}); use a fresh output directory")
+        if path.exists() and self.has_results():
+            previous = {key: value for key, value in json.loads(path.read_text()).items() if key != "weights"}
+            self._refuse_other(previous, settings, "configuration")
         else:
             atomic_write_text(path, json.dumps(settings, indent=2, default=str))
+
+    def claim_weights(self, weights: dict) -> None:
+        """Add the pretrained weights (`digest` of their content, and where they came from) to the
+        identity, or refuse to resume results that were computed from other weights."""
+        path = self.path / IDENTITY_JSON
+        settings = json.loads(path.read_text())
+        if "weights" in settings and self.has_results():
+            self._refuse_other({"digest": settings["weights"]["digest"]}, {"digest": weights["digest"]},
+                               f"weights ({settings['weights'].get('source')}, now {weights.get('source')})")
+        else:
+            atomic_write_text(path, json.dumps({**settings, "weights": weights}, indent=2, default=str))
+
+    def has_results(self) -> bool:
+        return (self.path / SELECTION_CSV).exists() or len(self.rows()) > 0
+
+    def _refuse_other(self, previous: dict, current: dict, what: str) -> None:
+        previous, current = flatten(previous), flatten(current)
+        differing = sorted(k for k in set(current) | set(previous) if current.get(k) != previous.get(k))
+        if differing:
+            raise UserError(f"{self.path} holds results of a different {what} (differing keys: "
+                            f"{', '.join(differing)}); use a fresh output directory")
 
     def selection(self) -> Optional[Selection]:
         """The persisted selection, if a run already made one here."""
@@ -83,17 +138,18 @@ class RunDirectory:
         return Selection(chosen, _known(frame, "initial_loss", float), selection.info, _known(frame, "prediction", int))
 
     def done_paths(self) -> set[str]:
-        return set(read_rows(self.results_csv)["path"])
+        return set(self.rows()["path"])
 
     @contextlib.contextmanager
-    def recorder(self, log_steps: bool) -> Iterator[Callable[[Finished], None]]:
+    def recorder(self, log_steps: bool, arithmetic: str) -> Iterator[Callable[[Finished], None]]:
         """A function that records one finished example: its step losses first (with `log_steps`),
-        then its row, so a row on disk always has its steps. Steps of examples without a row (a kill
-        between the two) are dropped on opening."""
+        then its row, stamped with the `arithmetic` that computed it (device, threads, layout), so a
+        row on disk always has its steps. Steps of examples without a row (a kill between the two)
+        are dropped on opening."""
         steps = None
         if log_steps:
-            done = set(read_rows(self.results_csv)["example_index"])
-            kept = read_rows(self.steps_csv, STEP_COLUMNS)
+            done = set(self.rows()["example_index"])
+            kept = read_results(self.steps_csv, STEP_COLUMNS)
             if len(kept) and not kept["example_index"].isin(done).all():
                 atomic_write_text(self.steps_csv, kept[kept["example_index"].isin(done)].to_csv(index=False))
             steps = ResultsWriter(self.steps_csv, STEP_COLUMNS)
@@ -103,7 +159,7 @@ class RunDirectory:
                     index = result.row["example_index"]
                     steps.write_many([{"example_index": index, "step": t, "loss": loss}
                                       for t, loss in enumerate(result.losses)])
-                rows.write(result.row)
+                rows.write({**result.row, "arithmetic": arithmetic})
             try:
                 yield record
             finally:
@@ -112,8 +168,15 @@ class RunDirectory:
 
     def rows(self) -> pd.DataFrame:
         """The rows written so far in selection order (workers and the engine append them as they
-        finish), so that statistics over them do not depend on the order examples finished in."""
-        return read_rows(self.results_csv).sort_values("example_index", kind="stable", ignore_index=True)
+        finish), so that statistics over them do not depend on the order examples finished in; an
+        example recorded twice (by two writers into one directory, before directories were locked)
+        counts once."""
+        rows = read_results(self.results_csv).sort_values("example_index", kind="stable", ignore_index=True)
+        duplicated = rows["example_index"].duplicated()
+        if duplicated.any():
+            log.warning("%s: %d examples recorded more than once; each counts once", self.results_csv,
+                        int(duplicated.sum()))
+        return rows[~duplicated].reset_index(drop=True)
 
     def finish(self, summary: dict, rows: pd.DataFrame, title: str) -> None:
         """Write the summary and the plot, each replaced atomically."""

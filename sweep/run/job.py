@@ -16,11 +16,12 @@ from sweep.data.sources import check_inputs, open_source
 from sweep.run.cache import writable_cache
 from sweep.run.directory import RunDirectory, identity
 from sweep.run.results import finished
-from sweep.run.selection import select
+from sweep.run.selection import select, state_digest
 from sweep.run.signals import StopRequest
 from sweep.run.summary import summarize
 from sweep.training.hardware import (
     allotted_cores,
+    describe_arithmetic,
     exact_arithmetic,
     memory_format,
     nondeterministic_operations,
@@ -38,7 +39,8 @@ def run(cfg: Config, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | N
     """Run one job into `out_dir`; rows already in its results CSV are kept and skipped.
 
     `cores` (how many, and who said so) is this job's share of the machine, by default what the
-    process was allotted; `job_num` picks the GPU among several.
+    process was allotted; `job_num` picks the GPU among several. The directory is held for the
+    whole job: a second process into it is refused.
     """
     validate(cfg)
     check_inputs(cfg.data)
@@ -49,11 +51,19 @@ def run(cfg: Config, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | N
     device = resolve_device(cfg.execution.device, job_num)
     exact_arithmetic(device, cfg.train.precision)
     directory = RunDirectory(out_dir)
+    with directory.lock():
+        return _run(cfg, directory, cache, started, device, cores, cores_source)
+
+
+def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, device: torch.device, cores: int,
+         cores_source: str) -> dict:
     directory.claim({**identity(cfg), "device": device.type})  # CPU and GPU rows never mix in one directory
 
     # Set up: the data, the pretrained model in its training mode, and the input view of an example.
     source = open_source(cfg, cache)
     model = source.pretrained(cfg.model).to(device)
+    weights = {"digest": state_digest(model), "source": source.weights_source(cfg.model)}
+    directory.claim_weights(weights)
     layout, layout_reason = memory_format(cfg.execution.memory_format, model, device)
     model = with_memory_format(model, layout)
     log.info("memory format: %s (%s)", layout.value, layout_reason)
@@ -64,7 +74,7 @@ def run(cfg: Config, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | N
 
     # Select: the persisted selection of this directory, or a new sample of the model's mistakes.
     selection = directory.selection() or directory.save_selection(
-        select(cfg, model, source.examples, view, device, source.wrong, cache, cores, layout))
+        select(cfg, model, source.examples, view, device, source.wrong, cache, cores, layout, weights["digest"]))
     in_shard = list(enumerate(selection.examples))[cfg.shard.index::cfg.shard.count]  # positions in the selection
     done = directory.done_paths()
     if done:
@@ -74,6 +84,9 @@ def run(cfg: Config, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | N
     # Correct: each example alone, rows written as they finish.
     finish = functools.partial(finished, mistake_predictions=selection.predictions)
     executor, todo, chosen = plan(cfg, trainer, view, device, todo, selection.initial_losses, cores, finish)
+    if chosen.workers == 1:
+        torch.set_num_threads(chosen.threads)  # the threads the log and the summary state
+    arithmetic = describe_arithmetic(device, chosen.threads, layout)
     bar = tqdm(total=len(in_shard), initial=len(done), desc=f"{cfg.model.arch} lr={cfg.lr:g}", unit="example",
                disable=not cfg.progress)
 
@@ -82,27 +95,36 @@ def run(cfg: Config, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | N
             bar.set_postfix(step=step, loss=f"{loss:.4f}", refresh=False)
 
     guard = DivergenceGuard(cfg.lr)
-    with StopRequest() as stop, directory.recorder(cfg.log_steps) as record, bar, \
+    training_started, updates = time.perf_counter(), 0
+    with StopRequest() as stop, directory.recorder(cfg.log_steps, arithmetic) as record, bar, \
             nondeterministic_operations() as nondeterministic:
         for result in executor.run(todo, stop.requested, show_step):
             record(result)
             bar.update()
+            updates += result.row["updates"]
             guard.check(result.row)
+    training_seconds = time.perf_counter() - training_started
 
     # Summarise.
     rows = directory.rows()
     execution = {"device": str(device), "workers": chosen.workers, "threads": chosen.threads,
-                 "parallel": chosen.parallel, "memory_format": layout.value,
+                 "parallel": chosen.parallel, "memory_format": layout.value, "arithmetic": arithmetic,
                  "automatic": [key for key in EXECUTION_KEYS if cfg.execution[key] == AUTO],
                  "why": chosen.reason, "memory_format_why": layout_reason, "cores": cores,
                  "cores_from": cores_source, "description": chosen.describe()}
+    throughput = {"updates": updates, "training_seconds": training_seconds,
+                  "updates_per_second": updates / training_seconds if training_seconds > 0 else None,
+                  "updates_per_second_per_worker": updates / training_seconds / chosen.workers
+                  if training_seconds > 0 else None}
     summary = summarize(cfg, rows, time.perf_counter() - started, device,
-                        {**selection.info, "in_this_shard": len(in_shard)}, execution, nondeterministic)
+                        {**selection.info, "in_this_shard": len(in_shard)}, execution, throughput, nondeterministic,
+                        weights)
     directory.finish(summary, rows, title=f"{cfg.model.arch}, lr={cfg.lr:g}, data={cfg.data.name}")
     if stop.requested():
-        raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(in_shard)} examples; "
-                         f"rerun the same command with hydra.run.dir={out_dir} to resume")
-    log.info("done: %s -> %s. %s", _headline(summary), out_dir, summary["verdict"])
+        raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(in_shard)} examples (the examples in "
+                         f"hand were handed back); rerun the same command with hydra.run.dir={directory.path} to "
+                         f"resume")
+    log.info("done: %s -> %s. %s", _headline(summary), directory.path, summary["verdict"])
     return summary
 
 

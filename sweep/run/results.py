@@ -1,8 +1,9 @@
-"""The results CSV: one row per example, appended and fsynced as each finishes, torn rows dropped;
+"""The results CSV: one row per example, appended and fsynced as each finishes, torn rows left out on read;
 and, with log_steps, the per-step losses beside it."""
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +13,13 @@ import pandas as pd
 
 from sweep.data.examples import Example
 from sweep.data.real_labels import real_columns
+from sweep.errors import UserError
+from sweep.files import complete_lines, csv_header, read_csv
 from sweep.outputs import COLUMNS
 from sweep.training.loop import Outcome
 from sweep.training.stopping import Status
 
-STEP_COLUMNS = ["example_index", "step", "loss"]
-
+log = logging.getLogger(__name__)
 
 @dataclass
 class Finished:
@@ -45,25 +47,32 @@ def make_row(index: int, example: Example, outcome: Optional[Outcome], seconds: 
     row = {"example_index": index, "path": example.path, "universal_difficulty_rank": example.rank,
            "label": example.label, "seconds": seconds, **real_columns(example.path, example.label, mistake_prediction)}
     if outcome is None:
-        return {**row, "status": Status.UNREADABLE.value, "total_loss_to_correct": -1, "steps_to_correct": -1}
+        return {**row, "status": Status.UNREADABLE.value, "total_loss_to_correct": -1, "steps_to_correct": -1,
+                "updates": 0}
     return {**row, "total_loss_to_correct": outcome.total_loss_to_correct,
             "initial_prediction": outcome.initial_prediction, "status": Status(outcome.status).value,
             "steps_to_correct": outcome.steps_to_correct, "loss_sum": outcome.loss_sum,
             "initial_loss": outcome.initial_loss, "final_loss": outcome.final_loss,
             "initial_margin": outcome.initial_margin, "initial_grad_norm": outcome.initial_grad_norm,
-            "weight_distance": outcome.weight_distance, "skipped_updates": outcome.skipped_updates}
+            "weight_distance": outcome.weight_distance, "updates": outcome.steps_taken,
+            "skipped_updates": outcome.skipped_updates}
 
 
 class ResultsWriter:
-    """Appends rows to a CSV, each flushed and fsynced, so a crash loses no finished row."""
+    """Appends rows to a CSV of this version's `columns`, each flushed and fsynced, so a crash loses
+    no finished row. A torn last line (a writer killed mid-row) is cut on opening; a file of another
+    column layout is refused, unchanged."""
 
     def __init__(self, path: Path, columns: list[str] = COLUMNS):
         self.path = Path(path)
-        _drop_torn_last_line(self.path)
-        new = not self.path.exists() or self.path.stat().st_size == 0
+        check_layout(self.path, columns)
+        complete, torn = complete_lines(self.path)
+        if torn:
+            with open(self.path, "rb+") as file:
+                file.truncate(len(complete))
         self.file = open(self.path, "a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=columns)
-        if new:
+        if not complete:
             self.writer.writeheader()
             self._sync()
 
@@ -89,21 +98,24 @@ class ResultsWriter:
         self.close()
 
 
-def _drop_torn_last_line(path: Path) -> None:
-    """Cut a row left half-written by a killed process (every complete row ends with a newline)."""
-    if not path.exists() or path.stat().st_size == 0:
+def check_layout(path: Path, columns: list[str]) -> None:
+    """Refuse to append to `path` if its header is not `columns` (a file of another version)."""
+    header = csv_header(path)
+    if header is None or header == columns:
         return
-    with open(path, "rb+") as file:
-        data = file.read()
-        if not data.endswith(b"\n"):
-            file.truncate(data.rfind(b"\n") + 1)
+    missing, extra = [c for c in columns if c not in header], [c for c in header if c not in columns]
+    differences = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "",
+                                              f"unexpected {', '.join(extra)}" if extra else "") if part) \
+        or "the same columns in another order"
+    raise UserError(f"{path}: written by another version of this tool, its columns differ from this version's "
+                    f"({differences}); it is left untouched. Run into a fresh directory (hydra.run.dir=...), or "
+                    f"move the file aside to start this run over")
 
 
-def read_rows(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
-    """The rows of a CSV written so far (empty if none), a torn last line ignored."""
-    _drop_torn_last_line(path)
-    if not path.exists() or path.stat().st_size == 0:
-        return pd.DataFrame(columns=columns)
-    return pd.read_csv(path)
-
-
+def read_results(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
+    """The complete rows of a results (or steps) CSV, an empty frame with `columns` if there are none;
+    a torn last line is left out and logged. The file is not changed."""
+    rows, torn = read_csv(path)
+    if torn:
+        log.warning("%s: 1 torn last line (a writer killed mid-row) left out", path)
+    return rows if len(rows.columns) else pd.DataFrame(columns=columns)

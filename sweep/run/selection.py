@@ -189,7 +189,8 @@ def sample_mistakes(model: nn.Module, examples: list[Example], view: Callable[[E
 
 def select(cfg: Config, model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
            device: torch.device, precomputed: Optional[list[Example]], cache: Optional[Path] = None,
-           cores: int = 1, layout: MemoryFormat = MemoryFormat.contiguous) -> Selection:
+           cores: int = 1, layout: MemoryFormat = MemoryFormat.contiguous,
+           weights: Optional[str] = None) -> Selection:
     """The run's selection: its wrong set, sampled, with the prediction that made each chosen
     example a mistake.
 
@@ -198,7 +199,8 @@ def select(cfg: Config, model: nn.Module, examples: list[Example], view: Callabl
     the pretrained weights: in the training mode, view and precision, so that step 0 is wrong by
     construction (search.mode=same), or in eval mode on the eval view in fp32, as a zoo's matrix is
     made (search.mode=eval). It is cached under `cache` per model, weights, examples, mode, view,
-    precision, device and the weights' memory `layout`.
+    precision, device and the weights' memory `layout` (`weights`: the digest of the pretrained
+    weights, if known).
     """
     training = model is not None and model.training
     precision = cfg.train.precision
@@ -216,8 +218,9 @@ def select(cfg: Config, model: nn.Module, examples: list[Example], view: Callabl
         if cache is None:
             mistakes, unreadable = search()
         else:
-            key = {"weights": state_digest(model), "examples": examples_digest(examples), "training": model.training,
-                   "view": f"random, seed {cfg.seed}" if random_view else "eval", "device": device.type}
+            key = {"weights": weights or state_digest(model), "examples": examples_digest(examples),
+                   "training": model.training, "view": f"random, seed {cfg.seed}" if random_view else "eval",
+                   "device": device.type}
             if layout != MemoryFormat.contiguous:  # contiguous entries keep the key they had before layouts
                 key["memory_format"] = layout.value
             if precision != Precision.fp32:  # fp32 entries keep the key they had before the search had a precision

@@ -1,4 +1,4 @@
-"""SIGINT / SIGTERM: finish the example in flight, then stop cleanly (a rerun resumes)."""
+"""SIGINT / SIGTERM: hand back the examples in flight (no row: a rerun redoes them), summarise, stop cleanly."""
 from __future__ import annotations
 
 import logging
@@ -25,7 +25,8 @@ class StopRequest:
         if self.signal is not None:  # a second signal: stop now
             raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
-        log.warning("%s received: finishing the current example, then stopping", self.signal)
+        log.warning("%s received: handing back the examples in hand (a rerun redoes them), then stopping; "
+                    "a second signal stops at once", self.signal)
 
     def requested(self) -> bool:
         return self.signal is not None

@@ -1,6 +1,7 @@
 """A run's `training_summary.json`: config, counts, correlations with difficulty, speed, versions."""
 from __future__ import annotations
 
+import logging
 import math
 import platform
 
@@ -15,6 +16,8 @@ from sweep.outputs import COLUMNS, RANK
 from sweep.stats.research import run_statistics, verdict
 from sweep.training.hardware import describe
 from sweep.training.stopping import Status
+
+log = logging.getLogger(__name__)
 
 
 def original_keys(arch: str, rows: pd.DataFrame) -> dict:
@@ -35,29 +38,33 @@ def research_statistics(rows: pd.DataFrame) -> dict:
 
 
 def summarize(cfg: Config, rows: pd.DataFrame, seconds: float, device: torch.device, selection: dict,
-              execution: dict, nondeterministic: list[str]) -> dict:
-    """The summary of a run's rows: each fact once (the statistics under `statistics`, how the work
-    was executed under `execution`), plus the original scripts' own keys."""
+              execution: dict, throughput: dict, nondeterministic: list[str], weights: dict) -> dict:
+    """The summary of a run's rows: each fact once (the statistics under `statistics`, how this
+    process executed the work under `execution`, its speed under `throughput`), plus the original
+    scripts' own keys. `throughput` is this process's: wall-clock updates per second of its training
+    (all workers or engine copies together), and per worker."""
     corrected = rows["status"] == Status.CORRECT
-    updates = int(np.where(corrected, rows["steps_to_correct"], 0).sum()
-                  + (rows["status"] == Status.NEVER_CORRECT).sum() * cfg.max_steps)
-    training_seconds = float(rows["seconds"].sum())
+    arithmetic = rows["arithmetic"].value_counts() if "arithmetic" in rows else pd.Series(dtype=int)
+    if len(arithmetic) > 1:
+        log.warning("the rows of this run were computed under %d arithmetic settings (%s): resumed with other "
+                    "threads, device or memory format; see execution.arithmetic_of_rows", len(arithmetic),
+                    "; ".join(arithmetic.index))
     return {
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "weights": weights,
         "selection": selection,
         "examples_processed": len(rows),
         "complete": len(rows) == selection["in_this_shard"],
         "counts": {s: int(n) for s, n in rows["status"].value_counts().items()},
         "correct_at_step_0": int((corrected & (rows["steps_to_correct"] == 0)).sum()),
+        "optimizer_updates": int(rows["updates"].sum()),  # every example's, diverged ones included
         "skipped_updates": int(rows["skipped_updates"].fillna(0).sum()),
         **research_statistics(rows),
         "wall_seconds": seconds,
-        "training_seconds": training_seconds,
-        "optimizer_updates": updates,
-        "updates_per_second": updates / max(training_seconds, 1e-9),
+        "throughput": throughput,
         **describe(device),
-        "nondeterministic_operations": nondeterministic,  # ones that warned while this process trained
-        "execution": execution,
+        "nondeterministic_operations": nondeterministic,  # ones that warned while this job trained
+        "execution": {**execution, "arithmetic_of_rows": {k: int(v) for k, v in arithmetic.items()}},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
                      "numpy": np.__version__, "pandas": pd.__version__},
         "columns": COLUMNS,

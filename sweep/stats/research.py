@@ -39,6 +39,14 @@ def primary_cost(rows: pd.DataFrame) -> str | None:
     return next((c for c in COSTS if c in rows), None)
 
 
+def lower_bound(rows: pd.DataFrame, cost: str) -> pd.Series | None:
+    """What a never-corrected example's `cost` is known to exceed (it is censored there): the summed
+    loss of the updates taken, for `loss_sum` and for `total_loss_to_correct`; the updates taken, for
+    `steps_to_correct`. None where the rows record no bound (the original scripts' outputs)."""
+    column = {"loss_sum": "loss_sum", "total_loss_to_correct": "loss_sum", "steps_to_correct": "updates"}[cost]
+    return rows[column] if column in rows else None
+
+
 def flag(column: pd.Series) -> pd.Series:
     """A True/False column as read back from CSV (empty cells: unknown)."""
     return column.map({True: True, False: False, "True": True, "False": False})

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from sweep.config import ModelMode, Precision, TrainConfig
+from sweep.config import ModelMode, Optimizer, Precision, TrainConfig
 from sweep.training.fused_optimizer import FusedOptimizer
 from sweep.training.loop import Outcome, Trajectory, l2_norm
 from sweep.training.precision import autocast_context, cross_entropy
@@ -199,11 +199,19 @@ MAX_PARALLEL = 128
 MEMORY_SHARE = 0.8  # of the GPU memory free before the probe
 
 
+def copy_state_factor(train: TrainConfig) -> int:
+    """What each copy holds per parameter, in parameter sizes: the parameters, their gradients and the
+    optimizer's state (Adam and AdamW: two moments; SGD: a momentum buffer if it has momentum)."""
+    optimizer_state = 2 if train.optimizer in (Optimizer.adam, Optimizer.adamw) else int(train.momentum > 0)
+    return 2 + optimizer_state
+
+
 def engine_size(engine: BatchedTrainer, input_size: tuple[int, ...], todo: int,
                 device: torch.device) -> tuple[int, Optional[str]]:
     """K for `execution.parallel=auto` on a GPU: the copies that fit into MEMORY_SHARE of the free
     memory, measured by a probe step of 2 copies (activations and gradients) plus each copy's
-    parameters, gradient buffer and optimizer state; at most MAX_PARALLEL and the examples to run."""
+    parameters, gradient buffer and optimizer state; at most MAX_PARALLEL and the examples to run.
+    (Should a step still run out of memory, the executor halves K and goes on.)"""
     if device.type != "cuda":
         return 1, "the batched engine is chosen automatically on GPUs only"
     torch.cuda.synchronize(device)
@@ -215,7 +223,7 @@ def engine_size(engine: BatchedTrainer, input_size: tuple[int, ...], todo: int,
     if obstacle:
         return 1, obstacle
     step = (torch.cuda.max_memory_allocated(device) - before) / 2
-    state = 3 * sum(p.numel() * p.element_size() for p in engine.pretrained)
+    state = copy_state_factor(engine.train) * sum(p.numel() * p.element_size() for p in engine.pretrained)
     k = int(MEMORY_SHARE * free // (step + state))
     return max(1, min(k, MAX_PARALLEL, todo)), None
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,8 @@ from sweep.randomness import forward_seed
 from sweep.training.engine import BatchedTrainer
 from sweep.training.loop import Outcome, SingleExampleTrainer
 from sweep.training.workers import rows_in_workers
+
+log = logging.getLogger(__name__)
 
 Task = tuple[int, Example]  # (position in the run's selection, example)
 
@@ -44,36 +47,78 @@ class Executor:
     prefetch: int = 0  # examples decoded ahead in a background thread (deterministic views only)
 
     def run(self, tasks: list[Task], stopping: Callable[[], bool], on_step: OnStep = None) -> Iterator[Result]:
-        """Results of `tasks`, as each finishes; once `stopping()` is true, no new example starts."""
+        """Results of `tasks`, as each finishes. Once `stopping()` is true, no new example starts and
+        the examples in hand are handed back at their next step (no row: a resume redoes them)."""
         if self.workers > 1:
             return rows_in_workers(self.rows, tasks, self.workers, self.threads, stopping)
-        return self.rows(itertools.takewhile(lambda _: not stopping(), tasks), on_step)
+        return self.rows(tasks, stopping, on_step)
 
-    def rows(self, tasks: Iterable[Task], on_step: OnStep = None) -> Iterator[Result]:
+    def rows(self, tasks: Iterable[Task], stopping: Callable[[], bool],
+             on_step: OnStep = None) -> Iterator[Result]:
         """Results of `tasks` in this process, by the simple path or the batched engine; each image
         is decoded once, `prefetch` examples ahead of the training."""
-        inputs = decoded(tasks, self.view, self.prefetch)
-        if self.engine is None:
-            for index, example, x, seconds in inputs:
-                tick = time.perf_counter()
-                outcome = None if x is None else self.trainer.fit(x.to(self.device).unsqueeze(0), example.label,
-                                                                  on_step, forward_seed(self.seed, example.path))
-                yield self.finish(index, example, outcome, seconds + time.perf_counter() - tick)
-            return
-        unreadable = []
+        inputs = decoded(itertools.takewhile(lambda _: not stopping(), tasks), self.view, self.prefetch)
 
-        def queue():
+        def step(t: int, loss: float) -> None:
+            if stopping():
+                raise HandBack
+            if on_step is not None:
+                on_step(t, loss)
+
+        try:
+            if self.engine is None:
+                for index, example, x, seconds in inputs:
+                    tick = time.perf_counter()
+                    outcome = None if x is None else self.trainer.fit(
+                        x.to(self.device).unsqueeze(0), example.label, step, forward_seed(self.seed, example.path))
+                    yield self.finish(index, example, outcome, seconds + time.perf_counter() - tick)
+            else:
+                yield from self._engine_rows(inputs, step)
+        except HandBack:
+            return
+
+    def _engine_rows(self, inputs: Iterator, step: OnStep) -> Iterator[Result]:
+        """Results by the batched engine. Out of GPU memory, the examples in flight are fed again to an
+        engine of half as many copies (logged); outcomes do not depend on K."""
+        unreadable, backlog, in_flight = [], collections.deque(), {}
+
+        def entries():
             for index, example, x, seconds in inputs:
                 if x is None:
                     unreadable.append(self.finish(index, example, None, seconds))
                 else:
                     yield (index, example, time.perf_counter() - seconds), x.to(self.device), example.label
 
-        for (index, example, tick), outcome in self.engine.run(queue(), on_step):
-            yield from unreadable
-            unreadable.clear()
-            yield self.finish(index, example, outcome, time.perf_counter() - tick)
+        fresh = entries()
+
+        def feed():
+            while (entry := backlog.popleft() if backlog else next(fresh, None)) is not None:
+                in_flight[entry[0][0]] = entry
+                yield entry
+
+        while True:
+            try:
+                for (index, example, tick), outcome in self.engine.run(feed(), step):
+                    del in_flight[index]
+                    yield from unreadable
+                    unreadable.clear()
+                    yield self.finish(index, example, outcome, time.perf_counter() - tick)
+                break
+            except torch.cuda.OutOfMemoryError:
+                if self.engine.parallel == 1:
+                    raise
+                self.engine.parallel //= 2
+                log.warning("out of GPU memory: %d examples in flight start again with K=%d copies", len(in_flight),
+                            self.engine.parallel)
+                backlog.extend(in_flight.values())
+                in_flight.clear()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
         yield from unreadable
+
+
+class HandBack(Exception):
+    """A stop was requested: the example in hand is given up, without a row, to be redone on resume."""
 
 
 def decoded(tasks: Iterable[Task], view, ahead: int) -> Iterator[tuple[int, Example, Optional[torch.Tensor], float]]:

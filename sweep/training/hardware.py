@@ -77,21 +77,24 @@ def nondeterministic_operations():
     """Collect the operations that warned, while the block ran, that they have no deterministic
     implementation (GPU runs use torch's deterministic algorithms with `warn_only`, so that such an
     operation runs and says so rather than stopping the job): yields a list the summary records,
-    first warnings first, each once. The warnings are still shown."""
+    first warnings first, each once, and each shown once. Per block, not per process: Python shows
+    a warning once per call site, so without resetting that here a second job in the same process
+    (a sequential multirun) would record nothing."""
     seen: list[str] = []
-    show = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", message=_NONDETERMINISTIC.pattern[1:])  # resets the once-per-site memory
+        show = warnings.showwarning
 
-    def record(message, category, filename, lineno, file=None, line=None):
-        match = _NONDETERMINISTIC.match(str(message))
-        if match and match["operation"] not in seen:
-            seen.append(match["operation"])
-        show(message, category, filename, lineno, file, line)
+        def record(message, category, filename, lineno, file=None, line=None):
+            match = _NONDETERMINISTIC.match(str(message))
+            if match is None:
+                show(message, category, filename, lineno, file, line)
+            elif match["operation"] not in seen:
+                seen.append(match["operation"])
+                show(message, category, filename, lineno, file, line)
 
-    warnings.showwarning = record
-    try:
+        warnings.showwarning = record
         yield seen
-    finally:
-        warnings.showwarning = show
 
 
 def device_name(device: torch.device) -> str:
@@ -131,6 +134,14 @@ def with_memory_format(model: nn.Module, layout: MemoryFormat) -> nn.Module:
     """`model` with its 4-d weights in `layout` (convolutions follow their weight's layout)."""
     channels_last = layout == MemoryFormat.channels_last
     return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def describe_arithmetic(device: torch.device, threads: int, layout: MemoryFormat) -> str:
+    """What a row's float rounding depends on beyond the config: the device (and on a CPU the torch
+    threads per process) and the weights' memory layout; stamped on every row."""
+    if device.type == "cpu":
+        return f"CPU, {threads} torch thread{'s' * (threads > 1)}, {layout.value}"
+    return f"{device_name(device)}, {layout.value}"
 
 
 def allotted_cores() -> tuple[int, str]:

@@ -10,10 +10,14 @@ still fine-tuned by the same code (simple path or batched engine), from the same
 """
 from __future__ import annotations
 
-import itertools
+import ctypes
+import ctypes.util
 import multiprocessing
+import os
 import queue
 import signal
+import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 
@@ -22,13 +26,16 @@ import torch
 _DONE, _ROW, _ERROR = "done", "row", "error"
 
 
-def rows_in_workers(process: Callable[[Iterable], Iterator[dict]], tasks: list, workers: int, threads: int,
-                    stopping: Callable[[], bool]) -> Iterator[dict]:
-    """Rows of `process(tasks)` computed by `workers` forked processes, as they come back.
+def rows_in_workers(process: Callable[[Iterable, Callable[[], bool]], Iterator], tasks: list, workers: int,
+                    threads: int, stopping: Callable[[], bool]) -> Iterator:
+    """Rows of `process(tasks, stopping)` computed by `workers` forked processes, as they come back.
 
-    `process` maps an iterable of tasks to results rows; forking hands it, with the model it closes
-    over, to each worker unchanged. `stopping()` is polled: once true, workers take no new task and
-    finish the ones in hand. A worker that fails or dies raises here, after the rows before it.
+    `process` maps an iterable of tasks to results rows, and gives up the example in hand when its
+    `stopping()` turns true; forking hands it, with the model it closes over, to each worker
+    unchanged. `stopping()` is polled here: once true, the workers take no new task and hand back the
+    ones in hand. Workers ignore SIGINT and SIGTERM (a signal to the whole process group reaches
+    this process, which decides) and die with this process (Linux's parent-death signal, else a
+    watchdog). A worker that fails or dies raises here, after the rows before it.
     """
     context = multiprocessing.get_context("fork")
     todo, results, stop = context.Queue(), context.Queue(), context.Event()
@@ -36,7 +43,8 @@ def rows_in_workers(process: Callable[[Iterable], Iterator[dict]], tasks: list, 
         todo.put(position)
     for _ in range(workers):
         todo.put(None)
-    procs = [context.Process(target=_work, args=(process, tasks, todo, results, stop, threads),
+    parent = os.getpid()
+    procs = [context.Process(target=_work, args=(process, tasks, todo, results, stop, threads, parent),
                              name=f"ltc-worker-{i}") for i in range(workers)]
     for proc in procs:
         proc.start()
@@ -67,20 +75,43 @@ def rows_in_workers(process: Callable[[Iterable], Iterator[dict]], tasks: list, 
         stop.set()
         for proc in procs:
             proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
+            if proc.is_alive():  # workers ignore SIGTERM
+                proc.kill()
+                proc.join()
 
 
-def _work(process, tasks, todo, results, stop, threads: int) -> None:
+def _work(process, tasks, todo, results, stop, threads: int, parent: int) -> None:
     """A worker: take task positions until the sentinel or a stop, send back each row."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the whole group: the parent decides
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a signal to the whole group: the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with(parent)
     torch.set_num_threads(threads)
     try:
-        taken = itertools.takewhile(lambda _: not stop.is_set(), iter(todo.get, None))
-        for row in process(tasks[position] for position in taken):
+        taken = iter(todo.get, None)
+        for row in process((tasks[position] for position in taken), stop.is_set):
             results.put((_ROW, row))
     except BaseException:  # whatever it is, the parent must hear of it
         results.put((_ERROR, traceback.format_exc()))
         return
     results.put((_DONE, None))
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _die_with(parent: int) -> None:
+    """End this process when `parent` ends, however it ends (SIGKILL included): the kernel's
+    parent-death signal on Linux, else a thread that polls for the parent."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        armed = False
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    if not armed:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1)
+            os._exit(1)
+        threading.Thread(target=watch, name="ltc-watchdog", daemon=True).start()
