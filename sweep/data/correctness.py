@@ -23,6 +23,7 @@ from sweep.data.difficulty import rank_examples
 from sweep.data.examples import Example
 from sweep.data.file_formats import load_matrix, read_list
 from sweep.errors import UserError
+from sweep.files import atomic_write_text, replacing
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,13 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
 def write_matrix(out: Path, names: list[str], examples: list[str], correct: np.ndarray, true_prob: np.ndarray) -> None:
     """The matrix in the original format, and its ranking (`difficulty.csv`: path, rank, fraction_correct)."""
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "correctness.npy", correct)
-    (out / "models.csv").write_text(",".join(names) + "\n")
-    (out / "examples.csv").write_text(",".join(examples) + "\n")
-    pd.DataFrame({"path": examples, "rank": rank_examples(correct, true_prob),
-                  "fraction_correct": correct.mean(axis=0)}).to_csv(out / "difficulty.csv", index=False)
+    with replacing(out / "correctness.npy") as staging, open(staging, "wb") as file:
+        np.save(file, correct)
+    atomic_write_text(out / "models.csv", ",".join(names) + "\n")
+    atomic_write_text(out / "examples.csv", ",".join(examples) + "\n")
+    ranking = pd.DataFrame({"path": examples, "rank": rank_examples(correct, true_prob),
+                  "fraction_correct": correct.mean(axis=0)})
+    atomic_write_text(out / "difficulty.csv", ranking.to_csv(index=False))
 
 
 def wrong_from_matrix(data: ImageFolderDataConfig, examples: list[Example],

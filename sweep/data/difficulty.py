@@ -24,6 +24,7 @@ import pandas as pd
 
 from sweep.data.file_formats import IMAGE_SUFFIXES, PATH_COLUMNS, load_matrix, read_list, refuse_duplicates
 from sweep.errors import UserError
+from sweep.files import atomic_write_text
 
 
 def rank_examples(correct: np.ndarray, true_class_prob: Optional[np.ndarray] = None) -> np.ndarray:
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"error: {error}\n")
     table = pd.DataFrame({"path": examples, "rank": rank_examples(matrix),
                           "fraction_correct": matrix.mean(axis=0)}).sort_values("rank")
-    table.to_csv(args.out, index=False)
+    atomic_write_text(args.out, table.to_csv(index=False))
     print(f"ranked {len(table)} examples by {matrix.shape[0]} models -> {args.out}")
 
 

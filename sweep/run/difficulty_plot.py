@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from sweep.files import replacing
 from sweep.outputs import RANK
 from sweep.stats.estimates import spearman
 from sweep.stats.research import primary_cost, subsets
@@ -72,7 +72,6 @@ def plot_loss_vs_difficulty(rows: pd.DataFrame, path: Path, title: str) -> None:
     ax.set_title(f"{title}\n{correlation} (corrected examples)" if correlation else title, fontsize=9)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    staging = Path(f"{path}.partial.png")
-    fig.savefig(staging)
+    with replacing(path) as staging:
+        fig.savefig(staging, format="png")
     plt.close(fig)
-    os.replace(staging, path)

@@ -152,7 +152,7 @@ def cached_wrong_set(cache: Path, key: dict, examples: list[Example],
         wrong, unreadable = search()
         frame = pd.DataFrame({"path": [e.path for e in wrong], "loss": [m.loss for m in wrong.values()],
                               "prediction": [m.prediction for m in wrong.values()]})
-        path.with_suffix(".json").write_text(json.dumps({**key, "unreadable": unreadable}, indent=2))
+        atomic_write_text(path.with_suffix(".json"), json.dumps({**key, "unreadable": unreadable}, indent=2))
         atomic_write_text(path, frame.to_csv(index=False))
     return wrong, unreadable
 

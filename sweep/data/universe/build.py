@@ -27,6 +27,7 @@ from PIL import Image
 from sweep.data.correctness import evaluate, write_matrix
 from sweep.data.universe.shapes import CLASSES, render_split
 from sweep.data.universe.supervised import train_classifier
+from sweep.files import replacing
 from sweep.models import create_model
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,6 @@ def pretrained_weights(universe: Universe, arch: str, epochs: int, seed: int) ->
             with _build_threads():
                 train_classifier(model, _to_tensor(train["images"]), torch.from_numpy(train["labels"]), epochs,
                                  seed=_seed(seed, arch, "pretrain"))
-            staging = path.with_suffix(".partial")
-            torch.save(model.state_dict(), staging)
-            os.replace(staging, path)
+            with replacing(path) as staging:
+                torch.save(model.state_dict(), staging)
     return path
