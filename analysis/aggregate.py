@@ -5,8 +5,10 @@
 
 DIR may be a sweep directory, a single run directory, or a folder written by the original scripts.
 Writes merged.csv (every example row of every run, with the runs' varying parameters as columns),
-runs.csv (one row per run), paired.csv, report.md and plots (PNG and SVG) into the sweep directory
-or --out.
+runs.csv (one row per run, every statistic), paired.csv, universality.csv and universality_pairs.csv
+(agreement between models), report.md and a self-contained report.html, and the figures (PNG and
+SVG) into the sweep directory or --out. A sweep run with `python main.py -m` aggregates itself
+at its end (`aggregate=false` turns that off).
 """
 from __future__ import annotations
 
@@ -18,20 +20,34 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures
+from analysis.gallery import galleries
 from analysis.pairs import paired_comparison
-from analysis.report import write_report
+from analysis.report import build, panel_text, write_report
 from analysis.runs import Run, find_run_dirs, latest_sweep, load_run, merge_shards, result_params
+from analysis.universality import universality
 from sweep.errors import UserError
+from sweep.files import atomic_write_text
 from sweep.stats.research import run_statistics
 
 log = logging.getLogger("aggregate")
 
 
 def varying_parameters(runs: list[Run]) -> list[str]:
-    """Config keys whose values differ between runs (how runs are executed and sharded excepted)."""
+    """Config keys whose values differ between runs (how runs are executed and sharded excepted).
+    A model preset sets several `model.*` keys (arch, package); where the model varies, the keys its
+    value determines are not parameters of their own."""
     keys = sorted({k for run in runs for k in result_params(run.params) if k != "shard.count"})
     varying = [k for k in keys if len({repr(run.params.get(k)) for run in runs}) > 1]
+    if "model" in varying:
+        varying = [k for k in varying if not k.startswith("model.") or _varies_within_a_model(runs, k)]
     return sorted(varying, key=lambda k: ({"model": 0, "lr": 1}.get(k, 2), k))
+
+
+def _varies_within_a_model(runs: list[Run], key: str) -> bool:
+    values: dict[str, set] = {}
+    for run in runs:
+        values.setdefault(repr(run.params.get("model")), set()).add(repr(run.params.get(key)))
+    return any(len(v) > 1 for v in values.values())
 
 
 def label(run: Run, keys: list[str]) -> str:
@@ -52,6 +68,7 @@ def load_runs(paths: list[Path]) -> list[Run]:
 
 
 def aggregate(paths: list[Path], out: Path) -> dict:
+    """Merge the runs under `paths` into `out`: tables, statistics, figures and the report."""
     runs = load_runs(paths)
     keys = varying_parameters(runs)
     labels = [label(run, keys) for run in runs]
@@ -69,27 +86,39 @@ def aggregate(paths: list[Path], out: Path) -> dict:
                        ignore_index=True)
     statistics = [run_statistics(run.rows) for run, _ in with_rows]
     table = pd.DataFrame([{"run": lab, "run_dir": str(run.directory), **{k: run.params.get(k) for k in keys},
-                           **values, "notes": "; ".join(run.notes)}
+                           **{column: run.selection.get(k) for k, column in SELECTION_COUNTS.items()}, **values,
+                           "notes": "; ".join(run.notes)}
                           for (run, lab), (values, _) in zip(with_rows, statistics)])
     reasons = {lab: why for (_, lab), (_, why) in zip(with_rows, statistics)}
     pairs = pd.DataFrame([
         {"run_a": la, "run_b": lb, "differs_in": diff[0], **paired_comparison(a.rows, b.rows)}
         for (a, la), (b, lb) in itertools.combinations(with_rows, 2)
         if len(diff := [k for k in keys if repr(a.params.get(k)) != repr(b.params.get(k))]) == 1])
+    agreement = universality(with_rows, keys)
 
     out.mkdir(parents=True, exist_ok=True)
-    merged.to_csv(out / "merged.csv", index=False)
-    table.to_csv(out / "runs.csv", index=False)
-    if len(pairs):
-        pairs.to_csv(out / "paired.csv", index=False)
-    drawn = (figures.loss_vs_difficulty(with_rows, keys, out) + figures.forest(table, out)
-             + figures.steps_ecdf(merged, out))
+    tables = {"merged.csv": merged, "runs.csv": table, "paired.csv": pairs, "universality.csv": agreement[1],
+              "universality_pairs.csv": agreement[0]}
+    for name, frame in tables.items():
+        if len(frame):
+            atomic_write_text(out / name, frame.to_csv(index=False))
+    annotations = {row["run"]: panel_text(row) for _, row in table.iterrows()}
+    drawn = {"cost_vs_difficulty": figures.cost_vs_difficulty(with_rows, keys, out, annotations),
+             "cost_by_decile": figures.cost_by_decile(with_rows, out),
+             "association_forest": figures.association_forest(table, out),
+             "steps_ecdf": figures.steps_ecdf(merged, out)}
     trajectories = [(lab, run) for run, lab in with_rows if run.steps is not None]
     if trajectories:
-        drawn += figures.loss_trajectories(trajectories, out)
-    write_report(out / "report.md", table, reasons, pairs, runs, keys, drawn)
-    log.info("%d runs (%d rows) -> %s", len(table), len(merged), out)
-    return {"runs": table, "merged": merged, "pairs": pairs, "figures": drawn, "reasons": reasons}
+        drawn["loss_trajectories"] = figures.loss_trajectories(trajectories, out)
+    images = galleries(with_rows, out)
+    written = write_report(out, build(table, reasons, runs, keys, drawn, images, pairs, agreement))
+    log.info("%d runs (%d rows) -> %s", len(table), len(merged), written[1])
+    return {"runs": table, "merged": merged, "pairs": pairs, "figures": drawn, "reasons": reasons,
+            "universality": agreement, "galleries": images, "report": written}
+
+
+# from each run's summary: the data set's images, the model's mistakes among them, the sample
+SELECTION_COUNTS = {"examples": "n_images", "wrong": "n_wrong_at_pretrained", "selected": "n_selected"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,137 +1,199 @@
-"""Paper-size figures of a merged sweep, each saved as PNG and SVG."""
+"""Paper-ready figures of a merged sweep (seaborn), each saved as PNG and SVG.
+
+- `cost_vs_difficulty`: the cost to correct (log y) against universal difficulty rank (x, over the
+  whole data set's range, so the part the sample covers shows), a panel per model and lr;
+  never-corrected examples at their lower bound, marked.
+- `cost_by_decile`: the median cost per decile of the data set's difficulty ranks, with 95% CIs.
+- `association_forest`: every score's association with difficulty, rho over corrected examples and
+  Somers' D = 2C - 1 over every measured example (never-corrected kept), with 95% CIs.
+- `steps_ecdf`: the fraction of each run's examples corrected within s steps.
+- `loss_trajectories`: median loss by step per difficulty group (runs with log_steps=true).
+"""
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from sweep.outputs import EPSILON_COSTS, MEASURED, RANK, SCORES
-from sweep.run.difficulty_plot import cost_label, draw_loss_vs_difficulty, loss_floor, pyplot
-from sweep.stats.research import primary_cost
+from sweep.outputs import RANK, SCORES
+from sweep.run.difficulty_plot import cost_label, pyplot
+from sweep.stats.research import censored_cost, primary_cost
 from sweep.training.stopping import Status
 
-SUBSET_STYLE = {"": ("all with an observed cost", "black"), "_clean": ("clean", "tab:blue"), "_flagged": ("flagged",
-                                                                                                          "tab:orange")}
+FIGURE_FORMATS = ("png", "svg")
+CORRECTED, CENSORED = "corrected", "never corrected (lower bound)"
 
 
-def _save(fig, out: Path, name: str) -> list[Path]:
-    paths = [out / f"{name}.{ext}" for ext in ("png", "svg")]
+def seaborn():
+    """seaborn, on matplotlib's file-only backend, in the style of these figures."""
+    pyplot()
+    import seaborn as sns
+    sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
+    logging.getLogger("matplotlib.category").setLevel(logging.WARNING)  # deciles are categories, not numbers
+    return sns
+
+
+def save(fig, out: Path, name: str) -> list[Path]:
+    """`fig` as `name`.png and .svg in `out`; the paths."""
+    paths = [out / f"{name}.{ext}" for ext in FIGURE_FORMATS]
     for path in paths:
         fig.savefig(path, dpi=200, bbox_inches="tight")
     pyplot().close(fig)
     return paths
 
 
-def loss_vs_difficulty(runs, keys: list[str], out: Path) -> list[Path]:
-    """One panel per run with a cost to correct: a model x lr grid when those two parameters tell
-    the runs apart, else a row-wrapped list; axes shared per cost."""
-    runs = [(run, lab) for run, lab in runs if primary_cost(run.rows) in ("loss_sum", "total_loss_to_correct")]
-    if not runs:
-        return []
-    grid = {(run.params.get("model"), run.params.get("lr")): (run, lab) for run, lab in runs}
-    if {"model", "lr"} <= set(keys) and len(grid) == len(runs):
-        models = sorted({m for m, _ in grid}, key=str)
-        lrs = sorted({lr for _, lr in grid}, key=float, reverse=True)
-        panels = [grid.get((m, lr)) for m in models for lr in lrs]
-        titles = [f"model={m}, lr={lr}" for m in models for lr in lrs]
-        columns = len(lrs)
-    else:
-        panels, titles, columns = runs, [lab for _, lab in runs], min(3, len(runs))
-    plt = pyplot()
-    rows_of_panels = math.ceil(len(panels) / columns)
-    shared = len({primary_cost(run.rows) for run, _ in runs}) == 1
-    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(max(3.6 * columns, 5.0), 3.2 * rows_of_panels + 0.4),
-                             sharex=shared, sharey=True, squeeze=False)
-    floor = min(loss_floor(run.rows, primary_cost(run.rows)) for run, _ in runs)
-    for ax, panel, title in zip(axes.flat, panels, titles):
-        if panel is None:
-            ax.set_visible(False)
-            continue
-        run, _ = panel
+def measured_costs(runs: list[tuple[object, str]]) -> pd.DataFrame:
+    """One row per measured example of every run with a cost: run, rank, cost (never-corrected at
+    their lower bound), whether corrected, the model and lr where known, the data set's size."""
+    frames = []
+    for run, label in runs:
         cost = primary_cost(run.rows)
-        correlation = draw_loss_vs_difficulty(ax, run.rows, floor, cost)
-        ax.set_title(f"{title}\n{correlation}" if correlation else title, fontsize=8)
-        ax.legend(fontsize=6, loc="lower right")
-        ax.set_xlabel(f"{cost_label(cost)}, log scale", fontsize=8)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("universal difficulty rank\n(1 = easiest)", fontsize=8)
-    fig.tight_layout()
-    return _save(fig, out, "loss_vs_difficulty")
+        measured = run.rows[run.rows["status"].isin([Status.CORRECT, Status.NEVER_CORRECT])]
+        censored = censored_cost(measured, cost) if cost is not None and len(measured) else None
+        if censored is None:
+            continue
+        values, observed = censored
+        frames.append(pd.DataFrame({"run": label, RANK: measured[RANK].to_numpy(), "cost": values.to_numpy(),
+                                    "cost_name": cost, "status": np.where(observed, CORRECTED, CENSORED),
+                                    "model": str(run.params.get("model", "")), "lr": run.params.get("lr"),
+                                    "examples": run.examples or int(measured[RANK].max())}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def forest(table: pd.DataFrame, out: Path) -> list[Path]:
-    """Spearman rho against rank with 95% bootstrap CIs: one panel per score, one row per run, one
-    marker per subset (all corrected, clean, flagged). Statistics that are not computable are left out."""
-    scores = [s for s in SCORES + EPSILON_COSTS if f"rho_{s}" in table and table[f"rho_{s}"].notna().any()]
-    if not scores:
+def _facets(data: pd.DataFrame, keys: list[str]) -> dict:
+    """seaborn facet arguments: a model x lr grid when both vary, else one panel per run."""
+    if {"model", "lr"} <= set(keys):
+        return {"row": "model", "col": "lr"}
+    return {"col": "run", "col_wrap": min(3, data["run"].nunique())}
+
+
+def cost_vs_difficulty(runs: list[tuple[object, str]], keys: list[str], out: Path,
+                       annotations: dict[str, str] | None = None) -> list[Path]:
+    """The cost against rank; `annotations` (run label -> text) are written into each run's panel."""
+    data = measured_costs(runs)
+    if data.empty:
         return []
-    plt = pyplot()
+    sns = seaborn()
+    floor = data.loc[data["cost"] > 0, "cost"].min() / 2 if (data["cost"] > 0).any() else 1e-3
+    data = data.assign(cost=data["cost"].clip(lower=floor))
+    facets = _facets(data, keys)
+    grid = sns.relplot(data=data, x=RANK, y="cost", hue="status", style="status",
+                       hue_order=[CORRECTED, CENSORED], style_order=[CORRECTED, CENSORED],
+                       markers={CORRECTED: "o", CENSORED: "X"}, palette={CORRECTED: "tab:blue", CENSORED: "tab:red"},
+                       s=16, alpha=0.75, height=2.6, aspect=1.3, facet_kws={"sharey": True, "sharex": True}, **facets)
+    grid.map_dataframe(sns.rugplot, x=RANK, height=0.03, color="0.3", alpha=0.3)  # the ranks the sample covers
+    grid.set(yscale="log", xlim=(0, int(data["examples"].max()) + 1))
+    grid.set_axis_labels("universal difficulty rank (1 = easiest)", f"{cost_label(data['cost_name'].iloc[0])}")
+    grid.set_titles(row_template="model={row_name}", col_template="lr={col_name}" if "row" in facets else "{col_name}")
+    for label, text in (annotations or {}).items():
+        first = data[data["run"] == label].iloc[:1]
+        if first.empty:
+            continue
+        key = (first["model"].iloc[0], first["lr"].iloc[0]) if "row" in facets else label
+        ax = grid.axes_dict.get(key)
+        if ax is not None:
+            ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", fontsize=6.5,
+                    bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+    sns.move_legend(grid, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, title=None, frameon=False)
+    return save(grid.figure, out, "cost_vs_difficulty")
+
+
+def cost_by_decile(runs: list[tuple[object, str]], out: Path) -> list[Path]:
+    data = measured_costs(runs)
+    if data.empty:
+        return []
+    sns = seaborn()
+    data = data.assign(decile=np.minimum(10, 1 + (10 * (data[RANK] - 1) // data["examples"])).astype(int))
+    fig, ax = pyplot().subplots(figsize=(6.0, 3.6))
+    sns.pointplot(data=data, x="decile", y="cost", hue="run", estimator=np.median, errorbar=("ci", 95),
+                  dodge=0.4 if data["run"].nunique() > 1 else False, markersize=4, linewidth=1.2,
+                  err_kws={"linewidth": 1}, ax=ax, order=sorted(data["decile"].unique()))
+    ax.set_yscale("log")
+    ax.set_xlabel("decile of universal difficulty over the whole data set (1 = easiest tenth)")
+    ax.set_ylabel(f"median {cost_label(data['cost_name'].iloc[0])}\n(never corrected: lower bound), 95% CI")
+    ax.legend(fontsize=7, title=None, loc="upper left")
+    return save(fig, out, "cost_by_decile")
+
+
+def association_forest(table: pd.DataFrame, out: Path) -> list[Path]:
+    """rho (corrected examples) and Somers' D = 2C - 1 (every measured example) of each score against
+    rank, per run, with 95% CIs; one panel per score; statistics that are not computable left out."""
+    rows = []
+    for _, run in table.iterrows():
+        for score in SCORES:
+            for kind, name, scale in (("rho, corrected", f"rho_{score}", lambda v: v),
+                                      ("2C - 1, never-corrected kept", f"concordance_{score}", lambda v: 2 * v - 1)):
+                value = run.get(name)
+                if value is not None and isinstance(value, float) and math.isfinite(value):
+                    low, high = run.get(f"{name}_ci_low", math.nan), run.get(f"{name}_ci_high", math.nan)
+                    rows.append({"run": run["run"], "score": score.replace("_", " "), "kind": kind,
+                                 "value": scale(value), "low": scale(low), "high": scale(high)})
+    if not rows:
+        return []
+    data = pd.DataFrame(rows)
+    sns = seaborn()
+    scores = list(dict.fromkeys(data["score"]))
+    runs = list(dict.fromkeys(data["run"]))
     columns = min(3, len(scores))
-    rows_of_panels = math.ceil(len(scores) / columns)
-    height = (0.5 * len(table) + 1.2) * rows_of_panels + 0.6
-    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(2.8 * columns + 1.8, height),
-                             sharey=True, squeeze=False)
-    y = np.arange(len(table))
+    plt = pyplot()
+    fig, axes = plt.subplots(math.ceil(len(scores) / columns), columns, squeeze=False, sharey=True,
+                             figsize=(2.9 * columns + 1.6, (0.45 * len(runs) + 1.0) * math.ceil(len(scores) / columns)))
+    colors = dict(zip(("rho, corrected", "2C - 1, never-corrected kept"), sns.color_palette("deep", 2)))
+    for ax, score in zip(axes.flat, scores):
+        for offset, (kind, color) in zip((-0.15, 0.15), colors.items()):
+            part = data[(data["score"] == score) & (data["kind"] == kind)]
+            y = np.array([runs.index(r) for r in part["run"]]) + offset
+            errors = np.nan_to_num(np.vstack([part["value"] - part["low"], part["high"] - part["value"]]).clip(min=0))
+            ax.errorbar(part["value"], y, xerr=errors, fmt="o", ms=3.5, color=color, capsize=2, label=kind)
+        ax.axvline(0, color="0.4", lw=0.8, ls="--")
+        ax.set(xlim=(-1, 1), title=score)
     for ax in list(axes.flat)[len(scores):]:
         ax.set_visible(False)
-    for ax, score in zip(axes.flat, scores):
-        for offset, (suffix, (name, color)) in zip((-0.2, 0.0, 0.2), SUBSET_STYLE.items()):
-            column = f"rho_{score}{suffix}"
-            if column not in table or table[column].isna().all():
-                continue
-            rho = table[column].to_numpy(dtype=float)
-            low = table[f"{column}_ci_low"].to_numpy(dtype=float)
-            high = table[f"{column}_ci_high"].to_numpy(dtype=float)
-            # a percentile CI can exclude the point estimate: draw the interval as it is
-            errors = np.nan_to_num(np.vstack([rho - low, high - rho]).clip(min=0))
-            ax.errorbar(rho, y + offset, xerr=errors, fmt="o", color=color, ecolor=color, alpha=0.8, capsize=2,
-                        ms=3.5, label=name)
-        ax.axvline(0, color="tab:red", lw=0.8, ls="--")
-        ax.set_title(score.replace("_", " "), fontsize=9)
-        ax.set_xlim(-1, 1)
-        ax.set_xticks([-1, 0, 1])
     for ax in axes[:, 0]:
-        ax.set_yticks(y, table["run"], fontsize=8)
+        ax.set_yticks(range(len(runs)), runs)
     axes[0][0].invert_yaxis()
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1.02))
-    fig.supxlabel("Spearman rho against universal difficulty rank (95% bootstrap CI)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
-    return _save(fig, out, "rho_forest")
+    fig.legend(handles, labels, loc="upper center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 1.03))
+    fig.supxlabel("association with universal difficulty rank (95% bootstrap CI; 0: none)")
+    fig.tight_layout()
+    return save(fig, out, "association_forest")
 
 
 def steps_ecdf(merged: pd.DataFrame, out: Path) -> list[Path]:
     """Fraction of each run's examples corrected within s steps; curves end below 1 when some never were."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for run, rows in merged.groupby("run", sort=False):
-        measured = rows[rows["status"].isin(MEASURED)]
+    sns = seaborn()
+    import matplotlib.ticker as ticker
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.6))
+    palette = sns.color_palette("deep", merged["run"].nunique())
+    for (run, rows), color in zip(merged.groupby("run", sort=False), palette):
+        measured = rows[rows["status"].isin([Status.CORRECT, Status.NEVER_CORRECT])]
         if "steps_to_correct" not in rows or not len(measured):
             continue
         steps = np.sort(measured.loc[measured["status"] == Status.CORRECT, "steps_to_correct"].to_numpy())
         if len(steps):
-            ax.step(np.maximum(steps, 0.5), np.arange(1, len(steps) + 1) / len(measured), where="post", label=run)
+            ax.step(np.maximum(steps, 0.5), np.arange(1, len(steps) + 1) / len(measured), where="post", label=run,
+                    color=color)
     if not ax.lines:
         pyplot().close(fig)
         return []
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("steps to correct (0 drawn at 0.5)")
     ax.set_ylabel("fraction of examples corrected")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return _save(fig, out, "steps_ecdf")
+    return save(fig, out, "steps_ecdf")
 
 
 def loss_trajectories(runs: list[tuple[str, object]], out: Path) -> list[Path]:
     """Median loss by step per difficulty group (deciles, or fewer groups of at least 5 examples) of
     each run's examples (runs with log_steps=true). A group's curve stops where fewer than half of
     its examples are still being trained, so the median is over the majority."""
+    seaborn()
     plt = pyplot()
     fig, axes = plt.subplots(1, len(runs), figsize=(4.4 * len(runs), 3.4), squeeze=False, sharey=True)
     colors = plt.get_cmap("viridis")
@@ -152,4 +214,4 @@ def loss_trajectories(runs: list[tuple[str, object]], out: Path) -> list[Path]:
     axes[0][0].set_ylabel("median loss")
     axes[0][-1].legend(fontsize=6, title="difficulty group (1 = easiest)", title_fontsize=6, loc="upper right")
     fig.tight_layout()
-    return _save(fig, out, "loss_trajectories")
+    return save(fig, out, "loss_trajectories")

@@ -1,90 +1,311 @@
-"""report.md: what a sweep shows, in tables a reader can trust: every number with its n and CI,
-every statistic that cannot be computed named with the reason, never a bare NaN."""
+"""The report of a sweep: `report.md` and a self-contained `report.html` (figures inlined, opens
+offline), built from the same blocks. Every number comes with its n and CI; a statistic that cannot
+be computed is named with the reason, never a bare NaN; a column or section no run can fill is left
+out."""
 from __future__ import annotations
 
+import base64
+import html
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.pairs import __doc__ as PAIRS_DOC
-from sweep.outputs import BASELINES, EPSILON_COSTS, SCORES
-from sweep.stats.research import SUBSETS, verdict
+from analysis.universality import __doc__ as UNIVERSALITY_DOC
+from sweep.files import atomic_write_text
+from sweep.outputs import BASELINES, COSTS, EPSILON_COSTS, SCORES
+from sweep.stats.research import SUBSETS, headline
 from sweep.stats.research import __doc__ as STATISTICS_DOC
 
-COUNTS = ["run", "n_examples", "n_correct", "n_never_correct", "n_diverged", "n_unreadable", "n_reached_epsilon",
-          "n_never_reached_epsilon", "frac_never_corrected", "median_steps_to_correct", "iqr_steps_to_correct",
-          "median_loss_sum", "iqr_loss_sum", "median_total_loss_to_correct"]
+FEW = 30  # fewer measured examples than this: the report warns that the CIs are wide
+EMPTY = "—"
+
+
+@dataclass
+class Block:
+    kind: str          # "h1", "h2", "p", "warning", "list", "table", "figure"
+    content: object    # text, list of texts, a DataFrame, or a figure's PNG path
+    caption: str = ""
+
+
+def panel_text(row: pd.Series) -> str:
+    """A run's main association with difficulty, for its figure panel: C and rho of its cost."""
+    cost = row.get("cost")
+    if not isinstance(cost, str):
+        return ""
+    lines = []
+    for symbol, name in (("C", f"concordance_{cost}"), ("rho", f"rho_{cost}")):
+        value, low, high = (row.get(f"{name}{end}", math.nan) for end in ("", "_ci_low", "_ci_high"))
+        if value is not None and math.isfinite(value):
+            ci = f" [{low:.2f}, {high:.2f}]" if low is not None and math.isfinite(low) else ""
+            lines.append(f"{symbol} = {value:.2f}{ci}")
+    return "\n".join(lines)
+
+
+SIGNED = ("rho_", "delta_", "partial_rho_")  # statistics around 0 are shown with their sign
 
 
 def cell(values: pd.Series, reasons: dict, name: str) -> str:
-    """An estimate as `+0.25 [+0.10, +0.40] n=50`, or `n/c (reason)`."""
+    """An estimate as `+0.25 [+0.10, +0.40] n=50`, or `n/c (reason)`, or `—` where the run records
+    nothing to compute it from."""
     value = values.get(name, math.nan)
     if name not in reasons and (value is None or not math.isfinite(value)):
-        return "—"  # the run records nothing to compute it from
+        return EMPTY
     if value is None or not math.isfinite(value):
         return f"n/c ({reasons[name]})"
     low, high = values.get(f"{name}_ci_low", math.nan), values.get(f"{name}_ci_high", math.nan)
     n = values.get(f"{name}_n")
-    ci = f" [{low:+.2f}, {high:+.2f}]" if math.isfinite(low) and math.isfinite(high) else \
+    number = "{:+.2f}" if name.startswith(SIGNED) else "{:.2f}" if abs(value) < 100 else "{:.4g}"
+    ci = f" [{number.format(low)}, {number.format(high)}]" if math.isfinite(low) and math.isfinite(high) else \
         f" [CI n/c: {reasons.get(name, 'not computable')}]"
-    return f"{value:+.2f}{ci}" + (f" n={int(n)}" if n is not None and math.isfinite(n) else "")
+    return number.format(value) + ci + (f" n={int(n)}" if n is not None and math.isfinite(n) else "")
 
 
-def _estimates_table(table: pd.DataFrame, reasons: dict, names: list[tuple[str, str]]) -> str:
-    """run x (header, statistic name) table of estimates; columns no run has are left out."""
-    names = [(header, name) for header, name in names if name in table]
-    if not names:
-        return ""
-    frame = pd.DataFrame([{"run": row["run"],
-                           **{header: cell(row, reasons[row["run"]], name) for header, name in names}}
+def estimates(table: pd.DataFrame, reasons: dict, names: list[tuple[str, str]]) -> pd.DataFrame | None:
+    """run x (header, statistic) table of estimates; columns no run can fill are left out."""
+    frame = pd.DataFrame([{"run": row["run"], **{header: cell(row, reasons[row["run"]], name)
+                                                 for header, name in names if name in table}}
                           for _, row in table.iterrows()])
-    return frame.to_markdown(index=False)
+    filled = [c for c in frame.columns if c == "run" or (frame[c] != EMPTY).any()]
+    return frame[filled] if len(filled) > 1 else None
 
 
-def _numbers(frame: pd.DataFrame) -> str:
-    """A table with numbers to 3 significant digits and `—` where a run records nothing to compute from."""
-    shown = frame.apply(lambda column: column.map(lambda v: f"{v:.3g}" if isinstance(v, float) and math.isfinite(v)
-                                                  else ("—" if isinstance(v, float) else v)))
-    return shown.to_markdown(index=False)
+def _count(value) -> str:
+    return EMPTY if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{int(value):,}"
 
 
-def write_report(path: Path, table: pd.DataFrame, reasons: dict, pairs: pd.DataFrame, runs, keys: list[str],
-                 figures: list[Path]) -> None:
-    parts = ["# Sweep report", "", f"{len(table)} runs; parameters that vary: {', '.join(keys) or 'none'}.", "",
-             "## Counts and costs", "", _numbers(table[[c for c in COUNTS if c in table]]), "",
-             "## Does the cost to correct say more than the baselines?", ""]
-    for _, row in table.iterrows():
-        cost = row.get("cost")
-        parts.append(f"- **{row['run']}**: " + (verdict(row.to_dict(), cost) if isinstance(cost, str) else
-                                               "records no cost to correct (the original epsilon variant)."))
-    parts.append("")
-    for suffix, title in SUBSETS.items():
-        rhos = _estimates_table(table, reasons, [(s, f"rho_{s}{suffix}") for s in SCORES])
-        if rhos:
-            parts += [f"## Spearman rho against universal difficulty rank: {title} (95% bootstrap CI)", "", rhos, ""]
-    deltas = _estimates_table(table, reasons, [(f"Δ {b}{suffix}", f"delta_{b}{suffix}") for suffix in SUBSETS
-                                               for b in BASELINES])
-    partials = _estimates_table(table, reasons, [(f"partial rho{suffix}", f"partial_rho_{c}_given_initial_loss{suffix}")
-                                                 for suffix in SUBSETS for c in ("loss_sum", "total_loss_to_correct")])
-    if deltas:
-        parts += ["## Δ = rho(cost, rank) - rho(baseline, rank) (paired bootstrap 95% CI)", "", deltas, ""]
-    if partials:
-        parts += ["## Partial rho of the cost and rank, given the initial loss", "", partials, ""]
-    epsilon = _estimates_table(table, reasons, [(c, f"rho_{c}") for c in EPSILON_COSTS])
-    if epsilon:
-        parts += ["## The original epsilon variant (steps and summed loss until the loss reached 1e-3)", "", epsilon,
-                  ""]
-    worst = [c for c in table.columns if c.endswith("_censored_worst")]
-    if worst:
-        parts += ["## Spearman rho with never-corrected examples tied at the worst cost", "",
-                  _numbers(table[["run", *worst]]), ""]
+def build(table: pd.DataFrame, reasons: dict, runs: list, keys: list[str], figures: dict[str, list[Path]],
+          galleries: list[tuple[str, list[Path]]], pairs: pd.DataFrame, agreement: tuple[pd.DataFrame, pd.DataFrame],
+          ) -> list[Block]:
+    """The report's blocks, in reading order; `runs` are all runs read (their notes are listed), `table`
+    has a row per run with result rows."""
+    varying = ", ".join(keys) if keys else "nothing (one run)"
+    data = sorted({str(run.params["data.name"]) for run in runs if "data.name" in run.params})
+    title = ", ".join([f"data={', '.join(data)}"] * bool(data) + [f"{len(table)} run{'s' * (len(table) != 1)}"])
+    blocks = [Block("h1", f"Loss to correct: {title}"),
+              Block("p", f"Runs differ in {varying}; each is labelled by its values. Read from "
+                         f"{', '.join(sorted({str(run.directory) for run in runs}))}.")]
+    blocks += [Block("h2", "Headline"),
+               Block("list", [f"**{row['run']}**: {headline(row.to_dict())}" for _, row in table.iterrows()])]
+    few = table[table["n_measured"] < FEW] if "n_measured" in table else table.iloc[:0]
+    if len(few):
+        widths = [(row.get(f"{name}_ci_high", math.nan) - row.get(f"{name}_ci_low", math.nan)) / 2
+                  for _, row in few.iterrows() if isinstance(row.get("cost"), str)
+                  for name in (f"rho_{row['cost']}", f"concordance_{row['cost']}")]
+        widths = [w for w in widths if w is not None and math.isfinite(w)]
+        span = f"; CIs here span up to ±{max(widths):.2f}" if widths else ""
+        blocks.append(Block("warning", f"Too few examples for conclusions: {', '.join(few['run'])} measured fewer "
+                                       f"than {FEW} mistakes{span}. Sample a few hundred (sample_size) before "
+                                       f"reading anything into these figures."))
+    blocks += _selection(table, reasons)
+    blocks += _association(table, reasons, figures)
+    blocks += _baselines(table, reasons)
+    blocks += _label_noise(table, reasons)
+    blocks += _universality(*agreement)
     if len(pairs):
-        parts += ["## Paired comparisons (runs that differ in one parameter)", "", _numbers(pairs), ""]
-    parts += ["## Method", "", "`n/c`: not computable, with the reason; `—`: the run records nothing to compute "
-              "it from.", "", STATISTICS_DOC.strip(), "", PAIRS_DOC.strip(), ""]
-    parts += ["## Figures", "", *[f"- `{f.name}`" for f in figures if f.suffix == ".png"], ""]
-    notes = [f"- `{r.directory}`: {n}" for r in runs for n in r.notes]
+        blocks += [Block("h2", "Paired comparisons (runs that differ in one parameter)"), Block("table", pairs)]
+    steps = [Block("figure", figures[key][0], FIGURE_CAPTIONS[key]) for key in ("steps_ecdf", "loss_trajectories")
+             if figures.get(key)]
+    if steps:
+        blocks += [Block("h2", "Steps"), *steps]
+    if galleries:
+        blocks.append(Block("h2", "The images: cheapest and costliest corrected mistakes"))
+        blocks += [Block("figure", paths[0], label) for label, paths in galleries]
+    epsilon = estimates(table, reasons, [(c, f"rho_{c}") for c in EPSILON_COSTS])
+    if epsilon is not None:
+        blocks += [Block("h2", "The original epsilon variant (steps and summed loss until the loss reached 1e-3)"),
+                   Block("table", epsilon)]
+    blocks += [Block("h2", "Method"), Block("p", "`n/c`: not computable, with the reason; `—`: the run records "
+                                                  "nothing to compute it from."),
+               Block("p", STATISTICS_DOC.strip()), Block("p", PAIRS_DOC.strip())]
+    if len(agreement[1]):
+        blocks.append(Block("p", UNIVERSALITY_DOC.strip()))
+    notes = [f"`{run.directory}`: {note}" for run in runs for note in run.notes]
     if notes:
-        parts += ["## Notes", "", *notes, ""]
-    path.write_text("\n".join(parts))
+        blocks += [Block("h2", "Notes"), Block("list", notes)]
+    return blocks
+
+
+FIGURE_CAPTIONS = {
+    "cost_vs_difficulty": "Cost to correct against universal difficulty (x: the whole data set's ranks; ticks at "
+                          "the bottom: the sampled mistakes); never corrected at their lower bound.",
+    "cost_by_decile": "Median cost per decile of universal difficulty, 95% bootstrap CI.",
+    "association_forest": "Association with difficulty: rho over corrected examples, and 2C - 1 over every "
+                          "measured example (never-corrected kept), 95% CIs.",
+    "steps_ecdf": "Fraction of each run's examples corrected within s steps.",
+    "loss_trajectories": "Median loss by step per difficulty group.",
+}
+
+
+def _selection(table: pd.DataFrame, reasons: dict) -> list[Block]:
+    rows = []
+    for _, row in table.iterrows():
+        entry = {"run": row["run"], "images": _count(row.get("n_images")),
+                 "wrong at the pretrained weights": _count(row.get("n_wrong_at_pretrained")),
+                 "sampled": _count(row.get("n_selected")), "corrected": _count(row.get("n_correct")),
+                 "never corrected": _count(row.get("n_never_correct")), "diverged": _count(row.get("n_diverged")),
+                 "unreadable": _count(row.get("n_unreadable"))}
+        for cost in COSTS:
+            if f"km_median_{cost}" in row or f"km_median_{cost}" in reasons[row["run"]]:
+                entry[f"median {cost} (Kaplan-Meier)"] = cell(row, reasons[row["run"]], f"km_median_{cost}")
+        rows.append(entry)
+    frame = pd.DataFrame(rows)
+    frame = frame[[c for c in frame.columns if c == "run" or (frame[c] != EMPTY).any()]]
+    return [Block("h2", "The selection"), Block("table", frame)]
+
+
+def _association(table: pd.DataFrame, reasons: dict, figures: dict[str, list[Path]]) -> list[Block]:
+    blocks = [Block("h2", "Does the cost to correct track universal difficulty?")]
+    blocks += [Block("figure", figures[key][0], FIGURE_CAPTIONS[key])
+               for key in ("cost_vs_difficulty", "cost_by_decile") if figures.get(key)]
+    concordance = estimates(table, reasons, [(s, f"concordance_{s}") for s in SCORES])
+    if concordance is not None:
+        blocks += [Block("p", "Harrell's concordance C against rank, over every measured example (never-corrected "
+                              "costs censored at their lower bound): 0.5 is no association, above 0.5 harder mistakes "
+                              "score higher. 95% bootstrap CIs."), Block("table", concordance)]
+    rho = estimates(table, reasons, [(s, f"rho_{s}") for s in SCORES])
+    if rho is not None:
+        blocks += [Block("p", "Spearman rho against rank over the corrected examples (leaves out the costliest, "
+                              "never-corrected ones). 95% bootstrap CIs."), Block("table", rho)]
+    if figures.get("association_forest"):
+        blocks.append(Block("figure", figures["association_forest"][0], FIGURE_CAPTIONS["association_forest"]))
+    return blocks
+
+
+def _baselines(table: pd.DataFrame, reasons: dict) -> list[Block]:
+    blocks = [Block("h2", "Does the cost say more than the cheap scores at the pretrained weights?")]
+    concordance = estimates(table, reasons, [(f"{c} vs {b}", f"delta_concordance_{c}_vs_{b}")
+                                             for c in COSTS for b in BASELINES])
+    if concordance is not None:
+        blocks += [Block("p", "ΔC = C(cost) − C(baseline), over every measured example, paired bootstrap 95% CI "
+                              "(the gradient norm by |C − 0.5|): above 0, the cost says more."),
+                   Block("table", concordance)]
+    rho = estimates(table, reasons, [(f"{c} vs {b}", f"delta_{c}_vs_{b}") for c in COSTS for b in BASELINES])
+    if rho is not None:
+        blocks += [Block("p", "Δrho = rho(cost) − rho(baseline), over corrected examples, paired bootstrap 95% CI."),
+                   Block("table", rho)]
+    partial = estimates(table, reasons, [(c, f"partial_rho_{c}_given_initial_loss") for c in COSTS])
+    if partial is not None:
+        blocks += [Block("p", "Partial rho of the cost and rank with the initial loss held fixed."),
+                   Block("table", partial)]
+    return blocks if len(blocks) > 1 else []
+
+
+def _label_noise(table: pd.DataFrame, reasons: dict) -> list[Block]:
+    blocks = []
+    for suffix, title in list(SUBSETS.items())[1:]:
+        names = [(s, f"concordance_{s}{suffix}") for s in SCORES] + [(f"rho {s}", f"rho_{s}{suffix}") for s in SCORES]
+        frame = estimates(table, reasons, names)
+        if frame is not None and any(f"concordance_{s}{suffix}" in table for s in SCORES):
+            blocks += [Block("p", f"{title.capitalize()}: C (every measured example) and rho (corrected)."),
+                       Block("table", frame)]
+    return [Block("h2", "Clean and flagged mistakes (ReaL labels)")] + blocks if blocks else []
+
+
+def _universality(pairwise: pd.DataFrame, overall: pd.DataFrame) -> list[Block]:
+    if overall.empty:
+        return []
+    shown = overall.assign(**{"Kendall's W [95% CI]": [_estimate_text(row, "kendall_w")
+                                                         for _, row in overall.iterrows()]})
+    pairs = pairwise.assign(**{"rho [95% CI]": [_estimate_text(row, "rho") for _, row in pairwise.iterrows()]})
+    return [Block("h2", "Is the cost universal? Agreement between models on shared corrected mistakes"),
+            Block("p", "Do models agree on which mistakes are costly, more than they agree on the cheap scores? "
+                       "Kendall's W over all models (1: the same order; 0: unrelated), and Spearman rho per pair, "
+                       "over the mistakes every model corrected."),
+            Block("table", shown[["group", "score", "models", "Kendall's W [95% CI]"]]),
+            Block("table", pairs[["group", "score", "model_a", "model_b", "rho [95% CI]"]])]
+
+
+def _estimate_text(row: pd.Series, name: str) -> str:
+    value, low, high, n = (row.get(f"{name}{end}") for end in ("", "_ci_low", "_ci_high", "_n"))
+    if value is None or not math.isfinite(value):
+        return f"n/c ({row.get('reason')})"
+    ci = f" [{low:.2f}, {high:.2f}]" if low is not None and math.isfinite(low) else " [CI n/c]"
+    return f"{value:.2f}{ci} n={int(n)}"
+
+
+def _number(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if math.isfinite(value) else EMPTY
+    return "" if value is None else str(value)
+
+
+def to_markdown(blocks: list[Block], base: Path) -> str:
+    parts = []
+    for block in blocks:
+        if block.kind == "h1":
+            parts.append(f"# {block.content}")
+        elif block.kind == "h2":
+            parts.append(f"## {block.content}")
+        elif block.kind == "p":
+            parts.append(str(block.content))
+        elif block.kind == "warning":
+            parts.append(f"> **Warning.** {block.content}")
+        elif block.kind == "list":
+            parts.append("\n".join(f"- {item}" for item in block.content))
+        elif block.kind == "table":
+            parts.append(block.content.map(_number).to_markdown(index=False))
+        elif block.kind == "figure":
+            parts.append(f"![{block.caption}]({Path(block.content).relative_to(base)})\n\n*{block.caption}*")
+    return "\n\n".join(parts) + "\n"
+
+
+STYLE = " ".join("""
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1180px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45} h1{font-size:1.6em} h2{font-size:1.25em;margin-top:1.8em;
+border-bottom:1px solid #ddd} table{border-collapse:collapse;margin:.8em 0;font-size:.82em;display:block;
+overflow-x:auto} th,td{border:1px solid #ddd;padding:.25em .5em;text-align:left;white-space:nowrap}
+th{background:#f4f4f4} figure{margin:1em 0} figure img{max-width:min(100%,960px)} figcaption{font-size:.85em;color:#555}
+.warning{background:#fff4e5;border-left:4px solid #f0a020;padding:.6em 1em} pre{white-space:pre-wrap;font-size:.85em}
+""".split())
+
+
+def to_html(blocks: list[Block]) -> str:
+    """A self-contained page: figures inlined as PNG data, no outside resource."""
+    title = next((str(b.content) for b in blocks if b.kind == "h1"), "Report")
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{STYLE}</style></head><body>"]
+    for block in blocks:
+        if block.kind in ("h1", "h2"):
+            parts.append(f"<{block.kind}>{html.escape(str(block.content))}</{block.kind}>")
+        elif block.kind == "p":
+            text = str(block.content)
+            parts.append(f"<pre>{html.escape(text)}</pre>" if "\n" in text else f"<p>{_inline(text)}</p>")
+        elif block.kind == "warning":
+            parts.append(f"<p class='warning'><strong>Warning.</strong> {_inline(str(block.content))}</p>")
+        elif block.kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.content) + "</ul>")
+        elif block.kind == "table":
+            parts.append(block.content.map(_number).to_html(index=False, border=0, escape=True))
+        elif block.kind == "figure":
+            data = base64.b64encode(Path(block.content).read_bytes()).decode("ascii")
+            parts.append(f"<figure><img alt='{html.escape(block.caption)}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _inline(text: str) -> str:
+    """Escaped text with the markdown this report uses inline: **bold** and `code`."""
+    out, bold, code = [], False, False
+    for index, piece in enumerate(html.escape(text).replace("**", "\x00").split("\x00")):
+        if index:
+            bold = not bold
+            out.append("<strong>" if bold else "</strong>")
+        segments = piece.split("`")
+        for position, segment in enumerate(segments):
+            if position:
+                code = not code
+                out.append("<code>" if code else "</code>")
+            out.append(segment)
+    return "".join(out)
+
+
+def write_report(out: Path, blocks: list[Block]) -> list[Path]:
+    """report.md and report.html in `out`."""
+    paths = [out / "report.md", out / "report.html"]
+    atomic_write_text(paths[0], to_markdown(blocks, out))
+    atomic_write_text(paths[1], to_html(blocks))
+    return paths

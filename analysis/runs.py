@@ -29,6 +29,12 @@ class Run:
     rows: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     steps: pd.DataFrame | None = None  # steps.csv (log_steps=true): example_index, step, loss
+    selection: dict = field(default_factory=dict)  # the summary's counts: examples, wrong, unreadable, selected
+
+    @property
+    def examples(self) -> int | None:
+        """How many examples the data set has (the range of its difficulty ranks), where known."""
+        return self.selection.get("examples")
 
 
 def latest_sweep(root: Path = Path("multirun")) -> Path:
@@ -64,15 +70,28 @@ def load_run(directory: Path) -> Run:
             if duplicated.any():  # two writers into one directory, before directories were locked
                 notes.append(f"{int(duplicated.sum())} examples recorded more than once: each counts once")
                 rows = rows[~duplicated].reset_index(drop=True)
-        if len(rows) and not (directory / SUMMARY_JSON).exists():
+        selection = _summary_selection(directory / SUMMARY_JSON)
+        if len(rows) and selection is None:
             notes.append("in progress or interrupted (no training_summary.json): partial rows")
     else:
+        selection = None
         params = {"model": directory.name}
         rows, notes = _original_rows(directory)
     if rows.empty:
         notes.append("no rows yet")
     steps = _read_csv(directory / STEPS_CSV)
-    return Run(directory, params, rows, notes, steps if len(steps) else None)
+    return Run(directory, params, rows, notes, steps if len(steps) else None, selection or {})
+
+
+def _summary_selection(path: Path) -> dict | None:
+    """The selection counts of a run's summary; {} for a summary without them, None without a summary."""
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return summary.get("selection", {}) if isinstance(summary, dict) else {}
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -193,5 +212,6 @@ def merge_shards(runs: list[Run]) -> list[Run]:
         directory = Path(os.path.commonpath([str(run.directory) for run in group]))
         params = {k: v for k, v in group[0].params.items() if k != "shard.index"}
         steps = [run.steps for run in group if run.steps is not None]
-        merged.append(Run(directory, params, rows, notes, pd.concat(steps, ignore_index=True) if steps else None))
+        merged.append(Run(directory, params, rows, notes, pd.concat(steps, ignore_index=True) if steps else None,
+                          group[0].selection))
     return merged

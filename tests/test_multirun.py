@@ -12,9 +12,10 @@ from sweep.outputs import COLUMNS
 def test_multirun_writes_complete_job_directories(tmp_path, cache_dir):
     sweep_dir = tmp_path / "sweep"
     run_main("-m", "model.arch=test_resnet,test_vit", "lr=1e-3,5e-4", "sample_size=3", "max_steps=20", "progress=false",
-             f"hydra.sweep.dir={sweep_dir}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+             "aggregate=false", f"hydra.sweep.dir={sweep_dir}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     assert [j.name for j in jobs] == ["0", "1", "2", "3"]
+    assert not (sweep_dir / "report.md").exists()  # aggregate=false: the sweep did not aggregate itself
     selections = {}
     for job in jobs:
         for name in ("single_example_results.csv", "training_summary.json", "loss_vs_difficulty.png",
@@ -66,3 +67,8 @@ def test_a_two_lr_sweep_searches_the_wrong_set_once(tmp_path, cache_dir, monkeyp
     assert len(searches) == 1
     assert "wrong set from the cache" not in (sweep_dir / "0" / "main.log").read_text()
     assert "wrong set from the cache" in (sweep_dir / "1" / "main.log").read_text()
+    # the sweep aggregated itself at its end: a report labelled by what varies
+    report = (sweep_dir / "report.md").read_text()
+    assert "**lr=1e-05**:" in report and "**lr=2e-05**:" in report
+    html = (sweep_dir / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html and "lr=2e-05" in html

@@ -19,14 +19,13 @@ def test_steps_hold_every_evaluated_loss(tmp_path, cache_dir):
     assert list(steps.columns) == ["example_index", "step", "loss"]
     for _, row in rows.iterrows():
         losses = steps[steps["example_index"] == row["example_index"]].sort_values("step")
-        taken = row["steps_to_correct"]  # all corrected here
-        assert list(losses["step"]) == list(range(taken + 1))
+        assert list(losses["step"]) == list(range(row["updates"] + 1))  # every state evaluated: t = 0 .. updates
         assert losses["loss"].iloc[0] == pytest.approx(row["initial_loss"])
         assert losses["loss"].iloc[-1] == pytest.approx(row["final_loss"])
         assert losses["loss"].iloc[:-1].sum() == pytest.approx(row["loss_sum"])
-    assert (rows["steps_to_correct"] > 0).all() and rows["status"].eq("correct").all()
+    assert (rows["updates"] > 0).all() and rows["status"].eq("correct").sum() >= 6
     figures = aggregate([tmp_path], tmp_path / "aggregate")["figures"]
-    assert tmp_path / "aggregate" / "loss_trajectories.png" in figures
+    assert tmp_path / "aggregate" / "loss_trajectories.png" in figures["loss_trajectories"]
 
 
 def test_steps_of_an_example_without_a_row_are_dropped_on_resume(tmp_path, cache_dir):

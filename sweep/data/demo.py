@@ -25,10 +25,11 @@ class Demo:
                                pretrained_weights(self.universe, arch, self.pretrain_epochs, self.seed))
 
 
-def open_demo(universe_cfg, cache: Path) -> Demo:
-    """The universe of `universe_cfg` (a UniverseConfig or a dict of its fields), built on first use."""
+def open_demo(universe_cfg, cache: Path, progress: bool = False) -> Demo:
+    """The universe of `universe_cfg` (a UniverseConfig or a dict of its fields), built on first use (with
+    progress bars if `progress`)."""
     params = universe_cfg if isinstance(universe_cfg,
                                         dict) else OmegaConf.to_container(OmegaConf.structured(universe_cfg))
-    universe = build_universe(params, cache)
+    universe = build_universe(params, cache, progress)
     return Demo(universe, read_examples(universe.images_root, universe.labels_csv, universe.difficulty_csv),
                 params["pretrain_epochs"], params["seed"])

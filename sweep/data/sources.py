@@ -67,7 +67,7 @@ def check_inputs(data: DataConfig) -> None:
 def open_source(cfg: Config, cache: Path) -> Source:
     """The Source for `cfg.data` (data=demo or data=imagenet); the demo universe lives in `cache`."""
     if cfg.data.name == "demo":
-        demo = open_demo(cfg.data.universe, cache)
+        demo = open_demo(cfg.data.universe, cache, cfg.progress)
         return Source(demo.examples, demo.universe.new_model, demo.pretrained)
     matcher = path_matcher(cfg.data)
     examples = image_folder_examples(cfg.data, matcher)

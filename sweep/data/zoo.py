@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from sweep.data.correctness import evaluate, write_matrix
 from sweep.data.images import load_image, model_transform
@@ -83,7 +84,7 @@ def _zoo(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
         name, model = load_spec(spec)
         loader = DataLoader(_Images(paths, table["label"].astype(int).tolist(), model_transform(model, training=False)),
                             batch_size=args.batch_size)
-        right, prob = evaluate(model, loader)
+        right, prob = evaluate(model, tqdm(loader, desc=f"evaluating {name}", unit="batch", leave=False))
         names.append(name)
         correct.append(right)
         true_prob.append(prob)

@@ -124,17 +124,9 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, devi
         raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(in_shard)} examples (the examples in "
                          f"hand were handed back); rerun the same command with hydra.run.dir={directory.path} to "
                          f"resume")
-    log.info("done: %s -> %s. %s", _headline(summary), directory.path, summary["verdict"])
+    log.info("done: %s -> %s. %s", _counts(summary), directory.path, summary["headline"])
     return summary
 
 
-def _headline(summary: dict) -> str:
-    """The counts and the main rank correlation, rounded, for the last log line."""
-    counts = ", ".join(f"{n} {status}" for status, n in summary["counts"].items())
-    statistics = summary["statistics"]
-    cost = statistics.get("cost") or "loss_sum"
-    rho, low, high = (statistics.get(f"rho_{cost}{end}") for end in ("", "_ci_low", "_ci_high"))
-    if rho is None:
-        return f"{counts}; rho({cost}, rank) not computable"
-    ci = f" [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else ""
-    return f"{counts}; rho({cost}, rank) = {rho:+.2f}{ci} over corrected examples"
+def _counts(summary: dict) -> str:
+    return ", ".join(f"{n} {status}" for status, n in summary["counts"].items())

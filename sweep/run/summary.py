@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from sweep.config import Config
 from sweep.outputs import COLUMNS, RANK
-from sweep.stats.research import run_statistics, verdict
+from sweep.stats.research import headline, run_statistics, verdict
 from sweep.training.hardware import describe
 from sweep.training.stopping import Status
 
@@ -30,11 +30,12 @@ def original_keys(arch: str, rows: pd.DataFrame) -> dict:
 
 
 def research_statistics(rows: pd.DataFrame) -> dict:
-    """Every rho over all corrected, clean and flagged mistakes with n and CI, the Δ against each
-    baseline and the partial rho (sweep/stats/research.py), why any is not computable, and the verdict."""
+    """Every statistic of the research question (sweep/stats/research.py) with n and CI, why any is
+    not computable, the headline sentence and the verdict against each baseline."""
     values, reasons = run_statistics(rows)
     return {"statistics": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()},
-            "not_computable": reasons, "verdict": verdict(values, values["cost"] or "the cost")}
+            "not_computable": reasons, "headline": headline(values),
+            "verdict": verdict(values, values["cost"] or "the cost")}
 
 
 def summarize(cfg: Config, rows: pd.DataFrame, seconds: float, device: torch.device, selection: dict,

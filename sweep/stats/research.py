@@ -1,36 +1,43 @@
 """The research question's statistics for one run: does the cost to correct a mistake track
 universal difficulty, and does it say more than the cheap scores at the pretrained weights?
 
-Censoring: an example never corrected within max_steps has no observed cost, only a lower bound.
-- `rho_<score>` and its CI use corrected examples only (costs observed; the baselines on the same
-  examples, so the comparison is like for like).
-- `rho_<cost>_censored_worst` uses every corrected and never-corrected example, the latter tied at
-  the worst cost: exact for steps (they needed more than max_steps), an assumption for summed loss.
-- `frac_never_corrected` says how much was censored; medians and IQRs are over corrected examples.
-
-Label noise: on ImageNet validation images, every statistic is also given over the *clean*
-mistakes (the label is among the image's ReaL labels and the prediction is not; suffix `_clean`)
-and over the *flagged* rest (`_flagged`).
+Two kinds, side by side:
+- **Over corrected examples** (costs observed): `rho_<score>`, Spearman rho against rank with a
+  95% bootstrap CI, for every cost and baseline (the baselines on the same examples, so the
+  comparison is like for like); `delta_<cost>_vs_<baseline>` = rho(cost, rank) - rho(baseline,
+  rank) with a paired bootstrap CI (both terms on the same resamples); and
+  `partial_rho_<cost>_given_initial_loss`, rho of cost and rank with the initial loss held fixed.
+- **Censoring-aware, over every measured example** (corrected, and never corrected with the cost
+  censored at its lower bound: the summed loss of the updates taken, or for steps the updates
+  taken): `concordance_<score>`, Harrell's C against rank (0.5: no association; above 0.5: harder
+  examples cost more), with a bootstrap CI; `delta_concordance_<cost>_vs_<baseline>`, the paired
+  difference of C; and `km_median_<cost>`, the Kaplan-Meier median with its CI
+  (sweep/stats/censoring.py). Where a run censors examples, these are the figures to read: rho over
+  corrected examples leaves out the costliest.
 
 Baselines, oriented so that larger means harder: initial loss as it is, the margin negated. The
-gradient norm's direction is not given beforehand, so it is compared by absolute rho.
-`delta_<baseline>` = rho(cost, rank) - rho(baseline, rank), with a paired bootstrap CI (both
-terms on the same resampled examples); the cost says more than a baseline when the CI lies above 0.
-`partial_rho_<cost>_given_initial_loss`: rho of cost and rank, the initial loss held fixed.
+gradient norm's direction is not given beforehand, so it is compared by absolute rho (and by
+|C - 0.5|). A cost says more than a baseline when the difference's CI lies above 0.
+
+Label noise: on ImageNet validation images every statistic is also given over the *clean* mistakes
+(the label is among the image's ReaL labels and the prediction is not; suffix `_clean`) and over
+the *flagged* rest (`_flagged`).
 """
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
 
 from sweep.outputs import BASELINES, COSTS, EPSILON_COSTS, MEASURED, RANK, SCORES
-from sweep.stats.estimates import Estimate, partial_rho, rho, rho_difference, spearman
+from sweep.stats.censoring import concordance_estimates, km_median
+from sweep.stats.estimates import Estimate, partial_rho, rho, rho_difference
 from sweep.training.stopping import Status
 
-SUBSETS = {"": "all corrected", "_clean": "clean mistakes", "_flagged": "flagged (label noise)"}
-# +1: larger means harder; -1: larger means easier; None: direction not given (absolute rho compared)
+SUBSETS = {"": "all", "_clean": "clean mistakes", "_flagged": "flagged (label noise)"}
+# +1: larger means harder; -1: larger means easier; None: direction not given (absolute values compared)
 ORIENTATION = {"initial_loss": 1, "initial_margin": -1, "initial_grad_norm": None}
 
 
@@ -47,94 +54,172 @@ def lower_bound(rows: pd.DataFrame, cost: str) -> pd.Series | None:
     return rows[column] if column in rows else None
 
 
+def censored_cost(rows: pd.DataFrame, cost: str) -> tuple[pd.Series, pd.Series] | None:
+    """(the cost of each measured row, observed): the observed cost where corrected, the lower bound
+    where never corrected; None where a censored row has no bound."""
+    observed = rows["status"] == Status.CORRECT
+    bound = lower_bound(rows, cost)
+    if bound is None and not observed.all():
+        return None
+    values = rows[cost] if bound is None else rows[cost].where(observed, bound)
+    return values.astype(float), observed
+
+
 def flag(column: pd.Series) -> pd.Series:
     """A True/False column as read back from CSV (empty cells: unknown)."""
     return column.map({True: True, False: False, "True": True, "False": False})
 
 
-def subsets(corrected: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str]]:
-    """suffix -> (the corrected examples of the subset, why it is empty)."""
-    out = {"": (corrected, "")}
-    label_in = flag(corrected.get("label_in_real", pd.Series(index=corrected.index, dtype=object)))
-    prediction_in = flag(corrected.get("prediction_in_real", pd.Series(index=corrected.index, dtype=object)))
+def subsets(rows: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str]]:
+    """suffix -> (the rows of the subset, why it is empty): all rows, and where ReaL labels are known,
+    the clean mistakes and the flagged rest."""
+    out = {"": (rows, "")}
+    label_in = flag(rows.get("label_in_real", pd.Series(index=rows.index, dtype=object)))
+    prediction_in = flag(rows.get("prediction_in_real", pd.Series(index=rows.index, dtype=object)))
     known = label_in.notna() & prediction_in.notna()
     if not known.any():
         reason = ("no ReaL labels (not ImageNet validation images)" if not label_in.notna().any() else
                   "no initial prediction recorded, so clean and flagged mistakes cannot be told apart")
-        return {**out, "_clean": (corrected.iloc[:0], reason), "_flagged": (corrected.iloc[:0], reason)}
+        return {**out, "_clean": (rows.iloc[:0], reason), "_flagged": (rows.iloc[:0], reason)}
     clean = known & label_in.eq(True) & prediction_in.eq(False)
-    out["_clean"] = (corrected[clean], "no clean mistake corrected")
-    out["_flagged"] = (corrected[known & ~clean], "no flagged mistake corrected")
+    out["_clean"] = (rows[clean], "no clean mistake")
+    out["_flagged"] = (rows[known & ~clean], "no flagged mistake")
     return out
+
+
+def has_real_labels(rows: pd.DataFrame) -> bool:
+    return bool(flag(rows.get("label_in_real", pd.Series(dtype=object))).notna().any())
 
 
 def run_statistics(rows: pd.DataFrame) -> tuple[dict, dict]:
     """(statistics, reasons): one flat row of runs.csv, and why each statistic that is NaN is not computable."""
     status = rows["status"] if "status" in rows else pd.Series(dtype=str)
-    corrected = rows[status == Status.CORRECT]
     values: dict = {"n_examples": len(rows), **{f"n_{s}": int((status == s).sum()) for s in Status}}
-    measured = values["n_correct"] + values["n_never_correct"]
-    values["frac_never_corrected"] = values["n_never_correct"] / measured if measured else math.nan
-    for cost in COSTS:
-        if cost in rows:
-            q1, median, q3 = (corrected[cost].quantile(q) if len(corrected) else math.nan for q in (0.25, 0.5, 0.75))
-            values.update({f"median_{cost}": median, f"iqr_{cost}": q3 - q1})
+    measured_count = values["n_correct"] + values["n_never_correct"]
+    values["frac_never_corrected"] = values["n_never_correct"] / measured_count if measured_count else math.nan
+    values["cost"] = primary_cost(rows)
     estimates: dict[str, Estimate] = {}
-    cost = values["cost"] = primary_cost(rows)
-    for suffix, (subset, empty) in subsets(corrected).items():
-        values[f"n_corrected{suffix}"] = len(subset)
-        for score in SCORES:
-            if score in rows:
-                pair = subset[[score, RANK]].dropna()
-                estimates[f"rho_{score}{suffix}"] = rho(pair[score], pair[RANK]) if len(subset) else \
-                    Estimate.not_computable(empty)
-        if cost is None:
-            continue
-        for baseline in BASELINES:
-            if baseline in rows:
-                estimates[f"delta_{baseline}{suffix}"] = _delta(subset, cost, baseline, empty)
-        if "initial_loss" in rows:
-            data = subset[[cost, RANK, "initial_loss"]].dropna()
-            estimates[f"partial_rho_{cost}_given_initial_loss{suffix}"] = \
-                partial_rho(data[cost], data[RANK],
-                            data["initial_loss"]) if len(subset) else Estimate.not_computable(empty)
+    measured = rows[status.isin(MEASURED)]
+    for suffix, (subset, empty) in subsets(measured).items():
+        corrected = subset[subset["status"] == Status.CORRECT]
+        values[f"n_measured{suffix}"], values[f"n_corrected{suffix}"] = len(subset), len(corrected)
+        if suffix and not len(subset) and not has_real_labels(rows):
+            continue  # no ReaL labels at all: the subsets do not exist, rather than being empty
+        estimates.update(_over_corrected(corrected, rows.columns, suffix, empty))
+        estimates.update(_censoring_aware(subset, rows.columns, suffix, empty))
     reached = rows[status == Status.REACHED_EPSILON]
     for epsilon_cost in EPSILON_COSTS:
         if epsilon_cost in rows:
             pair = reached[[epsilon_cost, RANK]].dropna()
             estimates[f"rho_{epsilon_cost}"] = rho(pair[epsilon_cost], pair[RANK])
-    measured_rows = rows[status.isin(MEASURED)]
-    for censored_cost in COSTS:
-        if censored_cost in rows:
-            worst = measured_rows[censored_cost].where(measured_rows["status"] == Status.CORRECT, np.inf)
-            values[f"rho_{censored_cost}_censored_worst"] = spearman(worst, measured_rows[RANK])
     for name, estimate in estimates.items():
         values.update(estimate.columns(name))
     reasons = {name: e.reason for name, e in estimates.items() if e.reason}
     return values, reasons
 
 
-def _delta(subset: pd.DataFrame, cost: str, baseline: str, empty: str) -> Estimate:
-    if not len(subset):
-        return Estimate.not_computable(empty)
-    data = subset[[cost, baseline, RANK]].dropna()
+def _over_corrected(corrected: pd.DataFrame, columns, suffix: str, empty: str) -> dict[str, Estimate]:
+    """rho of every score against rank, the rho deltas of every cost against every baseline, and the
+    partial rho given the initial loss, over the corrected examples."""
+    costs, baselines = [c for c in COSTS if c in columns], [b for b in BASELINES if b in columns]
+    out = {}
+    for score in costs + baselines:
+        pair = corrected[[score, RANK]].dropna()
+        out[f"rho_{score}"] = rho(pair[score], pair[RANK])
+    for cost in costs:
+        for baseline in baselines:
+            out[f"delta_{cost}_vs_{baseline}"] = _rho_delta(corrected, cost, baseline)
+        if "initial_loss" in columns:
+            data = corrected[[cost, RANK, "initial_loss"]].dropna()
+            out[f"partial_rho_{cost}_given_initial_loss"] = partial_rho(data[cost], data[RANK], data["initial_loss"])
+    if not len(corrected):
+        out = {name: Estimate.not_computable(empty or "none corrected") for name in out}
+    return {f"{name}{suffix}": estimate for name, estimate in out.items()}
+
+
+def _rho_delta(corrected: pd.DataFrame, cost: str, baseline: str) -> Estimate:
+    data = corrected[[cost, baseline, RANK]].dropna()
     orientation = ORIENTATION[baseline]
-    oriented = data[baseline] * (orientation or 1)
-    return rho_difference(data[cost], oriented, data[RANK], absolute=orientation is None)
+    return rho_difference(data[cost], data[baseline] * (orientation or 1), data[RANK], absolute=orientation is None)
+
+
+def _censoring_aware(measured: pd.DataFrame, columns, suffix: str, empty: str) -> dict[str, Estimate]:
+    """Harrell's C of every cost (censored at its lower bound) and baseline against rank, the C deltas
+    of every cost against every baseline, and the Kaplan-Meier median of every cost, over every
+    measured example."""
+    if not len(measured):
+        names = [f"concordance_{s}" for s in SCORES if s in columns] + [f"km_median_{c}" for c in COSTS if c in columns]
+        names += [f"delta_concordance_{c}_vs_{b}" for c in COSTS if c in columns for b in BASELINES if b in columns]
+        return {f"{name}{suffix}": Estimate.not_computable(empty or "no measured example") for name in names}
+    scores, out = {}, {}
+    for cost in (c for c in COSTS if c in columns):
+        censored = censored_cost(measured, cost)
+        if censored is None:
+            out[f"concordance_{cost}{suffix}"] = out[f"km_median_{cost}{suffix}"] = Estimate.not_computable(
+                "never-corrected examples record no lower bound of this cost", len(measured))
+            continue
+        scores[cost] = (censored[0].to_numpy(), censored[1].to_numpy())
+        with warnings.catch_warnings():  # scipy: "the confidence interval is undefined at some observations"
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[f"km_median_{cost}{suffix}"] = km_median(*scores[cost])
+    for baseline in (b for b in BASELINES if b in columns):
+        values = measured[baseline].astype(float) * (ORIENTATION[baseline] or 1)
+        scores[baseline] = (values.fillna(values.median()).to_numpy(), np.ones(len(measured), bool))
+    contrasts = {f"delta_concordance_{cost}_vs_{baseline}": (cost, baseline, ORIENTATION[baseline] is None)
+                 for cost in scores if cost in COSTS for baseline in scores if baseline in BASELINES}
+    estimates = concordance_estimates(scores, measured[RANK].to_numpy(float), contrasts)
+    out.update({f"concordance_{name}{suffix}": e for name, e in estimates.items() if name in scores})
+    out.update({f"{name}{suffix}": e for name, e in estimates.items() if name not in scores})
+    return out
+
+
+def headline(values: dict) -> str:
+    """One sentence on the research question for a run: the censoring-aware figure when the run
+    censors examples, else rho over corrected examples; and whether the cost says more than the
+    initial loss."""
+    cost = values.get("cost")
+    if not isinstance(cost, str):
+        return "records no cost to correct (the original epsilon variant)."
+    censored = (values.get("frac_never_corrected") or 0) > 0
+    kind, name = ("C", f"concordance_{cost}") if censored else ("rho", f"rho_{cost}")
+    value, low, high = (values.get(f"{name}{end}", math.nan) for end in ("", "_ci_low", "_ci_high"))
+    if value is None or not math.isfinite(value):
+        return f"{cost} against difficulty is not computable here."
+    null = 0.5 if kind == "C" else 0.0
+    direction = ("higher for harder mistakes" if low > null else "lower for harder mistakes" if high < null
+                 else "not distinguishable from no association with difficulty") if math.isfinite(low) else \
+        "of unknown precision (no CI)"
+    ci = f"[{low:.2f}, {high:.2f}]" if math.isfinite(low) and math.isfinite(high) else "CI not computable"
+    text = f"{cost} is {direction} ({kind} = {value:.2f} {ci}"
+    text += f", {values['frac_never_corrected']:.0%} never corrected)" if censored else ", corrected examples)"
+    delta = values.get(f"delta_concordance_{cost}_vs_initial_loss" if censored else f"delta_{cost}_vs_initial_loss")
+    if delta is not None and math.isfinite(delta):
+        d_low = values[f"delta_concordance_{cost}_vs_initial_loss_ci_low" if censored else
+                       f"delta_{cost}_vs_initial_loss_ci_low"]
+        d_high = values[f"delta_concordance_{cost}_vs_initial_loss_ci_high" if censored else
+                        f"delta_{cost}_vs_initial_loss_ci_high"]
+        if math.isfinite(d_low) and math.isfinite(d_high):
+            more = "says more than" if d_low > 0 else "says less than" if d_high < 0 else "cannot be told apart from"
+            text += f"; it {more} the initial loss (Δ = {delta:+.2f} [{d_low:+.2f}, {d_high:+.2f}])"
+        else:
+            text += f"; against the initial loss Δ = {delta:+.2f} (CI not computable)"
+    return text + "."
 
 
 def verdict(values: dict, cost: str) -> str:
-    """One sentence: does the cost say more than each baseline? It follows from the Δ CIs alone."""
+    """One sentence: does the cost say more than each baseline? It follows from the CIs alone: of the
+    concordance difference when the run censors examples, else of the rho difference."""
+    censored = (values.get("frac_never_corrected") or 0) > 0
     parts = []
     for baseline in BASELINES:
-        name = f"delta_{baseline}"
+        name = f"delta_concordance_{cost}_vs_{baseline}" if censored else f"delta_{cost}_vs_{baseline}"
         if name not in values:
             continue
         value, low, high = values[name], values[f"{name}_ci_low"], values[f"{name}_ci_high"]
         label = baseline.replace("_", " ")
         if ORIENTATION[baseline] is None:
-            label = f"|{label}| (by absolute rho: its direction is not given beforehand)"
-        if not (math.isfinite(value) and math.isfinite(low)):
+            label = f"|{label}| (compared by absolute association: its direction is not given beforehand)"
+        if value is None or low is None or not (math.isfinite(value) and math.isfinite(low)):
             parts.append(f"cannot be compared with {label} (not computable)")
         elif low > 0:
             parts.append(f"says more than {label} (Δ = {value:+.2f}, 95% CI [{low:+.2f}, {high:+.2f}] above 0)")
@@ -145,4 +230,5 @@ def verdict(values: dict, cost: str) -> str:
                          f"includes 0)")
     if not parts:
         return f"No baseline to compare {cost} with (the rows hold no initial loss, margin or gradient norm)."
-    return f"Against universal difficulty rank, {cost} " + "; ".join(parts) + "."
+    measure = "concordance (never-corrected examples censored)" if censored else "Spearman rho (corrected examples)"
+    return f"Against universal difficulty rank, by {measure}, {cost} " + "; ".join(parts) + "."

@@ -12,8 +12,8 @@ SAMPLE = SHARED_DATA / "imagenet-val-sample"
 TEST_CONF = ROOT / "tests" / "conf"
 
 # Small enough to build in seconds; used wherever a test needs a real universe but not the default one.
-TINY_UNIVERSE = {"seed": 0, "image_size": 32, "n_train": 600, "n_val": 200, "zoo_archs": ["test_resnet", "test_vit"],
-                 "zoo_epochs": [1, 2], "pretrain_epochs": 2}
+TINY_UNIVERSE = {"seed": 0, "image_size": 32, "n_train": 600, "n_val": 200,
+                 "zoo_archs": ["test_resnet", "test_efficientnet"], "zoo_epochs": [4, 8], "pretrain_epochs": 2}
 
 
 def on_cpu(overrides) -> list[str]:

@@ -3,7 +3,9 @@
 The universe is laid out on disk exactly like a real data set, so the rest of the product treats it
 the same way: `val/<class>/<n>.png` images, `labels.csv` (file,label), a zoo correctness matrix in
 the original format (`correctness.npy` models x examples, `models.csv`, `examples.csv`),
-`difficulty.csv` (path,rank) and `val_meta.csv` (the generating severity). Pretrained weights per
+`difficulty.csv` (path,rank), `val_meta.csv` (the generating severity) and `zoo.csv` (each zoo
+member's accuracy; members not clearly above chance are left out of the matrix, since a model at
+chance adds only noise to universal difficulty). Pretrained weights per
 architecture are trained on the train split on first use and cached beside it. Everything is keyed
 by the universe parameters and seeded, so a rebuild gives the same files.
 """
@@ -23,16 +25,21 @@ import pandas as pd
 import torch
 from filelock import FileLock
 from PIL import Image
+from scipy import stats
+from tqdm import tqdm
 
 from sweep.data.correctness import evaluate, write_matrix
 from sweep.data.universe.shapes import CLASSES, render_split
 from sweep.data.universe.supervised import train_classifier
+from sweep.errors import UserError
 from sweep.files import replacing
 from sweep.models import create_model
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when the generator or the zoo recipe changes
+FORMAT_VERSION = 2  # bump when the generator or the zoo recipe changes (2: zoo members at chance left out)
+CHANCE = 1 / len(CLASSES)
+ABOVE_CHANCE_P = 1e-3  # a zoo member is kept when a one-sided binomial test puts its accuracy above chance
 MEAN = STD = (0.5, 0.5, 0.5)
 BUILD_THREADS = 2
 
@@ -90,7 +97,7 @@ def _seed(*parts) -> int:
     return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:8], 16)
 
 
-def build_universe(params: dict, cache_root: Path) -> Universe:
+def build_universe(params: dict, cache_root: Path, progress: bool = True) -> Universe:
     """Return the cached universe for `params` (a UniverseConfig's fields), building it first if needed."""
     root = Path(cache_root) / f"demo-{_key(params)}"
     universe = Universe(root, params["image_size"])
@@ -101,13 +108,13 @@ def build_universe(params: dict, cache_root: Path) -> Universe:
             staging = Path(str(root) + ".partial")
             shutil.rmtree(staging, ignore_errors=True)
             with _build_threads():
-                _build(params, staging)
+                _build(params, staging, progress)
             shutil.rmtree(root, ignore_errors=True)
             os.replace(staging, root)
     return universe
 
 
-def _build(params: dict, out: Path) -> None:
+def _build(params: dict, out: Path, progress: bool) -> None:
     size = params["image_size"]
     train_x, train_y, _ = render_split(params["n_train"], size, _seed(params["seed"], "train"))
     val_x, val_y, val_severity = render_split(params["n_val"], size, _seed(params["seed"], "val"))
@@ -120,19 +127,30 @@ def _build(params: dict, out: Path) -> None:
         Image.fromarray(image).save(out / "val" / name)
     pd.DataFrame({"file": files, "label": val_y}).to_csv(out / "labels.csv", index=False)
 
-    models, correct, true_prob = [], [], []
+    models, correct, true_prob, zoo = [], [], [], []
     train_t, train_label_t, val_t = _to_tensor(train_x), torch.from_numpy(train_y), _to_tensor(val_x)
     val_batches = [(val_t[i:i + 500], torch.from_numpy(val_y[i:i + 500])) for i in range(0, len(val_y), 500)]
-    for arch in params["zoo_archs"]:
-        for epochs in params["zoo_epochs"]:
-            torch.manual_seed(_seed(params["seed"], arch, epochs))
-            model = create_model(arch, len(CLASSES), size, MEAN, STD)
-            train_classifier(model, train_t, train_label_t, epochs, seed=_seed(params["seed"], arch, epochs))
-            right, prob = evaluate(model, val_batches)
-            models.append(f"{arch}_e{epochs}")
+    members = [(arch, epochs) for arch in params["zoo_archs"] for epochs in params["zoo_epochs"]]
+    for arch, epochs in tqdm(members, desc="training the demo zoo", unit="model", disable=not progress):
+        torch.manual_seed(_seed(params["seed"], arch, epochs))
+        model = create_model(arch, len(CLASSES), size, MEAN, STD)
+        train_classifier(model, train_t, train_label_t, epochs, seed=_seed(params["seed"], arch, epochs))
+        right, prob = evaluate(model, val_batches)
+        name, test = f"{arch}_e{epochs}", stats.binomtest(int(right.sum()), len(right), CHANCE, alternative="greater")
+        kept = bool(test.pvalue < ABOVE_CHANCE_P)
+        zoo.append({"model": name, "accuracy": float(right.mean()), "p_above_chance": float(test.pvalue),
+                    "in_zoo": kept})
+        log.info("zoo model %s: %.1f%% correct on val%s", name, 100 * right.mean(),
+                 "" if kept else f" (not clearly above chance, {CHANCE:.0%}: left out)")
+        if kept:
+            models.append(name)
             correct.append(right)
             true_prob.append(prob)
-            log.info("zoo model %s: %.1f%% correct on val", models[-1], 100 * right.mean())
+    pd.DataFrame(zoo).to_csv(out / "zoo.csv", index=False)
+    if not models:
+        raise UserError(f"no model of the demo zoo ({', '.join(params['zoo_archs'])}) got clearly above chance on the "
+                        f"universe's validation images: train them longer (data.universe.zoo_epochs) or on more "
+                        f"images (data.universe.n_train)")
     correct, true_prob = np.array(correct), np.array(true_prob)
     write_matrix(out, models, files, correct, true_prob)
     ranks = pd.read_csv(out / "difficulty.csv")["rank"].to_numpy()

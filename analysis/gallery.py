@@ -1,0 +1,83 @@
+"""A look at the images themselves: per run, its cheapest and its costliest corrected mistakes, each
+with its true and predicted class names and its cost."""
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.figures import save, seaborn
+from sweep.data.images import load_image
+from sweep.data.universe.shapes import CLASSES
+from sweep.run.difficulty_plot import pyplot
+from sweep.stats.research import primary_cost
+from sweep.training.stopping import Status
+
+PER_END = 8  # images at each end of the cost order
+
+
+@functools.cache
+def _imagenet_names() -> tuple[str, ...]:
+    from timm.data import ImageNetInfo
+    info = ImageNetInfo()
+    return tuple(info.index_to_description(i).split(",")[0] for i in range(1000))
+
+
+def class_name(index, data: str | None) -> str:
+    """A class index in words: the demo universe's shape names, else ImageNet's (timm's order)."""
+    if index is None or (isinstance(index, float) and index != index):
+        return "?"
+    index = int(index)
+    names = CLASSES if data == "demo" else _imagenet_names()
+    return names[index] if 0 <= index < len(names) else str(index)
+
+
+def galleries(runs: list[tuple[object, str]], out: Path) -> list[tuple[str, list[Path]]]:
+    """(run label, figure paths) for each run with corrected mistakes: `gallery/<n>.png` and .svg."""
+    folder = out / "gallery"
+    made = []
+    for number, (run, label) in enumerate(runs):
+        cost = primary_cost(run.rows)
+        corrected = run.rows[run.rows["status"] == Status.CORRECT] if cost else pd.DataFrame()
+        if corrected.empty:
+            continue
+        folder.mkdir(exist_ok=True)
+        ordered = corrected.sort_values(cost, kind="stable")
+        ends = [("cheapest", ordered.head(PER_END)), ("costliest", ordered.tail(PER_END).iloc[::-1])]
+        made.append((label, _draw(ends, cost, run.params.get("data.name"), label, folder, f"{number}")))
+    return made
+
+
+def _draw(ends: list[tuple[str, pd.DataFrame]], cost: str, data: str | None, title: str, folder: Path,
+          name: str) -> list[Path]:
+    seaborn()
+    columns = max(len(rows) for _, rows in ends)
+    fig, axes = pyplot().subplots(len(ends), columns, figsize=(1.55 * columns, 2.05 * len(ends)), squeeze=False)
+    for row_axes, (end, rows) in zip(axes, ends):
+        for ax, (_, example) in zip(row_axes, rows.iterrows()):
+            try:
+                ax.imshow(load_image(example["path"]))
+            except OSError:
+                ax.text(0.5, 0.5, "image not\nfound", ha="center", va="center", fontsize=7)
+            ax.set_title(f"{_short(class_name(example.get('label'), data))}\n"
+                         f"pred {_short(class_name(example.get('initial_prediction'), data))}\n"
+                         f"{cost} {example[cost]:.3g}, rank {int(example['universal_difficulty_rank'])}",
+                         fontsize=6)
+        row_axes[0].set_ylabel(end, fontsize=8)
+        for ax in row_axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+        for ax in row_axes[len(rows):]:
+            ax.set_visible(False)
+    fig.suptitle(f"{title}: the {PER_END} cheapest and costliest corrected mistakes (true class, prediction)",
+                 fontsize=8)
+    fig.tight_layout()
+    return save(fig, folder, name)
+
+
+def _short(name: str, width: int = 16) -> str:
+    name = re.sub(r"\s+", " ", name)
+    return name if len(name) <= width else name[:width - 1] + "…"

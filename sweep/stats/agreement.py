@@ -1,0 +1,61 @@
+"""Do several models agree on which mistakes are costly? Kendall's coefficient of concordance W of
+m models' scores over the same n examples, with a bootstrap CI over examples.
+
+W = 12 S / (m^2 (n^3 - n) - m T), S the sum of squared deviations of the examples' rank sums from
+their mean, T the tie correction sum over models of sum(t^3 - t) over groups of t tied values. W is
+1 when the models order the examples alike and near 0 when they are unrelated; for two models,
+W = (1 + rho) / 2 in the absence of ties. The average Spearman rho over pairs of models is
+(m W - 1) / (m - 1).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sweep.stats.estimates import CONFIDENCE, MIN_DEFINED_RESAMPLES, MIN_EXAMPLES, RESAMPLES, Estimate, ResampleRanking
+
+
+def kendall_w(ranks: np.ndarray, ties: np.ndarray) -> np.ndarray:
+    """W from average ranks (..., m, n) and each model's tie correction sum (..., m)."""
+    m, n = ranks.shape[-2:]
+    sums = ranks.sum(axis=-2)
+    spread = ((sums - sums.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 12 * spread / (m ** 2 * (n ** 3 - n) - m * ties.sum(axis=-1))
+
+
+def tie_sums(ranks: np.ndarray) -> np.ndarray:
+    """sum(t^3 - t) over the groups of t equal values, per model: (..., m, n) -> (..., m)."""
+    n = ranks.shape[-1]
+    ordered = np.sort(ranks, axis=-1).reshape(-1, n)
+    starts = np.ones(ordered.shape, bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    group = np.cumsum(starts, axis=1) - 1 + (np.arange(len(ordered)) * n)[:, None]  # a group id per row
+    counts = np.bincount(group.ravel(), minlength=len(ordered) * n).astype(float)
+    return (counts ** 3 - counts).reshape(len(ordered), n).sum(axis=1).reshape(ranks.shape[:-1])
+
+
+def concordance_w(scores: np.ndarray, seed: int = 0) -> Estimate:
+    """Kendall's W of `scores` (m models x n examples, no NaN), with a percentile bootstrap CI over
+    resamples of the examples (the same resamples for every model)."""
+    scores = np.asarray(scores, float)
+    m, n = scores.shape
+    if m < 2:
+        return Estimate.not_computable(f"{m} model: agreement needs two or more", n)
+    if n < MIN_EXAMPLES:
+        return Estimate.not_computable(f"n={n} < {MIN_EXAMPLES}", n)
+    ranking = ResampleRanking(scores)
+    data = ranking.ranks(np.arange(n)[None])  # (1, m, n)
+    value = float(kendall_w(data, tie_sums(data))[0])
+    if not math.isfinite(value):
+        return Estimate.not_computable("no variation", n)
+    rng = np.random.default_rng(seed)
+    ranks = ranking.ranks(rng.integers(0, n, size=(RESAMPLES, n)))
+    samples = kendall_w(ranks, tie_sums(ranks))
+    defined = samples[np.isfinite(samples)]
+    if len(defined) < MIN_DEFINED_RESAMPLES * RESAMPLES:
+        return Estimate(value, n=n, reason=f"undefined on {RESAMPLES - len(defined)} of {RESAMPLES} resamples")
+    alpha = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(defined, [alpha, 1 - alpha])
+    return Estimate(value, float(low), float(high), n)
