@@ -7,7 +7,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from sweep.cli import freeze_imports, launcher_cores, prepare_process, quiet_sacct_warnings, report_errors
-from sweep.config import Config, register_configs
+from sweep.config import Config, register_configs, validate
 
 prepare_process()
 quiet_sacct_warnings()
@@ -20,6 +20,8 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: Config) -> float | None:
     prepare_process()  # again: launchers run this function in processes that never executed this module
+    with report_errors():
+        validate(cfg)  # impossible values answer in a second, before torch and timm load
     from sweep.run.job import run  # imported here: `--help` and bad overrides answer without loading torch
     freeze_imports()
     hydra_cfg = HydraConfig.get()

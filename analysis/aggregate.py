@@ -1,7 +1,7 @@
 """Merge runs into tables, statistics and figures.
 
     python analysis/aggregate.py                      # the most recent multirun sweep
-    python analysis/aggregate.py DIR [DIR ...] [--out OUT]
+    python analysis/aggregate.py DIR [DIR ...] [--out OUT] [--no-figures]
 
 DIR may be a sweep directory, a single run directory, or a folder written by the original scripts.
 Writes merged.csv (every example row of every run, with the runs' varying parameters as columns),
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import figures
+from analysis import figures as plots
 from analysis.gallery import galleries
 from analysis.pairs import paired_comparison
 from analysis.report import build, panel_text, write_report
@@ -51,6 +51,8 @@ def _varies_within_a_model(runs: list[Run], key: str) -> bool:
 
 
 def label(run: Run, keys: list[str]) -> str:
+    """What tells a run apart (with nothing varying: its model and lr)."""
+    keys = keys or [k for k in ("model", "lr") if k in run.params]
     return ", ".join(f"{k}={run.params.get(k)}" for k in keys) or run.directory.name
 
 
@@ -67,8 +69,9 @@ def load_runs(paths: list[Path]) -> list[Run]:
     return merge_shards(runs)
 
 
-def aggregate(paths: list[Path], out: Path) -> dict:
-    """Merge the runs under `paths` into `out`: tables, statistics, figures and the report."""
+def aggregate(paths: list[Path], out: Path, figures: bool = True) -> dict:
+    """Merge the runs under `paths` into `out`: tables, statistics, figures (unless `figures` is
+    false: the tables and the report in a moment) and the report."""
     runs = load_runs(paths)
     keys = varying_parameters(runs)
     labels = [label(run, keys) for run in runs]
@@ -86,7 +89,8 @@ def aggregate(paths: list[Path], out: Path) -> dict:
                        ignore_index=True)
     statistics = [run_statistics(run.rows) for run, _ in with_rows]
     table = pd.DataFrame([{"run": lab, "run_dir": str(run.directory), **{k: run.params.get(k) for k in keys},
-                           **{column: run.selection.get(k) for k, column in SELECTION_COUNTS.items()}, **values,
+                           **{column: run.selection.get(k) for k, column in SELECTION_COUNTS.items()},
+                           **{f"probe_{k}": v for k, v in run.probe.items()}, **values,
                            "notes": "; ".join(run.notes)}
                           for (run, lab), (values, _) in zip(with_rows, statistics)])
     reasons = {lab: why for (_, lab), (_, why) in zip(with_rows, statistics)}
@@ -102,19 +106,26 @@ def aggregate(paths: list[Path], out: Path) -> dict:
     for name, frame in tables.items():
         if len(frame):
             atomic_write_text(out / name, frame.to_csv(index=False))
-    annotations = {row["run"]: panel_text(row) for _, row in table.iterrows()}
-    drawn = {"cost_vs_difficulty": figures.cost_vs_difficulty(with_rows, keys, out, annotations),
-             "cost_by_decile": figures.cost_by_decile(with_rows, out),
-             "association_forest": figures.association_forest(table, out),
-             "steps_ecdf": figures.steps_ecdf(merged, out)}
-    trajectories = [(lab, run) for run, lab in with_rows if run.steps is not None]
-    if trajectories:
-        drawn["loss_trajectories"] = figures.loss_trajectories(trajectories, out)
-    images = galleries(with_rows, out)
+    drawn, images = (draw(with_rows, keys, table, merged, out), galleries(with_rows, out)) if figures else ({}, [])
     written = write_report(out, build(table, reasons, runs, keys, drawn, images, pairs, agreement))
     log.info("%d runs (%d rows) -> %s", len(table), len(merged), written[1])
     return {"runs": table, "merged": merged, "pairs": pairs, "figures": drawn, "reasons": reasons,
             "universality": agreement, "galleries": images, "report": written}
+
+
+def draw(with_rows: list[tuple[Run, str]], keys: list[str], table: pd.DataFrame, merged: pd.DataFrame,
+         out: Path) -> dict[str, list[Path]]:
+    """Every figure of the merged runs: name -> the files written (none where nothing could be drawn)."""
+    annotations = {row["run"]: panel_text(row) for _, row in table.iterrows()}
+    drawn = {"cost_vs_difficulty": plots.cost_vs_difficulty(with_rows, keys, out, annotations),
+             "cost_by_decile": plots.cost_by_decile(with_rows, out),
+             "damage_vs_difficulty": plots.damage_vs_difficulty(with_rows, out),
+             "association_forest": plots.association_forest(table, out),
+             "steps_ecdf": plots.steps_ecdf(merged, out)}
+    trajectories = [(lab, run) for run, lab in with_rows if run.steps is not None]
+    if trajectories:
+        drawn["loss_trajectories"] = plots.loss_trajectories(trajectories, out)
+    return drawn
 
 
 # from each run's summary: the data set's images, the model's mistakes among them, the sample
@@ -125,11 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", type=Path, help="sweep, run or original-output directories")
     parser.add_argument("--out", type=Path, help="output directory (default: the sweep or first directory)")
+    parser.add_argument("--no-figures", action="store_true",
+                        help="tables and the report only, without figures or galleries (a quick merge)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         paths = args.paths or [latest_sweep()]
-        aggregate(paths, args.out or paths[0])
+        aggregate(paths, args.out or paths[0], figures=not args.no_figures)
     except UserError as error:
         parser.exit(2, f"aggregate: error: {error}\n")
 

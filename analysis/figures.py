@@ -6,6 +6,8 @@
 - `cost_by_decile`: the median cost per decile of the data set's difficulty ranks, with 95% CIs.
 - `association_forest`: every score's association with difficulty, rho over corrected examples and
   Somers' D = 2C - 1 over every measured example (never-corrected kept), with 95% CIs.
+- `damage_vs_difficulty`: what each correction did to the rest of the model (the probe's drawdown
+  and loss increase) against difficulty, with a least-squares line.
 - `steps_ecdf`: the fraction of each run's examples corrected within s steps.
 - `loss_trajectories`: median loss by step per difficulty group (runs with log_steps=true).
 """
@@ -18,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sweep.outputs import RANK, SCORES
+from sweep.outputs import DAMAGE, RANK, SCORES
 from sweep.run.difficulty_plot import cost_label, pyplot
 from sweep.stats.research import censored_cost, primary_cost
 from sweep.training.stopping import Status
 
 FIGURE_FORMATS = ("png", "svg")
+DPI = 150  # the PNGs (the report embeds them); the SVGs are vector
 CORRECTED, CENSORED = "corrected", "never corrected (lower bound)"
 
 
@@ -36,11 +39,13 @@ def seaborn():
     return sns
 
 
-def save(fig, out: Path, name: str) -> list[Path]:
-    """`fig` as `name`.png and .svg in `out`; the paths."""
-    paths = [out / f"{name}.{ext}" for ext in FIGURE_FORMATS]
+def save(fig, out: Path, name: str, formats: tuple[str, ...] = FIGURE_FORMATS) -> list[Path]:
+    """`fig` in `out` as `name`.png and .svg (or `formats`); the paths."""
+    paths = [out / f"{name}.{ext}" for ext in formats]
+    fig.draw_without_rendering()  # one layout pass for every format: the tight box around what is drawn
+    box = fig.get_tightbbox().padded(0.1)
     for path in paths:
-        fig.savefig(path, dpi=200, bbox_inches="tight")
+        fig.savefig(path, dpi=DPI, bbox_inches=box)
     pyplot().close(fig)
     return paths
 
@@ -101,6 +106,38 @@ def cost_vs_difficulty(runs: list[tuple[object, str]], keys: list[str], out: Pat
     return save(grid.figure, out, "cost_vs_difficulty")
 
 
+def damage_vs_difficulty(runs: list[tuple[object, str]], out: Path) -> list[Path]:
+    """What each correction did to the rest of the model (the probe's error increase, the drawdown,
+    and its mean loss increase) against universal difficulty, a column per run."""
+    frames = []
+    for run, label in runs:
+        measured = run.rows[run.rows["status"].isin([Status.CORRECT, Status.NEVER_CORRECT])]
+        for column, name in (("drawdown", "drawdown (probe error increase)"),
+                             ("probe_loss_increase", "probe mean loss increase")):
+            if column in measured and measured[column].notna().any():
+                frames.append(pd.DataFrame({"run": label, RANK: measured[RANK], "value": measured[column],
+                                            "measure": name, "status": np.where(measured["status"] == Status.CORRECT,
+                                                                                CORRECTED, CENSORED),
+                                            "examples": run.examples or int(measured[RANK].max())}))
+    if not frames:
+        return []
+    data = pd.concat(frames, ignore_index=True)
+    sns = seaborn()
+    grid = sns.relplot(data=data, x=RANK, y="value", row="measure", col="run", hue="status", style="status",
+                       hue_order=[CORRECTED, CENSORED], style_order=[CORRECTED, CENSORED],
+                       markers={CORRECTED: "o", CENSORED: "X"}, palette={CORRECTED: "tab:purple", CENSORED: "tab:red"},
+                       s=16, alpha=0.75, height=2.4, aspect=1.3, facet_kws={"sharey": "row", "sharex": True})
+    grid.map_dataframe(sns.regplot, x=RANK, y="value", scatter=False, color="0.3", truncate=True, ci=None,
+                       line_kws={"linewidth": 1})
+    grid.set(xlim=(0, int(data["examples"].max()) + 1))
+    grid.set_titles(row_template="{row_name}", col_template="{col_name}")
+    grid.set_axis_labels("universal difficulty rank (1 = easiest)", "")
+    for ax in grid.axes.flat:
+        ax.axhline(0, color="0.5", lw=0.8, ls="--")
+    sns.move_legend(grid, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, title=None, frameon=False)
+    return save(grid.figure, out, "damage_vs_difficulty")
+
+
 def cost_by_decile(runs: list[tuple[object, str]], out: Path) -> list[Path]:
     data = measured_costs(runs)
     if data.empty:
@@ -108,7 +145,7 @@ def cost_by_decile(runs: list[tuple[object, str]], out: Path) -> list[Path]:
     sns = seaborn()
     data = data.assign(decile=np.minimum(10, 1 + (10 * (data[RANK] - 1) // data["examples"])).astype(int))
     fig, ax = pyplot().subplots(figsize=(6.0, 3.6))
-    sns.pointplot(data=data, x="decile", y="cost", hue="run", estimator=np.median, errorbar=("ci", 95),
+    sns.pointplot(data=data, x="decile", y="cost", hue="run", estimator=np.median, errorbar=("ci", 95), n_boot=500,
                   dodge=0.4 if data["run"].nunique() > 1 else False, markersize=4, linewidth=1.2,
                   err_kws={"linewidth": 1}, ax=ax, order=sorted(data["decile"].unique()))
     ax.set_yscale("log")
@@ -123,7 +160,7 @@ def association_forest(table: pd.DataFrame, out: Path) -> list[Path]:
     rank, per run, with 95% CIs; one panel per score; statistics that are not computable left out."""
     rows = []
     for _, run in table.iterrows():
-        for score in SCORES:
+        for score in SCORES + DAMAGE:
             for kind, name, scale in (("rho, corrected", f"rho_{score}", lambda v: v),
                                       ("2C - 1, never-corrected kept", f"concordance_{score}", lambda v: 2 * v - 1)):
                 value = run.get(name)

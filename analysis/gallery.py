@@ -35,14 +35,14 @@ def class_name(index, data: str | None) -> str:
 
 
 def galleries(runs: list[tuple[object, str]], out: Path) -> list[tuple[str, list[Path]]]:
-    """(run label, figure paths) for each run with corrected mistakes: `gallery/<n>.png` and .svg."""
+    """(run label, figure paths) for each run with corrected mistakes: `gallery/<n>.png`."""
     folder = out / "gallery"
     made = []
     for number, (run, label) in enumerate(runs):
         cost = primary_cost(run.rows)
         corrected = run.rows[run.rows["status"] == Status.CORRECT] if cost else pd.DataFrame()
-        if corrected.empty:
-            continue
+        if corrected.empty or not any(Path(path).is_file() for path in corrected["path"]):
+            continue  # nothing to look at (no corrected mistake, or its images are on another machine)
         folder.mkdir(exist_ok=True)
         ordered = corrected.sort_values(cost, kind="stable")
         ends = [("cheapest", ordered.head(PER_END)), ("costliest", ordered.tail(PER_END).iloc[::-1])]
@@ -75,7 +75,7 @@ def _draw(ends: list[tuple[str, pd.DataFrame]], cost: str, data: str | None, tit
     fig.suptitle(f"{title}: the {PER_END} cheapest and costliest corrected mistakes (true class, prediction)",
                  fontsize=8)
     fig.tight_layout()
-    return save(fig, folder, name)
+    return save(fig, folder, name, formats=("png",))  # photographs: a vector copy would only wrap the pixels
 
 
 def _short(name: str, width: int = 16) -> str:

@@ -15,7 +15,7 @@ import pandas as pd
 from analysis.pairs import __doc__ as PAIRS_DOC
 from analysis.universality import __doc__ as UNIVERSALITY_DOC
 from sweep.files import atomic_write_text
-from sweep.outputs import BASELINES, COSTS, EPSILON_COSTS, SCORES
+from sweep.outputs import BASELINES, COSTS, DAMAGE, EPSILON_COSTS, SCORES
 from sweep.stats.research import SUBSETS, headline
 from sweep.stats.research import __doc__ as STATISTICS_DOC
 
@@ -57,7 +57,8 @@ def cell(values: pd.Series, reasons: dict, name: str) -> str:
         return f"n/c ({reasons[name]})"
     low, high = values.get(f"{name}_ci_low", math.nan), values.get(f"{name}_ci_high", math.nan)
     n = values.get(f"{name}_n")
-    number = "{:+.2f}" if name.startswith(SIGNED) else "{:.2f}" if abs(value) < 100 else "{:.4g}"
+    number = "{:+.2%}" if name.startswith("mean_drawdown") else "{:+.3f}" if name.startswith("mean_") else \
+        "{:+.2f}" if name.startswith(SIGNED) else "{:.2f}" if abs(value) < 100 else "{:.4g}"
     ci = f" [{number.format(low)}, {number.format(high)}]" if math.isfinite(low) and math.isfinite(high) else \
         f" [CI n/c: {reasons.get(name, 'not computable')}]"
     return number.format(value) + ci + (f" n={int(n)}" if n is not None and math.isfinite(n) else "")
@@ -102,6 +103,7 @@ def build(table: pd.DataFrame, reasons: dict, runs: list, keys: list[str], figur
     blocks += _selection(table, reasons)
     blocks += _association(table, reasons, figures)
     blocks += _baselines(table, reasons)
+    blocks += _damage(table, reasons, figures)
     blocks += _label_noise(table, reasons)
     blocks += _universality(*agreement)
     if len(pairs):
@@ -191,6 +193,40 @@ def _baselines(table: pd.DataFrame, reasons: dict) -> list[Block]:
         blocks += [Block("p", "Partial rho of the cost and rank with the initial loss held fixed."),
                    Block("table", partial)]
     return blocks if len(blocks) > 1 else []
+
+
+def _damage(table: pd.DataFrame, reasons: dict, figures: dict[str, list[Path]]) -> list[Block]:
+    """What a correction costs the rest of the model: the probe's drawdown and loss increase."""
+    means = estimates(table, reasons, [("mean drawdown", "mean_drawdown"),
+                                       ("mean probe loss increase", "mean_probe_loss_increase")])
+    if means is None:
+        return []
+    if "probe_size" in table:
+        means.insert(1, "probe images", [_count(v) for v in table["probe_size"]])
+        means.insert(2, "probe error before", [f"{v:.1%}" if isinstance(v, float) and math.isfinite(v) else EMPTY
+                                               for v in table["probe_error_before"]])
+    association = estimates(table, reasons, [
+        (f"{kind} {score}", f"{name}_{score}") for score in DAMAGE
+        for kind, name in (("C", "concordance"), ("rho", "rho"))] + [
+        (f"rho {score} with {cost}", f"rho_{score}_with_{cost}") for score in DAMAGE for cost in COSTS[:1]] + [
+        (f"Δ{kind} {score} vs {cost}", f"{name}_{score}_vs_{cost}") for score in DAMAGE for cost in COSTS[:1]
+        for kind, name in (("C", "delta_concordance"), ("rho", "delta"))])
+    blocks = [Block("h2", "What does a correction cost the rest of the model?"),
+              Block("p", "Drawdown (Editable Neural Networks, Sinitsin et al. 2020): the error on the probe, "
+                         "validation images never trained on, after the correction minus before, averaged over the "
+                         "measured mistakes, with a 95% bootstrap CI. Most corrections flip few probe images, so the "
+                         "drawdown is coarse; the probe's mean loss increase is the continuous measure beside it."),
+              Block("table", means)]
+    if association is not None:
+        blocks += [Block("p", "Do harder mistakes cost the model more elsewhere (C: every measured example; rho: "
+                              "corrected ones), how does that relate to the loss to correct, and does it say more "
+                              "about difficulty than the loss to correct (Δ, paired bootstrap CI)?"),
+                   Block("table", association)]
+    if figures.get("damage_vs_difficulty"):
+        blocks.append(Block("figure", figures["damage_vs_difficulty"][0], "The drawdown and the probe's loss "
+                                                                           "increase against universal difficulty, "
+                                                                           "with a least-squares line."))
+    return blocks
 
 
 def _label_noise(table: pd.DataFrame, reasons: dict) -> list[Block]:

@@ -30,6 +30,7 @@ class Run:
     notes: list[str] = field(default_factory=list)
     steps: pd.DataFrame | None = None  # steps.csv (log_steps=true): example_index, step, loss
     selection: dict = field(default_factory=dict)  # the summary's counts: examples, wrong, unreadable, selected
+    probe: dict = field(default_factory=dict)      # the summary's probe: size, error_before, loss_before
 
     @property
     def examples(self) -> int | None:
@@ -70,28 +71,29 @@ def load_run(directory: Path) -> Run:
             if duplicated.any():  # two writers into one directory, before directories were locked
                 notes.append(f"{int(duplicated.sum())} examples recorded more than once: each counts once")
                 rows = rows[~duplicated].reset_index(drop=True)
-        selection = _summary_selection(directory / SUMMARY_JSON)
+        summary = _summary(directory / SUMMARY_JSON)
+        selection, probe = (None, {}) if summary is None else (summary.get("selection", {}), summary.get("probe", {}))
         if len(rows) and selection is None:
             notes.append("in progress or interrupted (no training_summary.json): partial rows")
     else:
-        selection = None
+        selection, probe = None, {}
         params = {"model": directory.name}
         rows, notes = _original_rows(directory)
     if rows.empty:
         notes.append("no rows yet")
     steps = _read_csv(directory / STEPS_CSV)
-    return Run(directory, params, rows, notes, steps if len(steps) else None, selection or {})
+    return Run(directory, params, rows, notes, steps if len(steps) else None, selection or {}, probe or {})
 
 
-def _summary_selection(path: Path) -> dict | None:
-    """The selection counts of a run's summary; {} for a summary without them, None without a summary."""
+def _summary(path: Path) -> dict | None:
+    """A run's summary ({} where it cannot be read), None without one (a run in progress)."""
     if not path.exists():
         return None
     try:
         summary = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         return {}
-    return summary.get("selection", {}) if isinstance(summary, dict) else {}
+    return summary if isinstance(summary, dict) else {}
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -213,5 +215,5 @@ def merge_shards(runs: list[Run]) -> list[Run]:
         params = {k: v for k, v in group[0].params.items() if k != "shard.index"}
         steps = [run.steps for run in group if run.steps is not None]
         merged.append(Run(directory, params, rows, notes, pd.concat(steps, ignore_index=True) if steps else None,
-                          group[0].selection))
+                          group[0].selection, group[0].probe))
     return merged

@@ -18,7 +18,8 @@ from sweep.stats.agreement import concordance_w
 from sweep.stats.estimates import Estimate, rho
 from sweep.training.stopping import Status
 
-SCORES = ["loss_sum", "steps_to_correct", "initial_loss", "initial_margin"]  # costs, then baselines
+SCORES = ["loss_sum", "steps_to_correct", "drawdown", "probe_loss_increase", "initial_loss",
+          "initial_margin"]  # the costs (to reach the answer, and to the rest of the model), then baselines
 MODEL = "model"
 
 
@@ -38,7 +39,7 @@ def universality(runs: list[tuple[object, str]], keys: list[str]) -> tuple[pd.Da
         context = ", ".join(f"{k}={members[0][0].params.get(k)}" for k in others) or "all runs"
         corrected = {run.params.get(MODEL): _corrected(run.rows) for run, _ in members}
         shared = set.intersection(*(set(rows.index) for rows in corrected.values()))
-        for score in (s for s in SCORES if all(s in rows for rows in corrected.values())):
+        for score in (s for s in SCORES if all(s in rows and rows[s].notna().any() for rows in corrected.values())):
             table = pd.DataFrame({model: rows.loc[sorted(shared), score] for model, rows in corrected.items()})
             for (a, b) in itertools.combinations(table.columns, 2):
                 pairwise.append({"group": context, "score": score, "model_a": a, "model_b": b,

@@ -159,6 +159,14 @@ class ImageFolderDataConfig(DataConfig):
 
 
 @dataclass
+class ProbeConfig:
+    """Drawdown: what each correction does to the rest of the model, measured on a probe set of
+    validation images drawn from the run's data, never trained on, and evaluated in eval mode on the
+    eval view at the pretrained weights and where each example's loop stopped."""
+    size: Any = AUTO  # images; auto: 1000 on a GPU, 50 (small images) or 10 on a CPU (README); 0: none
+
+
+@dataclass
 class ShardConfig:
     """Split one run's selection across jobs: this job takes positions index, index + count, ..."""
     index: int = 0
@@ -177,6 +185,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     log_steps: bool = False  # write every evaluated step's loss to steps.csv
     cache_dir: Optional[str] = None  # else $LTC_CACHE_DIR, $XDG_CACHE_HOME/loss-to-correct, ~/.cache/loss-to-correct
     progress: bool = True
@@ -208,6 +217,8 @@ def validate(cfg: Config) -> None:
     if not 0 <= cfg.shard.index < cfg.shard.count:
         raise UserError(f"shard.index={cfg.shard.index}, shard.count={cfg.shard.count}: expected "
                         f"0 <= shard.index < shard.count")
+    _check(cfg.probe.size, "probe.size", f"{AUTO} or an integer >= 0 (0: no probe)",
+           lambda v: v == AUTO or (isinstance(v, int) and not isinstance(v, bool) and v >= 0))
     for key in ("threads", "parallel", "workers"):
         _check(cfg.execution[key], f"execution.{key}", f"{AUTO} or an integer >= 1",
                lambda v: v == AUTO or (isinstance(v, int) and not isinstance(v, bool) and v >= 1))

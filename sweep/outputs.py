@@ -13,6 +13,7 @@ SELECTION_CSV = "selection.csv"
 SELECTION_JSON = "selection.json"
 IDENTITY_JSON = "run_identity.json"
 STEPS_CSV = "steps.csv"  # with log_steps=true: example_index, step, loss
+PROBE_CSV = "probe.csv"  # the probe set: path, label, rank, and the pretrained model's verdict on each
 LOCK_FILE = ".run.lock"  # held by the one process writing into the directory
 
 
@@ -22,8 +23,10 @@ MEASURED = (Status.CORRECT, Status.NEVER_CORRECT)  # examples whose cost to corr
 ORIGINAL_COLUMNS = ["example_index", "path", "total_loss_to_correct", "universal_difficulty_rank"]
 COLUMNS = ORIGINAL_COLUMNS + ["label", "initial_prediction", "status", "steps_to_correct", "loss_sum",
                               "initial_loss", "final_loss", "initial_margin", "initial_grad_norm",
-                              "weight_distance", "updates", "skipped_updates", "real_labels", "label_in_real",
-                              "prediction_in_real", "arithmetic", "seconds"]
+                              "weight_distance", "updates", "skipped_updates", "probe_error_after", "drawdown",
+                              "probe_flips_to_wrong", "probe_flips_to_right", "probe_loss_after",
+                              "probe_loss_increase", "real_labels", "label_in_real", "prediction_in_real",
+                              "arithmetic", "seconds"]
 # What a run computes, equal across execution paths (not the timing, nor the arithmetic's description)
 OUTCOME_COLUMNS = [c for c in COLUMNS if c not in ("seconds", "arithmetic")]
 STEP_COLUMNS = ["example_index", "step", "loss"]  # steps.csv
@@ -33,6 +36,8 @@ RANK = "universal_difficulty_rank"
 COSTS = ["loss_sum", "total_loss_to_correct", "steps_to_correct"]
 BASELINES = ["initial_loss", "initial_margin", "initial_grad_norm"]
 SCORES = COSTS + BASELINES
+# What a correction did to the rest of the model (the probe): observed for every measured example.
+DAMAGE = ["drawdown", "probe_loss_increase"]
 # The original epsilon variant's costs (reaching loss <= 1e-3, not correctness): never pooled with COSTS.
 EPSILON_COSTS = ["loss_sum_to_epsilon", "steps_to_epsilon"]
 

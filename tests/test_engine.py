@@ -26,8 +26,10 @@ def simple_outcomes(mistakes):
     return outcomes
 
 
-@pytest.mark.parametrize("optimizer", [Optimizer.adamw, Optimizer.sgd])
-@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize("optimizer, k", [
+    pytest.param(Optimizer.adamw, 1, marks=pytest.mark.slow), pytest.param(Optimizer.adamw, 3, marks=pytest.mark.slow),
+    (Optimizer.adamw, 8), (Optimizer.sgd, 1), pytest.param(Optimizer.sgd, 3, marks=pytest.mark.slow),
+    (Optimizer.sgd, 8)])  # 8 copies for 10 examples: slots are refilled
 def test_batched_engine_matches_simple_path(mistakes, simple_outcomes, k, optimizer):
     model, examples = mistakes
     train = TrainConfig(optimizer=optimizer)
@@ -54,12 +56,14 @@ def test_run_with_parallel_gives_the_simple_path_results(tmp_path, cache_dir):
         run(cfg, out)
         rows = pd.read_csv(out / "single_example_results.csv").sort_values("example_index").reset_index(drop=True)
         return rows.drop(columns=["seconds", "loss_sum", "total_loss_to_correct", "initial_loss", "final_loss",
-                                  "initial_margin", "initial_grad_norm", "weight_distance"]), rows
+                                  "initial_margin", "initial_grad_norm", "weight_distance", "probe_loss_after",
+                                  "probe_loss_increase"]), rows
 
     simple, simple_full = job()
     batched, batched_full = job("execution.parallel=4")
-    pd.testing.assert_frame_equal(simple, batched)
+    pd.testing.assert_frame_equal(simple, batched)  # the probe's error and flips included: each copy's own weights
     assert (batched_full["loss_sum"] - simple_full["loss_sum"]).abs().max() <= 1e-4 * simple_full["loss_sum"].max()
+    assert (batched_full["probe_loss_after"] - simple_full["probe_loss_after"]).abs().max() <= 1e-4
 
 
 def test_train_mode_falls_back_with_a_reason(mistakes):
@@ -135,7 +139,7 @@ class _WithUnusedParameter(torch.nn.Module):
         return self.fc(x.flatten(1))
 
 
-@pytest.mark.parametrize("which", ["demo model", "unused parameter"])
+@pytest.mark.parametrize("which", [pytest.param("demo model", marks=pytest.mark.slow), "unused parameter"])
 def test_engine_matches_the_simple_path_with_weight_decay(mistakes, which):
     train = TrainConfig(optimizer=Optimizer.adamw, weight_decay=0.01)
     if which == "demo model":

@@ -145,19 +145,15 @@ def test_hub_weights_missing_from_the_local_cache_with_hf_hub_offline(tmp_path):
     assert "model.checkpoint=" in result.stdout and "Traceback" not in result.stderr
 
 
-@pytest.mark.skipif(not SAMPLE.is_dir() or not ORIGINAL.is_dir(), reason="../shared/data absent")
-def test_sample_with_lite0_end_to_end(tmp_path):
-    from sweep.run.job import run
-    cfg = compose_config("data=imagenet_sample", "model=efficientnet_lite0", "lr=1e-5", "sample_size=8",
-                         "max_steps=100", "progress=false")
-    summary = run(cfg, tmp_path)
+def test_sample_with_lite0_end_to_end(lite0_sample):
+    tmp_path, summary, _ = lite0_sample
     selection = summary["selection"]
     print(f"lite0 on the 300-image sample: {selection['wrong']} of {selection['examples']} wrong")
     assert selection["examples"] == 300 and 30 <= selection["wrong"] <= 90
     rows = pd.read_csv(tmp_path / "single_example_results.csv")
     order = (ORIGINAL / "imagenet_examples_ammended.csv").read_text().strip().split(",")
     position = {Path(p).name: i + 1 for i, p in enumerate(order)}
-    assert len(rows) == 8
+    assert len(rows) == 4
     assert [position[Path(p).name] for p in rows["path"]] == list(rows["universal_difficulty_rank"])
     labels = pd.read_csv(SAMPLE / "labels.csv").set_index("file")["label"]
     assert [labels[Path(p).name] for p in rows["path"]] == list(rows["label"])
@@ -169,7 +165,7 @@ def test_sample_with_lite0_end_to_end(tmp_path):
     # in the default mode the search's prediction (the one that made the mistake) is step 0's
     assert list(rows["prediction_in_real"]) == [p in r for p, r in zip(rows["initial_prediction"], real)]
     statistics = summary["statistics"]
-    assert statistics["n_corrected_clean"] + statistics["n_corrected_flagged"] == statistics["n_corrected"] == 8
+    assert statistics["n_corrected_clean"] + statistics["n_corrected_flagged"] == statistics["n_corrected"] == 4
     assert "delta_loss_sum_vs_initial_loss" in statistics and "rho_loss_sum_clean" in statistics
     assert "concordance_loss_sum_clean" in statistics and "km_median_loss_sum" in statistics
     assert summary["verdict"].startswith("Against universal difficulty rank, by Spearman rho (corrected examples), "

@@ -3,18 +3,20 @@ import json
 import re
 
 import pandas as pd
+import pytest
 
 from helpers.commands import run_cli, run_main
 from helpers.configs import compose_config, tiny_universe_overrides
 from sweep.outputs import COLUMNS
 
 
+@pytest.mark.slow  # a sweep in a subprocess; the in-process sweeps below run the same launcher path
 def test_multirun_writes_complete_job_directories(tmp_path, cache_dir):
     sweep_dir = tmp_path / "sweep"
-    run_main("-m", "model.arch=test_resnet,test_vit", "lr=1e-3,5e-4", "sample_size=3", "max_steps=20", "progress=false",
-             "aggregate=false", f"hydra.sweep.dir={sweep_dir}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+    run_main("-m", "lr=1e-3,5e-4", "sample_size=3", "max_steps=20", "progress=false", "aggregate=false",
+             f"hydra.sweep.dir={sweep_dir}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
-    assert [j.name for j in jobs] == ["0", "1", "2", "3"]
+    assert [j.name for j in jobs] == ["0", "1"]
     assert not (sweep_dir / "report.md").exists()  # aggregate=false: the sweep did not aggregate itself
     selections = {}
     for job in jobs:
@@ -29,9 +31,7 @@ def test_multirun_writes_complete_job_directories(tmp_path, cache_dir):
         model = summary["config"]["model"]["arch"]
         selections.setdefault(model, []).append(sorted(rows["path"]))
     # jobs that differ only in lr see the same sampled examples
-    assert set(selections) == {"test_resnet", "test_vit"}
-    for paths in selections.values():
-        assert paths[0] == paths[1]
+    assert list(selections) == ["test_resnet"] and selections["test_resnet"][0] == selections["test_resnet"][1]
 
 
 def test_single_run_writes_into_hydra_run_dir(tmp_path, cache_dir):

@@ -70,6 +70,7 @@ def test_multirun_killed_midway_completes_only_missing_work(tmp_path, cache_dir,
                                   comparable(uninterrupted / "single_example_results.csv"))
 
 
+@pytest.mark.slow  # the process-group SIGTERM test (test_data_safety) covers hand-back, the summary and resume
 def test_sigterm_finishes_the_current_row_and_exits_cleanly(tmp_path, cache_dir, reference):
     out = tmp_path / "run"
     process = subprocess.Popen(main_command(*RUN_ARGS, f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir)),

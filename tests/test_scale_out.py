@@ -8,6 +8,7 @@ import pytest
 from analysis.aggregate import aggregate
 from helpers.commands import main_command, results, run_cli, run_main
 from helpers.configs import ROOT, tiny_universe_overrides
+from sweep.config import register_configs
 
 TINY_RUN = ["model=test_resnet", "lr=2e-5", "max_steps=300", "progress=false"]
 
@@ -24,10 +25,11 @@ def assert_complete_jobs(sweep: Path, n_jobs: int, rows_per_job: int) -> None:
         assert (job / "training_summary.json").is_file() and (job / "loss_vs_difficulty.png").is_file()
 
 
+@pytest.mark.slow  # two jobs in joblib's processes; the preset's composition is checked below
 def test_joblib_parallel_sweep(tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
-    multirun("hydra/launcher=parallel", *TINY_RUN, "sample_size=3", "lr=2e-5,4e-5", f"hydra.sweep.dir={sweep}",
-             *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+    multirun("hydra/launcher=parallel", *TINY_RUN, "sample_size=3", "lr=2e-5,4e-5", "aggregate=false",
+             f"hydra.sweep.dir={sweep}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
     assert_complete_jobs(sweep, 2, 3)
     log = (sweep / "0" / "main.log").read_text()
     assert "done" in log
@@ -42,8 +44,17 @@ def test_submitit_local_sweep(tmp_path, cache_dir):
     assert (sweep / ".submitit").is_dir()
 
 
+def test_parallel_preset_composes():
+    from hydra import compose, initialize_config_dir
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hydra/launcher=parallel"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
+
+
 def test_slurm_preset_composes():
     from hydra import compose, initialize_config_dir
+    register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
@@ -57,13 +68,13 @@ def test_shards_together_equal_the_unsharded_run(tmp_path, cache_dir):
     assert code == 0, output[-2000:]
     sweep = tmp_path / "sharded"
     code, output = run_cli("-m", *TINY_RUN, "sample_size=7", "shard.index=range(0,3)", "shard.count=3",
-                           f"hydra.sweep.dir={sweep}", *tiny_universe_overrides(cache_dir))
+                           "aggregate=false", f"hydra.sweep.dir={sweep}", *tiny_universe_overrides(cache_dir))
     assert code == 0, output[-2000:]
     shards = [results(sweep / str(i)) for i in range(3)]
     assert [len(s) for s in shards] == [3, 2, 2]
     union = pd.concat(shards).sort_values("example_index").reset_index(drop=True)
     pd.testing.assert_frame_equal(union, results(whole))
-    runs = aggregate([sweep], tmp_path / "aggregate")["runs"]
+    runs = aggregate([sweep], sweep, figures=False)["runs"]  # the shards merged into one run
     assert len(runs) == 1 and runs["n_examples"].item() == 7
     assert "merged shards [0, 1, 2] of 3" in runs["notes"].item()
 

@@ -27,7 +27,7 @@ NO_CLUSTER = "no SLURM cluster answers (start one: tests/slurm/start.sh)"
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not _cluster_answers(), reason=NO_CLUSTER)]
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
          "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
-WORK = ["model=test_resnet", "max_steps=300", "progress=false"]
+WORK = ["model=test_resnet", "max_steps=300", "progress=false", "aggregate=false"]
 
 
 def squeue(*fields: str) -> list[list[str]]:
@@ -64,19 +64,20 @@ def reference(tmp_path_factory, cache_dir):
 def test_slurm_sweep_gives_the_basic_launchers_rows_at_one_thread_per_task(tmp_path, cache_dir, reference):
     sweep = tmp_path / "sweep"
     started = time.perf_counter()
-    result = subprocess.run(main_command("-m", *SLURM, *WORK, "lr=1e-5", "sample_size=20", "seed=0,1",
+    result = subprocess.run(main_command("-m", *SLURM, *WORK, "lr=1e-5", "sample_size=6", "seed=0,1",
                                          f"hydra.sweep.dir={sweep}",
                                          *tiny_universe_overrides(cache_dir)),
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    print(f"two one-CPU tasks, 20 examples each: {time.perf_counter() - started:.1f} s for the sweep")
+    print(f"two one-CPU tasks, 6 examples each: {time.perf_counter() - started:.1f} s for the sweep")
     for seed in (0, 1):
-        pd.testing.assert_frame_equal(results(sweep / str(seed)), reference("1e-5", 20, seed))
+        pd.testing.assert_frame_equal(results(sweep / str(seed)), reference("1e-5", 6, seed))
         execution = json.loads((sweep / str(seed) / "training_summary.json").read_text())["execution"]
         assert (execution["threads"], execution["cores"], execution["cores_from"]) == (1, 1, "SLURM_CPUS_PER_TASK")
     assert "Bypassing sacct error" not in result.stderr  # quieted (reported once, in other words)
 
 
+@pytest.mark.slow  # about 25 s (requeue) and a minute (time limit); the sweep above runs in the default suite
 @pytest.mark.parametrize("interruption", ["requeue", "time_limit"])
 def test_an_interrupted_task_is_requeued_and_resumes_to_the_same_rows(tmp_path, cache_dir, reference, interruption):
     sweep = tmp_path / "sweep"

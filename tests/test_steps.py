@@ -1,8 +1,11 @@
 """log_steps=true: every evaluated state's loss in steps.csv, consistent with the rows, resumable."""
+import shutil
+
 import pandas as pd
 import pytest
 
-from analysis.aggregate import aggregate
+from analysis.aggregate import load_runs
+from analysis.figures import loss_trajectories
 from helpers.configs import compose_config, tiny_universe_overrides
 from sweep.run.job import run
 
@@ -24,14 +27,15 @@ def test_steps_hold_every_evaluated_loss(tmp_path, cache_dir):
         assert losses["loss"].iloc[-1] == pytest.approx(row["final_loss"])
         assert losses["loss"].iloc[:-1].sum() == pytest.approx(row["loss_sum"])
     assert (rows["updates"] > 0).all() and rows["status"].eq("correct").sum() >= 6
-    figures = aggregate([tmp_path], tmp_path / "aggregate")["figures"]
-    assert tmp_path / "aggregate" / "loss_trajectories.png" in figures["loss_trajectories"]
+    runs = load_runs([tmp_path])  # as the aggregate reads them, steps.csv included
+    assert loss_trajectories([("lr=3e-05", runs[0])], tmp_path) == [tmp_path / "loss_trajectories.png",
+                                                                    tmp_path / "loss_trajectories.svg"]
 
 
 def test_steps_of_an_example_without_a_row_are_dropped_on_resume(tmp_path, cache_dir):
     rows, steps = job(tmp_path / "whole", cache_dir)
     out = tmp_path / "resumed"
-    job(out, cache_dir)
+    shutil.copytree(tmp_path / "whole", out)
     # as if killed between writing the last example's steps and its row
     results = (out / "single_example_results.csv").read_text().splitlines(keepends=True)
     (out / "single_example_results.csv").write_text("".join(results[:-1]))

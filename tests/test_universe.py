@@ -20,6 +20,10 @@ def default_universe(cache_dir):
     return build_universe(dataclasses.asdict(UniverseConfig()), cache_dir)
 
 
+# A universe that builds in a couple of seconds: one zoo member (clearly above chance), one model to pretrain.
+QUICK = {**TINY_UNIVERSE, "zoo_archs": ["test_efficientnet"], "zoo_epochs": [4]}
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -28,24 +32,25 @@ def test_rebuild_gives_identical_files_whatever_the_thread_count(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a job of a parallel launcher would have
     try:
-        first = build_universe(dict(TINY_UNIVERSE), tmp_path / "a")
+        first = build_universe(dict(QUICK), tmp_path / "a")
         first_weights = torch.load(pretrained_weights(first, "test_resnet", 1, 0))
     finally:
         torch.set_num_threads(threads)
-    second = build_universe(dict(TINY_UNIVERSE), tmp_path / "b")
+    second = build_universe(dict(QUICK), tmp_path / "b")
     first_image = "val/" + pd.read_csv(first.labels_csv)["file"][0]
-    for name in ("correctness.npy", "difficulty.csv", "labels.csv", "val_meta.csv", "models.csv", first_image):
+    for name in ("correctness.npy", "difficulty.csv", "labels.csv", "val_meta.csv", "models.csv", "zoo.csv",
+                 first_image):
         assert digest(first.root / name) == digest(second.root / name), name
     second_weights = torch.load(pretrained_weights(second, "test_resnet", 1, 0))
     assert all(torch.equal(first_weights[k], second_weights[k]) for k in first_weights)
 
 
 def test_cached_universe_is_reused(tmp_path):
-    universe = build_universe(dict(TINY_UNIVERSE), tmp_path)
+    universe = build_universe(dict(QUICK), tmp_path)
     stamp = (universe.root / "correctness.npy").stat().st_mtime_ns
-    assert build_universe(dict(TINY_UNIVERSE), tmp_path).root == universe.root
+    assert build_universe(dict(QUICK), tmp_path).root == universe.root
     assert (universe.root / "correctness.npy").stat().st_mtime_ns == stamp
-    other = build_universe({**TINY_UNIVERSE, "seed": 1}, tmp_path)
+    other = build_universe({**QUICK, "n_val": 150}, tmp_path)
     assert other.root != universe.root  # keyed by its parameters
 
 

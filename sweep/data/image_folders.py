@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Optional
@@ -49,16 +50,22 @@ class PathMatcher:
         self.images, self.root, self.match, self.prefix = images, Path(root), Match(match), prefix
         self.existing = {str(p) for p in images}
         self._by_name = {p.name: str(p) for p in images}
+        self._root_text = str(self.root)
+        self._prefix_text = str(Path(prefix)) + "/" if prefix else ""
 
     def local(self, path: str) -> Optional[str]:
         """The local image `path` stands for, or None."""
         if self.match == Match.filename:
             return self._by_name.get(Path(path).name)
-        if self.prefix:
-            if not Path(path).is_relative_to(self.prefix):
-                return None
-            path = Path(path).relative_to(self.prefix)
-        candidate = str(self.root / path)
+        rest = path[len(self._prefix_text):] if path.startswith(self._prefix_text) else None
+        if rest is None or not _normal(rest):  # the exact rule, component by component (slow, rarely needed)
+            if self.prefix:
+                if not Path(path).is_relative_to(self.prefix):
+                    return None
+                path = Path(path).relative_to(self.prefix)
+            candidate = str(self.root / path)
+        else:  # a plain string prefix: 50,000 paths in a moment
+            candidate = os.path.join(self._root_text, rest)
         return candidate if candidate in self.existing else None
 
     def describe(self) -> str:
@@ -68,6 +75,12 @@ class PathMatcher:
         return (f"Example path: {example_path!r}; example local image: "
                 f"{str(self.images[0]) if self.images else 'none'!r}. Set data.prefix to the part of those "
                 f"paths that stands for data.images, or data.match=filename")
+
+
+def _normal(relative: str) -> bool:
+    """Whether a relative path string is already as pathlib writes it (nothing for it to collapse)."""
+    return not (relative.startswith(("/", "./")) or relative.endswith(("/", "/.")) or "//" in relative
+                or "/./" in relative or relative == ".")
 
 
 def match_paths(difficulty: pd.DataFrame, matcher: PathMatcher) -> pd.DataFrame:

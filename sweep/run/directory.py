@@ -30,6 +30,7 @@ from sweep.outputs import (
     LOCK_FILE,
     NON_RESULT_KEYS,
     PLOT_PNG,
+    PROBE_CSV,
     RESULTS_CSV,
     SELECTION_CSV,
     SELECTION_JSON,
@@ -136,6 +137,14 @@ class RunDirectory:
         atomic_write_text(self.path / SELECTION_CSV, frame.to_csv(index=False))
         atomic_write_text(self.path / SELECTION_JSON, json.dumps(selection.info, indent=2))
         return Selection(chosen, _known(frame, "initial_loss", float), selection.info, _known(frame, "prediction", int))
+
+    def probe_set(self) -> Optional[pd.DataFrame]:
+        """The persisted probe (path, label, rank, right_before, loss_before), if a run drew one here."""
+        path = self.path / PROBE_CSV
+        return pd.read_csv(path) if path.exists() else None
+
+    def save_probe_set(self, table: pd.DataFrame) -> None:
+        atomic_write_text(self.path / PROBE_CSV, table.to_csv(index=False))
 
     def done_paths(self) -> set[str]:
         return set(self.rows()["path"])

@@ -15,6 +15,7 @@ from sweep.data.images import example_view
 from sweep.data.sources import check_inputs, open_source
 from sweep.run.cache import writable_cache
 from sweep.run.directory import RunDirectory, identity
+from sweep.run.probe_set import open_probe
 from sweep.run.results import finished
 from sweep.run.selection import select, state_digest
 from sweep.run.signals import StopRequest
@@ -70,11 +71,12 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, devi
     model.train(cfg.train.mode == ModelMode.train)
     check_train_mode(model, tuple(timm.data.resolve_data_config(model=model)["input_size"]), cfg.model.arch)
     view = example_view(model, random_view=cfg.train.augmentation == Augmentation.one_view, seed=cfg.seed)
-    trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps, cfg.log_steps)
 
-    # Select: the persisted selection of this directory, or a new sample of the model's mistakes.
+    # Select: the persisted selection of this directory, or a new sample of the model's mistakes; the probe.
     selection = directory.selection() or directory.save_selection(
         select(cfg, model, source.examples, view, device, source.wrong, cache, cores, layout, weights["digest"]))
+    probe = open_probe(cfg, directory, source.examples, selection, model, device)
+    trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps, cfg.log_steps, probe)
     in_shard = list(enumerate(selection.examples))[cfg.shard.index::cfg.shard.count]  # positions in the selection
     done = directory.done_paths()
     if done:
@@ -116,9 +118,11 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, devi
                   "updates_per_second": updates / training_seconds if training_seconds > 0 else None,
                   "updates_per_second_per_worker": updates / training_seconds / chosen.workers
                   if training_seconds > 0 else None}
+    probe_before = {"size": len(probe), "error_before": probe.error_before,
+                    "loss_before": probe.mean_loss_before} if probe is not None else {"size": 0}
     summary = summarize(cfg, rows, time.perf_counter() - started, device,
                         {**selection.info, "in_this_shard": len(in_shard)}, execution, throughput, nondeterministic,
-                        weights)
+                        weights, probe_before)
     directory.finish(summary, rows, title=f"{cfg.model.arch}, lr={cfg.lr:g}, data={cfg.data.name}")
     if stop.requested():
         raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(in_shard)} examples (the examples in "

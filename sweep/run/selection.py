@@ -247,3 +247,14 @@ def select(cfg: Config, model: nn.Module, examples: list[Example], view: Callabl
 
 def _forward_seed(run_seed: int, example: Example) -> int:
     return forward_seed(run_seed, example.path)
+
+
+def draw_probe(examples: list[Example], selected: list[Example], size: int, seed: int) -> list[Example]:
+    """`size` validation images for the probe, none of them selected (none is ever trained on):
+    `random.Random(seed).sample` of the others in rank order, then sorted by rank."""
+    chosen = {e.path for e in selected}
+    pool = rank_order(e for e in examples if e.path not in chosen)
+    if size > len(pool):
+        raise UserError(f"probe.size={size}: only {len(pool)} of the data's {len(examples)} images are not in the "
+                        f"selection; use probe.size={len(pool)} or less (0: no probe)")
+    return sorted(random.Random(seed).sample(pool, size), key=lambda e: (e.rank, e.path))

@@ -39,7 +39,7 @@ def research_statistics(rows: pd.DataFrame) -> dict:
 
 
 def summarize(cfg: Config, rows: pd.DataFrame, seconds: float, device: torch.device, selection: dict,
-              execution: dict, throughput: dict, nondeterministic: list[str], weights: dict) -> dict:
+              execution: dict, throughput: dict, nondeterministic: list[str], weights: dict, probe: dict) -> dict:
     """The summary of a run's rows: each fact once (the statistics under `statistics`, how this
     process executed the work under `execution`, its speed under `throughput`), plus the original
     scripts' own keys. `throughput` is this process's: wall-clock updates per second of its training
@@ -54,6 +54,7 @@ def summarize(cfg: Config, rows: pd.DataFrame, seconds: float, device: torch.dev
         "config": OmegaConf.to_container(cfg, resolve=True),
         "weights": weights,
         "selection": selection,
+        "probe": probe,  # its size, and its error and mean loss at the pretrained weights
         "examples_processed": len(rows),
         "complete": len(rows) == selection["in_this_shard"],
         "counts": {s: int(n) for s, n in rows["status"].value_counts().items()},

@@ -75,6 +75,19 @@ def rho(x, y, seed: int = 0) -> Estimate:
     return _estimate([x, y], lambda r: r[0, 1], seed)
 
 
+def mean(x, seed: int = 0) -> Estimate:
+    """The mean of x with its percentile bootstrap CI over resamples of the values."""
+    values = pd.Series(x, dtype=float).dropna().to_numpy()
+    n = len(values)
+    if n < MIN_EXAMPLES:
+        return Estimate.not_computable(f"n={n} < {MIN_EXAMPLES}", n)
+    rng = np.random.default_rng(seed)
+    samples = values[rng.integers(0, n, size=(RESAMPLES, n))].mean(axis=1)
+    alpha = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(samples, [alpha, 1 - alpha])
+    return Estimate(float(values.mean()), float(low), float(high), n)
+
+
 def rho_difference(cost, baseline, rank, absolute: bool = False, seed: int = 0) -> Estimate:
     """rho(cost, rank) - rho(baseline, rank) (of absolute values with `absolute`), with a paired
     bootstrap CI: both terms on the same resampled examples."""

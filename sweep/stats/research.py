@@ -31,9 +31,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from sweep.outputs import BASELINES, COSTS, EPSILON_COSTS, MEASURED, RANK, SCORES
+from sweep.outputs import BASELINES, COSTS, DAMAGE, EPSILON_COSTS, MEASURED, RANK, SCORES
 from sweep.stats.censoring import concordance_estimates, km_median
-from sweep.stats.estimates import Estimate, partial_rho, rho, rho_difference
+from sweep.stats.estimates import Estimate, mean, partial_rho, rho, rho_difference
 from sweep.training.stopping import Status
 
 SUBSETS = {"": "all", "_clean": "clean mistakes", "_flagged": "flagged (label noise)"}
@@ -120,10 +120,12 @@ def run_statistics(rows: pd.DataFrame) -> tuple[dict, dict]:
 
 def _over_corrected(corrected: pd.DataFrame, columns, suffix: str, empty: str) -> dict[str, Estimate]:
     """rho of every score against rank, the rho deltas of every cost against every baseline, and the
-    partial rho given the initial loss, over the corrected examples."""
+    partial rho given the initial loss, over the corrected examples; with a probe, the damage's rho
+    against rank and against the loss to correct, and whether it says more about difficulty."""
     costs, baselines = [c for c in COSTS if c in columns], [b for b in BASELINES if b in columns]
+    damage = _damage(corrected, columns)
     out = {}
-    for score in costs + baselines:
+    for score in costs + baselines + damage:
         pair = corrected[[score, RANK]].dropna()
         out[f"rho_{score}"] = rho(pair[score], pair[RANK])
     for cost in costs:
@@ -132,6 +134,11 @@ def _over_corrected(corrected: pd.DataFrame, columns, suffix: str, empty: str) -
         if "initial_loss" in columns:
             data = corrected[[cost, RANK, "initial_loss"]].dropna()
             out[f"partial_rho_{cost}_given_initial_loss"] = partial_rho(data[cost], data[RANK], data["initial_loss"])
+    if costs:
+        for score in damage:  # the first cost is the loss to correct
+            data = corrected[[score, costs[0], RANK]].dropna()
+            out[f"rho_{score}_with_{costs[0]}"] = rho(data[score], data[costs[0]])
+            out[f"delta_{score}_vs_{costs[0]}"] = rho_difference(data[score], data[costs[0]], data[RANK])
     if not len(corrected):
         out = {name: Estimate.not_computable(empty or "none corrected") for name in out}
     return {f"{name}{suffix}": estimate for name, estimate in out.items()}
@@ -167,10 +174,22 @@ def _censoring_aware(measured: pd.DataFrame, columns, suffix: str, empty: str) -
         scores[baseline] = (values.fillna(values.median()).to_numpy(), np.ones(len(measured), bool))
     contrasts = {f"delta_concordance_{cost}_vs_{baseline}": (cost, baseline, ORIENTATION[baseline] is None)
                  for cost in scores if cost in COSTS for baseline in scores if baseline in BASELINES}
+    probed = measured.dropna(subset=_damage(measured, columns))
+    if len(probed) == len(measured):  # damage (the probe) is observed for every measured example
+        for score in _damage(measured, columns):
+            scores[score] = (measured[score].astype(float).to_numpy(), np.ones(len(measured), bool))
+            out[f"mean_{score}{suffix}"] = mean(measured[score])
+            contrasts.update({f"delta_concordance_{score}_vs_{cost}": (score, cost, False)
+                              for cost in list(scores)[:1] if cost in COSTS})
     estimates = concordance_estimates(scores, measured[RANK].to_numpy(float), contrasts)
     out.update({f"concordance_{name}{suffix}": e for name, e in estimates.items() if name in scores})
     out.update({f"{name}{suffix}": e for name, e in estimates.items() if name not in scores})
     return out
+
+
+def _damage(rows: pd.DataFrame, columns) -> list[str]:
+    """The probe's scores the rows hold (a run with probe.size=0 leaves them empty)."""
+    return [d for d in DAMAGE if d in columns and rows[d].notna().any()]
 
 
 def headline(values: dict) -> str:

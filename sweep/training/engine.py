@@ -21,6 +21,7 @@ from sweep.config import ModelMode, Optimizer, Precision, TrainConfig
 from sweep.training.fused_optimizer import FusedOptimizer
 from sweep.training.loop import Outcome, Trajectory, l2_norm
 from sweep.training.precision import autocast_context, cross_entropy
+from sweep.training.probe import Probe, ProbeResult
 
 
 def longest_first(items: list, predicted_cost: Callable[[object], Optional[float]]) -> list:
@@ -100,9 +101,9 @@ class BatchedTrainer:
     """Runs many single-example fine-tunings at once; yields (item, Outcome) as each finishes."""
 
     def __init__(self, model: nn.Module, train: TrainConfig, lr: float, max_steps: int, parallel: int,
-                 log_steps: bool = False):
+                 log_steps: bool = False, probe: Optional[Probe] = None):
         self.model, self.train, self.lr, self.max_steps, self.parallel = model, train, lr, max_steps, parallel
-        self.log_steps = log_steps
+        self.log_steps, self.probe = log_steps, probe  # the probe: evaluated with each copy's final weights
         self.model.eval()
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.pretrained = [p.detach().clone() for n, p in model.named_parameters() if p.requires_grad]
@@ -178,7 +179,8 @@ class BatchedTrainer:
                 status = trajectory.observe(loss_value, int(predictions[i]), lambda logits=logits, i=i: logits[i],
                                             lambda grads=grads, i=i: l2_norm([g[i] for g in grads]))
                 if status is not None:
-                    yield slot.item, trajectory.outcome(status, loss_value, self._distance(copies.views[i]))
+                    yield slot.item, trajectory.outcome(status, loss_value, self._distance(copies.views[i]),
+                                                        self._probe(copies.views[i]))
                     refill(i)
                     continue
                 trajectory.advance(loss_value)
@@ -187,6 +189,13 @@ class BatchedTrainer:
                     on_step(trajectory.t, loss_value)
             if any(stepping):
                 copies.step(grads, stepping)
+
+    def _probe(self, params: list[torch.Tensor]) -> Optional[Callable[[], ProbeResult]]:
+        """The probe, evaluated with one copy's weights (the engine runs in eval mode)."""
+        if self.probe is None:
+            return None
+        weights = {**dict(zip(self.names, params)), **self.constants}
+        return lambda: self.probe.after(lambda batch: functional_call(self.model, weights, (batch,)))
 
     def _trajectory(self, y: int) -> Trajectory:
         return Trajectory(y, self.max_steps, self.train.check_final_state, self.log_steps)
@@ -229,13 +238,13 @@ def engine_size(engine: BatchedTrainer, input_size: tuple[int, ...], todo: int,
 
 
 def batched_engine(model: nn.Module, train: TrainConfig, lr: float, max_steps: int, parallel: int,
-                   input_size: tuple[int, ...],
-                   log_steps: bool = False) -> tuple[Optional[BatchedTrainer], Optional[str]]:
+                   input_size: tuple[int, ...], log_steps: bool = False,
+                   probe: Optional[Probe] = None) -> tuple[Optional[BatchedTrainer], Optional[str]]:
     """(the engine, None) when it can reproduce the simple path for this setup, else (None, why not)."""
     if train.mode == ModelMode.train:
         return None, "train.mode=train: BatchNorm statistics and dropout differ per copy"
     if train.precision == Precision.fp16_scaler:
         return None, "train.precision=fp16_scaler: each example has a loss scaler of its own"
-    engine = BatchedTrainer(model, train, lr, max_steps, parallel, log_steps)
+    engine = BatchedTrainer(model, train, lr, max_steps, parallel, log_steps, probe)
     obstacle = engine.unbatchable(input_size)
     return (None, obstacle) if obstacle else (engine, None)

@@ -18,6 +18,7 @@ from sweep.config import ModelMode, Precision, TrainConfig
 from sweep.errors import UserError
 from sweep.randomness import seeded
 from sweep.training.precision import _ScaledUpdates, _Updates, autocast_context, cross_entropy
+from sweep.training.probe import Probe, ProbeResult
 from sweep.training.stopping import Status, stop_status
 
 
@@ -34,6 +35,7 @@ class Outcome:
     steps_taken: int          # optimizer updates taken
     skipped_updates: int = 0  # of those, updates a loss scaler skipped on overflow (precision=fp16_scaler)
     losses: Optional[list[float]] = None  # the loss of every state evaluated, with log_steps
+    probe: Optional[ProbeResult] = None   # the probe at the weights where the loop stopped (not if diverged)
 
     @property
     def steps_to_correct(self) -> int:
@@ -74,16 +76,22 @@ class Trajectory:
         self.t += 1
         self.skipped += skipped
 
-    def outcome(self, status: Status, final_loss: float, weight_distance: float) -> Outcome:
+    def outcome(self, status: Status, final_loss: float, weight_distance: float,
+                probe: Optional[Callable[[], ProbeResult]] = None) -> Outcome:
+        """The example's outcome; `probe()` evaluates the probe at the final weights (not called for an
+        example that diverged: its weights are not finite)."""
         return Outcome(status=status, loss_sum=self.loss_sum, final_loss=final_loss, weight_distance=weight_distance,
-                       steps_taken=self.t, skipped_updates=self.skipped, losses=self.losses, **self.initial)
+                       steps_taken=self.t, skipped_updates=self.skipped, losses=self.losses,
+                       probe=probe() if probe is not None and status != Status.DIVERGED else None, **self.initial)
 
 
 class SingleExampleTrainer:
     """Fine-tunes one model on one example at a time, restoring the pretrained state before each."""
 
-    def __init__(self, model: nn.Module, train: TrainConfig, lr: float, max_steps: int, log_steps: bool = False):
+    def __init__(self, model: nn.Module, train: TrainConfig, lr: float, max_steps: int, log_steps: bool = False,
+                 probe: Optional[Probe] = None):
         self.model, self.train, self.lr, self.max_steps, self.log_steps = model, train, lr, max_steps, log_steps
+        self.probe = probe  # evaluated at the weights where each example's loop stops
         state = model.state_dict(keep_vars=True)
         self.state = list(state.values())
         self.snapshot = [t.detach().clone() for t in self.state]
@@ -136,7 +144,8 @@ class SingleExampleTrainer:
             if on_step is not None:
                 on_step(trajectory.t, loss_value)
         updates.zero_grad()
-        return trajectory.outcome(status, loss_value, self.weight_distance())
+        probe = (lambda: self.probe.after_model(self.model)) if self.probe is not None else None
+        return trajectory.outcome(status, loss_value, self.weight_distance(), probe)
 
     def _grad_norm(self) -> float:
         return l2_norm([p.grad for p in self.params if p.grad is not None])

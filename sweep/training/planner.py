@@ -97,7 +97,8 @@ def _engine(cfg: Config, trainer: SingleExampleTrainer, device: torch.device, ch
     input_size = tuple(timm.data.resolve_data_config(model=trainer.model)["input_size"])
     auto = chosen.parallel == AUTO
     k = 2 if auto else chosen.parallel
-    engine, obstacle = batched_engine(trainer.model, cfg.train, cfg.lr, cfg.max_steps, k, input_size, cfg.log_steps)
+    engine, obstacle = batched_engine(trainer.model, cfg.train, cfg.lr, cfg.max_steps, k, input_size, cfg.log_steps,
+                                      trainer.probe)
     if engine is not None and auto:
         k, obstacle = engine_size(engine, input_size, todo, device)
         engine.parallel = k

@@ -1,0 +1,75 @@
+"""A run's probe set: drawn once (persisted in probe.csv, so a resumed run evaluates the same images
+against the same pretrained verdicts), decoded once per job into the model's input tensors."""
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import timm.data
+import torch
+from torch import nn
+
+from sweep.config import AUTO, Config
+from sweep.data.examples import Example
+from sweep.data.images import example_view, read_view
+from sweep.run.directory import RunDirectory
+from sweep.run.selection import Selection, draw_probe
+from sweep.training.probe import Probe
+
+log = logging.getLogger(__name__)
+
+# probe.size=auto, by what a probe image costs against an update (README: the figures): on a GPU a batched
+# forward pass is nearly free; on a CPU an ImageNet-size image costs a sixth of a lite0 update.
+AUTO_GPU, AUTO_CPU_SMALL, AUTO_CPU_LARGE, SMALL_PIXELS = 1000, 50, 10, 64 * 64
+
+
+def channels_last_of(model: nn.Module) -> torch.memory_format:
+    """The input layout that matches the model's weights (no reorder per forward on a CPU)."""
+    weights = next((m.weight for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if weights is not None and weights.is_contiguous(memory_format=torch.channels_last) and not weights.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def probe_size(cfg: Config, device: torch.device, input_size: tuple[int, ...]) -> int:
+    """probe.size, or for auto: 1000 images on a GPU; on a CPU 50 for small images (64 px or less),
+    10 for larger ones."""
+    if cfg.probe.size != AUTO:
+        return cfg.probe.size
+    if device.type == "cuda":
+        return AUTO_GPU
+    return AUTO_CPU_SMALL if input_size[-1] * input_size[-2] <= SMALL_PIXELS else AUTO_CPU_LARGE
+
+
+def open_probe(cfg: Config, directory: RunDirectory, examples: list[Example], selection: Selection,
+               model: nn.Module, device: torch.device) -> Probe | None:
+    """The run's probe (None with probe.size=0), judged by the pretrained `model` on first use."""
+    size = probe_size(cfg, device, tuple(timm.data.resolve_data_config(model=model)["input_size"]))
+    if size == 0:
+        return None
+    table = directory.probe_set()
+    if table is None:
+        chosen = draw_probe(examples, selection.examples, size, cfg.seed)
+    else:
+        chosen = [Example(p, int(y), int(r)) for p, y, r in zip(table["path"], table["label"], table["rank"])]
+    view = example_view(model, random_view=False, seed=cfg.seed)
+    decoded = [(example, read_view(view, example)) for example in chosen]
+    readable = [(example, x) for example, x in decoded if x is not None]
+    if len(readable) < len(decoded):
+        log.warning("probe: %d of %d images cannot be read and are left out", len(decoded) - len(readable),
+                    len(decoded))
+    x = torch.stack([x for _, x in readable]).to(device, memory_format=channels_last_of(model))
+    y = torch.tensor([example.label for example, _ in readable], device=device)
+    if table is None:
+        probe = Probe.at_pretrained(model, x, y)
+        directory.save_probe_set(pd.DataFrame({
+            "path": [e.path for e, _ in readable], "label": [e.label for e, _ in readable],
+            "rank": [e.rank for e, _ in readable], "right_before": probe.right_before.cpu().numpy(),
+            "loss_before": probe.loss_before.cpu().numpy()}))
+    else:
+        kept = table[table["path"].isin({e.path for e, _ in readable})]
+        probe = Probe(x, y, torch.tensor(kept["right_before"].to_numpy(dtype=bool), device=device),
+                      torch.tensor(kept["loss_before"].to_numpy(), dtype=torch.float32, device=device))  # as judged
+    log.info("probe: %d validation images (none trained on); error %.1f%% and mean loss %.3f at the pretrained "
+             "weights", len(probe), 100 * probe.error_before, probe.mean_loss_before)
+    return probe
