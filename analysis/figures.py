@@ -52,7 +52,7 @@ def save(fig, out: Path, name: str, formats: tuple[str, ...] = FIGURE_FORMATS) -
 
 def measured_costs(runs: list[tuple[object, str]]) -> pd.DataFrame:
     """One row per measured example of every run with a cost: run, rank, cost (never-corrected at
-    their lower bound), whether corrected, the model and lr where known, the data set's size."""
+    their lower bound), whether corrected, the model and lr where known, the data set's rank range."""
     frames = []
     for run, label in runs:
         cost = primary_cost(run.rows)
@@ -64,7 +64,7 @@ def measured_costs(runs: list[tuple[object, str]]) -> pd.DataFrame:
         frames.append(pd.DataFrame({"run": label, RANK: measured[RANK].to_numpy(), "cost": values.to_numpy(),
                                     "cost_name": cost, "status": np.where(observed, CORRECTED, CENSORED),
                                     "model": str(run.params.get("model", "")), "lr": run.params.get("lr"),
-                                    "examples": run.examples or int(measured[RANK].max())}))
+                                    "rank_range": run.rank_range}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -90,7 +90,7 @@ def cost_vs_difficulty(runs: list[tuple[object, str]], keys: list[str], out: Pat
                        markers={CORRECTED: "o", CENSORED: "X"}, palette={CORRECTED: "tab:blue", CENSORED: "tab:red"},
                        s=16, alpha=0.75, height=2.6, aspect=1.3, facet_kws={"sharey": True, "sharex": True}, **facets)
     grid.map_dataframe(sns.rugplot, x=RANK, height=0.03, color="0.3", alpha=0.3)  # the ranks the sample covers
-    grid.set(yscale="log", xlim=(0, int(data["examples"].max()) + 1))
+    grid.set(yscale="log", xlim=(0, int(data["rank_range"].max()) + 1))
     grid.set_axis_labels("universal difficulty rank (1 = easiest)", f"{cost_label(data['cost_name'].iloc[0])}")
     grid.set_titles(row_template="model={row_name}", col_template="lr={col_name}" if "row" in facets else "{col_name}")
     for label, text in (annotations or {}).items():
@@ -112,13 +112,13 @@ def damage_vs_difficulty(runs: list[tuple[object, str]], out: Path) -> list[Path
     frames = []
     for run, label in runs:
         measured = run.rows[run.rows["status"].isin([Status.CORRECT, Status.NEVER_CORRECT])]
-        for column, name in (("drawdown", "drawdown (probe error increase)"),
-                             ("probe_loss_increase", "probe mean loss increase")):
+        for column, name in (("drawdown", "drawdown"),
+                             ("probe_loss_increase", "probe loss increase")):
             if column in measured and measured[column].notna().any():
                 frames.append(pd.DataFrame({"run": label, RANK: measured[RANK], "value": measured[column],
                                             "measure": name, "status": np.where(measured["status"] == Status.CORRECT,
                                                                                 CORRECTED, CENSORED),
-                                            "examples": run.examples or int(measured[RANK].max())}))
+                                            "rank_range": run.rank_range}))
     if not frames:
         return []
     data = pd.concat(frames, ignore_index=True)
@@ -126,10 +126,11 @@ def damage_vs_difficulty(runs: list[tuple[object, str]], out: Path) -> list[Path
     grid = sns.relplot(data=data, x=RANK, y="value", row="measure", col="run", hue="status", style="status",
                        hue_order=[CORRECTED, CENSORED], style_order=[CORRECTED, CENSORED],
                        markers={CORRECTED: "o", CENSORED: "X"}, palette={CORRECTED: "tab:purple", CENSORED: "tab:red"},
-                       s=16, alpha=0.75, height=2.4, aspect=1.3, facet_kws={"sharey": "row", "sharex": True})
+                       s=16, alpha=0.75, height=2.4, aspect=1.3,
+                       facet_kws={"sharey": "row", "sharex": True, "margin_titles": True})
     grid.map_dataframe(sns.regplot, x=RANK, y="value", scatter=False, color="0.3", truncate=True, ci=None,
                        line_kws={"linewidth": 1})
-    grid.set(xlim=(0, int(data["examples"].max()) + 1))
+    grid.set(xlim=(0, int(data["rank_range"].max()) + 1))
     grid.set_titles(row_template="{row_name}", col_template="{col_name}")
     grid.set_axis_labels("universal difficulty rank (1 = easiest)", "")
     for ax in grid.axes.flat:
@@ -143,9 +144,10 @@ def cost_by_decile(runs: list[tuple[object, str]], out: Path) -> list[Path]:
     if data.empty:
         return []
     sns = seaborn()
-    data = data.assign(decile=np.minimum(10, 1 + (10 * (data[RANK] - 1) // data["examples"])).astype(int))
+    data = data.assign(decile=np.minimum(10, 1 + (10 * (data[RANK] - 1) // data["rank_range"])).astype(int))
     fig, ax = pyplot().subplots(figsize=(6.0, 3.6))
-    sns.pointplot(data=data, x="decile", y="cost", hue="run", estimator=np.median, errorbar=("ci", 95), n_boot=500,
+    sns.pointplot(data=data, x="decile", y="cost", hue="run", hue_order=list(dict.fromkeys(data["run"])),
+                  estimator=np.median, errorbar=("ci", 95), n_boot=500,
                   dodge=0.4 if data["run"].nunique() > 1 else False, markersize=4, linewidth=1.2,
                   err_kws={"linewidth": 1}, ax=ax, order=sorted(data["decile"].unique()))
     ax.set_yscale("log")

@@ -33,9 +33,12 @@ class Run:
     probe: dict = field(default_factory=dict)      # the summary's probe: size, error_before, loss_before
 
     @property
-    def examples(self) -> int | None:
-        """How many examples the data set has (the range of its difficulty ranks), where known."""
-        return self.selection.get("examples")
+    def rank_range(self) -> int:
+        """The largest difficulty rank of the data set, as far as known: its number of images, or the
+        largest rank in the rows where the ranks come from a longer order (a sample of ImageNet's
+        validation images ranked among all 50,000)."""
+        ranks = self.rows[RANK].dropna() if RANK in self.rows else pd.Series(dtype=float)
+        return max(int(self.selection.get("examples") or 0), int(ranks.max()) if len(ranks) else 0)
 
 
 def latest_sweep(root: Path = Path("multirun")) -> Path:

@@ -45,7 +45,7 @@ def universality(runs: list[tuple[object, str]], keys: list[str]) -> tuple[pd.Da
                 pairwise.append({"group": context, "score": score, "model_a": a, "model_b": b,
                                  **_cells("rho", rho(table[a], table[b]))})
             overall.append({"group": context, "score": score, "models": len(table.columns),
-                            **_cells("kendall_w", concordance_w(table.to_numpy().T))})
+                            **_cells("kendall_w", concordance_w(table.to_numpy().T, models=list(table.columns)))})
     return pd.DataFrame(pairwise), pd.DataFrame(overall)
 
 

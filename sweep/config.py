@@ -163,7 +163,7 @@ class ProbeConfig:
     """Drawdown: what each correction does to the rest of the model, measured on a probe set of
     validation images drawn from the run's data, never trained on, and evaluated in eval mode on the
     eval view at the pretrained weights and where each example's loop stopped."""
-    size: Any = AUTO  # images; auto: 1000 on a GPU, 50 (small images) or 10 on a CPU (README); 0: none
+    size: Any = AUTO  # images; auto: 1000 on a GPU, 50 (small images) or 5 on a CPU (README); 0: none
 
 
 @dataclass

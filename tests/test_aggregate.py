@@ -351,3 +351,17 @@ def test_the_html_report_is_self_contained(three_models):
     assert page.sources and all(source.startswith("data:image/png;base64,") for source in page.sources)
     assert "Headline" in page.headings and "The selection" in page.headings
     assert "Clean and flagged mistakes (ReaL labels)" in page.headings  # the rows carry ReaL labels
+
+
+def test_figures_span_the_rank_range_of_the_order_not_the_count_of_images(tmp_path):
+    """300 sampled ImageNet images ranked among all 50,000: the x range and the deciles follow the
+    ranks, or every point would fall outside the axes and into the last decile."""
+    from analysis.figures import measured_costs
+    from analysis.runs import Run
+    rows = fake_rows(np.random.default_rng(2), [f"/d/{i}.png" for i in range(40)], 1.0)
+    rows[RANK] = np.linspace(100, 49_900, 40).astype(int)
+    sampled = Run(tmp_path, {"model": "lite0"}, rows, selection={"examples": 300})
+    assert sampled.rank_range == 49_900
+    assert Run(tmp_path, {}, rows.assign(**{RANK: range(1, 41)}), selection={"examples": 300}).rank_range == 300
+    data = measured_costs([(sampled, "lite0")])
+    assert (data[RANK] <= data["rank_range"]).all() and data["rank_range"].eq(49_900).all()

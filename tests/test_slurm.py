@@ -64,14 +64,14 @@ def reference(tmp_path_factory, cache_dir):
 def test_slurm_sweep_gives_the_basic_launchers_rows_at_one_thread_per_task(tmp_path, cache_dir, reference):
     sweep = tmp_path / "sweep"
     started = time.perf_counter()
-    result = subprocess.run(main_command("-m", *SLURM, *WORK, "lr=1e-5", "sample_size=6", "seed=0,1",
+    result = subprocess.run(main_command("-m", *SLURM, *WORK, "lr=1e-5", "sample_size=4", "seed=0,1",
                                          f"hydra.sweep.dir={sweep}",
                                          *tiny_universe_overrides(cache_dir)),
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    print(f"two one-CPU tasks, 6 examples each: {time.perf_counter() - started:.1f} s for the sweep")
+    print(f"two one-CPU tasks, 4 examples each: {time.perf_counter() - started:.1f} s for the sweep")
     for seed in (0, 1):
-        pd.testing.assert_frame_equal(results(sweep / str(seed)), reference("1e-5", 6, seed))
+        pd.testing.assert_frame_equal(results(sweep / str(seed)), reference("1e-5", 4, seed))
         execution = json.loads((sweep / str(seed) / "training_summary.json").read_text())["execution"]
         assert (execution["threads"], execution["cores"], execution["cores_from"]) == (1, 1, "SLURM_CPUS_PER_TASK")
     assert "Bypassing sacct error" not in result.stderr  # quieted (reported once, in other words)

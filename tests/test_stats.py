@@ -1,8 +1,11 @@
-"""The bootstrap's ranking shortcut against scipy, and a bootstrap CI against resampling by hand."""
+"""The bootstrap's ranking shortcut against scipy, a bootstrap CI against resampling by hand, Kendall's W."""
+import math
+
 import numpy as np
 import pytest
 from scipy import stats
 
+from sweep.stats.agreement import concordance_w
 from sweep.stats.estimates import CONFIDENCE, RESAMPLES, ResampleRanking, rho
 
 
@@ -31,3 +34,14 @@ def test_rho_ci_is_the_percentile_interval_of_resampled_spearman():
     low, high = np.quantile(by_hand, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
     assert (estimate.low, estimate.high) == pytest.approx((low, high), abs=1e-12)
     assert estimate.low < estimate.value < estimate.high
+
+
+def test_kendall_w_is_one_plus_rho_over_two_for_two_models_and_needs_variation():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=30)
+    b = a + rng.normal(size=30)
+    w = concordance_w(np.vstack([a, b]))
+    assert w.value == pytest.approx((1 + stats.spearmanr(a, b).statistic) / 2)
+    assert w.low <= w.value <= w.high
+    flat = concordance_w(np.vstack([a, b, np.zeros(30)]), models=["lite0", "lite1", "lite2"])
+    assert math.isnan(flat.value) and flat.reason == "no variation in lite2"

@@ -18,9 +18,10 @@ from sweep.training.probe import Probe
 
 log = logging.getLogger(__name__)
 
-# probe.size=auto, by what a probe image costs against an update (README: the figures): on a GPU a batched
-# forward pass is nearly free; on a CPU an ImageNet-size image costs a sixth of a lite0 update.
-AUTO_GPU, AUTO_CPU_SMALL, AUTO_CPU_LARGE, SMALL_PIXELS = 1000, 50, 10, 64 * 64
+# probe.size=auto, so that the probe costs at most about a quarter of a run (README: the figures): on a GPU
+# a batched forward pass is cheap; on a CPU an ImageNet-size image costs a sixth to a quarter of an update,
+# and most corrections take a few updates.
+AUTO_GPU, AUTO_CPU_SMALL, AUTO_CPU_LARGE, SMALL_PIXELS = 1000, 50, 5, 64 * 64
 
 
 def channels_last_of(model: nn.Module) -> torch.memory_format:
@@ -33,7 +34,7 @@ def channels_last_of(model: nn.Module) -> torch.memory_format:
 
 def probe_size(cfg: Config, device: torch.device, input_size: tuple[int, ...]) -> int:
     """probe.size, or for auto: 1000 images on a GPU; on a CPU 50 for small images (64 px or less),
-    10 for larger ones."""
+    5 for larger ones."""
     if cfg.probe.size != AUTO:
         return cfg.probe.size
     if device.type == "cuda":

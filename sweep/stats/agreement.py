@@ -36,15 +36,20 @@ def tie_sums(ranks: np.ndarray) -> np.ndarray:
     return (counts ** 3 - counts).reshape(len(ordered), n).sum(axis=1).reshape(ranks.shape[:-1])
 
 
-def concordance_w(scores: np.ndarray, seed: int = 0) -> Estimate:
+def concordance_w(scores: np.ndarray, seed: int = 0, models: list[str] | None = None) -> Estimate:
     """Kendall's W of `scores` (m models x n examples, no NaN), with a percentile bootstrap CI over
-    resamples of the examples (the same resamples for every model)."""
+    resamples of the examples (the same resamples for every model). A model whose scores do not
+    vary orders nothing: W is not computable then (it would count that model as disagreeing)."""
     scores = np.asarray(scores, float)
     m, n = scores.shape
     if m < 2:
         return Estimate.not_computable(f"{m} model: agreement needs two or more", n)
     if n < MIN_EXAMPLES:
         return Estimate.not_computable(f"n={n} < {MIN_EXAMPLES}", n)
+    names = models or [f"model {i + 1}" for i in range(m)]
+    constant = [name for name, row in zip(names, scores) if np.ptp(row) == 0]
+    if constant:
+        return Estimate.not_computable(f"no variation in {constant[0]}", n)
     ranking = ResampleRanking(scores)
     data = ranking.ranks(np.arange(n)[None])  # (1, m, n)
     value = float(kendall_w(data, tie_sums(data))[0])
