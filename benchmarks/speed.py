@@ -1,7 +1,7 @@
 """Benchmark: the original scripts' loop against our simple path, batched engine and worker
 processes, on the same examples and the same model, prepared once in one process.
 
-    python benchmarks/engine.py [--models demo:test_resnet resnet18@224 tf_efficientnet_lite0@224]
+    python benchmarks/speed.py [--models demo:test_resnet resnet18@224 tf_efficientnet_lite0@224]
                                 [--methods original simple batched:32 workers:2 ...] [--examples N]
                                 [--max-steps 10] [--repeats 1] [--device cpu|cuda]
 
