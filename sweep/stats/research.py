@@ -171,6 +171,9 @@ def _censoring_aware(measured: pd.DataFrame, columns, suffix: str, empty: str) -
             out[f"km_median_{cost}{suffix}"] = km_median(*scores[cost])
     for baseline in (b for b in BASELINES if b in columns):
         values = measured[baseline].astype(float) * (ORIENTATION[baseline] or 1)
+        if values.isna().all():  # e.g. a gradient norm that overflowed in fp16 for every example
+            out[f"concordance_{baseline}{suffix}"] = Estimate.not_computable(f"no finite {baseline}", len(measured))
+            continue
         scores[baseline] = (values.fillna(values.median()).to_numpy(), np.ones(len(measured), bool))
     contrasts = {f"delta_concordance_{cost}_vs_{baseline}": (cost, baseline, ORIENTATION[baseline] is None)
                  for cost in scores if cost in COSTS for baseline in scores if baseline in BASELINES}
