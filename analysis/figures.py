@@ -89,7 +89,8 @@ def cost_vs_difficulty(runs: list[tuple[object, str]], keys: list[str], out: Pat
                        hue_order=[CORRECTED, CENSORED], style_order=[CORRECTED, CENSORED],
                        markers={CORRECTED: "o", CENSORED: "X"}, palette={CORRECTED: "tab:blue", CENSORED: "tab:red"},
                        s=16, alpha=0.75, height=2.6, aspect=1.3, facet_kws={"sharey": True, "sharex": True}, **facets)
-    grid.map_dataframe(sns.rugplot, x=RANK, height=0.03, color="0.3", alpha=0.3)  # the ranks the sample covers
+    for (row, col, _), panel in grid.facet_data():  # the ranks the sample covers (no layout pass, as map_* makes)
+        sns.rugplot(data=panel, x=RANK, height=0.03, color="0.3", alpha=0.3, ax=grid.facet_axis(row, col))
     grid.set(yscale="log", xlim=(0, int(data["rank_range"].max()) + 1))
     grid.set_axis_labels("universal difficulty rank (1 = easiest)", f"{cost_label(data['cost_name'].iloc[0])}")
     grid.set_titles(row_template="model={row_name}", col_template="lr={col_name}" if "row" in facets else "{col_name}")
@@ -128,8 +129,10 @@ def damage_vs_difficulty(runs: list[tuple[object, str]], out: Path) -> list[Path
                        markers={CORRECTED: "o", CENSORED: "X"}, palette={CORRECTED: "tab:purple", CENSORED: "tab:red"},
                        s=16, alpha=0.75, height=2.4, aspect=1.3,
                        facet_kws={"sharey": "row", "sharex": True, "margin_titles": True})
-    grid.map_dataframe(sns.regplot, x=RANK, y="value", scatter=False, color="0.3", truncate=True, ci=None,
-                       line_kws={"linewidth": 1})
+    for (row, col, _), panel in grid.facet_data():
+        if len(panel) >= 2:
+            sns.regplot(data=panel, x=RANK, y="value", scatter=False, color="0.3", truncate=True, ci=None,
+                        line_kws={"linewidth": 1}, ax=grid.facet_axis(row, col))
     grid.set(xlim=(0, int(data["rank_range"].max()) + 1))
     grid.set_titles(row_template="{row_name}", col_template="{col_name}")
     grid.set_axis_labels("universal difficulty rank (1 = easiest)", "")
