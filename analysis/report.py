@@ -294,7 +294,7 @@ padding:0 1em;color:#222;line-height:1.45} h1{font-size:1.6em} h2{font-size:1.25
 border-bottom:1px solid #ddd} table{border-collapse:collapse;margin:.8em 0;font-size:.82em;display:block;
 overflow-x:auto} th,td{border:1px solid #ddd;padding:.25em .5em;text-align:left;white-space:nowrap}
 th{background:#f4f4f4} figure{margin:1em 0} figure img{max-width:min(100%,960px)} figcaption{font-size:.85em;color:#555}
-.warning{background:#fff4e5;border-left:4px solid #f0a020;padding:.6em 1em} pre{white-space:pre-wrap;font-size:.85em}
+.warning{background:#fff4e5;border-left:4px solid #f0a020;padding:.6em 1em}
 """.split())
 
 
@@ -307,8 +307,7 @@ def to_html(blocks: list[Block]) -> str:
         if block.kind in ("h1", "h2"):
             parts.append(f"<{block.kind}>{html.escape(str(block.content))}</{block.kind}>")
         elif block.kind == "p":
-            text = str(block.content)
-            parts.append(f"<pre>{html.escape(text)}</pre>" if "\n" in text else f"<p>{_inline(text)}</p>")
+            parts.append(_prose(str(block.content)))
         elif block.kind == "warning":
             parts.append(f"<p class='warning'><strong>Warning.</strong> {_inline(str(block.content))}</p>")
         elif block.kind == "list":
@@ -320,6 +319,26 @@ def to_html(blocks: list[Block]) -> str:
             parts.append(f"<figure><img alt='{html.escape(block.caption)}' src='data:image/png;base64,{data}'>"
                          f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
     parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _prose(text: str) -> str:
+    """Paragraphs (separated by blank lines) and `- ` lists of wrapped text, as HTML."""
+    parts = []
+    for paragraph in text.strip().split("\n\n"):
+        items, current = [], []
+        for line in paragraph.splitlines():
+            if line.startswith("- ") and current:
+                items.append(" ".join(current))
+                current = []
+            current.append(line[2:] if line.startswith("- ") else line.strip())
+        items.append(" ".join(current))
+        if paragraph.lstrip().startswith("- ") or len(items) > 1 and "\n- " in paragraph:
+            head = [] if paragraph.lstrip().startswith("- ") else [items.pop(0)]
+            parts.append("".join(f"<p>{_inline(h)}</p>" for h in head)
+                         + "<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in items) + "</ul>")
+        else:
+            parts.append(f"<p>{_inline(items[0])}</p>")
     return "\n".join(parts)
 
 

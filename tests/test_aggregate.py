@@ -348,6 +348,7 @@ def test_the_html_report_is_self_contained(three_models):
     page = Page()
     page.feed((out / "report.html").read_text())
     assert page.tags[:2] == ["html", "head"] and "table" in page.tags and page.tags.count("img") >= 4
+    assert "pre" not in page.tags and "ul" in page.tags  # the method's prose as paragraphs and lists
     assert page.sources and all(source.startswith("data:image/png;base64,") for source in page.sources)
     assert "Headline" in page.headings and "The selection" in page.headings
     assert "Clean and flagged mistakes (ReaL labels)" in page.headings  # the rows carry ReaL labels

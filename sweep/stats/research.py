@@ -22,6 +22,12 @@ gradient norm's direction is not given beforehand, so it is compared by absolute
 Label noise: on ImageNet validation images every statistic is also given over the *clean* mistakes
 (the label is among the image's ReaL labels and the prediction is not; suffix `_clean`) and over
 the *flagged* rest (`_flagged`).
+
+Drawdown (runs with a probe): `mean_drawdown` and `mean_probe_loss_increase` over every measured
+example with bootstrap CIs; their C and rho against rank; `rho_<damage>_with_loss_sum`, the
+association with the loss to correct; `delta_<damage>_vs_loss_sum` and
+`delta_concordance_<damage>_vs_loss_sum`, paired differences: above 0, the damage says more about
+difficulty than the loss to correct.
 """
 from __future__ import annotations
 
