@@ -94,9 +94,9 @@ def original_selection(root: Path, n: int) -> list[tuple[str, int]]:
 
 @pytest.fixture(scope="module")
 def preset_run(inputs, tmp_path_factory):
-    """`python main.py experiment=original` on the real-sized inputs: 30 examples, one step each."""
+    """`python main.py experiment=original` on the real-sized inputs: 20 examples, one step each."""
     out = tmp_path_factory.mktemp("preset")
-    code, output = run_cli("experiment=original", *args(inputs), "sample_size=30", "max_steps=1", "progress=false",
+    code, output = run_cli("experiment=original", *args(inputs), "sample_size=20", "max_steps=1", "progress=false",
                            "probe.size=0", f"hydra.run.dir={out}")
     assert code == 0, output[-3000:]
     return out
@@ -107,13 +107,13 @@ def test_the_preset_selects_exactly_the_original_examples(inputs, preset_run):
     selection = pd.read_csv(tmp_path / "selection.csv")
     ours = [(f"{FOREIGN}/{Path(p).relative_to(inputs / 'val')}", r) for p, r in zip(selection["path"],
                                                                                     selection["rank"])]
-    expected = original_selection(inputs, 30)
-    assert len(expected) == 30 and ours == expected
+    expected = original_selection(inputs, 20)
+    assert len(expected) == 20 and ours == expected
     rows = pd.read_csv(tmp_path / "single_example_results.csv")
-    assert list(rows.sort_values("example_index")["path"]) == list(selection["path"]) and len(rows) == 30
+    assert list(rows.sort_values("example_index")["path"]) == list(selection["path"]) and len(rows) == 20
     # the draw depends on the pool's order: rank order would have picked other examples
     by_rank = sorted(original_selection(inputs, 10_000), key=lambda pr: pr[1])
-    assert sorted(random.Random(42).sample(by_rank, 30), key=lambda pr: pr[1]) != expected
+    assert sorted(random.Random(42).sample(by_rank, 20), key=lambda pr: pr[1]) != expected
 
 
 @pytest.mark.parametrize("change, message", [
@@ -226,8 +226,8 @@ def test_the_summary_has_the_original_keys(preset_run):
     tmp_path = preset_run
     summary = json.loads((tmp_path / "training_summary.json").read_text())
     rows = pd.read_csv(tmp_path / "single_example_results.csv").sort_values("example_index")  # selection order
-    assert summary["model_name"] == "test_resnet" and summary["total_examples_attempted"] == 30
-    assert summary["successful_examples"] + summary["failed_examples"] == 30
+    assert summary["model_name"] == "test_resnet" and summary["total_examples_attempted"] == 20
+    assert summary["successful_examples"] + summary["failed_examples"] == 20
     assert summary["successful_examples"] == (rows["status"] == "correct").sum()
     assert [r["path"] for r in summary["results"]] == list(rows["path"])
     assert [r["total_loss"] for r in summary["results"]] == pytest.approx(list(rows["total_loss_to_correct"]))
