@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sweep.outputs import DAMAGE, RANK, SCORES
+from sweep.outputs import DAMAGE, MEASURED, RANK, SCORES
 from sweep.run.difficulty_plot import cost_label, pyplot
 from sweep.stats.research import censored_cost, primary_cost
 from sweep.training.stopping import Status
@@ -56,7 +56,7 @@ def measured_costs(runs: list[tuple[object, str]]) -> pd.DataFrame:
     frames = []
     for run, label in runs:
         cost = primary_cost(run.rows)
-        measured = run.rows[run.rows["status"].isin([Status.CORRECT, Status.NEVER_CORRECT])]
+        measured = run.rows[run.rows["status"].isin(MEASURED)]
         censored = censored_cost(measured, cost) if cost is not None and len(measured) else None
         if censored is None:
             continue
@@ -112,7 +112,7 @@ def damage_vs_difficulty(runs: list[tuple[object, str]], out: Path) -> list[Path
     and its mean loss increase) against universal difficulty, a column per run."""
     frames = []
     for run, label in runs:
-        measured = run.rows[run.rows["status"].isin([Status.CORRECT, Status.NEVER_CORRECT])]
+        measured = run.rows[run.rows["status"].isin(MEASURED)]
         for column, name in (("drawdown", "drawdown"),
                              ("probe_loss_increase", "probe loss increase")):
             if column in measured and measured[column].notna().any():
@@ -211,7 +211,7 @@ def steps_ecdf(merged: pd.DataFrame, out: Path) -> list[Path]:
     fig, ax = pyplot().subplots(figsize=(5.5, 3.6))
     palette = sns.color_palette("deep", merged["run"].nunique())
     for (run, rows), color in zip(merged.groupby("run", sort=False), palette):
-        measured = rows[rows["status"].isin([Status.CORRECT, Status.NEVER_CORRECT])]
+        measured = rows[rows["status"].isin(MEASURED)]
         if "steps_to_correct" not in rows or not len(measured):
             continue
         steps = np.sort(measured.loc[measured["status"] == Status.CORRECT, "steps_to_correct"].to_numpy())

@@ -60,6 +60,16 @@ def test_a_wrong_probe_size_is_refused_before_any_training(tmp_path, cache_dir, 
     assert not (tmp_path / "single_example_results.csv").exists()
 
 
+def test_a_probe_of_unreadable_images_is_refused_before_any_training(tmp_path, cache_dir, monkeypatch):
+    import sweep.run.probe_set
+    monkeypatch.setattr(sweep.run.probe_set, "read_view", lambda view, example: None)  # every image broken
+    code, output = run_cli(*tiny_universe_overrides(cache_dir), "sample_size=3", "probe.size=4",
+                           f"hydra.run.dir={tmp_path}")
+    assert code == 2 and "Traceback" not in output, output[-2000:]
+    assert "error: probe: none of its 4 images can be read" in output and "probe.size=0" in output
+    assert not (tmp_path / "single_example_results.csv").exists()
+
+
 @pytest.mark.slow  # about 40 s: 120 probe images of 224 px judged five times by hand, besides the run
 def test_probe_error_after_equals_an_independent_recomputation_on_real_images(lite0_probe_120):
     """lite0 over the 300-image ImageNet sample with a probe of 120: each example's loop re-run by

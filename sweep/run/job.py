@@ -75,7 +75,7 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, devi
     # Select: the persisted selection of this directory, or a new sample of the model's mistakes; the probe.
     selection = directory.selection() or directory.save_selection(
         select(cfg, model, source.examples, view, device, source.wrong, cache, cores, layout, weights["digest"]))
-    probe = open_probe(cfg, directory, source.examples, selection, model, device)
+    probe = open_probe(cfg, directory, source.examples, selection, model, device, layout)
     trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps, cfg.log_steps, probe)
     in_shard = list(enumerate(selection.examples))[cfg.shard.index::cfg.shard.count]  # positions in the selection
     done = directory.done_paths()

@@ -9,11 +9,13 @@ import timm.data
 import torch
 from torch import nn
 
-from sweep.config import AUTO, Config
+from sweep.config import AUTO, Config, MemoryFormat
 from sweep.data.examples import Example
 from sweep.data.images import example_view, read_view
+from sweep.errors import UserError
 from sweep.run.directory import RunDirectory
 from sweep.run.selection import Selection, draw_probe
+from sweep.training.hardware import torch_format
 from sweep.training.probe import Probe
 
 log = logging.getLogger(__name__)
@@ -22,14 +24,6 @@ log = logging.getLogger(__name__)
 # a batched forward pass is cheap; on a CPU an ImageNet-size image costs a sixth to a quarter of an update,
 # and most corrections take a few updates.
 AUTO_GPU, AUTO_CPU_SMALL, AUTO_CPU_LARGE, SMALL_PIXELS = 1000, 50, 5, 64 * 64
-
-
-def channels_last_of(model: nn.Module) -> torch.memory_format:
-    """The input layout that matches the model's weights (no reorder per forward on a CPU)."""
-    weights = next((m.weight for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    if weights is not None and weights.is_contiguous(memory_format=torch.channels_last) and not weights.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def probe_size(cfg: Config, device: torch.device, input_size: tuple[int, ...]) -> int:
@@ -43,8 +37,9 @@ def probe_size(cfg: Config, device: torch.device, input_size: tuple[int, ...]) -
 
 
 def open_probe(cfg: Config, directory: RunDirectory, examples: list[Example], selection: Selection,
-               model: nn.Module, device: torch.device) -> Probe | None:
-    """The run's probe (None with probe.size=0), judged by the pretrained `model` on first use."""
+               model: nn.Module, device: torch.device, layout: MemoryFormat) -> Probe | None:
+    """The run's probe (None with probe.size=0), judged by the pretrained `model` on first use; its
+    images kept in the weights' memory `layout` (no reorder at each forward pass)."""
     size = probe_size(cfg, device, tuple(timm.data.resolve_data_config(model=model)["input_size"]))
     if size == 0:
         return None
@@ -56,10 +51,13 @@ def open_probe(cfg: Config, directory: RunDirectory, examples: list[Example], se
     view = example_view(model, random_view=False, seed=cfg.seed)
     decoded = [(example, read_view(view, example)) for example in chosen]
     readable = [(example, x) for example, x in decoded if x is not None]
+    if not readable:
+        raise UserError(f"probe: none of its {len(decoded)} images can be read (e.g. {decoded[0][0].path}); "
+                        f"probe.size=0 runs without a probe")
     if len(readable) < len(decoded):
         log.warning("probe: %d of %d images cannot be read and are left out", len(decoded) - len(readable),
                     len(decoded))
-    x = torch.stack([x for _, x in readable]).to(device, memory_format=channels_last_of(model))
+    x = torch.stack([x for _, x in readable]).to(device, memory_format=torch_format(layout))
     y = torch.tensor([example.label for example, _ in readable], device=device)
     if table is None:
         probe = Probe.at_pretrained(model, x, y)

@@ -21,6 +21,7 @@ from sweep.training.stopping import Status
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class Finished:
     """One example done: its results row and, with log_steps, the loss of every state evaluated."""

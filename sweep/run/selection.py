@@ -25,6 +25,7 @@ from sweep.data.examples import Example
 from sweep.data.images import example_view, read_view
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
+from sweep.models import eval_mode
 from sweep.randomness import forward_seed, seeded
 from sweep.training.precision import autocast_context, cross_entropy
 
@@ -202,31 +203,31 @@ def select(cfg: Config, model: nn.Module, examples: list[Example], view: Callabl
     precision, device and the weights' memory `layout` (`weights`: the digest of the pretrained
     weights, if known).
     """
-    training = model is not None and model.training
     precision = cfg.train.precision
     mistakes: dict[Example, Mistake] = {}
     if precomputed is not None:
         pool, unreadable = precomputed, 0
     else:
         random_view = cfg.train.augmentation == Augmentation.one_view
-        if cfg.search.mode == SearchMode.eval:
-            model.eval()
-            view, random_view, precision = example_view(model, random_view=False, seed=cfg.seed), False, Precision.fp32
-        seed = functools.partial(_forward_seed, cfg.seed) if model.training else None
-        search = functools.partial(find_wrong, model, examples, view, device, 1 if model.training else 64,
-                                   progress=cfg.progress, cores=cores, precision=precision, forward_seed=seed)
-        if cache is None:
-            mistakes, unreadable = search()
-        else:
-            key = {"weights": weights or state_digest(model), "examples": examples_digest(examples),
-                   "training": model.training, "view": f"random, seed {cfg.seed}" if random_view else "eval",
-                   "device": device.type}
-            if layout != MemoryFormat.contiguous:  # contiguous entries keep the key they had before layouts
-                key["memory_format"] = layout.value
-            if precision != Precision.fp32:  # fp32 entries keep the key they had before the search had a precision
-                key["precision"] = precision.value
-            mistakes, unreadable = cached_wrong_set(cache, key, examples, search)
-        model.train(training)
+        in_eval = cfg.search.mode == SearchMode.eval
+        with eval_mode(model) if in_eval else contextlib.nullcontext():
+            if in_eval:
+                view = example_view(model, random_view=False, seed=cfg.seed)
+                random_view, precision = False, Precision.fp32
+            seed = functools.partial(_forward_seed, cfg.seed) if model.training else None
+            search = functools.partial(find_wrong, model, examples, view, device, 1 if model.training else 64,
+                                       progress=cfg.progress, cores=cores, precision=precision, forward_seed=seed)
+            if cache is None:
+                mistakes, unreadable = search()
+            else:
+                key = {"weights": weights or state_digest(model), "examples": examples_digest(examples),
+                       "training": model.training, "view": f"random, seed {cfg.seed}" if random_view else "eval",
+                       "device": device.type}
+                if layout != MemoryFormat.contiguous:  # contiguous entries keep the key they had before layouts
+                    key["memory_format"] = layout.value
+                if precision != Precision.fp32:  # fp32 entries keep the key they had before searches had precisions
+                    key["precision"] = precision.value
+                mistakes, unreadable = cached_wrong_set(cache, key, examples, search)
         pool = rank_order(mistakes)
     log.info("the pretrained model gets %d of %d examples wrong (%d unreadable)", len(pool), len(examples),
              unreadable)
@@ -234,10 +235,9 @@ def select(cfg: Config, model: nn.Module, examples: list[Example], view: Callabl
         raise UserError(f"model {cfg.model.arch} gets no example of data={cfg.data.name} wrong: nothing to correct")
     chosen = sample(pool, cfg.sample_size, cfg.seed)
     if precomputed is not None:  # the matrix holds no predictions: the model's, in eval mode on the eval view
-        model.eval()
-        eval_view = example_view(model, random_view=False, seed=cfg.seed)
-        mistakes, _ = infer(model, chosen, eval_view, device, 64, progress=False, cores=cores)
-        model.train(training)
+        with eval_mode(model):
+            eval_view = example_view(model, random_view=False, seed=cfg.seed)
+            mistakes, _ = infer(model, chosen, eval_view, device, 64, progress=False, cores=cores)
     info = {"examples": len(examples), "wrong": len(pool), "unreadable": unreadable, "selected": len(chosen)}
     initial_losses = {} if precomputed is not None else {e.path: mistakes[e].loss for e in chosen if e in mistakes}
     predictions = {e.path: mistakes[e].prediction for e in chosen

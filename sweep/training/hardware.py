@@ -130,10 +130,13 @@ def memory_format(setting: MemoryFormat, model: nn.Module, device: torch.device)
     return MemoryFormat.channels_last, "auto: depthwise convolutions on a CPU"
 
 
+def torch_format(layout: MemoryFormat) -> torch.memory_format:
+    return torch.channels_last if layout == MemoryFormat.channels_last else torch.contiguous_format
+
+
 def with_memory_format(model: nn.Module, layout: MemoryFormat) -> nn.Module:
     """`model` with its 4-d weights in `layout` (convolutions follow their weight's layout)."""
-    channels_last = layout == MemoryFormat.channels_last
-    return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return model.to(memory_format=torch_format(layout))
 
 
 def describe_arithmetic(device: torch.device, threads: int, layout: MemoryFormat) -> str:

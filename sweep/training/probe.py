@@ -8,13 +8,14 @@ weights, then at the weights where each example's loop stopped.
 """
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sweep.models import eval_mode
 
 GPU_BATCH = 256         # probe images per forward pass on a GPU
 CPU_BATCH_PIXELS = 2 ** 19  # on a CPU, about 10 images of 224 px per forward: larger batches outgrow the caches
@@ -93,13 +94,3 @@ def _eval_forward(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     with eval_mode(model):
         return model(batch)
 
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """`model` in eval mode inside the block, its mode restored after."""
-    training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(training)
