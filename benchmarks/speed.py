@@ -10,14 +10,15 @@ example, as the original scripts), `simple` (the simple path), `simple-bf16`, `c
 simple path on `torch.compile(model, mode="reduce-overhead")`: CUDA graphs on a GPU; its compile
 time is reported apart), `simple-cl` (the simple path on a channels_last copy of the model and
 input: oneDNN's convolutions, including its depthwise kernels, instead of the default ones; float
-results differ from the simple path's), `batched:K`, `batched-bf16:K`, and on a CPU `workers:N` and
+results differ from the simple path's), `batched:K`, `batched:auto` (K as `execution.parallel=auto` sizes
+it from free GPU memory), `batched-bf16:K`, and on a CPU `workers:N` and
 `workers-batched:N:K`. Every method gets one untimed warm-up on 2 examples first (CUDA context,
 cuDNN autotuning, allocator, compilation); on a CPU each method then runs in a fresh fork of this
 process, so that none inherits what another left behind.
 
 Prints one table (with --repeats, each method's fastest run): example-steps (optimizer updates)
-per second; the speed-up over the first method; achieved GFLOP/s (3x the forward FLOPs of one
-example, from torch.utils.flop_counter) and its fraction of this machine's matmul throughput in
+per second; the speed-up over the first method; achieved GFLOP/s (an update's FLOPs, counted as every
+run's summary counts them: sweep/training/flops.py) and its fraction of this machine's matmul throughput in
 the same precision (fp32 with TF32 off, as the tool computes, or bf16; measured in the same run);
 peak memory (resident high-water mark on CPU plus what worker processes added; allocated on
 CUDA); and whether every example took exactly the simple path's number of steps.
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import json
 import time
 from pathlib import Path
 
@@ -44,14 +46,14 @@ import pandas as pd  # after prepare_process(), which must run first
 import timm
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
-from sweep.config import Precision, TrainConfig, UniverseConfig
+from sweep.config import AUTO, Precision, TrainConfig, UniverseConfig
 from sweep.data.demo import open_demo
 from sweep.data.images import load_image, model_transform
 from sweep.run.cache import cache_root
 from sweep.run.selection import sample_mistakes
-from sweep.training.engine import BatchedTrainer, longest_first
+from sweep.training.engine import BatchedTrainer, engine_size, longest_first
+from sweep.training.flops import count_step
 from sweep.training.hardware import exact_arithmetic
 from sweep.training.loop import SingleExampleTrainer
 from sweep.training.workers import rows_in_workers
@@ -59,10 +61,11 @@ from sweep.training.workers import rows_in_workers
 FP32, BF16 = TrainConfig(), TrainConfig(precision=Precision.bf16)
 
 
-def matmul_tflops(device: torch.device, dtype: torch.dtype, repeats: int = 5, trials: int = 5) -> float:
-    """Measured dense matmul throughput of this device in `dtype`, the best of `trials` (the
-    roofline for the % column)."""
-    n = 8192 if device.type == "cuda" else 2048
+def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int | None = None, repeats: int = 5,
+                  trials: int = 5) -> float:
+    """Measured dense matmul throughput of this device in `dtype` on n x n matrices (default 8192 on a
+    GPU, 2048 on a CPU), the best of `trials` (the roofline for the % column)."""
+    n = n or (8192 if device.type == "cuda" else 2048)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = 0.0
     for _ in range(trials + 1):  # the first is a warm-up
@@ -117,15 +120,8 @@ def workload(spec: str, n_examples: int, device: torch.device):
 
 
 def step_flops(model, x) -> int:
-    """FLOPs of one training step: 3x the counted forward FLOPs (backward = 2x forward).
-
-    Counting the backward pass directly over-counts depthwise convolutions (torch's flop counter
-    ignores `groups` there: 32 GFLOP instead of about 2.3 for tf_efficientnet_lite0).
-    """
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x[None])
-    return 3 * counter.get_total_flops()
+    """FLOPs of one update of one example, as each run's summary counts them (sweep.training.flops)."""
+    return count_step(model, tuple(x.shape)).update_flops
 
 
 def original_loop(model, examples, lr, max_steps, costs):
@@ -158,12 +154,24 @@ def simple(train: TrainConfig = FP32, compiled: bool = False, channels_last: boo
     return run
 
 
-def batched(k: int, train: TrainConfig = FP32):
+def batched(k: int | str, train: TrainConfig = FP32):
     def run(model, examples, lr, max_steps, costs):
         """As `python main.py execution.parallel=k`: fed longest first when initial losses are known."""
+        if k == AUTO:
+            return batched(auto_k(model, examples, lr, max_steps), train)(model, examples, lr, max_steps, costs)
         outcomes = dict(_engine_outcomes(model, examples, lr, max_steps, _longest_first(examples, costs), k, train))
         return [outcomes[i] for i in range(len(examples))], 0.0
     return run
+
+
+def auto_k(model, examples, lr, max_steps, train: TrainConfig = FP32) -> int:
+    """K as `execution.parallel=auto` sizes it on a GPU for this model and these examples."""
+    engine = BatchedTrainer(model, train, lr, max_steps, parallel=2)
+    k, obstacle = engine_size(engine, tuple(examples[0][0].shape), len(examples), examples[0][0].device)
+    if obstacle:
+        raise SystemExit(f"batched:auto: {obstacle}")
+    print(f"batched:auto: K={k} for {len(examples)} examples", flush=True)
+    return k
 
 
 def workers(n: int, k: int = 1):
@@ -173,7 +181,7 @@ def workers(n: int, k: int = 1):
         Besides the steps, returns the memory the workers added (each one's resident high-water
         mark above its resident size at the fork; pages shared with the parent are not counted twice).
         """
-        def process(tasks):
+        def process(tasks, stopping):
             start = _resident_mb("VmRSS")
             outcomes = _simple_outcomes if k == 1 else functools.partial(_engine_outcomes, k=k)
             for i, steps in outcomes(model, examples, lr, max_steps, order=tasks):
@@ -202,7 +210,8 @@ def isolated(threads: int, function, *args):
     `sweep.training.workers`), which shares the prepared model and examples and inherits no state left by
     other methods. This process itself must not have run multithreaded (OpenMP's thread pool does
     not survive a fork)."""
-    return next(rows_in_workers(lambda tasks: (function(*args) for _ in tasks), [None], 1, threads, lambda: False))
+    process = lambda tasks, stopping: (function(*args) for _ in tasks)
+    return next(rows_in_workers(process, [None], 1, threads, lambda: False))
 
 
 def _longest_first(examples, costs) -> list[int]:
@@ -236,6 +245,10 @@ def _engine_outcomes(model, examples, lr, max_steps, order, k, train: TrainConfi
 def method(spec: str, device: torch.device):
     """(label, function, precision) of a method spec."""
     name, *numbers = spec.split(":")
+    if numbers == [AUTO] and name == "batched":
+        if device.type != "cuda":
+            raise SystemExit("batched:auto sizes K from free GPU memory: name K on a CPU (batched:8)")
+        return "batched K=auto", batched(AUTO), "fp32"
     numbers = [int(n) for n in numbers]
     makers = {"original": ("original loop", lambda: original_loop, "fp32"),
               "simple": ("simple path", lambda: simple(), "fp32"),
@@ -266,6 +279,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=10, help="cap for the @px workloads")
     parser.add_argument("--repeats", type=int, default=1, help="run every method this often, keep the fastest")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", type=Path, default=None, help="also write the table's rows to this JSON file")
+    parser.add_argument("--matmul-size", type=int, default=None,
+                        help="n of the n x n matmuls that measure the peak (default: 8192 on a GPU, 2048 on a CPU)")
     args = parser.parse_args()
     device = torch.device(args.device)
     specs = args.methods or (["original", "simple", "compiled", "simple-bf16", "batched:8", "batched:32",
@@ -273,7 +289,7 @@ def main() -> None:
                              else ["original", "simple", "batched:8", "batched:32", "workers:2"])
     methods = [(spec, *method(spec, device)) for spec in specs]
     batched = ("batched", "batched-bf16", "workers-batched")
-    largest_k = max([int(s.split(":")[-1]) for s in specs if s.split(":")[0] in batched]
+    largest_k = max([int(s.split(":")[-1]) for s in specs if s.split(":")[0] in batched and s.split(":")[-1] != AUTO]
                     or [1])
     threads = torch.get_num_threads()
     if device.type == "cpu":
@@ -285,9 +301,9 @@ def main() -> None:
     else:  # CUDA cannot be used in a forked child: the methods run one after another in place
         exact_arithmetic(device, Precision.fp32)  # fp32 as the tool runs it: no TF32
         measure = lambda function, *a: function(*a)
-    peaks = {"fp32": measure(matmul_tflops, device, torch.float32)}
+    peaks = {"fp32": measure(matmul_tflops, device, torch.float32, args.matmul_size)}
     if any(p == "bf16" for *_, p in methods):
-        peaks["bf16"] = measure(matmul_tflops, device, torch.bfloat16)
+        peaks["bf16"] = measure(matmul_tflops, device, torch.bfloat16, args.matmul_size)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device={device} ({name}), threads={threads}, torch {torch.__version__}, matmul peak: "
           + ", ".join(f"{p} {v:.2f} TFLOP/s" for p, v in peaks.items()), flush=True)
@@ -333,6 +349,8 @@ def main() -> None:
             torch.cuda.empty_cache()
     print()
     print(pd.DataFrame(rows).to_markdown(index=False))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -163,7 +163,11 @@ class ProbeConfig:
     """Drawdown: what each correction does to the rest of the model, measured on a probe set of
     validation images drawn from the run's data, never trained on, and evaluated in eval mode on the
     eval view at the pretrained weights and where each example's loop stopped."""
-    size: Any = AUTO  # images; auto: 1000 on a GPU, 50 (small images) or 5 on a CPU (README); 0: none
+    size: Any = AUTO  # images; auto: 1000 on a GPU, 50 (small images) or 20 on a CPU (README); 0: none
+    # With size=auto, each example is judged on as many of the probe's images (a prefix of the set) as
+    # cost at most this fraction of its own correction's FLOPs; an explicit size judges every example
+    # on every image.
+    budget: float = 0.25
 
 
 @dataclass
@@ -219,6 +223,8 @@ def validate(cfg: Config) -> None:
                         f"0 <= shard.index < shard.count")
     _check(cfg.probe.size, "probe.size", f"{AUTO} or an integer >= 0 (0: no probe)",
            lambda v: v == AUTO or (isinstance(v, int) and not isinstance(v, bool) and v >= 0))
+    _check(cfg.probe.budget, "probe.budget", "a finite fraction > 0 (a probe's FLOPs per correction FLOP)",
+           lambda v: math.isfinite(v) and v > 0)
     for key in ("threads", "parallel", "workers"):
         _check(cfg.execution[key], f"execution.{key}", f"{AUTO} or an integer >= 1",
                lambda v: v == AUTO or (isinstance(v, int) and not isinstance(v, bool) and v >= 1))

@@ -23,8 +23,8 @@ MEASURED = (Status.CORRECT, Status.NEVER_CORRECT)  # examples whose cost to corr
 ORIGINAL_COLUMNS = ["example_index", "path", "total_loss_to_correct", "universal_difficulty_rank"]
 COLUMNS = ORIGINAL_COLUMNS + ["label", "initial_prediction", "status", "steps_to_correct", "loss_sum",
                               "initial_loss", "final_loss", "initial_margin", "initial_grad_norm",
-                              "weight_distance", "updates", "skipped_updates", "probe_error_after", "drawdown",
-                              "probe_flips_to_wrong", "probe_flips_to_right", "probe_loss_after",
+                              "weight_distance", "updates", "skipped_updates", "probe_images", "probe_error_after",
+                              "drawdown", "probe_flips_to_wrong", "probe_flips_to_right", "probe_loss_after",
                               "probe_loss_increase", "real_labels", "label_in_real", "prediction_in_real",
                               "arithmetic", "seconds"]
 # What a run computes, equal across execution paths (not the timing, nor the arithmetic's description)

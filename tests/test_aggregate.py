@@ -36,7 +36,7 @@ def fake_rows(rng, paths, scale):
         "initial_loss": rng.uniform(1, 3, n) + rank / 1000, "final_loss": 0.5, "initial_margin": -rng.uniform(0, 2, n),
         "initial_grad_norm": rng.uniform(5, 10, n), "weight_distance": 0.1,
         "updates": np.where(status == "correct", steps, 40), "skipped_updates": 0,
-        "probe_error_after": 0.2 + rank / 1e5, "drawdown": rank / 1e5 + rng.normal(0, 0.002, n),
+        "probe_images": 50, "probe_error_after": 0.2 + rank / 1e5, "drawdown": rank / 1e5 + rng.normal(0, 0.002, n),
         "probe_flips_to_wrong": 1, "probe_flips_to_right": 0, "probe_loss_after": 0.5,
         "probe_loss_increase": rng.uniform(0, 0.1, n),
         "arithmetic": "CPU, 1 torch thread, contiguous",

@@ -160,3 +160,78 @@ def test_engine_matches_the_simple_path_with_weight_decay(mistakes, which):
         assert (got[i].status, got[i].steps_taken) == (want.status, want.steps_taken), i
         assert got[i].weight_distance == pytest.approx(want.weight_distance, rel=1e-4), i
     assert sum(o.steps_taken for o in expected) > len(expected)
+
+
+def _discrete(outcome):
+    """What must not change at all: how and when the loop stopped, and what the probe counted."""
+    probe = outcome.probe
+    return (outcome.status, outcome.steps_taken, outcome.initial_prediction, len(outcome.losses),
+            probe and (probe.images, probe.error, probe.flips_to_wrong, probe.flips_to_right))
+
+
+def _floats(outcome):
+    return [outcome.loss_sum, outcome.initial_loss, outcome.final_loss, outcome.initial_margin,
+            outcome.initial_grad_norm, outcome.weight_distance, *outcome.losses,
+            *([outcome.probe.loss] if outcome.probe else [])]
+
+
+@pytest.fixture(scope="module")
+def probe_of(mistakes):
+    """A probe of 12 demo images judged at the pretrained weights, with a budget or without one."""
+    from sweep.training.flops import count_step
+    from sweep.training.probe import Probe
+    model, examples = mistakes
+    torch.manual_seed(1)
+    x = torch.rand(12, *examples[0][0].shape)
+    y = torch.randint(0, 10, (12,))
+    cost = count_step(model, tuple(examples[0][0].shape))
+    return lambda budget: Probe.at_pretrained(model, x, y, budget, cost)
+
+
+@pytest.mark.parametrize("k, sync_every, budget", [(4, 3, None), (10, 5, 0.5),
+                                                   pytest.param(3, 7, 0.25, marks=pytest.mark.slow)])
+def test_reading_the_loops_every_few_steps_changes_no_outcome(mistakes, probe_of, k, sync_every, budget):
+    """Loops that stop between two reads are frozen where they stopped: outcomes are those of a read
+    at every step, logged losses and the probe included, up to K = every example. (Idle copies are
+    dropped at reads, so K, and with it vmap's float rounding, can differ for a few steps.)"""
+    model, examples = mistakes
+    probe = probe_of(budget)
+
+    def outcomes(parallel, every):
+        engine = BatchedTrainer(model, TrainConfig(), 3e-5, 60, parallel, log_steps=True, probe=probe,
+                                sync_every=every)
+        return dict(engine.run((i, x, y) for i, (x, y) in enumerate(examples)))
+
+    every_step = outcomes(k, 1)
+    assert len({o.steps_taken for o in every_step.values()}) >= 4
+    assert all(len(o.losses) == o.steps_taken + 1 for o in every_step.values())
+    got = outcomes(k, sync_every)
+    assert {i: _discrete(o) for i, o in got.items()} == {i: _discrete(o) for i, o in every_step.items()}
+    for i, want in every_step.items():
+        assert _floats(got[i]) == pytest.approx(_floats(want), rel=1e-6, abs=1e-7), i
+
+
+def test_the_vmapped_probe_judges_as_one_copy_after_another(mistakes, probe_of):
+    model, examples = mistakes
+    results = {}
+    for vmapped in (False, True):
+        engine = BatchedTrainer(model, TrainConfig(), 3e-5, 60, 10, probe=probe_of(0.5), sync_every=4)
+        engine.vmapped_probe = vmapped  # the GPU's way, on the CPU
+        results[vmapped] = {i: o.probe for i, o in engine.run((i, x, y) for i, (x, y) in enumerate(examples))}
+    for i, one_by_one in results[False].items():
+        batched = results[True][i]
+        assert (batched.images, batched.error, batched.flips_to_wrong, batched.flips_to_right) == \
+            (one_by_one.images, one_by_one.error, one_by_one.flips_to_wrong, one_by_one.flips_to_right)
+        assert batched.loss == pytest.approx(one_by_one.loss, rel=1e-5)
+
+
+def test_the_stopping_rule_on_the_device_is_the_loop_s():
+    from sweep.training.stopping import STOP_CODES, stop_codes, stop_status
+    cases = [(loss, prediction, t, check) for loss in (0.5, float("nan"), float("inf")) for prediction in (1, 2)
+             for t in (0, 3, 5) for check in (True, False)]
+    for check in (True, False):
+        chosen = [c for c in cases if c[3] == check]
+        codes = stop_codes(torch.tensor([c[0] for c in chosen]), torch.tensor([c[1] for c in chosen]),
+                           torch.tensor([1] * len(chosen)), torch.tensor([c[2] for c in chosen]), 5, check)
+        for (loss, prediction, t, _), code in zip(chosen, codes.tolist()):
+            assert STOP_CODES.get(code) == stop_status(loss, prediction, 1, t, 5, check), (loss, prediction, t)

@@ -187,10 +187,13 @@ class RunDirectory:
                         int(duplicated.sum()))
         return rows[~duplicated].reset_index(drop=True)
 
-    def finish(self, summary: dict, rows: pd.DataFrame, title: str) -> None:
-        """Write the summary and the plot, each replaced atomically."""
-        atomic_write_text(self.path / SUMMARY_JSON, json.dumps(summary, indent=2, default=str) + "\n")
+    def plot(self, rows: pd.DataFrame, title: str) -> None:
+        """Draw the run's plot (replaced atomically)."""
         plot_loss_vs_difficulty(rows, self.path / PLOT_PNG, title)
+
+    def save_summary(self, summary: dict) -> None:
+        """Write the summary (replaced atomically)."""
+        atomic_write_text(self.path / SUMMARY_JSON, json.dumps(summary, indent=2, default=str) + "\n")
 
 
 def _known(selection: pd.DataFrame, column: str, kind: type) -> dict:

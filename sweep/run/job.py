@@ -15,11 +15,13 @@ from sweep.data.images import example_view
 from sweep.data.sources import check_inputs, open_source
 from sweep.run.cache import writable_cache
 from sweep.run.directory import RunDirectory, identity
+from sweep.run.phases import Phases
 from sweep.run.probe_set import open_probe
 from sweep.run.results import finished
 from sweep.run.selection import select, state_digest
 from sweep.run.signals import StopRequest
 from sweep.run.summary import summarize
+from sweep.training.flops import count_step
 from sweep.training.hardware import (
     allotted_cores,
     describe_arithmetic,
@@ -73,9 +75,13 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, devi
     view = example_view(model, random_view=cfg.train.augmentation == Augmentation.one_view, seed=cfg.seed)
 
     # Select: the persisted selection of this directory, or a new sample of the model's mistakes; the probe.
-    selection = directory.selection() or directory.save_selection(
-        select(cfg, model, source.examples, view, device, source.wrong, cache, cores, layout, weights["digest"]))
-    probe = open_probe(cfg, directory, source.examples, selection, model, device, layout)
+    cost = count_step(model, tuple(timm.data.resolve_data_config(model=model)["input_size"]))
+    phases = Phases(cost)
+    with phases.timing("search"):
+        selection = directory.selection() or directory.save_selection(
+            select(cfg, model, source.examples, view, device, source.wrong, cache, cores, layout, weights["digest"]))
+    with phases.timing("probe"):
+        probe = open_probe(cfg, directory, source.examples, selection, model, device, layout, cost)
     trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps, cfg.log_steps, probe)
     in_shard = list(enumerate(selection.examples))[cfg.shard.index::cfg.shard.count]  # positions in the selection
     done = directory.done_paths()
@@ -104,8 +110,10 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, devi
             record(result)
             bar.update()
             updates += result.row["updates"]
+            phases.finished(result)
             guard.check(result.row)
     training_seconds = time.perf_counter() - training_started
+    phases.training(training_seconds, chosen.workers)
 
     # Summarise.
     rows = directory.rows()
@@ -120,15 +128,20 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, devi
                   if training_seconds > 0 else None}
     probe_before = {"size": len(probe), "error_before": probe.error_before,
                     "loss_before": probe.mean_loss_before} if probe is not None else {"size": 0}
-    summary = summarize(cfg, rows, time.perf_counter() - started, device,
-                        {**selection.info, "in_this_shard": len(in_shard)}, execution, throughput, nondeterministic,
-                        weights, probe_before)
-    directory.finish(summary, rows, title=f"{cfg.model.arch}, lr={cfg.lr:g}, data={cfg.data.name}")
+    with phases.timing("statistics"):
+        summary = summarize(cfg, rows, device, {**selection.info, "in_this_shard": len(in_shard)}, execution,
+                            throughput, nondeterministic, weights, probe_before)
+    with phases.timing("figures"):
+        directory.plot(rows, title=f"{cfg.model.arch}, lr={cfg.lr:g}, data={cfg.data.name}")
+    summary["wall_seconds"] = time.perf_counter() - started
+    summary["phases"] = phases.summary(summary["wall_seconds"])
+    directory.save_summary(summary)
     if stop.requested():
         raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(in_shard)} examples (the examples in "
                          f"hand were handed back); rerun the same command with hydra.run.dir={directory.path} to "
                          f"resume")
     log.info("done: %s -> %s. %s", _counts(summary), directory.path, summary["headline"])
+    log.info("%s", Phases.sentence(summary["phases"], summary["wall_seconds"]))
     return summary
 
 

@@ -15,20 +15,20 @@ from sweep.data.images import example_view, read_view
 from sweep.errors import UserError
 from sweep.run.directory import RunDirectory
 from sweep.run.selection import Selection, draw_probe
+from sweep.training.flops import StepCost
 from sweep.training.hardware import torch_format
 from sweep.training.probe import Probe
 
 log = logging.getLogger(__name__)
 
-# probe.size=auto, so that the probe costs at most about a quarter of a run (README: the figures): on a GPU
-# a batched forward pass is cheap; on a CPU an ImageNet-size image costs a sixth to a quarter of an update,
-# and most corrections take a few updates.
-AUTO_GPU, AUTO_CPU_SMALL, AUTO_CPU_LARGE, SMALL_PIXELS = 1000, 50, 5, 64 * 64
+# probe.size=auto: the set's size (how many images are decoded, kept on the device and judged once at
+# the pretrained weights); each example is then judged on a prefix of it sized by probe.budget.
+AUTO_GPU, AUTO_CPU_SMALL, AUTO_CPU_LARGE, SMALL_PIXELS = 1000, 50, 20, 64 * 64
 
 
 def probe_size(cfg: Config, device: torch.device, input_size: tuple[int, ...]) -> int:
     """probe.size, or for auto: 1000 images on a GPU; on a CPU 50 for small images (64 px or less),
-    5 for larger ones."""
+    20 for larger ones."""
     if cfg.probe.size != AUTO:
         return cfg.probe.size
     if device.type == "cuda":
@@ -37,15 +37,22 @@ def probe_size(cfg: Config, device: torch.device, input_size: tuple[int, ...]) -
 
 
 def open_probe(cfg: Config, directory: RunDirectory, examples: list[Example], selection: Selection,
-               model: nn.Module, device: torch.device, layout: MemoryFormat) -> Probe | None:
+               model: nn.Module, device: torch.device, layout: MemoryFormat, cost: StepCost) -> Probe | None:
     """The run's probe (None with probe.size=0), judged by the pretrained `model` on first use; its
-    images kept in the weights' memory `layout` (no reorder at each forward pass)."""
+    images kept in the weights' memory `layout` (no reorder at each forward pass). With
+    probe.size=auto, each example is judged on the prefix of the set that `cost` and probe.budget
+    allow (see Probe)."""
     size = probe_size(cfg, device, tuple(timm.data.resolve_data_config(model=model)["input_size"]))
     if size == 0:
         return None
+    budget = cfg.probe.budget if cfg.probe.size == AUTO else None
     table = directory.probe_set()
     if table is None:
-        chosen = draw_probe(examples, selection.examples, size, cfg.seed)
+        if budget is None:  # every example judged on every image, in rank order
+            chosen = sorted(draw_probe(examples, selection.examples, size, cfg.seed), key=lambda e: (e.rank, e.path))
+        else:  # each example judged on a prefix: in the order drawn, so that any prefix is a random sample
+            chosen = draw_probe(examples, selection.examples, min(size, len(examples) - len(selection.examples)),
+                                cfg.seed)
     else:
         chosen = [Example(p, int(y), int(r)) for p, y, r in zip(table["path"], table["label"], table["rank"])]
     view = example_view(model, random_view=False, seed=cfg.seed)
@@ -60,7 +67,7 @@ def open_probe(cfg: Config, directory: RunDirectory, examples: list[Example], se
     x = torch.stack([x for _, x in readable]).to(device, memory_format=torch_format(layout))
     y = torch.tensor([example.label for example, _ in readable], device=device)
     if table is None:
-        probe = Probe.at_pretrained(model, x, y)
+        probe = Probe.at_pretrained(model, x, y, budget, cost)
         directory.save_probe_set(pd.DataFrame({
             "path": [e.path for e, _ in readable], "label": [e.label for e, _ in readable],
             "rank": [e.rank for e, _ in readable], "right_before": probe.right_before.cpu().numpy(),
@@ -68,7 +75,8 @@ def open_probe(cfg: Config, directory: RunDirectory, examples: list[Example], se
     else:
         kept = table[table["path"].isin({e.path for e, _ in readable})]
         probe = Probe(x, y, torch.tensor(kept["right_before"].to_numpy(dtype=bool), device=device),
-                      torch.tensor(kept["loss_before"].to_numpy(), dtype=torch.float32, device=device))  # as judged
+                      torch.tensor(kept["loss_before"].to_numpy(), dtype=torch.float32, device=device),  # as judged
+                      budget, cost)
     log.info("probe: %d validation images (none trained on); error %.1f%% and mean loss %.3f at the pretrained "
              "weights", len(probe), 100 * probe.error_before, probe.mean_loss_before)
     return probe

@@ -24,9 +24,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Finished:
-    """One example done: its results row and, with log_steps, the loss of every state evaluated."""
+    """One example done: its results row, with log_steps the loss of every state evaluated, and the
+    seconds its probe took (for the summary's phases)."""
     row: dict
     losses: Optional[list[float]] = None
+    probe_seconds: float = 0.0
 
 
 def finished(index: int, example: Example, outcome: Optional[Outcome], seconds: float,
@@ -35,7 +37,9 @@ def finished(index: int, example: Example, outcome: Optional[Outcome], seconds: 
     are the predictions that made the examples mistakes, where the selection recorded them."""
     mistake = (mistake_predictions or {}).get(example.path)
     row = make_row(index, example, outcome, seconds, mistake)
-    return Finished(row, outcome.losses if outcome is not None else None)
+    if outcome is None:
+        return Finished(row)
+    return Finished(row, outcome.losses, outcome.probe.seconds if outcome.probe is not None else 0.0)
 
 
 def make_row(index: int, example: Example, outcome: Optional[Outcome], seconds: float,

@@ -251,10 +251,11 @@ def _forward_seed(run_seed: int, example: Example) -> int:
 
 def draw_probe(examples: list[Example], selected: list[Example], size: int, seed: int) -> list[Example]:
     """`size` validation images for the probe, none of them selected (none is ever trained on):
-    `random.Random(seed).sample` of the others in rank order, then sorted by rank."""
+    `random.Random(seed).sample` of the others in rank order, in the order drawn (random: any prefix
+    is a random sample of the set)."""
     chosen = {e.path for e in selected}
     pool = rank_order(e for e in examples if e.path not in chosen)
     if size > len(pool):
         raise UserError(f"probe.size={size}: only {len(pool)} of the data's {len(examples)} images are not in the "
                         f"selection; use probe.size={len(pool)} or less (0: no probe)")
-    return sorted(random.Random(seed).sample(pool, size), key=lambda e: (e.rank, e.path))
+    return random.Random(seed).sample(pool, size)

@@ -38,8 +38,8 @@ def research_statistics(rows: pd.DataFrame) -> dict:
             "verdict": verdict(values, values["cost"] or "the cost")}
 
 
-def summarize(cfg: Config, rows: pd.DataFrame, seconds: float, device: torch.device, selection: dict,
-              execution: dict, throughput: dict, nondeterministic: list[str], weights: dict, probe: dict) -> dict:
+def summarize(cfg: Config, rows: pd.DataFrame, device: torch.device, selection: dict, execution: dict,
+              throughput: dict, nondeterministic: list[str], weights: dict, probe: dict) -> dict:
     """The summary of a run's rows: each fact once (the statistics under `statistics`, how this
     process executed the work under `execution`, its speed under `throughput`), plus the original
     scripts' own keys. `throughput` is this process's: wall-clock updates per second of its training
@@ -62,7 +62,6 @@ def summarize(cfg: Config, rows: pd.DataFrame, seconds: float, device: torch.dev
         "optimizer_updates": int(rows["updates"].sum()),  # every example's, diverged ones included
         "skipped_updates": int(rows["skipped_updates"].fillna(0).sum()),
         **research_statistics(rows),
-        "wall_seconds": seconds,
         "throughput": throughput,
         **describe(device),
         "nondeterministic_operations": nondeterministic,  # ones that warned while this job trained

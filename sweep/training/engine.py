@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Optional
@@ -19,9 +20,10 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from sweep.config import ModelMode, Optimizer, Precision, TrainConfig
 from sweep.training.fused_optimizer import FusedOptimizer
-from sweep.training.loop import Outcome, Trajectory, l2_norm
+from sweep.training.loop import Outcome, l2_norm, l2_norm_tensor, margin_tensor
 from sweep.training.precision import autocast_context, cross_entropy
 from sweep.training.probe import Probe, ProbeResult
+from sweep.training.stopping import STOP_CODES, Status, stop_codes
 
 
 def longest_first(items: list, predicted_cost: Callable[[object], Optional[float]]) -> list:
@@ -43,7 +45,9 @@ def _finite(value: Optional[float]) -> bool:
 @dataclass
 class _Slot:
     item: object
-    trajectory: Trajectory
+    y: int
+    baselines: tuple = ()  # at t = 0: the margin and the gradient norm, as 0-d tensors on the device
+    losses: Optional[list[float]] = None  # with log_steps
 
 
 class _Copies:
@@ -54,23 +58,28 @@ class _Copies:
     momentum) exactly as if it had its own optimizer, yet a step is a single fused call. Gradients
     are views into stacked buffers that each step's vmapped gradients are copied into. Parameters
     the forward does not use (`used` False) get no gradient in the simple path and are never
-    stepped, so weight decay leaves them alone here too.
+    stepped, so weight decay leaves them alone here too. `stopped` holds each copy's weights as they
+    were when its loop stopped: every copy is stepped (which copies stopped is known on the device
+    only, until the next synchronisation), and one that stopped drifts on unseen until it is refilled.
     """
 
     def __init__(self, pretrained: list[torch.Tensor], k: int,
                  make: Callable[[list[torch.Tensor]], FusedOptimizer], used: list[bool]):
         self.pretrained, self.make, self.used = pretrained, make, used
-        self._build([p.unsqueeze(0).repeat(k, *([1] * p.dim())) for p in pretrained], previous=None)
+        stacked = [p.unsqueeze(0).repeat(k, *([1] * p.dim())) for p in pretrained]
+        self._build(stacked, [s.clone() for s in stacked], previous=None)
         for i in range(k):
             self.reset(i)
 
-    def _build(self, stacked: list[torch.Tensor], previous: Optional[list[list[torch.Tensor]]]) -> None:
-        self.stacked = stacked
+    def _build(self, stacked: list[torch.Tensor], stopped: list[torch.Tensor],
+               previous: Optional[list[list[torch.Tensor]]]) -> None:
+        self.stacked, self.stopped = stacked, stopped
         self.grads = [torch.zeros_like(s) for s in stacked]
         self.views = [[s[i] for s in stacked] for i in range(len(stacked[0]))]
         for i, copy_views in enumerate(self.views):
             for view, g in zip(copy_views, self.grads):
                 view.grad = g[i]
+        self.stepped = [view for views in self.views for view, used in zip(views, self.used) if used]
         old = getattr(self, "optimizer", None)
         self.optimizer = self.make([v for copy_views in self.views for v in copy_views])
         if old is not None:  # carry each copy's optimizer state over to its new views
@@ -78,6 +87,9 @@ class _Copies:
                 for o, n in zip(old_views, new_views):
                     if o in old.state:
                         self.optimizer.state[n] = old.state[o]
+
+    def __len__(self) -> int:
+        return len(self.views)
 
     def reset(self, i: int) -> None:
         """Copy i back to the pretrained weights with a fresh optimizer state."""
@@ -87,40 +99,93 @@ class _Copies:
 
     def keep(self, indices: list[int]) -> None:
         """Drop every copy not in `indices` (in that order), keeping parameters and optimizer state."""
-        self._build([s[indices] for s in self.stacked], previous=[self.views[i] for i in indices])
+        self._build([s[indices] for s in self.stacked], [s[indices] for s in self.stopped],
+                    previous=[self.views[i] for i in indices])
 
-    def step(self, grads: list[torch.Tensor], stepping: list[bool]) -> None:
-        """One optimizer update of the copies marked in `stepping` with their slices of `grads`."""
+    def record_stops(self, stopping: torch.Tensor) -> None:
+        """Keep the current weights of the copies whose loops stop now (`stopping`: a bool per copy)."""
+        for held, current in zip(self.stopped, self.stacked):
+            torch.where(stopping.view(-1, *([1] * (current.dim() - 1))), current, held, out=held)
+
+    def stopped_weights(self, i: int) -> list[torch.Tensor]:
+        return [s[i] for s in self.stopped]
+
+    def step(self, grads: list[torch.Tensor]) -> None:
+        """One optimizer update of every copy with its slice of `grads`."""
         for buffer, g in zip(self.grads, grads):
             buffer.copy_(g)
-        self.optimizer.step([view for views, s in zip(self.views, stepping) if s
-                             for view, used in zip(views, self.used) if used])
+        self.optimizer.step(self.stepped)
+
+
+class _Loops:
+    """Every copy's loop state, on the device: step t, summed loss (float64, as Python's float sum
+    of the simple path), whether it still runs, how it stopped, and what step 0 showed."""
+
+    def __init__(self, k: int, device: torch.device):
+        self.t = torch.zeros(k, dtype=torch.long, device=device)
+        self.loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
+        self.running = torch.ones(k, dtype=torch.bool, device=device)
+        self.code = torch.zeros(k, dtype=torch.int8, device=device)
+        self.final_loss = torch.zeros(k, dtype=torch.float32, device=device)
+        self.initial_loss = torch.zeros(k, dtype=torch.float32, device=device)
+        self.initial_prediction = torch.zeros(k, dtype=torch.long, device=device)
+
+    def restart(self, i: int) -> None:
+        self.t[i], self.loss_sum[i], self.running[i], self.code[i] = 0, 0.0, True, 0
+
+    def keep(self, indices: list[int]) -> None:
+        for name, value in vars(self).items():
+            setattr(self, name, value[indices])
+
+    def observe(self, losses: torch.Tensor, predictions: torch.Tensor, labels: torch.Tensor, max_steps: int,
+                check_final_state: bool) -> torch.Tensor:
+        """Apply one step's losses and predictions (the stopping rule, then the bookkeeping of the update
+        every running loop takes); returns which loops stop at this step."""
+        codes = stop_codes(losses, predictions, labels, self.t, max_steps, check_final_state)
+        stopping = self.running & (codes != 0)
+        self.code = torch.where(stopping, codes, self.code)
+        self.final_loss = torch.where(stopping, losses, self.final_loss)
+        self.running &= ~stopping
+        self.loss_sum += torch.where(self.running, losses.double(), 0.0)
+        self.t += self.running
+        return stopping
 
 
 class BatchedTrainer:
-    """Runs many single-example fine-tunings at once; yields (item, Outcome) as each finishes."""
+    """Runs many single-example fine-tunings at once; yields (item, Outcome) as each finishes.
+
+    The stopping rule runs on the device; the host reads the loops' state every `sync_every` steps
+    (default: 1 on a CPU; on a GPU SYNC_EVERY, or the most states a loop evaluates if fewer, so that
+    the GPU does not wait for the host in between),
+    hands out the loops that stopped and refills their slots. A loop that stopped between two reads
+    is frozen: its weights where it stopped are kept (`_Copies.stopped`) and nothing it computes
+    after counts, so outcomes do not depend on `sync_every`. With a probe, the copies found stopped
+    at one read are judged together (one vmapped forward pass per batch of images on a GPU).
+    """
 
     def __init__(self, model: nn.Module, train: TrainConfig, lr: float, max_steps: int, parallel: int,
-                 log_steps: bool = False, probe: Optional[Probe] = None):
+                 log_steps: bool = False, probe: Optional[Probe] = None, sync_every: Optional[int] = None):
         self.model, self.train, self.lr, self.max_steps, self.parallel = model, train, lr, max_steps, parallel
         self.log_steps, self.probe = log_steps, probe  # the probe: evaluated with each copy's final weights
         self.model.eval()
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.pretrained = [p.detach().clone() for n, p in model.named_parameters() if p.requires_grad]
+        self.device = self.pretrained[0].device
+        self.sync_every = sync_every or (min(SYNC_EVERY, max_steps + 1) if self.device.type == "cuda" else 1)
+        self.vmapped_probe = self.device.type == "cuda"  # on a CPU, one copy after another is as fast
         # shared by all copies and never updated: buffers (eval mode) and frozen parameters
         self.constants = {**{n: b.detach() for n, b in model.named_buffers()},
                           **{n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}}
-        self.autocast = autocast_context(train.precision, self.pretrained[0].device.type)
+        self.autocast = autocast_context(train.precision, self.device.type)
         self._step = vmap(grad_and_value(self._loss, has_aux=True), in_dims=(0, None, 0, 0))
 
     def unbatchable(self, input_size: tuple[int, ...]) -> Optional[str]:
         """Why vmap cannot run this model (an operation it cannot batch, such as `.item()` in a
         forward), found by one step of two copies on zero inputs of `input_size`; None if it can."""
-        device = self.pretrained[0].device
         params = {n: p.unsqueeze(0).expand(2, *p.shape) for n, p in zip(self.names, self.pretrained)}
         try:
-            self._step(params, self.constants, torch.zeros(2, *input_size, device=device),
-                       torch.zeros(2, dtype=torch.long, device=device))
+            self._step(params, self.constants, torch.zeros(2, *input_size, device=self.device),
+                       torch.zeros(2, dtype=torch.long, device=self.device))
         except torch.cuda.OutOfMemoryError:
             return "out of GPU memory in a probe step of 2 copies"
         except RuntimeError as error:
@@ -144,15 +209,18 @@ class BatchedTrainer:
 
     def run(self, queue: Iterable[tuple[object, torch.Tensor, int]],
             on_step: Optional[Callable[[int, float], None]] = None) -> Iterator[tuple[object, Outcome]]:
-        """`queue` yields (item, x of shape (C, H, W), label); items come back with their outcomes."""
+        """`queue` yields (item, x of shape (C, H, W), label); items come back with their outcomes.
+        `on_step(t, loss)` is called at every read of the loops' state, with the first slot's."""
         queue = iter(queue)
         initial = list(itertools.islice(queue, self.parallel))
         if not initial:
             return
         copies = _Copies(self.pretrained, len(initial), self._optimizer, self._used_parameters(initial[0][1]))
+        loops = _Loops(len(initial), self.device)
         xs = torch.stack([x for _, x, _ in initial])
-        ys = torch.tensor([y for _, _, y in initial], device=xs.device)
-        slots: list[Optional[_Slot]] = [_Slot(item, self._trajectory(y)) for item, _, y in initial]
+        ys = torch.tensor([y for _, _, y in initial], device=self.device)
+        slots: list[Optional[_Slot]] = [self._slot(item, y) for item, _, y in initial]
+        fresh, window = set(range(len(slots))), []  # slots at their step 0; per step (losses, running)
 
         def refill(i: int) -> None:
             entry = next(queue, None)
@@ -160,66 +228,118 @@ class BatchedTrainer:
             if entry is not None:
                 item, x, y = entry
                 copies.reset(i)
+                loops.restart(i)
                 xs[i].copy_(x)
                 ys[i] = y
-                slots[i] = _Slot(item, self._trajectory(y))
+                slots[i] = self._slot(item, y)
+                fresh.add(i)
 
         while any(slots):
             active = [i for i, s in enumerate(slots) if s is not None]
             if len(active) < len(slots):  # queue exhausted: drop idle copies instead of computing them
                 copies.keep(active)
+                loops.keep(active)
                 xs, ys, slots = xs[active], ys[active], [slots[i] for i in active]
-            grads, (losses, logits) = self._step(dict(zip(self.names, copies.stacked)), self.constants, xs, ys)
-            grads = [grads[n] for n in self.names]
-            # one host synchronisation per step: every copy's loss and prediction together
-            loss_values, predictions = torch.stack([losses.detach(), logits.argmax(1).float()]).tolist()
-            stepping = [False] * len(slots)
-            for i, slot in enumerate(slots):
-                loss_value, trajectory = loss_values[i], slot.trajectory
-                status = trajectory.observe(loss_value, int(predictions[i]), lambda logits=logits, i=i: logits[i],
-                                            lambda grads=grads, i=i: l2_norm([g[i] for g in grads]))
-                if status is not None:
-                    yield slot.item, trajectory.outcome(status, loss_value, self._distance(copies.views[i]),
-                                                        self._probe(copies.views[i]))
-                    refill(i)
-                    continue
-                trajectory.advance(loss_value)
-                stepping[i] = True
-                if on_step is not None:
-                    on_step(trajectory.t, loss_value)
-            if any(stepping):
-                copies.step(grads, stepping)
+                fresh = {active.index(i) for i in fresh}
+            for _ in range(self.sync_every):
+                grads, (losses, logits) = self._step(dict(zip(self.names, copies.stacked)), self.constants, xs, ys)
+                grads = [grads[n] for n in self.names]
+                predictions = logits.argmax(1)
+                for i in fresh:  # step 0 of a new example: its baselines, kept on the device
+                    loops.initial_loss[i], loops.initial_prediction[i] = losses[i], predictions[i]
+                    slots[i].baselines = (margin_tensor(logits[i], slots[i].y), l2_norm_tensor([g[i] for g in grads]))
+                fresh = set()
+                if self.log_steps:
+                    window.append((losses.detach(), loops.running.clone()))
+                copies.record_stops(loops.observe(losses.detach(), predictions, ys, self.max_steps,
+                                                  self.train.check_final_state))
+                copies.step(grads)
+            # one host synchronisation per `sync_every` steps: which loops stopped, and the progress
+            running, t, last = torch.stack([loops.running.double(), loops.t.double(), losses.double()]).tolist()
+            if on_step is not None:
+                on_step(int(t[0]), last[0])
+            if self.log_steps:
+                self._log(slots, window)
+            stopped = [i for i, still in enumerate(running) if not still]
+            for i, outcome in zip(stopped, self._outcomes(copies, loops, slots, stopped)):
+                yield slots[i].item, outcome
+                refill(i)
 
-    def _probe(self, params: list[torch.Tensor]) -> Optional[Callable[[], ProbeResult]]:
-        """The probe, evaluated with one copy's weights (the engine runs in eval mode)."""
-        if self.probe is None:
-            return None
+    def _slot(self, item: object, y: int) -> _Slot:
+        return _Slot(item, y, losses=[] if self.log_steps else None)
+
+    @staticmethod
+    def _log(slots: list[Optional[_Slot]], window: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Append each loop's evaluated losses of the steps since the last read."""
+        losses = torch.stack([loss for loss, _ in window]).T.tolist()
+        evaluated = torch.stack([running for _, running in window]).T.tolist()
+        for slot, slot_losses, slot_evaluated in zip(slots, losses, evaluated):
+            slot.losses.extend(loss for loss, counted in zip(slot_losses, slot_evaluated) if counted)
+        window.clear()
+
+    def _outcomes(self, copies: _Copies, loops: _Loops, slots: list[_Slot], stopped: list[int]) -> list[Outcome]:
+        """The outcomes of the loops in `stopped`, read from the device together."""
+        if not stopped:
+            return []
+        index = torch.tensor(stopped, device=self.device)
+        codes, t, initial_prediction = (v[index].tolist() for v in (loops.code, loops.t, loops.initial_prediction))
+        floats = torch.stack([loops.loss_sum[index], loops.final_loss[index].double(),
+                              loops.initial_loss[index].double()]).tolist()
+        baselines = torch.stack([torch.stack(slots[i].baselines) for i in stopped]).tolist()
+        distances = [self._distance(copies.stopped_weights(i)) for i in stopped]
+        statuses = [STOP_CODES[code] for code in codes]
+        probes = self._probes(copies, [(i, steps) for i, steps, status in zip(stopped, t, statuses)
+                                       if status != Status.DIVERGED])
+        return [Outcome(status=statuses[n], loss_sum=floats[0][n], initial_loss=floats[2][n], final_loss=floats[1][n],
+                        initial_prediction=initial_prediction[n], initial_margin=baselines[n][0],
+                        initial_grad_norm=baselines[n][1], weight_distance=distances[n], steps_taken=t[n],
+                        losses=slots[i].losses, probe=probes.get(i))
+                for n, i in enumerate(stopped)]
+
+    def _probes(self, copies: _Copies, stopped: list[tuple[int, int]]) -> dict[int, ProbeResult]:
+        """The probe at the stopped weights of each (copy, updates) in `stopped`: one copy after
+        another, or with `vmapped_probe` all of them in vmapped forward passes."""
+        if self.probe is None or not stopped:
+            return {}
+        if not self.vmapped_probe or len(stopped) == 1:
+            return {i: self.probe.after(self._forward(copies.stopped_weights(i)), steps) for i, steps in stopped}
+        tick = time.perf_counter()
+        sizes = [self.probe.images_for(steps) for _, steps in stopped]
+        index = torch.tensor([i for i, _ in stopped], device=self.device)
+        weights = {name: s[index] for name, s in zip(self.names, copies.stopped)}
+        forward = vmap(lambda w, batch: functional_call(self.model, {**w, **self.constants}, (batch,)),
+                       in_dims=(0, None))
+        right, loss = self.probe.judge_many(lambda batch: forward(weights, batch), max(sizes), len(stopped))
+        seconds = (time.perf_counter() - tick) / len(stopped)
+        return {i: self.probe.result(right[n, :size], loss[n, :size], seconds)
+                for n, ((i, _), size) in enumerate(zip(stopped, sizes))}
+
+    def _forward(self, params: list[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Logits of a batch at one copy's weights (the engine runs in eval mode)."""
         weights = {**dict(zip(self.names, params)), **self.constants}
-        return lambda: self.probe.after(lambda batch: functional_call(self.model, weights, (batch,)))
-
-    def _trajectory(self, y: int) -> Trajectory:
-        return Trajectory(y, self.max_steps, self.train.check_final_state, self.log_steps)
+        return lambda batch: functional_call(self.model, weights, (batch,))
 
     def _distance(self, params: list[torch.Tensor]) -> float:
         return l2_norm([p - p0 for p, p0 in zip(params, self.pretrained)])
 
 
-MAX_PARALLEL = 128
-MEMORY_SHARE = 0.8  # of the GPU memory free before the probe
+SYNC_EVERY = 8  # steps between reads of the loops' state on a GPU: a stopped loop computes at most 7 more
+MEMORY_SHARE = 0.8  # of the GPU memory free before the probe step
 
 
 def copy_state_factor(train: TrainConfig) -> int:
-    """What each copy holds per parameter, in parameter sizes: the parameters, their gradients and the
-    optimizer's state (Adam and AdamW: two moments; SGD: a momentum buffer if it has momentum)."""
+    """What each copy holds per parameter, in parameter sizes: the parameters, their gradients, the
+    weights where its last loop stopped, and the optimizer's state (Adam and AdamW: two moments; SGD:
+    a momentum buffer if it has momentum)."""
     optimizer_state = 2 if train.optimizer in (Optimizer.adam, Optimizer.adamw) else int(train.momentum > 0)
-    return 2 + optimizer_state
+    return 3 + optimizer_state
 
 
 def engine_size(engine: BatchedTrainer, input_size: tuple[int, ...], todo: int,
                 device: torch.device) -> tuple[int, Optional[str]]:
     """K for `execution.parallel=auto` on a GPU: the copies that fit into MEMORY_SHARE of the free
     memory, measured by a probe step of 2 copies (activations and gradients) plus each copy's
-    parameters, gradient buffer and optimizer state; at most MAX_PARALLEL and the examples to run.
+    parameters, gradient buffer, stopped weights and optimizer state; at most the examples to run.
     (Should a step still run out of memory, the executor halves K and goes on.)"""
     if device.type != "cuda":
         return 1, "the batched engine is chosen automatically on GPUs only"
@@ -232,9 +352,14 @@ def engine_size(engine: BatchedTrainer, input_size: tuple[int, ...], todo: int,
     if obstacle:
         return 1, obstacle
     step = (torch.cuda.max_memory_allocated(device) - before) / 2
+    return max(1, min(copies_that_fit(MEMORY_SHARE * free, step, engine), todo)), None
+
+
+def copies_that_fit(memory: float, step_bytes: float, engine: BatchedTrainer) -> int:
+    """How many copies fit into `memory` bytes, each needing `step_bytes` for a step's activations
+    and gradients plus what it holds (copy_state_factor)."""
     state = copy_state_factor(engine.train) * sum(p.numel() * p.element_size() for p in engine.pretrained)
-    k = int(MEMORY_SHARE * free // (step + state))
-    return max(1, min(k, MAX_PARALLEL, todo)), None
+    return int(memory // (step_bytes + state))
 
 
 def batched_engine(model: nn.Module, train: TrainConfig, lr: float, max_steps: int, parallel: int,

@@ -144,7 +144,7 @@ class SingleExampleTrainer:
             if on_step is not None:
                 on_step(trajectory.t, loss_value)
         updates.zero_grad()
-        probe = (lambda: self.probe.after_model(self.model)) if self.probe is not None else None
+        probe = (lambda: self.probe.after_model(self.model, trajectory.t)) if self.probe is not None else None
         return trajectory.outcome(status, loss_value, self.weight_distance(), probe)
 
     def _grad_norm(self) -> float:
@@ -183,12 +183,22 @@ def check_train_mode(model: nn.Module, input_size: tuple[int, ...], arch: str) -
 
 def margin(logits: torch.Tensor, y: int) -> float:
     """True-class logit minus the largest other logit."""
+    return float(margin_tensor(logits, y))
+
+
+def margin_tensor(logits: torch.Tensor, y: int) -> torch.Tensor:
+    """`margin` as a 0-d tensor on the logits' device (read later, without a host synchronisation now)."""
     others = torch.cat([logits[:y], logits[y + 1:]])
-    return float(logits[y] - others.max())
+    return logits[y] - others.max()
 
 
 def l2_norm(tensors: list[torch.Tensor]) -> float:
     """L2 norm of all the tensors' entries together."""
     if not tensors:
         return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors])))
+    return float(l2_norm_tensor(tensors))
+
+
+def l2_norm_tensor(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """`l2_norm` of a non-empty list as a 0-d tensor on the tensors' device."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))

@@ -8,14 +8,18 @@ weights, then at the weights where each example's loop stopped.
 """
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sweep.models import eval_mode
+from sweep.training.flops import StepCost
 
 GPU_BATCH = 256         # probe images per forward pass on a GPU
 CPU_BATCH_PIXELS = 2 ** 19  # on a CPU, about 10 images of 224 px per forward: larger batches outgrow the caches
@@ -23,31 +27,51 @@ CPU_BATCH_PIXELS = 2 ** 19  # on a CPU, about 10 images of 224 px per forward: l
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """The probe at one set of weights: its error (fraction wrong) and mean loss, their increase over
-    the pretrained weights' (the drawdown, and the loss increase), and how many images went from
-    right to wrong and from wrong to right."""
+    """The probe at one set of weights, over the first `images` of the probe set: their error
+    (fraction wrong) and mean loss, the increase over the pretrained weights' on the same images (the
+    drawdown, and the loss increase), and how many went from right to wrong and from wrong to right;
+    `seconds` is the wall time it took (not a column: it feeds the summary's phases)."""
+    images: int
     error: float
     loss: float
     drawdown: float
     loss_increase: float
     flips_to_wrong: int
     flips_to_right: int
+    seconds: float = 0.0
 
     def columns(self) -> dict:
         """The results row's probe columns."""
-        return {"probe_error_after": self.error, "drawdown": self.drawdown,
+        return {"probe_images": self.images, "probe_error_after": self.error, "drawdown": self.drawdown,
                 "probe_flips_to_wrong": self.flips_to_wrong, "probe_flips_to_right": self.flips_to_right,
                 "probe_loss_after": self.loss, "probe_loss_increase": self.loss_increase}
 
 
 class Probe:
-    """The probe images as tensors on the device, with the pretrained model's verdict on each."""
+    """The probe images as tensors on the device, with the pretrained model's verdict on each.
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, right_before: torch.Tensor, loss_before: torch.Tensor):
+    With a `budget` (probe.size=auto), an example is judged on the first images of the probe set only,
+    as many as cost at most `budget` times its correction's FLOPs (`cost`, counted): an example
+    corrected in a few updates gets a few images, one that took hundreds gets the whole set. The set
+    is a random draw, so any prefix is a random sample of it, and a drawdown is always measured on
+    the same images before and after. Without a budget (an explicit probe.size) every example gets
+    the whole set.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, right_before: torch.Tensor, loss_before: torch.Tensor,
+                 budget: Optional[float] = None, cost: Optional[StepCost] = None):
         self.x, self.y, self.right_before, self.loss_before = x, y, right_before, loss_before
+        self.budget, self.cost = budget, cost
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def images_for(self, updates: int) -> int:
+        """How many probe images judge an example whose loop took `updates` updates."""
+        if self.budget is None:
+            return len(self)
+        affordable = math.floor(self.budget * self.cost.correction_flops(updates) / self.cost.forward_flops)
+        return max(1, min(len(self), affordable))
 
     @property
     def error_before(self) -> float:
@@ -58,23 +82,47 @@ class Probe:
         return float(self.loss_before.mean())
 
     @classmethod
-    def at_pretrained(cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Probe:
+    def at_pretrained(cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, budget: Optional[float] = None,
+                      cost: Optional[StepCost] = None) -> Probe:
         """The probe of images `x` with labels `y`, judged by `model` at its (pretrained) weights."""
         right, loss = cls._judge(lambda batch: _eval_forward(model, batch), x, y)
-        return cls(x, y, right, loss)
+        return cls(x, y, right, loss, budget, cost)
 
-    def after(self, forward: Callable[[torch.Tensor], torch.Tensor]) -> ProbeResult:
-        """The probe at the weights `forward` computes logits with (in eval mode, without gradients)."""
-        right, loss = self._judge(forward, self.x, self.y)
-        error, mean_loss = int((~right).sum()) / len(right), float(loss.mean())
-        return ProbeResult(error=error, loss=mean_loss, drawdown=error - self.error_before,
-                           loss_increase=mean_loss - self.mean_loss_before,
-                           flips_to_wrong=int((self.right_before & ~right).sum()),
-                           flips_to_right=int((~self.right_before & right).sum()))
+    def after(self, forward: Callable[[torch.Tensor], torch.Tensor], updates: int) -> ProbeResult:
+        """The probe at the weights `forward` computes logits with (in eval mode, without gradients),
+        for an example whose loop took `updates` updates."""
+        tick = time.perf_counter()
+        n = self.images_for(updates)
+        right, loss = self._judge(forward, self.x[:n], self.y[:n])
+        return self.result(right, loss, time.perf_counter() - tick)
 
-    def after_model(self, model: nn.Module) -> ProbeResult:
+    def result(self, right: torch.Tensor, loss: torch.Tensor, seconds: float) -> ProbeResult:
+        """The result of the verdicts `right` and losses `loss` on the first len(right) images."""
+        n = len(right)
+        right_before, loss_before = self.right_before[:n], self.loss_before[:n]
+        error, mean_loss = int((~right).sum()) / n, float(loss.mean())
+        return ProbeResult(images=n, error=error, loss=mean_loss, drawdown=error - int((~right_before).sum()) / n,
+                           loss_increase=mean_loss - float(loss_before.mean()),
+                           flips_to_wrong=int((right_before & ~right).sum()),
+                           flips_to_right=int((~right_before & right).sum()), seconds=seconds)
+
+    def after_model(self, model: nn.Module, updates: int) -> ProbeResult:
         """The probe at `model`'s current weights, evaluated in eval mode (its mode restored after)."""
-        return self.after(lambda batch: _eval_forward(model, batch))
+        return self.after(lambda batch: _eval_forward(model, batch), updates)
+
+    @torch.no_grad()
+    def judge_many(self, forward: Callable[[torch.Tensor], torch.Tensor], n: int,
+                   copies: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(right, loss), each (copies, n), of the first `n` images at the weights of several copies at
+        once: `forward` maps a batch of images to logits of shape (copies, batch, classes)."""
+        rights, losses = [], []
+        batch = max(1, GPU_BATCH // copies)
+        for start in range(0, n, batch):
+            y = self.y[start:min(n, start + batch)]
+            logits = forward(self.x[start:start + len(y)]).float()
+            rights.append(logits.argmax(2) == y)
+            losses.append(F.cross_entropy(logits.transpose(1, 2), y.expand(copies, -1), reduction="none"))
+        return torch.cat(rights, 1), torch.cat(losses, 1)
 
     @staticmethod
     @torch.no_grad()
