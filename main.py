@@ -1,4 +1,5 @@
 """Entry point: `python main.py [overrides]` runs one job; `python main.py -m ...` runs a sweep (Hydra)."""
+import logging
 import os
 from pathlib import Path
 
@@ -8,6 +9,8 @@ from hydra.types import RunMode
 
 from sweep.cli import freeze_imports, launcher_cores, prepare_process, quiet_sacct_warnings, report_errors
 from sweep.config import Config, register_configs, validate
+from sweep.errors import UserError
+from sweep.multirun import record_failure
 
 prepare_process()
 quiet_sacct_warnings()
@@ -25,10 +28,16 @@ def main(cfg: Config) -> float | None:
     from sweep.run.job import run  # imported here: `--help` and bad overrides answer without loading torch
     freeze_imports()
     hydra_cfg = HydraConfig.get()
-    job_num = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else 0
-    with report_errors():  # here too, before Hydra would wrap the exception in a job failure
-        summary = run(cfg, Path(hydra_cfg.runtime.output_dir), job_num=job_num, cores=launcher_cores(hydra_cfg))
-    return summary["statistics"]["rho_loss_sum"]
+    out_dir, cores = Path(hydra_cfg.runtime.output_dir), launcher_cores(hydra_cfg)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        with report_errors():  # here too, before Hydra would wrap the exception in a job failure
+            return run(cfg, out_dir, cores=cores)["statistics"]["rho_loss_sum"]
+    try:  # one job of a sweep: its failure is recorded, and the sweep goes on (named at its end)
+        return run(cfg, out_dir, job_num=hydra_cfg.job.num, cores=cores)["statistics"]["rho_loss_sum"]
+    except Exception as error:
+        logging.getLogger("main").error("job %d failed: %s", hydra_cfg.job.num, record_failure(out_dir, error),
+                                        exc_info=not isinstance(error, UserError))
+        return None
 
 
 if __name__ == "__main__":

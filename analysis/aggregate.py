@@ -27,6 +27,7 @@ from analysis.runs import Run, find_run_dirs, latest_sweep, load_run, merge_shar
 from analysis.universality import universality
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
+from sweep.multirun import failed_jobs
 from sweep.stats.research import run_statistics
 
 log = logging.getLogger("aggregate")
@@ -107,7 +108,8 @@ def aggregate(paths: list[Path], out: Path, figures: bool = True) -> dict:
         if len(frame):
             atomic_write_text(out / name, frame.to_csv(index=False))
     drawn, images = (draw(with_rows, keys, table, merged, out), galleries(with_rows, out)) if figures else ({}, [])
-    written = write_report(out, build(table, reasons, runs, keys, drawn, images, pairs, agreement))
+    failures = [(directory, error) for path in paths for directory, error in failed_jobs(path)]
+    written = write_report(out, build(table, reasons, runs, keys, drawn, images, pairs, agreement, failures))
     log.info("%d runs (%d rows) -> %s", len(table), len(merged), written[1])
     return {"runs": table, "merged": merged, "pairs": pairs, "figures": drawn, "reasons": reasons,
             "universality": agreement, "galleries": images, "report": written}

@@ -79,15 +79,19 @@ def _count(value) -> str:
 
 def build(table: pd.DataFrame, reasons: dict, runs: list, keys: list[str], figures: dict[str, list[Path]],
           galleries: list[tuple[str, list[Path]]], pairs: pd.DataFrame, agreement: tuple[pd.DataFrame, pd.DataFrame],
-          ) -> list[Block]:
+          failures: list[tuple[Path, str]] = ()) -> list[Block]:
     """The report's blocks, in reading order; `runs` are all runs read (their notes are listed), `table`
-    has a row per run with result rows."""
+    has a row per run with result rows; `failures` are the jobs that failed, with their error line."""
     varying = ", ".join(keys) if keys else "nothing (one run)"
     data = sorted({str(run.params["data.name"]) for run in runs if "data.name" in run.params})
     title = ", ".join([f"data={', '.join(data)}"] * bool(data) + [f"{len(table)} run{'s' * (len(table) != 1)}"])
     blocks = [Block("h1", f"Loss to correct: {title}"),
               Block("p", f"Runs differ in {varying}; each is labelled by its values. Read from "
                          f"{', '.join(sorted({str(run.directory) for run in runs}))}.")]
+    if failures:
+        blocks.append(Block("warning", f"{len(failures)} job{'s' * (len(failures) > 1)} failed; what they finished "
+                                       f"before failing is included: "
+                                       + "; ".join(f"`{directory}`: {error}" for directory, error in failures)))
     blocks += [Block("h2", "Headline"),
                Block("list", [f"**{row['run']}**: {headline(row.to_dict())}" for _, row in table.iterrows()])]
     few = table[table["n_measured"] < FEW] if "n_measured" in table else table.iloc[:0]

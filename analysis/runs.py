@@ -16,6 +16,7 @@ from sweep.data.image_folders import synset_label
 from sweep.data.real_labels import real_columns
 from sweep.errors import UserError
 from sweep.files import read_csv
+from sweep.multirun import FAILURE_JSON
 from sweep.outputs import NON_RESULT_KEYS, RANK, RESULTS_CSV, STEPS_CSV, SUMMARY_JSON
 from sweep.training.stopping import Status
 
@@ -76,7 +77,9 @@ def load_run(directory: Path) -> Run:
                 rows = rows[~duplicated].reset_index(drop=True)
         summary = _summary(directory / SUMMARY_JSON)
         selection, probe = (None, {}) if summary is None else (summary.get("selection", {}), summary.get("probe", {}))
-        if len(rows) and selection is None:
+        if (directory / FAILURE_JSON).exists():
+            notes.append(f"failed: {json.loads((directory / FAILURE_JSON).read_text())['error']}; partial rows")
+        elif len(rows) and selection is None:
             notes.append("in progress or interrupted (no training_summary.json): partial rows")
     else:
         selection, probe = None, {}

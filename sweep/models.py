@@ -7,6 +7,7 @@ import importlib
 import importlib.metadata
 import logging
 import os
+import pickle
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,7 +75,11 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a state dict strictly (plain, or wrapped as {'state_dict': ...} / {'model': ...})."""
     if not Path(path).is_file():
         raise UserError(f"model.checkpoint={path}: no such file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise UserError(f"model.checkpoint={path}: not a state dict torch.load can read ("
+                        f"{str(error).splitlines()[0][:200]})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

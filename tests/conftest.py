@@ -10,9 +10,21 @@ from sweep.cli import prepare_process
 prepare_process()  # as main.py: reproducible MKL results, cuBLAS workspace for deterministic GPU runs
 
 os.environ.setdefault("LTC_SHARED_DATA", str(SHARED_DATA))  # for data=imagenet_sample (tests/conf)
-# Every cache the tests fill (universes, weights, wrong sets) in one fresh folder, subprocesses
-# included, unless LTC_CACHE_DIR names one (to reuse a default universe built before).
-os.environ.setdefault("LTC_CACHE_DIR", tempfile.mkdtemp(prefix="ltc-test-cache-"))
+# Every cache the tests fill (universes, weights, wrong sets) in one fresh folder, subprocesses and
+# pytest-xdist's workers included (they share it: builds and searches hold file locks), unless
+# LTC_CACHE_DIR names one (to reuse a default universe built before).
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+# Under pytest-xdist (the README's test command), each worker process keeps to cores of its own, so
+# that two workers, each running torch on every core, do not oversubscribe the machine; the runs it
+# starts inherit its share (they size their threads and workers from the CPU affinity).
+if _RUN and hasattr(os, "sched_setaffinity"):
+    _cores = sorted(os.sched_getaffinity(0))
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    _index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+    if len(_cores) >= _workers > 1:
+        os.sched_setaffinity(0, _cores[_index::_workers])
+os.environ.setdefault("LTC_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"ltc-test-cache-{_RUN}") if _RUN
+                      else tempfile.mkdtemp(prefix="ltc-test-cache-"))
 
 
 def pytest_collection_modifyitems(config, items):

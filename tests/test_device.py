@@ -41,4 +41,4 @@ def test_imports_are_frozen_once_per_process():
     frozen = gc.get_freeze_count()
     garbage = [[object()] for _ in range(1000)]  # objects a later job would leave behind
     freeze_imports()
-    assert gc.get_freeze_count() == frozen and garbage
+    assert gc.get_freeze_count() <= frozen and garbage  # (frozen objects that die leave the count)

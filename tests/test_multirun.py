@@ -72,3 +72,32 @@ def test_a_two_lr_sweep_searches_the_wrong_set_once(tmp_path, cache_dir, monkeyp
     assert "**lr=1e-05**:" in report and "**lr=2e-05**:" in report
     html = (sweep_dir / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html and "lr=2e-05" in html
+
+
+def test_a_sweep_checks_every_job_before_starting_any(tmp_path, cache_dir):
+    sweep_dir = tmp_path / "sweep"
+    code, output = run_cli("-m", "lr=1e-5,-1,5e-6", "sample_size=2", "max_steps=5", "progress=false",
+                           f"hydra.sweep.dir={sweep_dir}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+    assert code == 2 and "Traceback" not in output, output[-2000:]
+    errors = output[output.index("error: "):].strip().splitlines()
+    assert errors == ["error: 1 of the sweep's 3 jobs cannot run, so none was started:",
+                      "job 1 (lr=-1): lr=-1.0: expected a finite learning rate > 0"]
+    assert not sweep_dir.exists()  # no job started, nothing written
+
+
+def test_a_job_that_fails_at_run_time_loses_nothing_of_the_others(tmp_path, cache_dir):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a state dict")  # passes the check (the file exists), fails when loaded
+    sweep_dir = tmp_path / "sweep"
+    code, output = run_cli("-m", f"model.checkpoint=null,{broken},null", "sample_size=2", "max_steps=5",
+                           "progress=false", f"hydra.sweep.dir={sweep_dir}", *tiny_universe_overrides(cache_dir),
+                           cwd=tmp_path)
+    assert code == 1, output[-2000:]
+    assert "error: 1 job of the sweep failed" in output and f"job 1 ({sweep_dir / '1'})" in output
+    assert f"model.checkpoint={broken}: not a state dict" in output
+    for job in ("0", "2"):
+        assert len(pd.read_csv(sweep_dir / job / "single_example_results.csv")) == 2
+    failure = json.loads((sweep_dir / "1" / "job_failure.json").read_text())
+    assert failure["error"].startswith(f"model.checkpoint={broken}") and "Traceback" in failure["traceback"]
+    report = (sweep_dir / "report.md").read_text()
+    assert "1 job failed" in report and str(sweep_dir / "1") in report

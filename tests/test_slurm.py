@@ -108,3 +108,20 @@ def test_an_interrupted_task_is_requeued_and_resumes_to_the_same_rows(tmp_path, 
     pd.testing.assert_frame_equal(rows, reference(lr, sample_size, 0))
     log = (sweep / "0" / "main.log").read_text()
     assert "resuming" in log and log.count("execution: ") >= 2, log[-3000:]  # killed mid-run, then resumed
+
+
+def test_a_failing_task_of_a_slurm_sweep_loses_nothing_of_the_others(tmp_path, cache_dir):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a state dict")
+    sweep = tmp_path / "sweep"
+    work = [w for w in WORK if w != "aggregate=false"]  # the sweep's report names the failure
+    result = subprocess.run(main_command("-m", *SLURM, *work, f"model.checkpoint=null,{broken},null", "lr=1e-5",
+                                         "sample_size=2", f"hydra.sweep.dir={sweep}",
+                                         *tiny_universe_overrides(cache_dir)),
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "error: 1 job of the sweep failed" in result.stderr and f"model.checkpoint={broken}" in result.stderr
+    for job in ("0", "2"):
+        assert len(pd.read_csv(sweep / job / "single_example_results.csv")) == 2
+    assert json.loads((sweep / "1" / "job_failure.json").read_text())["error"].startswith("model.checkpoint=")
+    assert "1 job failed" in (sweep / "report.md").read_text()

@@ -13,6 +13,8 @@ from tqdm import tqdm
 from sweep.config import AUTO, EXECUTION_KEYS, Augmentation, Config, ModelMode, validate
 from sweep.data.images import example_view
 from sweep.data.sources import check_inputs, open_source
+from sweep.errors import UserError
+from sweep.models import check_arch
 from sweep.run.cache import writable_cache
 from sweep.run.directory import RunDirectory, identity
 from sweep.run.phases import Phases
@@ -45,10 +47,8 @@ def run(cfg: Config, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | N
     process was allotted; `job_num` picks the GPU among several. The directory is held for the
     whole job: a second process into it is refused.
     """
-    validate(cfg)
-    check_inputs(cfg.data)
-    cache = writable_cache(cfg.cache_dir)
     started = time.perf_counter()
+    cache = check_before_work(cfg)
     cores, cores_source = cores or allotted_cores()
     torch.set_num_threads(cores if cfg.execution.threads == AUTO else cfg.execution.threads)
     device = resolve_device(cfg.execution.device, job_num)
@@ -56,6 +56,17 @@ def run(cfg: Config, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | N
     directory = RunDirectory(out_dir)
     with directory.lock():
         return _run(cfg, directory, cache, started, device, cores, cores_source)
+
+
+def check_before_work(cfg: Config) -> Path:
+    """What can be checked of a job before any work (a sweep checks every job so before the first
+    starts): values, input files, the model's name and checkpoint, the cache; returns the cache."""
+    validate(cfg)
+    check_inputs(cfg.data)
+    check_arch(cfg.model.arch)
+    if cfg.model.checkpoint and not Path(cfg.model.checkpoint).expanduser().is_file():
+        raise UserError(f"model.checkpoint={cfg.model.checkpoint}: no such file")
+    return writable_cache(cfg.cache_dir)
 
 
 def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, device: torch.device, cores: int,
