@@ -15,7 +15,7 @@ import pandas as pd
 from analysis.pairs import __doc__ as PAIRS_DOC
 from analysis.universality import __doc__ as UNIVERSALITY_DOC
 from sweep.files import atomic_write_text
-from sweep.outputs import BASELINES, COSTS, DAMAGE, EPSILON_COSTS, SCORES
+from sweep.outputs import BASELINES, COSTS, DAMAGE, EPSILON_COSTS, SCORE_NAMES, SCORES
 from sweep.stats.research import SUBSETS, headline
 from sweep.stats.research import __doc__ as STATISTICS_DOC
 
@@ -166,12 +166,12 @@ def _association(table: pd.DataFrame, reasons: dict, figures: dict[str, list[Pat
     blocks = [Block("h2", "Does the cost to correct track universal difficulty?")]
     blocks += [Block("figure", figures[key][0], FIGURE_CAPTIONS[key])
                for key in ("cost_vs_difficulty", "cost_by_decile") if figures.get(key)]
-    concordance = estimates(table, reasons, [(s, f"concordance_{s}") for s in SCORES])
+    concordance = estimates(table, reasons, [(score_name(s), f"concordance_{s}") for s in SCORES])
     if concordance is not None:
         blocks += [Block("p", "Harrell's concordance C against rank, over every measured example (never-corrected "
                               "costs censored at their lower bound): 0.5 is no association, above 0.5 harder mistakes "
                               "score higher. 95% bootstrap CIs."), Block("table", concordance)]
-    rho = estimates(table, reasons, [(s, f"rho_{s}") for s in SCORES])
+    rho = estimates(table, reasons, [(score_name(s), f"rho_{s}") for s in SCORES])
     if rho is not None:
         blocks += [Block("p", "Spearman rho against rank over the corrected examples (leaves out the costliest, "
                               "never-corrected ones). 95% bootstrap CIs."), Block("table", rho)]
@@ -182,13 +182,14 @@ def _association(table: pd.DataFrame, reasons: dict, figures: dict[str, list[Pat
 
 def _baselines(table: pd.DataFrame, reasons: dict) -> list[Block]:
     blocks = [Block("h2", "Does the cost say more than the cheap scores at the pretrained weights?")]
-    concordance = estimates(table, reasons, [(f"{c} vs {b}", f"delta_concordance_{c}_vs_{b}")
+    concordance = estimates(table, reasons, [(f"{c} vs {score_name(b)}", f"delta_concordance_{c}_vs_{b}")
                                              for c in COSTS for b in BASELINES])
     if concordance is not None:
         blocks += [Block("p", "ΔC = C(cost) − C(baseline), over every measured example, paired bootstrap 95% CI "
-                              "(the gradient norm by |C − 0.5|): above 0, the cost says more."),
+                              "(GraNd, the gradient norm, by |C − 0.5|): above 0, the cost says more."),
                    Block("table", concordance)]
-    rho = estimates(table, reasons, [(f"{c} vs {b}", f"delta_{c}_vs_{b}") for c in COSTS for b in BASELINES])
+    rho = estimates(table, reasons, [(f"{c} vs {score_name(b)}", f"delta_{c}_vs_{b}") for c in COSTS
+                                     for b in BASELINES])
     if rho is not None:
         blocks += [Block("p", "Δrho = rho(cost) − rho(baseline), over corrected examples, paired bootstrap 95% CI."),
                    Block("table", rho)]
@@ -264,6 +265,11 @@ def _estimate_text(row: pd.Series, name: str) -> str:
         return f"n/c ({row.get('reason')})"
     ci = f" [{low:.2f}, {high:.2f}]" if low is not None and math.isfinite(low) else " [CI n/c]"
     return f"{value:.2f}{ci} n={int(n)}"
+
+
+def score_name(score: str) -> str:
+    """A score as the tables name it: baselines known in the literature by their names there."""
+    return SCORE_NAMES.get(score, score)
 
 
 def _number(value) -> str:

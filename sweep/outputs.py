@@ -23,8 +23,9 @@ MEASURED = (Status.CORRECT, Status.NEVER_CORRECT)  # examples whose cost to corr
 ORIGINAL_COLUMNS = ["example_index", "path", "total_loss_to_correct", "universal_difficulty_rank"]
 COLUMNS = ORIGINAL_COLUMNS + ["label", "initial_prediction", "status", "steps_to_correct", "loss_sum",
                               "initial_loss", "final_loss", "initial_margin", "initial_grad_norm",
-                              "weight_distance", "updates", "skipped_updates", "probe_images", "probe_error_after",
-                              "drawdown", "probe_flips_to_wrong", "probe_flips_to_right", "probe_loss_after",
+                              "initial_el2n", "weight_distance", "updates", "skipped_updates", "probe_images",
+                              "probe_error_after", "drawdown", "probe_flips_to_wrong", "probe_flips_to_right",
+                              "probe_loss_after",
                               "probe_loss_increase", "real_labels", "label_in_real", "prediction_in_real",
                               "arithmetic", "seconds"]
 # What a run computes, equal across execution paths (not the timing, nor the arithmetic's description)
@@ -34,7 +35,10 @@ RANK = "universal_difficulty_rank"
 
 # Scores related to difficulty: the costs to correct, then the cheap baselines at the pretrained weights.
 COSTS = ["loss_sum", "total_loss_to_correct", "steps_to_correct"]
-BASELINES = ["initial_loss", "initial_margin", "initial_grad_norm"]
+BASELINES = ["initial_loss", "initial_margin", "initial_grad_norm", "initial_el2n"]
+# Baselines by the names the data-pruning literature gives them (Paul et al. 2021: the gradient norm
+# and the error vector's norm at the pretrained weights are its GraNd and EL2N scores)
+SCORE_NAMES = {"initial_grad_norm": "GraNd (initial_grad_norm)", "initial_el2n": "EL2N (initial_el2n)"}
 SCORES = COSTS + BASELINES
 # What a correction did to the rest of the model (the probe): observed for every measured example.
 DAMAGE = ["drawdown", "probe_loss_increase"]

@@ -34,7 +34,7 @@ def fake_rows(rng, paths, scale):
         "universal_difficulty_rank": rank, "label": 1, "initial_prediction": 2, "status": status,
         "steps_to_correct": np.where(status == "correct", steps, -1), "loss_sum": loss_sum,
         "initial_loss": rng.uniform(1, 3, n) + rank / 1000, "final_loss": 0.5, "initial_margin": -rng.uniform(0, 2, n),
-        "initial_grad_norm": rng.uniform(5, 10, n), "weight_distance": 0.1,
+        "initial_grad_norm": rng.uniform(5, 10, n), "initial_el2n": rng.uniform(0, 1.4, n), "weight_distance": 0.1,
         "updates": np.where(status == "correct", steps, 40), "skipped_updates": 0,
         "probe_images": 50, "probe_error_after": 0.2 + rank / 1e5, "drawdown": rank / 1e5 + rng.normal(0, 0.002, n),
         "probe_flips_to_wrong": 1, "probe_flips_to_right": 0, "probe_loss_after": 0.5,
@@ -107,7 +107,8 @@ def test_synthetic_sweep(sweep):
     corrected = first[first["status"] == "correct"]
     rank = corrected["universal_difficulty_rank"]
     row = runs[runs["run_dir"] == str(sweep / "0")].iloc[0]
-    for score in ("loss_sum", "steps_to_correct", "initial_loss", "initial_margin", "initial_grad_norm"):
+    for score in ("loss_sum", "steps_to_correct", "initial_loss", "initial_margin", "initial_grad_norm",
+                  "initial_el2n"):
         assert row[f"rho_{score}"] == pytest.approx(spearman(corrected[score], rank))
         assert row[f"rho_{score}_ci_low"] <= row[f"rho_{score}"] <= row[f"rho_{score}_ci_high"]
         assert row[f"rho_{score}_n"] == len(corrected)

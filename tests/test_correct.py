@@ -62,6 +62,7 @@ def test_steps_and_losses_match_hand_computation():
     assert outcome.initial_margin == pytest.approx(logits[1] - max(logits[0], logits[2]), rel=1e-5)
     p = np.exp(logits) / np.exp(logits).sum()
     assert outcome.initial_grad_norm == pytest.approx(np.linalg.norm(np.outer(p - np.eye(3)[1], X)), rel=1e-5)
+    assert outcome.initial_el2n == pytest.approx(np.linalg.norm(p - np.eye(3)[1]), rel=1e-5)  # EL2N
     assert outcome.weight_distance > 0
 
 

@@ -256,6 +256,7 @@ def synthetic_rows(n: int, seed: int) -> pd.DataFrame:
         "universal_difficulty_rank": np.arange(1, n + 1), "label": 1, "initial_prediction": 2, "status": status,
         "steps_to_correct": np.where(status == "correct", steps, -1), "loss_sum": steps * 1.0,
         "initial_loss": rng.uniform(1, 3, n), "final_loss": 0.5, "initial_margin": -1.0, "initial_grad_norm": 1.0,
+        "initial_el2n": 1.0,
         "weight_distance": 0.1, "updates": np.where(status == "correct", steps, 25), "skipped_updates": 0,
         "probe_images": 50, "probe_error_after": 0.2, "drawdown": 0.0, "probe_flips_to_wrong": 0,
         "probe_flips_to_right": 0, "probe_loss_after": 0.5, "probe_loss_increase": 0.0,

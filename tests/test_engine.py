@@ -43,7 +43,8 @@ def test_batched_engine_matches_simple_path(mistakes, simple_outcomes, k, optimi
         assert (got[i].status, got[i].steps_to_correct, got[i].steps_taken) == \
             (want.status, want.steps_to_correct, want.steps_taken), i
         assert got[i].loss_sum == pytest.approx(want.loss_sum, rel=1e-4, abs=1e-6)
-        for field in ("initial_loss", "final_loss", "initial_margin", "initial_grad_norm", "weight_distance"):
+        for field in ("initial_loss", "final_loss", "initial_margin", "initial_grad_norm", "initial_el2n",
+                      "weight_distance"):
             assert getattr(got[i], field) == pytest.approx(getattr(want, field), rel=1e-4, abs=1e-5), field
         assert got[i].initial_prediction == want.initial_prediction
 
@@ -56,7 +57,8 @@ def test_run_with_parallel_gives_the_simple_path_results(tmp_path, cache_dir):
         run(cfg, out)
         rows = pd.read_csv(out / "single_example_results.csv").sort_values("example_index").reset_index(drop=True)
         return rows.drop(columns=["seconds", "loss_sum", "total_loss_to_correct", "initial_loss", "final_loss",
-                                  "initial_margin", "initial_grad_norm", "weight_distance", "probe_loss_after",
+                                  "initial_margin", "initial_grad_norm", "initial_el2n", "weight_distance",
+                                  "probe_loss_after",
                                   "probe_loss_increase"]), rows
 
     simple, simple_full = job()
@@ -171,7 +173,7 @@ def _discrete(outcome):
 
 def _floats(outcome):
     return [outcome.loss_sum, outcome.initial_loss, outcome.final_loss, outcome.initial_margin,
-            outcome.initial_grad_norm, outcome.weight_distance, *outcome.losses,
+            outcome.initial_grad_norm, outcome.initial_el2n, outcome.weight_distance, *outcome.losses,
             *([outcome.probe.loss] if outcome.probe else [])]
 
 

@@ -59,6 +59,7 @@ def make_row(index: int, example: Example, outcome: Optional[Outcome], seconds: 
             "steps_to_correct": outcome.steps_to_correct, "loss_sum": outcome.loss_sum,
             "initial_loss": outcome.initial_loss, "final_loss": outcome.final_loss,
             "initial_margin": outcome.initial_margin, "initial_grad_norm": outcome.initial_grad_norm,
+            "initial_el2n": outcome.initial_el2n,
             "weight_distance": outcome.weight_distance, "updates": outcome.steps_taken,
             "skipped_updates": outcome.skipped_updates, **(outcome.probe.columns() if outcome.probe else {})}
 

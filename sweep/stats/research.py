@@ -15,8 +15,8 @@ Two kinds, side by side:
   (sweep/stats/censoring.py). Where a run censors examples, these are the figures to read: rho over
   corrected examples leaves out the costliest.
 
-Baselines, oriented so that larger means harder: initial loss as it is, the margin negated. The
-gradient norm's direction is not given beforehand, so it is compared by absolute rho (and by
+Baselines, oriented so that larger means harder: initial loss and EL2N (Paul et al. 2021: the norm
+of softmax minus one-hot) as they are, the margin negated. The gradient norm's (GraNd's) direction is not given beforehand, so it is compared by absolute rho (and by
 |C - 0.5|). A cost says more than a baseline when the difference's CI lies above 0.
 
 Label noise: on ImageNet validation images every statistic is also given over the *clean* mistakes
@@ -44,7 +44,7 @@ from sweep.training.stopping import Status
 
 SUBSETS = {"": "all", "_clean": "clean mistakes", "_flagged": "flagged (label noise)"}
 # +1: larger means harder; -1: larger means easier; None: direction not given (absolute values compared)
-ORIENTATION = {"initial_loss": 1, "initial_margin": -1, "initial_grad_norm": None}
+ORIENTATION = {"initial_loss": 1, "initial_margin": -1, "initial_grad_norm": None, "initial_el2n": 1}
 
 
 def primary_cost(rows: pd.DataFrame) -> str | None:
@@ -257,6 +257,6 @@ def verdict(values: dict, cost: str) -> str:
             parts.append(f"cannot be told apart from {label} (Δ = {value:+.2f}, 95% CI [{low:+.2f}, {high:+.2f}] "
                          f"includes 0)")
     if not parts:
-        return f"No baseline to compare {cost} with (the rows hold no initial loss, margin or gradient norm)."
+        return f"No baseline to compare {cost} with (the rows hold no initial loss, margin, gradient norm or EL2N)."
     measure = "concordance (never-corrected examples censored)" if censored else "Spearman rho (corrected examples)"
     return f"Against universal difficulty rank, by {measure}, {cost} " + "; ".join(parts) + "."

@@ -20,7 +20,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from sweep.config import ModelMode, Optimizer, Precision, TrainConfig
 from sweep.training.fused_optimizer import FusedOptimizer
-from sweep.training.loop import Outcome, l2_norm, l2_norm_tensor, margin_tensor
+from sweep.training.loop import Outcome, el2n_tensor, l2_norm, l2_norm_tensor, margin_tensor
 from sweep.training.precision import autocast_context, cross_entropy
 from sweep.training.probe import Probe, ProbeResult
 from sweep.training.stopping import STOP_CODES, Status, stop_codes
@@ -46,7 +46,7 @@ def _finite(value: Optional[float]) -> bool:
 class _Slot:
     item: object
     y: int
-    baselines: tuple = ()  # at t = 0: the margin and the gradient norm, as 0-d tensors on the device
+    baselines: tuple = ()  # at t = 0: the margin, the gradient norm and EL2N, as 0-d tensors on the device
     losses: Optional[list[float]] = None  # with log_steps
 
 
@@ -247,7 +247,8 @@ class BatchedTrainer:
                 predictions = logits.argmax(1)
                 for i in fresh:  # step 0 of a new example: its baselines, kept on the device
                     loops.initial_loss[i], loops.initial_prediction[i] = losses[i], predictions[i]
-                    slots[i].baselines = (margin_tensor(logits[i], slots[i].y), l2_norm_tensor([g[i] for g in grads]))
+                    slots[i].baselines = (margin_tensor(logits[i], slots[i].y), l2_norm_tensor([g[i] for g in grads]),
+                                          el2n_tensor(logits[i], slots[i].y))
                 fresh = set()
                 if self.log_steps:
                     window.append((losses.detach(), loops.running.clone()))
@@ -292,7 +293,8 @@ class BatchedTrainer:
                                        if status != Status.DIVERGED])
         return [Outcome(status=statuses[n], loss_sum=floats[0][n], initial_loss=floats[2][n], final_loss=floats[1][n],
                         initial_prediction=initial_prediction[n], initial_margin=baselines[n][0],
-                        initial_grad_norm=baselines[n][1], weight_distance=distances[n], steps_taken=t[n],
+                        initial_grad_norm=baselines[n][1], initial_el2n=baselines[n][2],
+                        weight_distance=distances[n], steps_taken=t[n],
                         losses=slots[i].losses, probe=probes.get(i))
                 for n, i in enumerate(stopped)]
 

@@ -30,7 +30,8 @@ class Outcome:
     final_loss: float         # loss of the last state evaluated
     initial_prediction: int
     initial_margin: float     # true-class logit minus the largest other logit, at the pretrained weights
-    initial_grad_norm: float  # L2 norm of the full gradient at the pretrained weights
+    initial_grad_norm: float  # L2 norm of the full gradient at the pretrained weights (GraNd)
+    initial_el2n: float       # L2 norm of softmax minus the one-hot label at the pretrained weights (EL2N)
     weight_distance: float    # L2 distance between final and pretrained parameters
     steps_taken: int          # optimizer updates taken
     skipped_updates: int = 0  # of those, updates a loss scaler skipped on overflow (precision=fp16_scaler)
@@ -65,7 +66,8 @@ class Trajectory:
         status to stop with, or None when an update is to be taken."""
         if self.t == 0:
             self.initial = {"initial_loss": loss_value, "initial_prediction": prediction,
-                            "initial_margin": margin(logits(), self.y), "initial_grad_norm": grad_norm()}
+                            "initial_margin": margin(logits(), self.y), "initial_grad_norm": grad_norm(),
+                            "initial_el2n": el2n(logits(), self.y)}
         if self.losses is not None:
             self.losses.append(loss_value)
         return stop_status(loss_value, prediction, self.y, self.t, self.max_steps, self.check_final_state)
@@ -190,6 +192,18 @@ def margin_tensor(logits: torch.Tensor, y: int) -> torch.Tensor:
     """`margin` as a 0-d tensor on the logits' device (read later, without a host synchronisation now)."""
     others = torch.cat([logits[:y], logits[y + 1:]])
     return logits[y] - others.max()
+
+
+def el2n(logits: torch.Tensor, y: int) -> float:
+    """EL2N (Paul et al. 2021): the L2 norm of the softmax minus the one-hot label."""
+    return float(el2n_tensor(logits, y))
+
+
+def el2n_tensor(logits: torch.Tensor, y: int) -> torch.Tensor:
+    """`el2n` as a 0-d tensor on the logits' device."""
+    error = torch.softmax(logits.float(), 0)
+    return torch.linalg.vector_norm(error - torch.nn.functional.one_hot(torch.tensor(y, device=logits.device),
+                                                                         len(logits)))
 
 
 def l2_norm(tensors: list[torch.Tensor]) -> float:
