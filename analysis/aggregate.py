@@ -22,8 +22,20 @@ import pandas as pd
 from analysis import figures as plots
 from analysis.gallery import galleries
 from analysis.pairs import paired_comparison
+from analysis.parallel import run_all
 from analysis.report import build, panel_text, write_report
 from analysis.runs import Run, find_run_dirs, latest_sweep, load_run, merge_shards, result_params
+from analysis.settings import (
+    SEED,
+    evenly,
+    figure_runs,
+    grid_parameters,
+    grid_table,
+    pooled_rows,
+    replicates,
+    settings_of,
+)
+from analysis.sweep_report import Sweep
 from analysis.universality import universality
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
@@ -84,11 +96,16 @@ def aggregate(paths: list[Path], out: Path, figures: bool = True) -> dict:
     with_rows = [(run, lab) for run, lab in zip(runs, labels) if len(run.rows)]
     if not with_rows:
         raise UserError("no run has any result rows yet: " + ", ".join(str(r.directory) for r in runs))
+    settings = settings_of(with_rows, keys)  # runs that differ only in their seed, in the sweep's order
+    with_rows = [entry for setting in settings for entry in setting.runs]
 
     merged = pd.concat([run.rows.assign(run=lab, run_dir=str(run.directory),
                                         **{k: run.params.get(k) for k in keys}) for run, lab in with_rows],
                        ignore_index=True)
-    statistics = [run_statistics(run.rows) for run, _ in with_rows]
+    replicated = SEED in keys
+    statistics = run_all([(run_statistics, run.rows) for run, _ in with_rows]
+                         + [(run_statistics, pooled_rows(s)) for s in settings if replicated])
+    statistics, pooled_statistics = statistics[:len(with_rows)], statistics[len(with_rows):]
     table = pd.DataFrame([{"run": lab, "run_dir": str(run.directory), **{k: run.params.get(k) for k in keys},
                            **{column: run.selection.get(k) for k, column in SELECTION_COUNTS.items()},
                            **{f"probe_{k}": v for k, v in run.probe.items()}, **values,
@@ -96,39 +113,67 @@ def aggregate(paths: list[Path], out: Path, figures: bool = True) -> dict:
                           for (run, lab), (values, _) in zip(with_rows, statistics)])
     reasons = {lab: why for (_, lab), (_, why) in zip(with_rows, statistics)}
     pairs = pd.DataFrame([
-        {"run_a": la, "run_b": lb, "differs_in": diff[0], **paired_comparison(a.rows, b.rows)}
+        {"run_a": la, "run_b": lb, "differs_in": diff[0], **paired_comparison(a.rows, b.rows),
+         "neighbours": neighbours(a, b, diff[0], with_rows)}
         for (a, la), (b, lb) in itertools.combinations(with_rows, 2)
-        if len(diff := [k for k in keys if repr(a.params.get(k)) != repr(b.params.get(k))]) == 1])
+        if len(diff := [k for k in keys if repr(a.params.get(k)) != repr(b.params.get(k))]) == 1
+        and diff[0] != SEED])  # runs that differ in their seed alone are replicates, pooled, not compared
     agreement = universality(with_rows, keys)
+    per_run = {lab: values for (_, lab), (values, _) in zip(with_rows, statistics)}
+    pooled, pooled_reasons = replicates(settings, per_run, pooled_statistics) if replicated else (None, {})
+    by_setting = pooled if replicated else table.rename(columns={"run": "setting"})
+    grids = {parameter: grid_table(by_setting, parameter, keys) for parameter in grid_parameters(keys, by_setting)}
 
     out.mkdir(parents=True, exist_ok=True)
     tables = {"merged.csv": merged, "runs.csv": table, "paired.csv": pairs, "universality.csv": agreement[1],
-              "universality_pairs.csv": agreement[0]}
+              "universality_pairs.csv": agreement[0], "replicates.csv": pooled if replicated else pd.DataFrame(),
+              **{f"grid_{parameter}.csv": frame for parameter, frame in grids.items()}}
     for name, frame in tables.items():
         if len(frame):
             atomic_write_text(out / name, frame.to_csv(index=False))
-    drawn, images = (draw(with_rows, keys, table, merged, out), galleries(with_rows, out)) if figures else ({}, [])
+    drawn, images = {}, []
+    if figures:  # per setting (seeds pooled), so that a grid's figures grow with its settings, not its runs
+        drawn, images = draw(figure_runs(settings), [k for k in keys if k != SEED],
+                             by_setting.rename(columns={"setting": "run"}), grids, out)
     failures = [(directory, error) for path in paths for directory, error in failed_jobs(path)]
-    written = write_report(out, build(table, reasons, runs, keys, drawn, images, pairs, agreement, failures))
+    written = write_report(out, build(table, reasons, runs, keys, drawn, images, pairs, agreement, failures,
+                                      Sweep(pooled, pooled_reasons, grids)))
     log.info("%d runs (%d rows) -> %s", len(table), len(merged), written[1])
     return {"runs": table, "merged": merged, "pairs": pairs, "figures": drawn, "reasons": reasons,
-            "universality": agreement, "galleries": images, "report": written}
+            "universality": agreement, "galleries": images, "report": written, "replicates": pooled,
+            "grids": grids}
 
 
-def draw(with_rows: list[tuple[Run, str]], keys: list[str], table: pd.DataFrame, merged: pd.DataFrame,
-         out: Path) -> dict[str, list[Path]]:
-    """Every figure of the merged runs: name -> the files written (none where nothing could be drawn)."""
+def neighbours(a: Run, b: Run, key: str, runs: list[tuple[Run, str]]) -> bool:
+    """Whether two runs that differ in `key` alone hold neighbouring values of it, in the sweep's order."""
+    values = list(dict.fromkeys(repr(run.params.get(key)) for run, _ in runs))
+    return abs(values.index(repr(a.params.get(key))) - values.index(repr(b.params.get(key)))) == 1
+
+
+def draw(with_rows: list[tuple[Run, str]], keys: list[str], table: pd.DataFrame, grids: dict[str, pd.DataFrame],
+         out: Path) -> tuple[dict[str, list[Path]], list[tuple[str, list[Path]]]]:
+    """Every figure of the merged runs (or settings), drawn side by side: name -> the files written
+    (none where nothing could be drawn), and the galleries. Figures with a panel per run show at
+    most MAX_PANELS, evenly spaced."""
     annotations = {row["run"]: panel_text(row) for _, row in table.iterrows()}
-    drawn = {"cost_vs_difficulty": plots.cost_vs_difficulty(with_rows, keys, out, annotations),
-             "cost_by_decile": plots.cost_by_decile(with_rows, out),
-             "damage_vs_difficulty": plots.damage_vs_difficulty(with_rows, out),
-             "association_forest": plots.association_forest(table, out),
-             "steps_ecdf": plots.steps_ecdf(merged, out)}
+    panels = evenly(with_rows, MAX_PANELS)
+    note = f"{len(panels)} of {len(with_rows)} settings, evenly spaced" if len(panels) < len(with_rows) else ""
+    merged = pd.concat([run.rows.assign(run=lab) for run, lab in with_rows], ignore_index=True)
+    calls = {"cost_vs_difficulty": (plots.cost_vs_difficulty, panels, keys, out, annotations, note),
+             "damage_vs_difficulty": (plots.damage_vs_difficulty, panels, out, note),
+             "cost_by_decile": (plots.cost_by_decile, panels, out),
+             "association_forest": (plots.association_forest, table, out),
+             "steps_ecdf": (plots.steps_ecdf, merged, out),
+             **{f"grid_{parameter}": (plots.grid, frame, parameter, out) for parameter, frame in grids.items()},
+             "galleries": (galleries, with_rows, out)}
     trajectories = [(lab, run) for run, lab in with_rows if run.steps is not None]
     if trajectories:
-        drawn["loss_trajectories"] = plots.loss_trajectories(trajectories, out)
-    return drawn
+        calls["loss_trajectories"] = (plots.loss_trajectories, trajectories, out)
+    drawn = dict(zip(calls, run_all(list(calls.values()))))
+    return drawn, drawn.pop("galleries")
 
+
+MAX_PANELS = 12  # panels (or lines) of the figures drawn per run or setting
 
 # from each run's summary: the data set's images, the model's mistakes among them, the sample
 SELECTION_COUNTS = {"examples": "n_images", "wrong": "n_wrong_at_pretrained", "selected": "n_selected"}

@@ -76,8 +76,9 @@ def _facets(data: pd.DataFrame, keys: list[str]) -> dict:
 
 
 def cost_vs_difficulty(runs: list[tuple[object, str]], keys: list[str], out: Path,
-                       annotations: dict[str, str] | None = None) -> list[Path]:
-    """The cost against rank; `annotations` (run label -> text) are written into each run's panel."""
+                       annotations: dict[str, str] | None = None, note: str = "") -> list[Path]:
+    """The cost against rank; `annotations` (run label -> text) are written into each run's panel;
+    `note` above the figure (which runs it shows)."""
     data = measured_costs(runs)
     if data.empty:
         return []
@@ -103,11 +104,11 @@ def cost_vs_difficulty(runs: list[tuple[object, str]], keys: list[str], out: Pat
         if ax is not None:
             ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", fontsize=6.5,
                     bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
-    sns.move_legend(grid, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, title=None, frameon=False)
+    sns.move_legend(grid, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, title=note or None, frameon=False)
     return save(grid.figure, out, "cost_vs_difficulty")
 
 
-def damage_vs_difficulty(runs: list[tuple[object, str]], out: Path) -> list[Path]:
+def damage_vs_difficulty(runs: list[tuple[object, str]], out: Path, note: str = "") -> list[Path]:
     """What each correction did to the rest of the model (the probe's error increase, the drawdown,
     and its mean loss increase) against universal difficulty, a column per run."""
     frames = []
@@ -138,7 +139,7 @@ def damage_vs_difficulty(runs: list[tuple[object, str]], out: Path) -> list[Path
     grid.set_axis_labels("universal difficulty rank (1 = easiest)", "")
     for ax in grid.axes.flat:
         ax.axhline(0, color="0.5", lw=0.8, ls="--")
-    sns.move_legend(grid, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, title=None, frameon=False)
+    sns.move_legend(grid, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, title=note or None, frameon=False)
     return save(grid.figure, out, "damage_vs_difficulty")
 
 
@@ -257,3 +258,59 @@ def loss_trajectories(runs: list[tuple[str, object]], out: Path) -> list[Path]:
     axes[0][-1].legend(fontsize=6, title="difficulty group (1 = easiest)", title_fontsize=6, loc="upper right")
     fig.tight_layout()
     return save(fig, out, "loss_trajectories")
+
+
+def evenly_spaced_ticks(values: list, most: int = 8) -> list:
+    """At most `most` of the sorted `values`, evenly spaced, as tick positions."""
+    step = max(1, math.ceil(len(values) / most))
+    return values[::step]
+
+
+def grid(data: pd.DataFrame, parameter: str, out: Path) -> list[Path]:
+    """How the answer depends on a swept parameter: C and rho of the loss to correct, ΔC against the
+    initial loss and the Kaplan-Meier median cost, with 95% CIs, against `parameter` (log x for lr),
+    one line per value of the other parameters (`grid_table`'s rows)."""
+    from analysis.settings import GRID_STATISTICS
+    others = [c for c in data.columns if c not in (parameter, "cost", "n") and not c.startswith(
+        tuple(GRID_STATISTICS))]
+    lines = data.groupby(others, sort=False, dropna=False) if others else [("all settings", data)]
+    sns = seaborn()
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(GRID_STATISTICS), figsize=(3.0 * len(GRID_STATISTICS), 3.0), squeeze=False)
+    palette = sns.color_palette("deep", max(1, len(lines)))
+    for (key, part), color in zip(lines, palette):
+        name = ", ".join(f"{k}={v}" for k, v in zip(others, key if isinstance(key, tuple) else (key,))) \
+            if others else str(key)
+        for ax, statistic in zip(axes[0], GRID_STATISTICS):
+            known = part.dropna(subset=[statistic])
+            errors = np.vstack([known[statistic] - known[f"{statistic}_ci_low"],
+                                known[f"{statistic}_ci_high"] - known[statistic]])
+            errors = np.where(np.isfinite(errors), errors, 0).clip(min=0)  # an unbounded CI: no bar
+            ax.errorbar(known[parameter], known[statistic], yerr=errors, fmt="o-", ms=3,
+                        lw=1, capsize=2, color=color, label=name)
+    nulls = {"C": 0.5, "rho": 0.0, "ΔC vs initial loss": 0.0}
+    cost = data["cost"].dropna().iloc[0] if data["cost"].notna().any() else "cost"
+    import matplotlib.ticker as ticker
+    values = sorted(data[parameter].dropna().unique())
+    plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    for ax, statistic in zip(axes[0], GRID_STATISTICS):
+        if statistic in nulls:
+            ax.axhline(nulls[statistic], color="0.4", lw=0.8, ls="--")
+        if parameter == "lr":
+            ax.set_xscale("log")
+        if statistic == "KM median cost":
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        shown = evenly_spaced_ticks(values)
+        ax.set_xticks(shown, [f"{v:g}" for v in shown], rotation=45, ha="right")
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set(xlabel=parameter, title=f"{statistic} ({cost})" if statistic != "KM median cost" else
+               f"Kaplan-Meier median {cost}")
+    if len(lines) > 1:
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), frameon=False, fontsize=7,
+                   bbox_to_anchor=(0.5, 1.08))
+    fig.tight_layout()
+    return save(fig, out, f"grid_{parameter}")

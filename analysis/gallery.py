@@ -34,11 +34,19 @@ def class_name(index, data: str | None) -> str:
     return names[index] if 0 <= index < len(names) else str(index)
 
 
+MOST = 8  # galleries in a report
+
+
 def galleries(runs: list[tuple[object, str]], out: Path) -> list[tuple[str, list[Path]]]:
-    """(run label, figure paths) for each run with corrected mistakes: `gallery/<n>.png`."""
+    """(run label, figure paths) for the first run of each model and sample (runs that differ in lr
+    alone show the same images) with corrected mistakes, at most MOST: `gallery/<n>.png`."""
     folder = out / "gallery"
-    made = []
+    made, seen = [], set()
     for number, (run, label) in enumerate(runs):
+        sample = (str(run.params.get("model")), frozenset(run.rows["path"]) if "path" in run.rows else number)
+        if sample in seen or len(made) == MOST:
+            continue
+        seen.add(sample)
         cost = primary_cost(run.rows)
         corrected = run.rows[run.rows["status"] == Status.CORRECT] if cost else pd.DataFrame()
         if corrected.empty or not any(Path(path).is_file() for path in corrected["path"]):

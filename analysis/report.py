@@ -7,27 +7,21 @@ from __future__ import annotations
 import base64
 import html
 import math
-from dataclasses import dataclass
+import os
 from pathlib import Path
 
 import pandas as pd
 
+from analysis.blocks import EMPTY, Block, cell, estimates, score_name
 from analysis.pairs import __doc__ as PAIRS_DOC
+from analysis.sweep_report import Sweep, grid_blocks, headlines, paired_blocks, replicate_blocks
 from analysis.universality import __doc__ as UNIVERSALITY_DOC
 from sweep.files import atomic_write_text
-from sweep.outputs import BASELINES, COSTS, DAMAGE, EPSILON_COSTS, SCORE_NAMES, SCORES
-from sweep.stats.research import SUBSETS, headline
+from sweep.outputs import BASELINES, COSTS, DAMAGE, EPSILON_COSTS, SCORES
+from sweep.stats.research import SUBSETS
 from sweep.stats.research import __doc__ as STATISTICS_DOC
 
 FEW = 30  # fewer measured examples than this: the report warns that the CIs are wide
-EMPTY = "—"
-
-
-@dataclass
-class Block:
-    kind: str          # "h1", "h2", "p", "warning", "list", "table", "figure"
-    content: object    # text, list of texts, a DataFrame, or a figure's PNG path
-    caption: str = ""
 
 
 def panel_text(row: pd.Series) -> str:
@@ -44,56 +38,26 @@ def panel_text(row: pd.Series) -> str:
     return "\n".join(lines)
 
 
-SIGNED = ("rho_", "delta_", "partial_rho_")  # statistics around 0 are shown with their sign
-
-
-def cell(values: pd.Series, reasons: dict, name: str) -> str:
-    """An estimate as `+0.25 [+0.10, +0.40] n=50`, or `n/c (reason)`, or `—` where the run records
-    nothing to compute it from."""
-    value = values.get(name, math.nan)
-    if name not in reasons and (value is None or not math.isfinite(value)):
-        return EMPTY
-    if value is None or not math.isfinite(value):
-        return f"n/c ({reasons[name]})"
-    low, high = values.get(f"{name}_ci_low", math.nan), values.get(f"{name}_ci_high", math.nan)
-    n = values.get(f"{name}_n")
-    number = "{:+.2%}" if name.startswith("mean_drawdown") else "{:+.3f}" if name.startswith("mean_") else \
-        "{:+.2f}" if name.startswith(SIGNED) else "{:.2f}" if abs(value) < 100 else "{:.4g}"
-    ci = f" [{number.format(low)}, {number.format(high)}]" if math.isfinite(low) and math.isfinite(high) else \
-        f" [CI n/c: {reasons.get(name, 'not computable')}]"
-    return number.format(value) + ci + (f" n={int(n)}" if n is not None and math.isfinite(n) else "")
-
-
-def estimates(table: pd.DataFrame, reasons: dict, names: list[tuple[str, str]]) -> pd.DataFrame | None:
-    """run x (header, statistic) table of estimates; columns no run can fill are left out."""
-    frame = pd.DataFrame([{"run": row["run"], **{header: cell(row, reasons[row["run"]], name)
-                                                 for header, name in names if name in table}}
-                          for _, row in table.iterrows()])
-    filled = [c for c in frame.columns if c == "run" or (frame[c] != EMPTY).any()]
-    return frame[filled] if len(filled) > 1 else None
-
-
 def _count(value) -> str:
     return EMPTY if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{int(value):,}"
 
 
 def build(table: pd.DataFrame, reasons: dict, runs: list, keys: list[str], figures: dict[str, list[Path]],
           galleries: list[tuple[str, list[Path]]], pairs: pd.DataFrame, agreement: tuple[pd.DataFrame, pd.DataFrame],
-          failures: list[tuple[Path, str]] = ()) -> list[Block]:
+          failures: list[tuple[Path, str]] = (), sweep: Sweep | None = None) -> list[Block]:
     """The report's blocks, in reading order; `runs` are all runs read (their notes are listed), `table`
     has a row per run with result rows; `failures` are the jobs that failed, with their error line."""
     varying = ", ".join(keys) if keys else "nothing (one run)"
     data = sorted({str(run.params["data.name"]) for run in runs if "data.name" in run.params})
     title = ", ".join([f"data={', '.join(data)}"] * bool(data) + [f"{len(table)} run{'s' * (len(table) != 1)}"])
     blocks = [Block("h1", f"Loss to correct: {title}"),
-              Block("p", f"Runs differ in {varying}; each is labelled by its values. Read from "
-                         f"{', '.join(sorted({str(run.directory) for run in runs}))}.")]
+              Block("p", f"Runs differ in {varying}; each is labelled by its values. Read from {_sources(runs)}.")]
     if failures:
         blocks.append(Block("warning", f"{len(failures)} job{'s' * (len(failures) > 1)} failed; what they finished "
                                        f"before failing is included: "
                                        + "; ".join(f"`{directory}`: {error}" for directory, error in failures)))
-    blocks += [Block("h2", "Headline"),
-               Block("list", [f"**{row['run']}**: {headline(row.to_dict())}" for _, row in table.iterrows()])]
+    sweep = sweep or Sweep()
+    blocks += headlines(table, sweep)
     few = table[table["n_measured"] < FEW] if "n_measured" in table else table.iloc[:0]
     if len(few):
         widths = [(row.get(f"{name}_ci_high", math.nan) - row.get(f"{name}_ci_low", math.nan)) / 2
@@ -101,17 +65,19 @@ def build(table: pd.DataFrame, reasons: dict, runs: list, keys: list[str], figur
                   for name in (f"rho_{row['cost']}", f"concordance_{row['cost']}")]
         widths = [w for w in widths if w is not None and math.isfinite(w)]
         span = f"; CIs here span up to ±{max(widths):.2f}" if widths else ""
-        blocks.append(Block("warning", f"Too few examples for conclusions: {', '.join(few['run'])} measured fewer "
-                                       f"than {FEW} mistakes{span}. Sample a few hundred (sample_size) before "
-                                       f"reading anything into these figures."))
+        which = f" ({', '.join(few['run'])})" if len(few) <= 3 else ""
+        blocks.append(Block("warning", f"Too few examples for conclusions: {len(few)} of {len(table)} runs{which} "
+                                       f"measured fewer than {FEW} mistakes each{span}. Sample a few hundred "
+                                       f"(sample_size) before reading anything into these figures."))
+    blocks += replicate_blocks(sweep)
+    blocks += grid_blocks(sweep, figures)
     blocks += _selection(table, reasons)
     blocks += _association(table, reasons, figures)
     blocks += _baselines(table, reasons)
     blocks += _damage(table, reasons, figures)
     blocks += _label_noise(table, reasons)
     blocks += _universality(*agreement)
-    if len(pairs):
-        blocks += [Block("h2", "Paired comparisons (runs that differ in one parameter)"), Block("table", pairs)]
+    blocks += paired_blocks(pairs)
     steps = [Block("figure", figures[key][0], FIGURE_CAPTIONS[key]) for key in ("steps_ecdf", "loss_trajectories")
              if figures.get(key)]
     if steps:
@@ -132,6 +98,14 @@ def build(table: pd.DataFrame, reasons: dict, runs: list, keys: list[str], figur
     if notes:
         blocks += [Block("h2", "Notes"), Block("list", notes)]
     return blocks
+
+
+def _sources(runs: list) -> str:
+    """Where the runs were read from: their directories, or for many the folder that holds them."""
+    directories = list(dict.fromkeys(str(run.directory) for run in runs))
+    if len(directories) <= 3:
+        return ", ".join(directories)
+    return f"{len(directories)} run directories under {os.path.commonpath(directories)}"
 
 
 FIGURE_CAPTIONS = {
@@ -265,11 +239,6 @@ def _estimate_text(row: pd.Series, name: str) -> str:
         return f"n/c ({row.get('reason')})"
     ci = f" [{low:.2f}, {high:.2f}]" if low is not None and math.isfinite(low) else " [CI n/c]"
     return f"{value:.2f}{ci} n={int(n)}"
-
-
-def score_name(score: str) -> str:
-    """A score as the tables name it: baselines known in the literature by their names there."""
-    return SCORE_NAMES.get(score, score)
 
 
 def _number(value) -> str:

@@ -59,7 +59,12 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
         found += [p.parent for name in (RESULTS_CSV, SUMMARY_JSON) for p in path.rglob(name)]
     if not found:
         raise UserError(f"no {RESULTS_CSV} (or original {SUMMARY_JSON}) found under: {', '.join(map(str, paths))}")
-    return sorted(set(found))
+    return sorted(set(found), key=natural_order)
+
+
+def natural_order(path: Path) -> tuple:
+    """A path's sort key with numbers compared as numbers: a sweep's jobs 0, 1, 2, ..., 10 in job order."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts)
 
 
 def load_run(directory: Path) -> Run:

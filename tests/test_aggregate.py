@@ -367,3 +367,56 @@ def test_figures_span_the_rank_range_of_the_order_not_the_count_of_images(tmp_pa
     assert Run(tmp_path, {}, rows.assign(**{RANK: range(1, 41)}), selection={"examples": 300}).rank_range == 300
     data = measured_costs([(sampled, "lite0")])
     assert (data[RANK] <= data["rank_range"]).all() and data["rank_range"].eq(49_900).all()
+
+
+@pytest.fixture
+def lr_seed_grid(tmp_path):
+    """A synthetic lr x seed sweep in Hydra's job order (seed varying fastest): 12 jobs, lrs as typed
+    on the command line (not in string order), each seed its own sample of 25 of 45 images."""
+    rng = np.random.default_rng(1)
+    lrs = [1e-5, 2e-5, 3e-5, 5e-6, 8e-5, 6e-5]
+    for job, (lr, seed) in enumerate(itertools.product(lrs, (0, 1))):
+        job_dir = tmp_path / "sweep" / str(job)
+        (job_dir / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create({"lr": lr, "max_steps": 40, "seed": seed, "model": {"arch": "resnet18"}}),
+                       job_dir / ".hydra" / "config.yaml")
+        paths = [f"/data/img_{i}.png" for i in sorted(np.random.default_rng(seed).choice(45, 25, replace=False))]
+        fake_rows(rng, paths, scale=1.0 + lr * 1e4).to_csv(job_dir / "single_example_results.csv", index=False)
+        (job_dir / "training_summary.json").write_text("{}")
+    return tmp_path / "sweep", lrs
+
+
+def test_a_sweep_reads_as_a_grid(lr_seed_grid):
+    sweep, lrs = lr_seed_grid
+    result = aggregate([sweep], sweep, figures=True)
+    assert list(result["runs"]["run_dir"]) == [str(sweep / str(job)) for job in range(12)]  # job order, not 0, 1, 10
+    replicated = pd.read_csv(sweep / "replicates.csv")
+    assert list(replicated["lr"]) == lrs and (replicated["n_seeds"] == 2).all()
+    merged = result["merged"]
+    for _, setting in replicated.iterrows():  # pooled over the distinct examples of both seeds
+        rows = merged[merged["lr"] == setting["lr"]].drop_duplicates("path")
+        assert setting["n_examples_pooled"] == len(rows) > 25
+        values, _ = run_statistics(rows.sort_values("seed", kind="stable"))
+        assert setting["concordance_loss_sum"] == pytest.approx(values["concordance_loss_sum"])
+        seeds = result["runs"][result["runs"]["lr"] == setting["lr"]]["concordance_loss_sum"]
+        assert (setting["seed_min_concordance_loss_sum"], setting["seed_max_concordance_loss_sum"]) == \
+            pytest.approx((seeds.min(), seeds.max()))
+    grid = pd.read_csv(sweep / "grid_lr.csv")
+    assert list(grid["lr"]) == sorted(lrs) and (sweep / "grid_lr.png").is_file()
+    assert list(grid["C"]) == pytest.approx(list(replicated.set_index("lr").loc[sorted(lrs), "concordance_loss_sum"]))
+    report = (sweep / "report.md").read_text()
+    headline = report[report.index("## Headline"):report.index("\n## ", report.index("## Headline") + 5)]
+    assert [line.split("**")[1] for line in headline.splitlines() if line.startswith("- **")] == \
+        [f"lr={lr}" for lr in lrs]  # one headline per setting, in the sweep's order
+    assert "Across lr = 5e-06 to 8e-05 (6 settings)" in headline
+    pairs = report[report.index("## Paired comparisons"):]
+    table = [line for line in pairs.split("\n\n")[2].splitlines()[2:]]
+    assert len(table) <= 2 * len(lrs) < len(result["pairs"])  # neighbours only; all of them in paired.csv
+    assert report.count("> **Warning.** Too few examples") == 1 and "12 of 12 runs" in report
+
+
+def test_one_seed_reads_as_before(sweep):
+    result = aggregate([sweep], sweep, figures=False)
+    assert result["replicates"] is None and not (sweep / "replicates.csv").exists()
+    report = (sweep / "report.md").read_text()
+    assert "**model=resnet18, lr=1e-05**:" in report and "Seeds as replicates" not in report
