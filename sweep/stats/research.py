@@ -17,7 +17,8 @@ Two kinds, side by side:
 
 Baselines, oriented so that larger means harder: initial loss and EL2N (Paul et al. 2021: the norm
 of softmax minus one-hot) as they are, the margin negated. The gradient norm's (GraNd's) direction
-is not given beforehand, so it is compared by absolute rho (and by |C - 0.5|). A cost says more than a baseline when the difference's CI lies above 0.
+is not given beforehand, so it is compared by absolute rho (and by |C - 0.5|). A cost says more than
+a baseline when the difference's CI lies above 0.
 
 Label noise: on ImageNet validation images every statistic is also given over the *clean* mistakes
 (the label is among the image's ReaL labels and the prediction is not; suffix `_clean`) and over
