@@ -181,7 +181,7 @@ class ShardConfig:
 class Config:
     lr: float = 1e-5
     max_steps: int = 1000
-    sample_size: int = 50
+    sample_size: int = 200  # the demo: rho against rank within about ±0.13 (README)
     seed: int = 0
     model: ModelConfig = MISSING
     data: DataConfig = MISSING  # DemoDataConfig or ImageFolderDataConfig, by the data group's option
