@@ -101,3 +101,14 @@ def test_a_job_that_fails_at_run_time_loses_nothing_of_the_others(tmp_path, cach
     assert failure["error"].startswith(f"model.checkpoint={broken}") and "Traceback" in failure["traceback"]
     report = (sweep_dir / "report.md").read_text()
     assert "1 job failed" in report and str(sweep_dir / "1") in report
+
+
+@pytest.mark.parametrize("launcher", ["hydra/launcher=parallel", "hydra/launcher=slurm"])
+def test_every_launcher_checks_every_job_first(tmp_path, cache_dir, launcher):
+    """The check runs before the launcher is asked for anything: no joblib worker, no SLURM job."""
+    sweep_dir = tmp_path / "sweep"
+    code, output = run_cli("-m", launcher, "lr=1e-5,5e-6", "train.momentum=1.5", "sample_size=2", "progress=false",
+                           f"hydra.sweep.dir={sweep_dir}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+    assert code == 2 and "error: 2 of the sweep's 2 jobs cannot run" in output, output[-2000:]
+    assert "job 0 (lr=1e-05): train.momentum=1.5: expected a finite value in [0, 1)" in output
+    assert not sweep_dir.exists()
