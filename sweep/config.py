@@ -170,6 +170,21 @@ class ProbeConfig:
     budget: float = 0.25
 
 
+class Tracker(str, Enum):
+    none = "none"
+    mlflow = "mlflow"            # pip install -e '.[mlflow]'
+    tensorboard = "tensorboard"  # pip install -e '.[tensorboard]'
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracking (the logger group: logger=mlflow, logger=tensorboard); results files are
+    written as always, whatever the tracker does."""
+    name: Tracker = Tracker.none
+    tracking_uri: Optional[str] = None  # mlflow; default: sqlite:///<launch directory>/mlflow.db
+    experiment: str = "loss-to-correct"  # mlflow
+
+
 @dataclass
 class ShardConfig:
     """Split one run's selection across jobs: this job takes positions index, index + count, ..."""
@@ -190,6 +205,7 @@ class Config:
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     log_steps: bool = False  # write every evaluated step's loss to steps.csv
     cache_dir: Optional[str] = None  # else $LTC_CACHE_DIR, $XDG_CACHE_HOME/loss-to-correct, ~/.cache/loss-to-correct
     progress: bool = True

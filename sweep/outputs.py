@@ -47,4 +47,4 @@ EPSILON_COSTS = ["loss_sum_to_epsilon", "steps_to_epsilon"]
 
 # Config keys that do not change a run's results (how it is executed, what else it writes): left
 # out of a run's identity (resuming with other values is allowed), never parameters of a sweep.
-NON_RESULT_KEYS = ("execution", "progress", "cache_dir", "log_steps", "aggregate")
+NON_RESULT_KEYS = ("execution", "progress", "cache_dir", "log_steps", "aggregate", "logger")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import timm.data
 import torch
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from sweep.config import AUTO, EXECUTION_KEYS, Augmentation, Config, ModelMode, validate
@@ -23,6 +24,8 @@ from sweep.run.results import finished
 from sweep.run.selection import select, state_digest
 from sweep.run.signals import StopRequest
 from sweep.run.summary import summarize
+from sweep.tracking import check_tracker, open_tracker
+from sweep.tracking.metrics import params_of
 from sweep.training.flops import count_step
 from sweep.training.hardware import (
     allotted_cores,
@@ -64,6 +67,7 @@ def check_before_work(cfg: Config) -> Path:
     validate(cfg)
     check_inputs(cfg.data)
     check_arch(cfg.model.arch)
+    check_tracker(cfg)
     if cfg.model.checkpoint and not Path(cfg.model.checkpoint).expanduser().is_file():
         raise UserError(f"model.checkpoint={cfg.model.checkpoint}: no such file")
     return writable_cache(cfg.cache_dir)
@@ -114,11 +118,13 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, devi
             bar.set_postfix(step=step, loss=f"{loss:.4f}", refresh=False)
 
     guard = DivergenceGuard(cfg.lr)
+    tracker = open_tracker(cfg, directory.path, params_of(OmegaConf.to_container(cfg, resolve=True)))
     training_started, updates = time.perf_counter(), 0
     with StopRequest() as stop, directory.recorder(cfg.log_steps, arithmetic) as record, bar, \
             nondeterministic_operations() as nondeterministic:
         for result in executor.run(todo, stop.requested, show_step):
             record(result)
+            tracker.row(result.row)
             bar.update()
             updates += result.row["updates"]
             phases.finished(result)
@@ -147,6 +153,7 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, devi
     summary["wall_seconds"] = time.perf_counter() - started
     summary["phases"] = phases.summary(summary["wall_seconds"])
     directory.save_summary(summary)
+    tracker.finish(summary, directory.path)
     if stop.requested():
         raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(in_shard)} examples (the examples in "
                          f"hand were handed back); rerun the same command with hydra.run.dir={directory.path} to "

@@ -1,0 +1,26 @@
+"""A job as TensorBoard event files in `tensorboard/` of its run directory: loss_sum and
+steps_to_correct per example (step = example_index), and at the end every scalar statistic with the
+flat config as hparams (TensorBoard's hparams plugin)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sweep.tracking.metrics import PER_EXAMPLE, scalars_of
+
+FOLDER = "tensorboard"
+
+
+class TensorboardJob:
+    def __init__(self, directory: Path, params: dict):
+        from torch.utils.tensorboard import SummaryWriter
+        self.writer, self.params = SummaryWriter(log_dir=str(directory / FOLDER)), params
+
+    def row(self, row: dict) -> None:
+        for key in PER_EXAMPLE:
+            if row.get(key) is not None and row[key] == row[key]:
+                self.writer.add_scalar(f"example/{key}", float(row[key]), int(row["example_index"]))
+        self.writer.flush()
+
+    def finish(self, summary: dict, directory: Path) -> None:
+        self.writer.add_hparams(self.params, scalars_of(summary), run_name=".")
+        self.writer.close()
