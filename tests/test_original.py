@@ -1,5 +1,5 @@
 """The original single-loss script, reproduced: its selection through main.py, its loop's counting,
-its fp16 loss scaler, its summary keys, and the README's account of the preset."""
+its fp16 loss scaler, its summary keys, and the documented account of the preset."""
 import json
 import os
 import random
@@ -199,17 +199,17 @@ def test_the_original_step_boundary_ignores_the_state_after_the_last_update():
     assert stop_status(1.0, 3, 3, t=4, max_steps=5, check_final_state=False) == Status.CORRECT
 
 
-def readme_table(title: str) -> list[list[str]]:
-    text = (ROOT / "README.md").read_text()
+def docs_table(title: str) -> list[list[str]]:
+    text = (ROOT / "docs" / "original.md").read_text()
     section = text.split(title, 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     lines = [line for line in section.splitlines() if line.startswith("|")][2:]
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
 
 
-def test_the_readme_table_of_default_and_original_is_true():
+def test_the_documented_table_of_default_and_original_is_true():
     default, original = compose_config(), compose_config("experiment=original")
     claims = 0
-    for row in readme_table("## The original scripts"):
+    for row in docs_table("## The preset against the defaults"):
         for cfg, cell in ((default, row[1]), (original, row[2])):
             for key, value in re.findall(r"`([a-z_.]+)=([^`\s]+)`", cell):
                 actual = cfg
@@ -217,7 +217,7 @@ def test_the_readme_table_of_default_and_original_is_true():
                     actual = actual[part]
                 actual = getattr(actual, "value", actual)
                 stated = OmegaConf.create(f"v: {value}").v  # read as a command-line value would be
-                assert actual == stated, f"README says {key}={value}, the config has {actual}"
+                assert actual == stated, f"docs/original.md says {key}={value}, the config has {actual}"
                 claims += 1
     assert claims >= 16
 
