@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.settings import GRID_STATISTICS, grid_lines
 from sweep.outputs import DAMAGE, MEASURED, RANK, SCORES
 from sweep.run.difficulty_plot import cost_label, pyplot
 from sweep.stats.research import censored_cost, primary_cost
@@ -270,17 +271,12 @@ def grid(data: pd.DataFrame, parameter: str, out: Path) -> list[Path]:
     """How the answer depends on a swept parameter: C and rho of the loss to correct, ΔC against the
     initial loss and the Kaplan-Meier median cost, with 95% CIs, against `parameter` (log x for lr),
     one line per value of the other parameters (`grid_table`'s rows)."""
-    from analysis.settings import GRID_STATISTICS
-    others = [c for c in data.columns if c not in (parameter, "cost", "n") and not c.startswith(
-        tuple(GRID_STATISTICS))]
-    lines = data.groupby(others, sort=False, dropna=False) if others else [("all settings", data)]
+    lines = grid_lines(data, parameter)
     sns = seaborn()
     plt = pyplot()
     fig, axes = plt.subplots(1, len(GRID_STATISTICS), figsize=(3.0 * len(GRID_STATISTICS), 3.0), squeeze=False)
     palette = sns.color_palette("deep", max(1, len(lines)))
-    for (key, part), color in zip(lines, palette):
-        name = ", ".join(f"{k}={v}" for k, v in zip(others, key if isinstance(key, tuple) else (key,))) \
-            if others else str(key)
+    for (name, part), color in zip(lines, palette):
         for ax, statistic in zip(axes[0], GRID_STATISTICS):
             known = part.dropna(subset=[statistic])
             errors = np.vstack([known[statistic] - known[f"{statistic}_ci_low"],

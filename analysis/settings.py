@@ -122,6 +122,16 @@ def grid_table(table: pd.DataFrame, parameter: str, keys: list[str]) -> pd.DataF
     return pd.DataFrame(rows).sort_values([*others, parameter], kind="stable").reset_index(drop=True)
 
 
+def grid_lines(grid: pd.DataFrame, parameter: str) -> list[tuple[str, pd.DataFrame]]:
+    """A grid table's lines: (the other parameters' values, e.g. `model=resnet18`, or "" when there
+    are none; its rows)."""
+    others = [c for c in grid.columns if c not in (parameter, "cost", "n") and not c.startswith(tuple(GRID_STATISTICS))]
+    if not others:
+        return [("", grid)]
+    return [(", ".join(f"{k}={v}" for k, v in zip(others, key if isinstance(key, tuple) else (key,))), part)
+            for key, part in grid.groupby(others, sort=False, dropna=False)]
+
+
 def grid_headline(grid: pd.DataFrame, parameter: str) -> str:
     """Whether the association holds across the grid: at how many of its values C's CI lies above 0.5."""
     known = grid.dropna(subset=["C_ci_low"])

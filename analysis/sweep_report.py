@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.blocks import Block, estimates
-from analysis.settings import grid_headline
+from analysis.settings import grid_headline, grid_lines
 from sweep.stats.research import headline
 
 
@@ -31,23 +31,13 @@ def headlines(table: pd.DataFrame, sweep: Sweep) -> list[Block]:
         items = [f"**{row['setting']}** ({_pool(row)}): {headline(row.to_dict())}"
                  for _, row in sweep.replicates.iterrows()]
     items += [grid_headline(part, parameter) + (f" ({key})" if key else "")
-              for parameter, grid in sweep.grids.items() for key, part in _lines(grid, parameter)]
+              for parameter, grid in sweep.grids.items() for key, part in grid_lines(grid, parameter)]
     return [Block("h2", "Headline"), Block("list", items)]
 
 
 def _pool(row: pd.Series) -> str:
     seeds = f"{int(row['n_seeds'])} seed{'s' * (row['n_seeds'] > 1)}"
     return f"{seeds} pooled, {int(row['n_examples_pooled'])} distinct examples"
-
-
-def _lines(grid: pd.DataFrame, parameter: str) -> list[tuple[str, pd.DataFrame]]:
-    """The grid's lines: its rows per value of the parameters other than `parameter`."""
-    from analysis.settings import GRID_STATISTICS
-    others = [c for c in grid.columns if c not in (parameter, "cost", "n") and not c.startswith(tuple(GRID_STATISTICS))]
-    if not others:
-        return [("", grid)]
-    return [(", ".join(f"{k}={v}" for k, v in zip(others, key if isinstance(key, tuple) else (key,))), part)
-            for key, part in grid.groupby(others, sort=False, dropna=False)]
 
 
 def replicate_blocks(sweep: Sweep) -> list[Block]:

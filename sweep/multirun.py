@@ -69,9 +69,10 @@ class CheckEveryJob(Callback):
 
 def record_failure(out_dir: Path, error: BaseException) -> str:
     """Write the error that ended a job into its directory (FAILURE_JSON); returns its one line."""
-    line = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}".rstrip(": ")
-    if isinstance(error, UserError):
-        line = str(error).strip().splitlines()[0]
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else ""
+    if not isinstance(error, UserError):  # a bug or a crash: say what kind
+        line = f"{type(error).__name__}: {line}" if line else type(error).__name__
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / FAILURE_JSON).write_text(json.dumps(
         {"error": line, "traceback": "".join(traceback.format_exception(error))}, indent=1) + "\n")

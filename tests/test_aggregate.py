@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from scipy import stats
 
+from analysis import figures as plots
 from analysis.aggregate import aggregate
 from analysis.aggregate import main as aggregate_command
 from analysis.figures import association_forest
@@ -388,7 +389,7 @@ def lr_seed_grid(tmp_path):
 
 def test_a_sweep_reads_as_a_grid(lr_seed_grid):
     sweep, lrs = lr_seed_grid
-    result = aggregate([sweep], sweep, figures=True)
+    result = aggregate([sweep], sweep, figures=False)  # the grid's figure: drawn below from its table
     assert list(result["runs"]["run_dir"]) == [str(sweep / str(job)) for job in range(8)]  # job order
     replicated = pd.read_csv(sweep / "replicates.csv")
     assert list(replicated["lr"]) == lrs and (replicated["n_seeds"] == 2).all()
@@ -402,7 +403,9 @@ def test_a_sweep_reads_as_a_grid(lr_seed_grid):
         assert (setting["seed_min_concordance_loss_sum"], setting["seed_max_concordance_loss_sum"]) == \
             pytest.approx((seeds.min(), seeds.max()))
     grid = pd.read_csv(sweep / "grid_lr.csv")
-    assert list(grid["lr"]) == sorted(lrs) and (sweep / "grid_lr.png").is_file()
+    assert list(grid["lr"]) == sorted(lrs)
+    assert plots.grid(grid, "lr", sweep) == [sweep / "grid_lr.png", sweep / "grid_lr.svg"]
+    assert (sweep / "grid_lr.png").stat().st_size > 10_000
     assert list(grid["C"]) == pytest.approx(list(replicated.set_index("lr").loc[sorted(lrs), "concordance_loss_sum"]))
     report = (sweep / "report.md").read_text()
     headline = report[report.index("## Headline"):report.index("\n## ", report.index("## Headline") + 5)]
