@@ -153,16 +153,17 @@ def neighbours(a: Run, b: Run, key: str, runs: list[tuple[Run, str]]) -> bool:
 def draw(with_rows: list[tuple[Run, str]], keys: list[str], table: pd.DataFrame, grids: dict[str, pd.DataFrame],
          out: Path) -> tuple[dict[str, list[Path]], list[tuple[str, list[Path]]]]:
     """Every figure of the merged runs (or settings), drawn side by side: name -> the files written
-    (none where nothing could be drawn), and the galleries. Figures with a panel per run show at
-    most MAX_PANELS, evenly spaced."""
+    (none where nothing could be drawn), and the galleries. Figures with a panel, line or row per
+    run show at most MAX_PANELS, evenly spaced (the grids show every value)."""
     annotations = {row["run"]: panel_text(row) for _, row in table.iterrows()}
     panels = evenly(with_rows, MAX_PANELS)
     note = f"{len(panels)} of {len(with_rows)} settings, evenly spaced" if len(panels) < len(with_rows) else ""
-    merged = pd.concat([run.rows.assign(run=lab) for run, lab in with_rows], ignore_index=True)
+    shown = [lab for _, lab in panels]
+    merged = pd.concat([run.rows.assign(run=lab) for run, lab in panels], ignore_index=True)
     calls = {"cost_vs_difficulty": (plots.cost_vs_difficulty, panels, keys, out, annotations, note),
              "damage_vs_difficulty": (plots.damage_vs_difficulty, panels, out, note),
              "cost_by_decile": (plots.cost_by_decile, panels, out),
-             "association_forest": (plots.association_forest, table, out),
+             "association_forest": (plots.association_forest, table[table["run"].isin(shown)], out),
              "steps_ecdf": (plots.steps_ecdf, merged, out),
              **{f"grid_{parameter}": (plots.grid, frame, parameter, out) for parameter, frame in grids.items()},
              "galleries": (galleries, with_rows, out)}

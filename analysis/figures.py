@@ -211,7 +211,8 @@ def steps_ecdf(merged: pd.DataFrame, out: Path) -> list[Path]:
     sns = seaborn()
     import matplotlib.ticker as ticker
     fig, ax = pyplot().subplots(figsize=(5.5, 3.6))
-    palette = sns.color_palette("deep", merged["run"].nunique())
+    lines = merged["run"].nunique()  # many settings: in order along a sequential palette
+    palette = sns.color_palette("deep" if lines <= 6 else "viridis", lines)
     for (run, rows), color in zip(merged.groupby("run", sort=False), palette):
         measured = rows[rows["status"].isin(MEASURED)]
         if "steps_to_correct" not in rows or not len(measured):
@@ -229,7 +230,8 @@ def steps_ecdf(merged: pd.DataFrame, out: Path) -> list[Path]:
     ax.set_xlabel("steps to correct (0 drawn at 0.5)")
     ax.set_ylabel("fraction of examples corrected")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right") if lines <= 6 else \
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return save(fig, out, "steps_ecdf")
 
 
