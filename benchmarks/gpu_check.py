@@ -49,8 +49,8 @@ def gpu_tests(device: str) -> dict:
     """The tests marked gpu, their closing counts."""
     if device != "cuda":
         return {"check": "tests", "setting": "pytest -m gpu", "result": "not run", "figures": "no GPU asked for"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"], cwd=ROOT,
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-n", "0", "-p", "no:cacheprovider"],
+                          cwd=ROOT, capture_output=True, text=True)
     counts = re.findall(r"(\d+) (passed|failed|skipped|error)", done.stdout)
     summary = ", ".join(f"{n} {what}" for n, what in counts) or done.stdout.strip().splitlines()[-1]
     return {"check": "tests", "setting": "pytest -m gpu", "result": "pass" if done.returncode == 0 else "FAIL",
