@@ -31,7 +31,6 @@ from analysis.settings import (
     figure_runs,
     grid_parameters,
     grid_table,
-    pooled_rows,
     replicates,
     settings_of,
 )
@@ -104,7 +103,7 @@ def aggregate(paths: list[Path], out: Path, figures: bool = True) -> dict:
                        ignore_index=True)
     replicated = SEED in keys
     statistics = run_all([(run_statistics, run.rows) for run, _ in with_rows]
-                         + [(run_statistics, pooled_rows(s)) for s in settings if replicated])
+                         + [(run_statistics, s.rows) for s in settings if replicated])
     statistics, pooled_statistics = statistics[:len(with_rows)], statistics[len(with_rows):]
     table = pd.DataFrame([{"run": lab, "run_dir": str(run.directory), **{k: run.params.get(k) for k in keys},
                            **{column: run.selection.get(k) for k, column in SELECTION_COUNTS.items()},
@@ -112,9 +111,10 @@ def aggregate(paths: list[Path], out: Path, figures: bool = True) -> dict:
                            "notes": "; ".join(run.notes)}
                           for (run, lab), (values, _) in zip(with_rows, statistics)])
     reasons = {lab: why for (_, lab), (_, why) in zip(with_rows, statistics)}
+    orders = {k: list(dict.fromkeys(repr(run.params.get(k)) for run, _ in with_rows)) for k in keys}
     pairs = pd.DataFrame([
         {"run_a": la, "run_b": lb, "differs_in": diff[0], **paired_comparison(a.rows, b.rows),
-         "neighbours": neighbours(a, b, diff[0], with_rows)}
+         "neighbours": neighbours(a, b, orders[diff[0]], diff[0])}
         for (a, la), (b, lb) in itertools.combinations(with_rows, 2)
         if len(diff := [k for k in keys if repr(a.params.get(k)) != repr(b.params.get(k))]) == 1
         and diff[0] != SEED])  # runs that differ in their seed alone are replicates, pooled, not compared
@@ -144,10 +144,10 @@ def aggregate(paths: list[Path], out: Path, figures: bool = True) -> dict:
             "grids": grids}
 
 
-def neighbours(a: Run, b: Run, key: str, runs: list[tuple[Run, str]]) -> bool:
-    """Whether two runs that differ in `key` alone hold neighbouring values of it, in the sweep's order."""
-    values = list(dict.fromkeys(repr(run.params.get(key)) for run, _ in runs))
-    return abs(values.index(repr(a.params.get(key))) - values.index(repr(b.params.get(key)))) == 1
+def neighbours(a: Run, b: Run, order: list[str], key: str) -> bool:
+    """Whether two runs that differ in `key` alone hold neighbouring values of it in `order` (the
+    sweep's order of its values, as repr)."""
+    return abs(order.index(repr(a.params.get(key))) - order.index(repr(b.params.get(key)))) == 1
 
 
 def draw(with_rows: list[tuple[Run, str]], keys: list[str], table: pd.DataFrame, grids: dict[str, pd.DataFrame],

@@ -8,6 +8,7 @@ the seeds' own estimates is reported beside them.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -31,6 +32,12 @@ class Setting:
     def seeds(self) -> list:
         return [run.params.get(SEED) for run, _ in self.runs]
 
+    @functools.cached_property
+    def rows(self) -> pd.DataFrame:
+        """The distinct examples of the setting's runs, each once (the first seed's row)."""
+        rows = pd.concat([run.rows.assign(seed=run.params.get(SEED)) for run, _ in self.runs], ignore_index=True)
+        return rows.drop_duplicates("path", keep="first").reset_index(drop=True) if "path" in rows else rows
+
 
 def settings_of(with_rows: list[tuple[Run, str]], keys: list[str]) -> list[Setting]:
     """The runs grouped by their values of `keys` other than the seed, in order of first appearance
@@ -44,12 +51,6 @@ def settings_of(with_rows: list[tuple[Run, str]], keys: list[str]) -> list[Setti
     return list(groups.values())
 
 
-def pooled_rows(setting: Setting) -> pd.DataFrame:
-    """The distinct examples of a setting's runs, each once (the first seed's row)."""
-    rows = pd.concat([run.rows.assign(seed=run.params.get(SEED)) for run, _ in setting.runs], ignore_index=True)
-    return rows.drop_duplicates("path", keep="first").reset_index(drop=True) if "path" in rows else rows
-
-
 def figure_runs(settings: list[Setting]) -> list[tuple[Run, str]]:
     """What per-run figures draw: each setting as one run, its seeds' examples pooled."""
     drawn = []
@@ -59,7 +60,7 @@ def figure_runs(settings: list[Setting]) -> list[tuple[Run, str]]:
             drawn.append((first, label))
             continue
         params = {k: v for k, v in first.params.items() if k != SEED}
-        drawn.append((Run(first.directory, params, pooled_rows(setting), selection=first.selection,
+        drawn.append((Run(first.directory, params, setting.rows, selection=first.selection,
                           probe=first.probe), setting.label))
     return drawn
 
@@ -74,12 +75,12 @@ def evenly(items: list, most: int) -> list:
 def replicates(settings: list[Setting], per_run: dict[str, dict],
                pooled_statistics: list[tuple[dict, dict]]) -> tuple[pd.DataFrame, dict[str, dict]]:
     """One row per setting: its parameters, how many seeds and examples, every statistic over the
-    pooled examples (`pooled_statistics`, run_statistics of each setting's pooled_rows), and for the
+    pooled examples (`pooled_statistics`, run_statistics of each setting's rows), and for the
     primary cost the spread (sd, min, max) of the seeds' own C and rho (`per_run`: each run's
     statistics by label). Also the reasons any pooled statistic is not computable, by setting."""
     rows, reasons = [], {}
     for setting, (values, why) in zip(settings, pooled_statistics):
-        pooled = pooled_rows(setting)
+        pooled = setting.rows
         reasons[setting.label] = why
         row = {"setting": setting.label, **setting.params, "n_seeds": len(setting.runs),
                "seeds": ",".join(map(str, setting.seeds)), "n_examples_pooled": len(pooled),

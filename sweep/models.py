@@ -71,10 +71,15 @@ def pretrained_model(arch: str, checkpoint: Optional[str] = None, package: Optio
     return (default or hub_model)(arch)
 
 
+def check_checkpoint(path: str | Path) -> None:
+    """model.checkpoint names a file."""
+    if not Path(path).expanduser().is_file():
+        raise UserError(f"model.checkpoint={path}: no such file")
+
+
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a state dict strictly (plain, or wrapped as {'state_dict': ...} / {'model': ...})."""
-    if not Path(path).is_file():
-        raise UserError(f"model.checkpoint={path}: no such file")
+    check_checkpoint(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:

@@ -37,11 +37,10 @@ def job_overrides(task: list[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices)]
 
 
-def swept_part(overrides: list[str], task: list[str]) -> str:
-    """The overrides that tell a job apart (those of swept keys), for messages."""
-    swept = {override.get_key_element() for override in OverridesParser.create().parse_overrides(task)
-             if override.is_sweep_override()}
-    return " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or " ".join(overrides)
+def swept_keys(task: list[str]) -> set[str]:
+    """The keys the command line sweeps over (those that tell its jobs apart)."""
+    return {override.get_key_element() for override in OverridesParser.create().parse_overrides(task)
+            if override.is_sweep_override()}
 
 
 class CheckEveryJob(Callback):
@@ -54,12 +53,13 @@ class CheckEveryJob(Callback):
 
         from sweep.run.job import check_before_work
         task = list(config.hydra.overrides.task)
-        problems = []
+        swept, problems = swept_keys(task), []
         for num, overrides in enumerate(jobs := job_overrides(task)):
             try:
                 check_before_work(compose(config_name="config", overrides=overrides))
             except UserError as error:
-                problems.append(f"job {num} ({swept_part(overrides, task)}): {error}")
+                named = " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or " ".join(overrides)
+                problems.append(f"job {num} ({named}): {error}")
         if problems:  # exits here: Hydra turns a callback's exception into a warning and goes on
             with report_errors():
                 raise UserError(f"{len(problems)} of the sweep's {len(jobs)} jobs cannot run, so none was started:\n"

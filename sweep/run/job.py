@@ -14,8 +14,7 @@ from tqdm import tqdm
 from sweep.config import AUTO, EXECUTION_KEYS, Augmentation, Config, ModelMode, validate
 from sweep.data.images import example_view
 from sweep.data.sources import check_inputs, open_source
-from sweep.errors import UserError
-from sweep.models import check_arch
+from sweep.models import check_arch, check_checkpoint
 from sweep.run.cache import writable_cache
 from sweep.run.directory import RunDirectory, identity
 from sweep.run.phases import Phases
@@ -68,8 +67,8 @@ def check_before_work(cfg: Config) -> Path:
     check_inputs(cfg.data)
     check_arch(cfg.model.arch)
     check_tracker(cfg)
-    if cfg.model.checkpoint and not Path(cfg.model.checkpoint).expanduser().is_file():
-        raise UserError(f"model.checkpoint={cfg.model.checkpoint}: no such file")
+    if cfg.model.checkpoint:
+        check_checkpoint(cfg.model.checkpoint)
     return writable_cache(cfg.cache_dir)
 
 

@@ -88,9 +88,6 @@ class _Copies:
                     if o in old.state:
                         self.optimizer.state[n] = old.state[o]
 
-    def __len__(self) -> int:
-        return len(self.views)
-
     def reset(self, i: int) -> None:
         """Copy i back to the pretrained weights with a fresh optimizer state."""
         for view, p0 in zip(self.views[i], self.pretrained):
@@ -156,8 +153,8 @@ class BatchedTrainer:
 
     The stopping rule runs on the device; the host reads the loops' state every `sync_every` steps
     (default: 1 on a CPU; on a GPU SYNC_EVERY, or the most states a loop evaluates if fewer, so that
-    the GPU does not wait for the host in between),
-    hands out the loops that stopped and refills their slots. A loop that stopped between two reads
+    the GPU does not wait for the host in between), hands out the loops that stopped and refills
+    their slots. A loop that stopped between two reads
     is frozen: its weights where it stopped are kept (`_Copies.stopped`) and nothing it computes
     after counts, so outcomes do not depend on `sync_every`. With a probe, the copies found stopped
     at one read are judged together (one vmapped forward pass per batch of images on a GPU).

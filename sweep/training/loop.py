@@ -202,8 +202,8 @@ def el2n(logits: torch.Tensor, y: int) -> float:
 def el2n_tensor(logits: torch.Tensor, y: int) -> torch.Tensor:
     """`el2n` as a 0-d tensor on the logits' device."""
     error = torch.softmax(logits.float(), 0)
-    return torch.linalg.vector_norm(error - torch.nn.functional.one_hot(torch.tensor(y, device=logits.device),
-                                                                         len(logits)))
+    error[y] -= 1  # minus the one-hot label
+    return torch.linalg.vector_norm(error)
 
 
 def l2_norm(tensors: list[torch.Tensor]) -> float:
