@@ -1,12 +1,14 @@
 """A real `python main.py -m ...` sweep in a subprocess writes one complete output directory per job."""
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from helpers.commands import run_cli, run_main
-from helpers.configs import compose_config, tiny_universe_overrides
+from helpers.configs import TINY_UNIVERSE, compose_config, tiny_universe_overrides
+from sweep.data.demo import open_demo
 from sweep.outputs import COLUMNS
 
 
@@ -59,10 +61,15 @@ def test_a_two_lr_sweep_searches_the_wrong_set_once(tmp_path, cache_dir, monkeyp
     searches, search = [], selection.find_wrong
     monkeypatch.setattr(selection, "find_wrong", lambda *args, **kwargs: searches.append(1) or search(*args, **kwargs))
     sweep_dir = tmp_path / "sweep"
-    # a view seed no other test uses: the session's cache holds no wrong set for it yet
+    # a cache that holds the session's universes but no wrong set yet (LTC_CACHE_DIR may name a kept one)
+    open_demo(dict(TINY_UNIVERSE), cache_dir)
+    fresh_cache = tmp_path / "cache"
+    fresh_cache.mkdir()
+    for universe in filter(Path.is_dir, cache_dir.glob("demo-*")):
+        (fresh_cache / universe.name).symlink_to(universe)
     code, output = run_cli("-m", "lr=1e-5,2e-5", "sample_size=2", "max_steps=5", "progress=false",
-                           "train.augmentation=one_view", "seed=917", f"hydra.sweep.dir={sweep_dir}",
-                           *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+                           "train.augmentation=one_view", f"hydra.sweep.dir={sweep_dir}",
+                           *tiny_universe_overrides(fresh_cache), cwd=tmp_path)
     assert code == 0, output[-2000:]
     assert len(searches) == 1
     assert "wrong set from the cache" not in (sweep_dir / "0" / "main.log").read_text()
