@@ -43,6 +43,7 @@ def seaborn():
 def save(fig, out: Path, name: str, formats: tuple[str, ...] = FIGURE_FORMATS) -> list[Path]:
     """`fig` in `out` as `name`.png and .svg (or `formats`); the paths."""
     paths = [out / f"{name}.{ext}" for ext in formats]
+    fig.set_dpi(DPI)  # the PNG's resolution: its render reuses the text layout of the pass below
     fig.draw_without_rendering()  # one layout pass for every format: the tight box around what is drawn
     box = fig.get_tightbbox().padded(0.1)
     for path in paths:
