@@ -27,7 +27,14 @@ os.environ.setdefault("LTC_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"ltc-t
                       else tempfile.mkdtemp(prefix="ltc-test-cache-"))
 
 
+# The modules with the longest tests (a sweep on SLURM, the GPU check's three processes, the MLflow
+# sweep) run first: pytest-xdist's worksteal hands each worker a contiguous share of the tests and an
+# idle worker takes from the end of another's, so a long test left for last keeps a core idle.
+LONG_FIRST = ("test_slurm.py", "test_gpu_check.py", "test_tracking.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in LONG_FIRST)  # stable: the same order on every worker
     import torch
     if torch.cuda.is_available():
         return

@@ -40,6 +40,22 @@ def test_a_depthwise_convolution_update_costs_three_forward_passes():
     assert cost.update_flops == 2 * first + 3 * depthwise  # the first layer needs no input gradient
 
 
+def test_a_step_is_counted_once_per_architecture_and_input_size(monkeypatch):
+    import sweep.training.flops as flops
+    counted, count = [], flops._count
+    monkeypatch.setattr(flops, "_count", lambda *args: counted.append(args[1]) or count(*args))
+
+    def model(width):
+        return torch.nn.Sequential(torch.nn.Conv2d(3, width, 3), torch.nn.ReLU())
+    first = count_step(model(13), (3, 9, 9))
+    assert count_step(model(13), (3, 9, 9)) == first and len(counted) == 1  # another copy, other weights
+    assert count_step(model(14), (3, 9, 9)).forward_flops > first.forward_flops  # other parameter shapes
+    assert count_step(model(13), (3, 11, 11)).forward_flops > first.forward_flops  # another input size
+    with_tanh = torch.nn.Sequential(torch.nn.Conv2d(3, 13, 3), torch.nn.Tanh())
+    count_step(with_tanh, (3, 9, 9))  # other modules, the same parameters
+    assert counted == [(3, 9, 9), (3, 9, 9), (3, 11, 11), (3, 9, 9)]
+
+
 def test_a_budgeted_probe_judges_each_example_on_images_within_its_budget():
     cost = StepCost(forward_flops=10, update_flops=30)
     probe = Probe(torch.zeros(50, 1), torch.zeros(50, dtype=torch.long), torch.ones(50, dtype=torch.bool),

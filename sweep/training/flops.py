@@ -40,14 +40,23 @@ class StepCost:
         return updates * self.update_flops + self.forward_flops
 
 
+_counted: dict[tuple, StepCost] = {}
+
+
 def count_step(model: nn.Module, input_size: tuple[int, ...]) -> StepCost:
     """FLOPs of a forward pass and of an update of `model` on one image of `input_size`, in eval
     mode (the same operations as train mode). Counted on the meta device, so nothing is computed and
-    the model is left untouched; on the model's own device for a model whose forward reads values."""
-    try:
-        return _count(model, input_size, torch.device("meta"))
-    except (NotImplementedError, RuntimeError):
-        return _count(model, input_size, next(model.parameters()).device)
+    the model is left untouched; on the model's own device for a model whose forward reads values.
+    Counted once per architecture (its modules and parameter shapes) and input size in a process:
+    the jobs of a sweep in one process share the count."""
+    key = (tuple(input_size), tuple((name, type(module).__qualname__) for name, module in model.named_modules()),
+           tuple((name, tuple(p.shape), p.requires_grad) for name, p in model.named_parameters()))
+    if key not in _counted:
+        try:
+            _counted[key] = _count(model, input_size, torch.device("meta"))
+        except (NotImplementedError, RuntimeError):
+            _counted[key] = _count(model, input_size, next(model.parameters()).device)
+    return _counted[key]
 
 
 def _count(model: nn.Module, input_size: tuple[int, ...], device: torch.device) -> StepCost:
