@@ -63,6 +63,7 @@ def test_a_run_into_a_directory_held_by_another_is_refused_untouched(tmp_path, c
     assert sorted(p.name for p in out.iterdir() if p.name != ".hydra") == [".run.lock", "main.log"]
 
 
+@pytest.mark.slow  # two processes; the test above refuses a run while another open file holds the lock
 def test_a_second_process_into_a_directory_in_use_is_refused(tmp_path, cache_dir):
     out = tmp_path / "run"
     slow = [*RUN, "sample_size=3", "lr=1e-8", "max_steps=150", "execution.workers=1"]  # a few s of training

@@ -120,11 +120,14 @@ def test_the_auto_probe_costs_each_example_at_most_its_budget(auto_probe_run):
         assert row["probe_flips_to_wrong"] - row["probe_flips_to_right"] == round(row["drawdown"] * row["probe_images"])
 
 
-@pytest.mark.parametrize("execution", [["execution.workers=2"], ["execution.parallel=4"]])
-def test_every_path_gives_the_same_rows_and_phases(auto_probe_run, tmp_path, cache_dir, execution):
+def test_the_workers_and_the_engine_give_the_same_rows_and_phases(auto_probe_run, tmp_path, cache_dir):
+    """The automatic probe's prefixes and outcomes of worker processes running the batched engine are
+    those of one process on the simple path (tests/test_workers.py and test_engine.py compare each
+    path alone without the automatic probe)."""
     out, summary, cfg = auto_probe_run
     other = run(compose_config(*tiny_universe_overrides(cache_dir), "sample_size=8", "lr=3e-5", "max_steps=60",
-                               "progress=false", *execution), tmp_path)
+                               "progress=false", "execution.workers=2", "execution.parallel=3"), tmp_path)
+    assert other["execution"]["workers"] == 2 and other["execution"]["parallel"] == 3
     assert set(other["phases"]) == PHASE_KEYS
     columns = ["path", "status", "updates", "probe_images", "probe_error_after", "drawdown", "probe_flips_to_wrong",
                "probe_flips_to_right"]
