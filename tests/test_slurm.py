@@ -68,8 +68,9 @@ def test_slurm_sweep_gives_the_basic_launchers_rows_at_one_thread_per_task(tmp_p
     broken.write_bytes(b"not a state dict")  # passes the check before the sweep (the file exists)
     sweep = tmp_path / "sweep"
     started = time.perf_counter()
-    work = [w for w in WORK if w != "aggregate=false"]  # the sweep's report names the failure
-    result = subprocess.run(main_command("-m", *SLURM, *work, "lr=1e-5", "sample_size=4",
+    # aggregate=false: the report, written in this launching process from the jobs' files whatever the
+    # launcher, names a failed job in tests/test_multirun.py
+    result = subprocess.run(main_command("-m", *SLURM, *WORK, "lr=1e-5", "sample_size=4",
                                          f"model.checkpoint=null,{broken}", f"hydra.sweep.dir={sweep}",
                                          *tiny_universe_overrides(cache_dir)),
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -81,7 +82,6 @@ def test_slurm_sweep_gives_the_basic_launchers_rows_at_one_thread_per_task(tmp_p
     assert "error: 1 job of the sweep failed" in result.stderr and f"model.checkpoint={broken}" in result.stderr
     assert json.loads((sweep / "1" / "job_failure.json").read_text())["error"].startswith("model.checkpoint=")
     assert not (sweep / "1" / "single_example_results.csv").exists()
-    assert "1 job failed" in (sweep / "report.md").read_text()
     assert "Bypassing sacct error" not in result.stderr  # quieted (reported once, in other words)
 
 
