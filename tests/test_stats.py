@@ -5,8 +5,17 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import sweep.stats.estimates as estimates
 from sweep.stats.agreement import concordance_w
-from sweep.stats.estimates import CONFIDENCE, RESAMPLES, ResampleRanking, rho
+from sweep.stats.estimates import (
+    CONFIDENCE,
+    RESAMPLES,
+    ResampleRanking,
+    ResampleRanks,
+    partial_rho,
+    rho,
+    rho_difference,
+)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -21,6 +30,27 @@ def test_resample_ranks_are_scipys_average_ranks(seed):
     index = rng.integers(0, n, size=(25, n))
     expected = stats.rankdata(data[:, index].transpose(1, 0, 2), axis=-1)
     assert np.array_equal(ResampleRanking(data).ranks(index), expected, equal_nan=True)
+
+
+# n=900: three columns draw their resamples in two chunks, two columns in one, so they share none
+@pytest.mark.parametrize("n, columns_ranked", [(40, 3), (900, 3 + 2 * 3)])
+def test_ranks_kept_across_estimates_change_no_estimate(monkeypatch, n, columns_ranked):
+    rng = np.random.default_rng(n)
+    cost, baseline, rank = rng.gamma(2, size=n).round(1), rng.random(n), rng.permutation(n).astype(float)
+
+    def all_estimates():
+        return [rho(cost, rank), rho(baseline, rank), rho_difference(cost, baseline, rank),
+                rho_difference(cost, baseline, rank, absolute=True), partial_rho(cost, rank, baseline), rho(cost, rank)]
+    monkeypatch.setattr(estimates, "_resample_ranks", ResampleRanks(limit=0))  # nothing kept: each ranked anew
+    anew = all_estimates()
+    kept = ResampleRanks()
+    monkeypatch.setattr(estimates, "_resample_ranks", kept)
+    assert all_estimates() == anew  # to the bit
+    assert len(kept.kept) == columns_ranked  # cost, baseline and rank once per way of drawing the resamples
+    small = ResampleRanks(limit=RESAMPLES * n * 8)  # room for one column's ranks
+    for column in (cost, baseline, rank):
+        small(column, (0, n, RESAMPLES, 0), rng.integers(0, n, size=(RESAMPLES, n)))
+    assert len(small.kept) == 1 and small.size <= small.limit
 
 
 def test_rho_ci_is_the_percentile_interval_of_resampled_spearman():

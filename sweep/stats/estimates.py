@@ -6,6 +6,7 @@ it cannot be computed (too few examples, no variation), the reason instead of a 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -119,10 +120,12 @@ def _estimate(columns: list, statistic: Callable[[np.ndarray], np.ndarray], seed
         return Estimate.not_computable("undefined (a perfect correlation between the controls)", n)
     rng = np.random.default_rng(seed)
     samples = []
-    chunk = max(1, 4_000_000 // (n * len(columns)))
+    chunk = min(RESAMPLES, max(1, 4_000_000 // (n * len(columns))))
     for start in range(0, RESAMPLES, chunk):
         index = rng.integers(0, n, size=(min(chunk, RESAMPLES - start), n))
-        samples.append(statistic(np.moveaxis(_spearman_matrix(ranking.ranks(index)), 0, -1)))
+        draw = (seed, n, chunk, start)  # what fixes `index`
+        ranks = np.stack([_resample_ranks(column, draw, index) for column in data], axis=1)
+        samples.append(statistic(np.moveaxis(_spearman_matrix(ranks), 0, -1)))
     samples = np.concatenate(samples)
     defined = samples[np.isfinite(samples)]
     if len(defined) < MIN_DEFINED_RESAMPLES * RESAMPLES:
@@ -155,6 +158,33 @@ class ResampleRanking:
         ranks = np.take_along_axis(average, drawn, axis=-1)
         ranks[self.nan[:, index].reshape(k * b, n).any(axis=-1)] = np.nan
         return ranks.reshape(k, b, n).transpose(1, 0, 2)
+
+
+class ResampleRanks:
+    """Each column's ranks within bootstrap resamples, kept for the next estimate that ranks the same
+    values on the same resamples: a run's statistics rank the same few columns (the rank, each cost,
+    each baseline) on the same resamples (same seed and n) in dozens of estimates. A column's ranks
+    are the same alone as beside others, so every estimate is unchanged to the bit. The least
+    recently used are dropped beyond `limit` bytes."""
+
+    def __init__(self, limit: int = 256 * 2 ** 20):
+        self.limit, self.size, self.kept = limit, 0, OrderedDict()
+
+    def __call__(self, column: np.ndarray, draw: tuple, index: np.ndarray) -> np.ndarray:
+        """(B, n) ranks of `column` in the resamples `index`, which `draw` identifies."""
+        key = (column.tobytes(), draw)
+        if key in self.kept:
+            self.kept.move_to_end(key)
+            return self.kept[key]
+        ranks = ResampleRanking(column[None]).ranks(index)[:, 0]
+        self.kept[key] = ranks
+        self.size += ranks.nbytes
+        while self.size > self.limit and len(self.kept) > 1:
+            self.size -= self.kept.popitem(last=False)[1].nbytes
+        return ranks
+
+
+_resample_ranks = ResampleRanks()
 
 
 def _spearman_matrix(ranks: np.ndarray) -> np.ndarray:
