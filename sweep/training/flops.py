@@ -1,5 +1,5 @@
-"""What a step costs: the FLOPs of one forward pass and of one update of a model, counted once per job
-with torch's FLOP counter at the run's input size, batch 1.
+"""What a step costs: the FLOPs of one forward pass and of one update of a model, counted with torch's
+FLOP counter at the run's input size, batch 1, once per architecture in a process.
 
 torch's counter ignores `groups` in a convolution's backward pass (it counts a depthwise
 convolution's weight gradient as a dense one: 32 GFLOP instead of about 2.3 for an update of
