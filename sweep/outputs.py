@@ -25,9 +25,8 @@ COLUMNS = ORIGINAL_COLUMNS + ["label", "initial_prediction", "status", "steps_to
                               "initial_loss", "final_loss", "initial_margin", "initial_grad_norm",
                               "initial_el2n", "weight_distance", "updates", "skipped_updates", "probe_images",
                               "probe_error_after", "drawdown", "probe_flips_to_wrong", "probe_flips_to_right",
-                              "probe_loss_after",
-                              "probe_loss_increase", "real_labels", "label_in_real", "prediction_in_real",
-                              "arithmetic", "seconds"]
+                              "probe_loss_after", "probe_loss_increase", "real_labels", "label_in_real",
+                              "prediction_in_real", "arithmetic", "seconds"]
 # What a run computes, equal across execution paths (not the timing, nor the arithmetic's description)
 OUTCOME_COLUMNS = [c for c in COLUMNS if c not in ("seconds", "arithmetic")]
 STEP_COLUMNS = ["example_index", "step", "loss"]  # steps.csv

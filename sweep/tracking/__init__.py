@@ -46,16 +46,6 @@ class Guarded:
         return call
 
 
-class _Nothing:
-    """logger=none."""
-
-    def row(self, row: dict) -> None:
-        pass
-
-    def finish(self, summary: dict, directory: Path) -> None:
-        pass
-
-
 def open_tracker(cfg: Config, directory: Path, params: dict) -> Guarded:
     """The job's tracker, started (a resumed job continues its MLflow run), with `params` (the flat config)."""
     if cfg.logger.name == Tracker.mlflow:
@@ -65,7 +55,7 @@ def open_tracker(cfg: Config, directory: Path, params: dict) -> Guarded:
         from sweep.tracking.tensorboard_run import TensorboardJob
         make = lambda: TensorboardJob(directory, params)
     else:
-        return Guarded(_Nothing(), "none")
+        return Guarded(None, "none")  # logger=none: every call does nothing
     guarded = Guarded(None, cfg.logger.name.value)
     try:
         guarded.tracker = make()

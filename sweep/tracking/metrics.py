@@ -8,6 +8,11 @@ from sweep.config import flatten
 PER_EXAMPLE = ("loss_sum", "steps_to_correct")  # step-indexed by example_index
 
 
+def example_metrics(row: dict) -> dict[str, float]:
+    """A result row's per-example metrics that it holds (a skipped example has no loss_sum)."""
+    return {key: float(row[key]) for key in PER_EXAMPLE if row.get(key) is not None and row[key] == row[key]}
+
+
 def params_of(config: dict) -> dict[str, str]:
     """The flattened config as strings (`model.arch`, `lr`, `train.optimizer`, ...)."""
     return {key: str(value) for key, value in flatten(config).items()}

@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from sweep.config import LoggerConfig
-from sweep.tracking.metrics import PER_EXAMPLE, scalars_of
+from sweep.tracking.metrics import example_metrics, scalars_of
 
 RUN_JSON = "mlflow_run.json"        # in a run directory: the MLflow run it logs to
 PARENT_JSON = "mlflow_parent.json"  # in a sweep directory: the sweep's parent run
@@ -70,8 +70,7 @@ class MlflowJob:
     def row(self, row: dict) -> None:
         from mlflow.entities import Metric
         stamp = int(time.time() * 1000)
-        metrics = [Metric(key, float(row[key]), stamp, int(row["example_index"])) for key in PER_EXAMPLE
-                   if row.get(key) is not None and row[key] == row[key]]
+        metrics = [Metric(key, value, stamp, int(row["example_index"])) for key, value in example_metrics(row).items()]
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 

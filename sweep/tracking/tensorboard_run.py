@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sweep.tracking.metrics import PER_EXAMPLE, scalars_of
+from sweep.tracking.metrics import example_metrics, scalars_of
 
 FOLDER = "tensorboard"
 
@@ -16,9 +16,8 @@ class TensorboardJob:
         self.writer, self.params = SummaryWriter(log_dir=str(directory / FOLDER)), params
 
     def row(self, row: dict) -> None:
-        for key in PER_EXAMPLE:
-            if row.get(key) is not None and row[key] == row[key]:
-                self.writer.add_scalar(f"example/{key}", float(row[key]), int(row["example_index"]))
+        for key, value in example_metrics(row).items():
+            self.writer.add_scalar(f"example/{key}", value, int(row["example_index"]))
         self.writer.flush()
 
     def finish(self, summary: dict, directory: Path) -> None:

@@ -154,10 +154,10 @@ class BatchedTrainer:
     The stopping rule runs on the device; the host reads the loops' state every `sync_every` steps
     (default: 1 on a CPU; on a GPU SYNC_EVERY, or the most states a loop evaluates if fewer, so that
     the GPU does not wait for the host in between), hands out the loops that stopped and refills
-    their slots. A loop that stopped between two reads
-    is frozen: its weights where it stopped are kept (`_Copies.stopped`) and nothing it computes
-    after counts, so outcomes do not depend on `sync_every`. With a probe, the copies found stopped
-    at one read are judged together (one vmapped forward pass per batch of images on a GPU).
+    their slots. A loop that stopped between two reads is frozen: its weights where it stopped are
+    kept (`_Copies.stopped`) and nothing it computes after counts, so outcomes do not depend on
+    `sync_every`. With a probe, the copies found stopped at one read are judged together (one
+    vmapped forward pass per batch of images on a GPU).
     """
 
     def __init__(self, model: nn.Module, train: TrainConfig, lr: float, max_steps: int, parallel: int,
