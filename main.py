@@ -1,6 +1,7 @@
 """Entry point: `python main.py [overrides]` runs one job; `python main.py -m ...` runs a sweep (Hydra)."""
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import hydra
@@ -9,8 +10,8 @@ from hydra.types import RunMode
 
 from sweep.cli import freeze_imports, launcher_cores, prepare_process, quiet_sacct_warnings, report_errors
 from sweep.config import Config, register_configs, validate
-from sweep.errors import UserError
-from sweep.multirun import record_failure
+from sweep.errors import DirectoryInUse, UserError
+from sweep.multirun import record_failure, refusal_directory
 
 prepare_process()
 quiet_sacct_warnings()
@@ -32,10 +33,14 @@ def main(cfg: Config) -> float | None:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         with report_errors():  # here too, before Hydra would wrap the exception in a job failure
             return run(cfg, out_dir, cores=cores)["statistics"]["rho_loss_sum"]
+    refusal = refusal_directory(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num)
+    shutil.rmtree(refusal, ignore_errors=True)  # this job is tried again: an earlier refusal is history
     try:  # one job of a sweep: its failure is recorded, and the sweep goes on (named at its end)
         return run(cfg, out_dir, job_num=hydra_cfg.job.num, cores=cores)["statistics"]["rho_loss_sum"]
     except Exception as error:
-        logging.getLogger("main").error("job %d failed: %s", hydra_cfg.job.num, record_failure(out_dir, error),
+        # refused by another run's hold on the directory: recorded in the sweep's, not in the held one
+        where = refusal if isinstance(error, DirectoryInUse) else out_dir
+        logging.getLogger("main").error("job %d failed: %s", hydra_cfg.job.num, record_failure(where, error),
                                         exc_info=not isinstance(error, UserError))
         return None
 

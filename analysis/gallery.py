@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.figures import save, seaborn
-from sweep.data.images import load_image
+from sweep.data.images import ImageReadError, UnreadableImage, load_image
 from sweep.data.universe.shapes import CLASSES
 from sweep.run.difficulty_plot import pyplot
 from sweep.stats.research import primary_cost
@@ -66,8 +66,8 @@ def _draw(ends: list[tuple[str, pd.DataFrame]], cost: str, data: str | None, tit
     for row_axes, (end, rows) in zip(axes, ends):
         for ax, (_, example) in zip(row_axes, rows.iterrows()):
             try:
-                ax.imshow(load_image(example["path"]))
-            except OSError:
+                ax.imshow(load_image(example["path"], attempts=1))
+            except (ImageReadError, UnreadableImage):
                 ax.text(0.5, 0.5, "image not\nfound", ha="center", va="center", fontsize=7)
             ax.set_title(f"{_short(class_name(example.get('label'), data))}\n"
                          f"pred {_short(class_name(example.get('initial_prediction'), data))}\n"

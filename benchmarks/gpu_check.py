@@ -4,6 +4,8 @@ run on the ImageNet sample against the same run on the CPU. Prints one table.
     python benchmarks/gpu_check.py            # on a machine with a GPU: about 5 to 8 minutes
 
 Rows:
+- `versions`: the device, Python, and the installed torch (with its CUDA and cuDNN), torchvision,
+  timm, Hydra and the rest of what a result depends on (a node's own torch may be any in range).
 - `tests`: `pytest -m gpu` (exact fp32, repeatable runs, the engine against the simple path, the
   original's fp16 loss under CUDA autocast).
 - `speed`: `benchmarks/speed.py` for resnet18, resnet34 and tf_efficientnet_lite0 at 224 px: the
@@ -43,6 +45,19 @@ def lite0_sample(data: Path) -> list[str]:
             f"data.labels={data}/imagenet-val-sample/labels.csv",
             f"data.difficulty={data}/original/imagenet_examples_ammended.csv", "data.match=filename",
             "model=efficientnet_lite0"]
+
+
+def versions(device: str) -> dict:
+    """What ran: Python, the installed torch (its build, CUDA and cuDNN), and the versioned libraries."""
+    import torch
+
+    from sweep.run.summary import versions as installed
+    from sweep.training.hardware import device_name
+    found = installed()
+    where = torch.device(device)
+    cuda = f", CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}" if where.type == "cuda" else ""
+    return {"check": "versions", "setting": device_name(where), "result": "info",
+            "figures": f"Python {found.pop('python')}, " + ", ".join(f"{k} {v}" for k, v in found.items()) + cuda}
 
 
 def gpu_tests(device: str) -> dict:
@@ -138,10 +153,11 @@ def main() -> None:
     overrides = args.run if args.run is not None else lite0_sample(SAMPLE)
     if args.run is None and not SAMPLE.is_dir():
         raise SystemExit(f"error: {SAMPLE} not found (the development data); name a run with --run ...")
-    rows = [gpu_tests(args.device), *speed(args.device, args.models, args.methods, args.examples, args.max_steps),
+    rows = [versions(args.device), gpu_tests(args.device),
+            *speed(args.device, args.models, args.methods, args.examples, args.max_steps),
             *compare(args.device, overrides)]
     print(pd.DataFrame(rows).to_markdown(index=False))
-    sys.exit(0 if all(row["result"] in ("pass", "not run") for row in rows) else 1)
+    sys.exit(0 if all(row["result"] in ("pass", "not run", "info") for row in rows) else 1)
 
 
 if __name__ == "__main__":

@@ -238,7 +238,7 @@ def _simple_outcomes(model, examples, lr, max_steps, order, train: TrainConfig =
 def _engine_outcomes(model, examples, lr, max_steps, order, k, train: TrainConfig = FP32):
     """(example position, steps taken) by the batched engine with K = k, as each finishes."""
     engine = BatchedTrainer(model, train, lr, max_steps, parallel=k)
-    for i, outcome in engine.run((i, *examples[i]) for i in order):
+    for i, outcome in engine.run((i, *examples[i], None) for i in order):
         yield i, outcome.steps_taken
 
 

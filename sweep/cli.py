@@ -69,7 +69,7 @@ def report_errors():
     except UserError as error:
         _fail(str(error))
     except HydraException as error:  # composition: unknown keys, bad values, missing presets
-        _fail(_composition_message(error))
+        _fail(composition_message(error))
 
 
 def _fail(message: str) -> None:
@@ -77,7 +77,7 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def _composition_message(error: Exception) -> str:
+def composition_message(error: Exception) -> str:
     text = str(error)
     missing = re.search(r"Could not find '(\w+)/([^']+)'", text)
     if missing:

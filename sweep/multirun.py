@@ -3,80 +3,110 @@ fails at run time leaves a record in its directory while the others go on (Hydra
 conf/config.yaml, and `record_failure` in main.py)."""
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import sys
 import traceback
 from pathlib import Path
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from sweep.cli import report_errors
+from sweep.cli import composition_message, report_errors
 from sweep.errors import UserError
 
 log = logging.getLogger(__name__)
 
 FAILURE_JSON = "job_failure.json"  # in a job's directory: the error that ended it
+AGGREGATE_FAILURE_JSON = "aggregate_failure.json"  # in a sweep's directory: the error that ended its aggregate
 
 
-def job_overrides(task: list[str]) -> list[list[str]]:
-    """Each job's overrides, in job-number order, as Hydra's basic sweeper expands the command line's
-    (the cartesian product of the swept values, the first key varying slowest)."""
-    choices = []
-    for override in OverridesParser.create().parse_overrides(task):
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            if not override.is_discrete_sweep():
-                raise UserError(f"{override.input_line}: only lists and ranges of values can be swept here")
-            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-        else:
-            choices.append([f"{key}={override.get_value_element_as_str()}"])
-    return [list(job) for job in itertools.product(*choices)]
+def sweep_jobs(config: DictConfig) -> tuple[list[list[str]], set[str]]:
+    """Each job's overrides, in job-number order, exactly as Hydra's basic sweeper expands the command
+    line (and hydra.sweeper.params): its parser, with the config loader that expands glob() over a
+    group's options, and its cartesian product, the first key varying slowest; and the swept keys."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-
-def swept_keys(task: list[str]) -> set[str]:
-    """The keys the command line sweeps over (those that tell its jobs apart)."""
-    return {override.get_key_element() for override in OverridesParser.create().parse_overrides(task)
-            if override.is_sweep_override()}
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    overrides = parser.parse_overrides(arguments)
+    swept = {override.get_key_element() for override in overrides if override.is_sweep_override()}
+    return BasicSweeper.split_arguments(overrides, None)[0], swept
 
 
 class CheckEveryJob(Callback):
     """Before a multirun launches anything: compose every job's config and check it as a job would
-    before any work (schema, values, input files, the model's name), whatever the launcher. Bad jobs
-    are one `error:` block naming each job's overrides, and nothing is written."""
+    before any work (schema, values, input files, the model's name), whatever the launcher; and the
+    launcher's own settings. Bad jobs are one `error:` block naming each job's overrides, and nothing
+    is written."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        with report_errors():  # exits here: Hydra turns a callback's exception into a warning and goes on
+            self._check(config)
+
+    @staticmethod
+    def _check(config: DictConfig) -> None:
         from hydra import compose
+        from hydra.errors import HydraException
 
         from sweep.run.job import check_before_work
-        task = list(config.hydra.overrides.task)
-        swept, problems = swept_keys(task), []
-        for num, overrides in enumerate(jobs := job_overrides(task)):
+        check_launcher(config)
+        try:
+            jobs, swept = sweep_jobs(config)
+        except HydraException as error:  # a sweep Hydra cannot expand (e.g. interval() needs another sweeper)
+            raise UserError(composition_message(error)) from None
+        problems = []
+        for num, overrides in enumerate(jobs):
             try:
                 check_before_work(compose(config_name="config", overrides=overrides))
             except UserError as error:
-                named = " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or " ".join(overrides)
-                problems.append(f"job {num} ({named}): {error}")
-        if problems:  # exits here: Hydra turns a callback's exception into a warning and goes on
-            with report_errors():
-                raise UserError(f"{len(problems)} of the sweep's {len(jobs)} jobs cannot run, so none was started:\n"
-                                + "\n".join(problems))
+                problems.append((num, overrides, str(error)))
+            except HydraException as error:  # a value the schema refuses, an unknown key or option
+                problems.append((num, overrides, composition_message(error).splitlines()[0]))
+        if problems:
+            named = [" ".join(o for o in overrides if o.split("=", 1)[0] in swept) or " ".join(overrides)
+                     for _, overrides, _ in problems]
+            lines = [f"job {num} ({name}): {error}" for (num, _, error), name in zip(problems, named)]
+            raise UserError(f"{len(problems)} of the sweep's {len(jobs)} jobs cannot run, so none was started:\n"
+                            + "\n".join(lines))
         log.info("all %d jobs of the sweep checked", len(jobs))
 
 
-def record_failure(out_dir: Path, error: BaseException) -> str:
+def check_launcher(config: DictConfig) -> None:
+    """The launcher's settings that would otherwise fail once jobs start."""
+    n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")
+    if n_jobs is not None and n_jobs == 0:
+        raise UserError("hydra.launcher.n_jobs=0: expected the number of jobs run at once, >= 1 (or -1: one per "
+                        "core)")
+
+
+def record_failure(out_dir: Path, error: BaseException, name: str = FAILURE_JSON) -> str:
     """Write the error that ended a job into its directory (FAILURE_JSON); returns its one line."""
     text = str(error).strip()
     line = text.splitlines()[0] if text else ""
     if not isinstance(error, UserError):  # a bug or a crash: say what kind
         line = f"{type(error).__name__}: {line}" if line else type(error).__name__
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / FAILURE_JSON).write_text(json.dumps(
+    (out_dir / name).write_text(json.dumps(
         {"error": line, "traceback": "".join(traceback.format_exception(error))}, indent=1) + "\n")
     return line
+
+
+def clear_failure(directory: Path) -> None:
+    """Remove the record of an earlier failure from a job's directory (the job is run again)."""
+    (directory / FAILURE_JSON).unlink(missing_ok=True)
+
+
+REFUSED = "refused"  # in a sweep's directory: <job number>/FAILURE_JSON of the jobs another run's lock refused
+
+
+def refusal_directory(sweep_dir: Path, job_num: int) -> Path:
+    """Where a job refused by another process's hold on its directory records that: in the sweep's
+    directory, not the held one (whose run is healthy and not this job's)."""
+    return sweep_dir / REFUSED / str(job_num)
 
 
 def failed_jobs(directory: Path) -> list[tuple[Path, str]]:
@@ -86,12 +116,19 @@ def failed_jobs(directory: Path) -> list[tuple[Path, str]]:
 
 
 class ReportFailures(Callback):
-    """At the end of a multirun (after its report): name the jobs that failed and exit non-zero."""
+    """At the end of a multirun (after its report): name the jobs that failed, and an aggregate that
+    failed, and exit non-zero."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        failed = failed_jobs(Path(config.hydra.sweep.dir))
-        if failed:
-            lines = "\n".join(f"  job {directory.name} ({directory}): {error}" for directory, error in failed)
-            print(f"error: {len(failed)} job{'s' * (len(failed) > 1)} of the sweep failed (the others finished, and "
-                  f"the sweep's report covers them):\n{lines}", file=sys.stderr)
+        directory = Path(config.hydra.sweep.dir)
+        failed = failed_jobs(directory)
+        lines = [f"{len(failed)} job{'s' * (len(failed) > 1)} of the sweep failed (the others finished, and the "
+                 f"sweep's report covers them):"] if failed else []
+        lines += [f"  job {job.name} ({job}): {error}" for job, error in failed]
+        aggregate = directory / AGGREGATE_FAILURE_JSON
+        if aggregate.exists():
+            lines.append(f"the sweep's report could not be made (a bug; its traceback is in {aggregate}): "
+                         f"{json.loads(aggregate.read_text())['error']}")
+        if lines:
+            print("error: " + "\n".join(lines), file=sys.stderr)
             sys.exit(1)

@@ -23,6 +23,11 @@ def forward_seed(run_seed: int, path: str) -> int:
     return zlib.crc32(f"forward/{run_seed}/{path}".encode())
 
 
+def probe_offset(path: str) -> int:
+    """Where in the probe set an example's images start, with probe.size=auto (any modulus of it)."""
+    return zlib.crc32(f"probe/{path}".encode())
+
+
 @contextlib.contextmanager
 def seeded(seed: int, device: Optional[torch.device] = None) -> Iterator[None]:
     """Python's and torch's generators (the CPU's, and `device`'s when it is a GPU) seeded with

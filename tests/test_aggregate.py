@@ -17,6 +17,7 @@ from analysis.aggregate import aggregate
 from analysis.aggregate import main as aggregate_command
 from analysis.figures import association_forest
 from helpers.configs import SHARED_DATA
+from sweep.errors import UserError
 from sweep.outputs import COLUMNS, RANK
 from sweep.stats.estimates import censored_sign_test, rho
 from sweep.stats.research import run_statistics
@@ -235,7 +236,7 @@ def test_no_runs_is_a_clear_error(tmp_path, capsys):
 def test_a_foreign_file_is_skipped_with_one_line(tmp_path, caplog):
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "single_example_results.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(Exception, match="no readable run"):
+    with pytest.raises(UserError, match="no readable run"):
         aggregate([tmp_path], tmp_path / "out")
     assert "skipped:" in caplog.text and "expected at least path and universal_difficulty_rank" in caplog.text
 
@@ -414,7 +415,9 @@ def test_a_sweep_reads_as_a_grid(lr_seed_grid):
     assert "Across lr = 5e-06 to 8e-05 (4 settings)" in headline
     pairs = report[report.index("## Paired comparisons"):]
     table = [line for line in pairs.split("\n\n")[2].splitlines()[2:]]
-    assert len(table) <= 2 * len(lrs) < len(result["pairs"])  # neighbours only; all of them in paired.csv
+    # neighbouring lrs in the sweep's order, per seed (3 x 2), in the report; every pair (6 x 2) in paired.csv
+    assert len(table) == 2 * (len(lrs) - 1) == result["pairs"]["neighbours"].sum()
+    assert len(result["pairs"]) == 2 * len(lrs) * (len(lrs) - 1) // 2
     assert report.count("> **Warning.** Too few examples") == 1 and "8 of 8 runs" in report
 
 

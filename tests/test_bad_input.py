@@ -193,3 +193,38 @@ def test_zoo_command_refuses_a_bad_labels_file(tmp_path, capsys):
                      "--out", str(tmp_path / "zoo")])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "expected columns file,label; found ['name', 'class']" in err
+
+
+@pytest.mark.parametrize("case, message", [
+    ("label outside", "label 5000 of b.png (and 0 more) is outside the 1000 classes of model test_resnet="),
+    ("corrupt image", "b.png cannot be decoded (UnidentifiedImageError"),
+    ("missing image", "b.png (and 0 more files of --labels) not found"),
+    ("not a label", "label 'x' of b.png (and 0 more) is not a class index")])
+def test_zoo_command_refuses_bad_images_and_labels_with_one_line(tmp_path, capsys, case, message):
+    from sweep.data.zoo import main as zoo_command
+    checkpoint = tmp_path / "test_resnet.pth"
+    torch.save(timm.create_model("test_resnet").state_dict(), checkpoint)
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    if case == "corrupt image":
+        (tmp_path / "b.png").write_bytes(b"not an image")
+    elif case != "missing image":
+        Image.new("RGB", (32, 32)).save(tmp_path / "b.png")
+    label = {"label outside": "5000", "not a label": "x"}.get(case, "3")
+    (tmp_path / "labels.csv").write_text(f"file,label\na.png,1\nb.png,{label}\n")
+    with pytest.raises(SystemExit) as stop:
+        zoo_command(["--images", str(tmp_path), "--labels", str(tmp_path / "labels.csv"), "--models",
+                     f"test_resnet={checkpoint}", "--out", str(tmp_path / "zoo")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err, err
+    assert message in err.strip().splitlines()[-1] and not (tmp_path / "zoo").exists()  # after a progress bar
+
+
+def test_rank_command_names_a_missing_file(tmp_path, capsys):
+    from sweep.data.difficulty import main as rank_command
+    np.save(tmp_path / "m.npy", np.ones((2, 3), bool))
+    for args, named in ((["missing.npy", "--examples", "e.csv"], "MATRIX="), (["m.npy", "--examples", "e.csv"],
+                                                                               "--examples=")):
+        with pytest.raises(SystemExit) as stop:
+            rank_command([str(tmp_path / args[0]), args[1], str(tmp_path / args[2])])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.startswith(f"error: {named}") and "no such file" in err, err

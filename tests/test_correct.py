@@ -117,7 +117,8 @@ def test_dropout_draws_are_the_examples_own_whatever_the_order():
     own seed, so fitting b alone, after a, or in reversed order gives the same row, and the caller's
     random state is untouched."""
     torch.manual_seed(0)
-    model = timm.create_model("test_vit_relpos", num_classes=50, img_size=32)  # dropout, no BatchNorm
+    model = timm.create_model("test_vit", num_classes=50, img_size=32, proj_drop_rate=0.125,
+                              attn_drop_rate=0.125)  # dropout, no BatchNorm
     assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
     inputs = [torch.randn(1, 3, 32, 32) for _ in range(3)]
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """Data safety: one writer per run directory, no process outliving its run, results files of another
 layout refused untouched, torn lines left out everywhere, the weights in the run's identity,
 throughput and nondeterminism recorded honestly, and the statistics' edge cases."""
+import io
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
+from scipy import stats
 
 from analysis.aggregate import aggregate
 from analysis.pairs import paired_comparison
@@ -21,6 +23,7 @@ from helpers.configs import compose_config, tiny_universe_overrides
 from sweep.outputs import COLUMNS, OUTCOME_COLUMNS
 from sweep.run.directory import RunDirectory
 from sweep.run.job import run
+from sweep.stats.research import run_statistics
 from sweep.training.engine import BatchedTrainer
 
 RUN = ["lr=1e-5", "sample_size=6", "max_steps=300", "progress=false"]
@@ -173,7 +176,7 @@ def test_resuming_with_other_weights_at_the_same_path_is_refused(tmp_path, cache
     identity = json.loads((tmp_path / "run" / "run_identity.json").read_text())
     assert identity["weights"]["source"] == f"model.checkpoint={checkpoint}"
     assert len(identity["weights"]["digest"]) == 16
-    state = torch.load(checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
     state["fc.bias"] = state["fc.bias"] + 1e-3  # the checkpoint file changes, its path does not
     torch.save(state, checkpoint)
     code, output = run_cli(*args)
@@ -269,13 +272,30 @@ def test_shards_merge_whatever_their_execution_settings(tmp_path):
     shard_dir(tmp_path / "sweep", 0, 1, rows.iloc[0::2])
     shard_dir(tmp_path / "sweep", 1, 2, rows.iloc[1::2])
     result = aggregate([tmp_path / "sweep"], tmp_path / "agg", figures=False)
-    assert len(result["runs"]) == 1 and len(result["merged"]) == 10
+    assert len(result["runs"]) == 1
+    merged = result["merged"].sort_values("example_index")[COLUMNS].reset_index(drop=True)
+    as_written = pd.read_csv(io.StringIO(rows.to_csv(index=False)))  # what a CSV gives back ("" as NaN)
+    pd.testing.assert_frame_equal(merged, as_written, check_dtype=False)  # every row of both shards, none twice
+    values, _ = run_statistics(rows)
+    assert result["runs"]["concordance_loss_sum"].iloc[0] == pytest.approx(values["concordance_loss_sum"])
 
 
 def test_runs_sharing_their_selection_are_compared_however_few_examples():
     a, b = synthetic_rows(8, 0), synthetic_rows(8, 1)
     result = paired_comparison(a, b)
     assert result["same_selection"] and result["test"] == "censored sign test" and result["cost"] == "loss_sum"
+    # the counts, by hand: both corrected, the larger loss is costlier; one censored (its loss_sum a lower
+    # bound), costlier when its bound is at or above the other's cost; both censored, undetermined
+    a_costlier = b_costlier = 0
+    for (_, x), (_, y) in zip(a.iterrows(), b.iterrows()):
+        x_open, y_open = x["status"] == "never_correct", y["status"] == "never_correct"
+        if x_open and y_open:
+            continue
+        a_costlier += (not y_open) and (x["loss_sum"] > y["loss_sum"] or (x_open and x["loss_sum"] >= y["loss_sum"]))
+        b_costlier += (not x_open) and (y["loss_sum"] > x["loss_sum"] or (y_open and y["loss_sum"] >= x["loss_sum"]))
+    assert (result["n_a_costlier"], result["n_b_costlier"]) == (a_costlier, b_costlier)
+    assert a_costlier + b_costlier > 0 and result["n_shared"] == 8
+    assert result["sign_test_p"] == pytest.approx(stats.binomtest(a_costlier, a_costlier + b_costlier).pvalue)
 
 
 def test_gehan_bounds_for_steps_are_the_updates_taken():

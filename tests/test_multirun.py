@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from helpers.commands import run_cli, run_main
 from helpers.configs import TINY_UNIVERSE, compose_config, tiny_universe_overrides
@@ -81,6 +82,62 @@ def test_a_two_lr_sweep_searches_the_wrong_set_once(tmp_path, cache_dir, monkeyp
     assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html and "lr=2e-05" in html
 
 
+def test_a_train_mode_sweep_over_seeds_searches_once_per_seed(tmp_path, cache_dir, monkeypatch):
+    """In train mode the search's forward passes draw from the seed (as the loop's do): each seed's
+    wrong set is its own, never read from another seed's cache entry."""
+    import sweep.run.selection as selection
+    searches, search = [], selection.find_wrong
+    monkeypatch.setattr(selection, "find_wrong", lambda *args, **kwargs: searches.append(1) or search(*args, **kwargs))
+    open_demo(dict(TINY_UNIVERSE), cache_dir)
+    fresh_cache = tmp_path / "cache"
+    fresh_cache.mkdir()
+    for universe in filter(Path.is_dir, cache_dir.glob("demo-*")):
+        (fresh_cache / universe.name).symlink_to(universe)
+    sweep_dir = tmp_path / "sweep"
+    code, output = run_cli("-m", "seed=0,1,0", "model.arch=test_vit", "train.mode=train", "sample_size=2",
+                           "max_steps=3", "progress=false", "aggregate=false", f"hydra.sweep.dir={sweep_dir}",
+                           *tiny_universe_overrides(fresh_cache), cwd=tmp_path)
+    assert code == 0, output[-2000:]
+    assert len(searches) == 2  # seeds 0 and 1 each searched; the second seed=0 job read seed 0's entry
+    logs = [(sweep_dir / str(job) / "main.log").read_text() for job in range(3)]
+    assert ["wrong set from the cache" in log for log in logs] == [False, False, True]
+
+
+def test_the_wrong_set_key_holds_what_the_wrong_set_depends_on(mistakes):
+    from sweep.config import MemoryFormat, Precision
+    from sweep.run.selection import WRONG_SET_VERSION, wrong_set_key
+    model, _ = mistakes
+    examples = []
+
+    def key(seed=0, training=False, arch="test_resnet"):
+        model.train(training)
+        try:
+            return wrong_set_key(arch, model, "digest", examples, seed, False, torch.device("cpu"),
+                                 MemoryFormat.contiguous, Precision.fp32)
+        finally:
+            model.eval()
+    assert key()["version"] == WRONG_SET_VERSION and key()["preprocessing"]["input_size"] == [3, 32, 32]
+    assert key(seed=0) == key(seed=1)  # eval mode: the forward is deterministic, whatever the seed
+    assert key(seed=0, training=True) != key(seed=1, training=True)  # dropout draws from the seed
+    assert key(arch="test_resnet") != key(arch="test_resnet.other_tag")
+
+
+@pytest.mark.parametrize("values, expected", [
+    (["lr=1e-5,abc"], ["error: 1 of the sweep's 2 jobs cannot run", "job 1 (lr=abc): "]),
+    # glob() over the model group's options, which only Hydra's own expansion knows; every job refused
+    (["model=glob([test_res*,resnet1*])", "lr=-1"], ["error: 2 of the sweep's 2 jobs cannot run",
+                                                     "job 0 (model=resnet18): lr=-1.0: expected",
+                                                     "job 1 (model=test_resnet): lr=-1.0: expected"])])
+def test_a_sweep_is_expanded_and_composed_as_hydra_does(tmp_path, cache_dir, values, expected):
+    """Composition errors are checked job by job, as values are: one error block, no Hydra warning."""
+    sweep_dir = tmp_path / "sweep"
+    code, output = run_cli("-m", *values, "sample_size=2", "max_steps=5", "progress=false", "aggregate=false",
+                           f"hydra.sweep.dir={sweep_dir}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+    assert code == 2 and "Traceback" not in output and "Warning" not in output, output[-2000:]
+    assert all(line in output for line in expected), output[-2000:]
+    assert not sweep_dir.exists()
+
+
 def test_a_sweep_checks_every_job_before_starting_any(tmp_path, cache_dir):
     sweep_dir = tmp_path / "sweep"
     code, output = run_cli("-m", "lr=1e-5,-1,5e-6", "sample_size=2", "max_steps=5", "progress=false",
@@ -108,6 +165,52 @@ def test_a_job_that_fails_at_run_time_loses_nothing_of_the_others(tmp_path, cach
     assert failure["error"].startswith(f"model.checkpoint={broken}") and "Traceback" in failure["traceback"]
     report = (sweep_dir / "report.md").read_text()
     assert "1 job failed" in report and str(sweep_dir / "1") in report
+    # fixed (a readable checkpoint at the same path) and resumed into the same sweep: every job finished
+    from sweep.data.universe.build import pretrained_weights
+    universe = open_demo(dict(TINY_UNIVERSE), cache_dir).universe
+    broken.write_bytes(pretrained_weights(universe, "test_resnet", TINY_UNIVERSE["pretrain_epochs"], 0).read_bytes())
+    code, output = run_cli("-m", f"model.checkpoint=null,{broken},null", "sample_size=2", "max_steps=5",
+                           "progress=false", f"hydra.sweep.dir={sweep_dir}", *tiny_universe_overrides(cache_dir),
+                           cwd=tmp_path)
+    assert code == 0 and "error:" not in output, output[-2000:]
+    assert not (sweep_dir / "1" / "job_failure.json").exists()
+    assert len(pd.read_csv(sweep_dir / "1" / "single_example_results.csv")) == 2
+    assert "failed" not in (sweep_dir / "report.md").read_text()
+
+
+def test_a_job_refused_by_another_run_s_hold_leaves_that_run_alone(tmp_path, cache_dir):
+    """A sweep whose job directory another process holds: the refusal is recorded in the sweep's
+    directory, not in the held one (whose run is healthy), and the sweep exits non-zero naming it."""
+    from sweep.run.directory import RunDirectory
+    sweep_dir = tmp_path / "sweep"
+    held = RunDirectory(sweep_dir / "0")
+    with held.lock():  # this process holds job 0's directory, as another run would
+        code, output = run_cli("-m", "lr=1e-5,2e-5", "sample_size=2", "max_steps=5", "progress=false",
+                               "aggregate=false", f"hydra.sweep.dir={sweep_dir}", *tiny_universe_overrides(cache_dir),
+                               cwd=tmp_path)
+    assert code == 1 and "error: 1 job of the sweep failed" in output, output[-2000:]
+    assert "is in use by another run" in output and f"({sweep_dir / 'refused' / '0'})" in output
+    assert not (sweep_dir / "0" / "job_failure.json").exists()  # nothing written into the held directory
+    assert len(pd.read_csv(sweep_dir / "1" / "single_example_results.csv")) == 2
+    code, output = run_cli("-m", "lr=1e-5,2e-5", "sample_size=2", "max_steps=5", "progress=false",
+                           "aggregate=false", f"hydra.sweep.dir={sweep_dir}", *tiny_universe_overrides(cache_dir),
+                           cwd=tmp_path)  # released: the rerun completes job 0, and the refusal is history
+    assert code == 0, output[-2000:]
+    assert not (sweep_dir / "refused" / "0").exists()
+
+
+def test_a_bug_in_the_aggregate_makes_the_sweep_fail(tmp_path, cache_dir, monkeypatch):
+    import analysis.aggregate
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+    monkeypatch.setattr(analysis.aggregate, "aggregate", broken)
+    sweep_dir = tmp_path / "sweep"
+    code, output = run_cli("-m", "lr=1e-5,2e-5", "sample_size=2", "max_steps=5", "progress=false",
+                           f"hydra.sweep.dir={sweep_dir}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+    assert code == 1, output[-2000:]
+    assert "error: the sweep's report could not be made" in output and "KeyError: 'a bug'" in output
+    assert "Traceback" in json.loads((sweep_dir / "aggregate_failure.json").read_text())["traceback"]
 
 
 @pytest.mark.parametrize("launcher", ["hydra/launcher=parallel", "hydra/launcher=slurm"])

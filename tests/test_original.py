@@ -4,7 +4,6 @@ import json
 import os
 import random
 import re
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -292,17 +291,21 @@ def test_the_readme_command_passes_every_check_up_to_the_weights(small_inputs, t
     """model.arch=resnet34.a3_in1k (a pretrained tag) passes the name check; offline (the hub made
     unreachable here, whatever this machine's network), the run ends with the error naming the
     offline alternatives."""
-    def unreachable(*args, **kwargs):
-        raise OSError("Name or service not known")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(socket, "create_connection", unreachable)
+    import huggingface_hub.constants
+    import huggingface_hub.utils
+
+    class Unreachable:
+        def head(self, url, timeout):
+            raise ConnectionError("Name or service not known")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.utils, "get_session", Unreachable)
     code, output = run_cli("experiment=original", *args(small_inputs, **{"model.arch": "resnet34.a3_in1k",
                                                                          "model.checkpoint": None}),
                            f"hydra.run.dir={tmp_path}")
     assert code == 2 and "Traceback" not in output, output[-3000:]
     last = output.strip().splitlines()[-1]
     assert last.startswith("error: model.arch=resnet34.a3_in1k: its pretrained weights come from the Hugging Face "
-                           "hub, which is unreachable")
+                           "hub (https://huggingface.co), which does not answer (ConnectionError")
     assert "model.checkpoint=" in last and "model=efficientnet_lite0" in last
     code, output = run_cli(*args(small_inputs, **{"model.arch": "resnet34.a9_in1k"}), f"hydra.run.dir={tmp_path}")
     assert code == 2 and "resnet34 has no pretrained tag 'a9_in1k' (its tags: a1_in1k, a2_in1k, a3_in1k" in output
@@ -324,7 +327,7 @@ def test_prediction_in_real_judges_the_prediction_that_made_the_mistake(inputs, 
     selection = pd.read_csv(tmp_path / "selection.csv").set_index("path")
     rows = pd.read_csv(tmp_path / "single_example_results.csv").set_index("path")
     model = timm.create_model("test_resnet")
-    model.load_state_dict(torch.load(inputs / "test_resnet.pth"))
+    model.load_state_dict(torch.load(inputs / "test_resnet.pth", weights_only=True))
     view = example_view(model.eval(), random_view=False, seed=42)
     with torch.no_grad():
         by_hand = {p: int(model(view(Example(p, 0, 0))[None]).argmax()) for p in selection.index}

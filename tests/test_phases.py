@@ -2,6 +2,7 @@
 stays within its budget of each example's correction."""
 import json
 import math
+import zlib
 
 import pandas as pd
 import pytest
@@ -113,11 +114,17 @@ def test_the_auto_probe_costs_each_example_at_most_its_budget(auto_probe_run):
     images = rows["probe_images"]
     assert (images >= 1).all() and (images <= 50).all() and images.nunique() > 1
     assert ((images == 1) | (images * phases["forward_flops"] <= cfg.probe.budget * costs)).all()
-    # each drawdown is measured on the same images before and after: the first probe_images of the set
+    # each drawdown is measured on the same images before and after: probe_images of the set from the
+    # example's own offset (a hash of its path), round the end of the set
+    starts = set()
     for _, row in rows.iterrows():
-        before = 1 - probe["right_before"][:row["probe_images"]].mean()
+        start = zlib.crc32(f"probe/{row['path']}".encode()) % len(probe)
+        images = [(start + i) % len(probe) for i in range(row["probe_images"])]
+        before = 1 - probe["right_before"].iloc[images].mean()
         assert row["drawdown"] == pytest.approx(row["probe_error_after"] - before)
         assert row["probe_flips_to_wrong"] - row["probe_flips_to_right"] == round(row["drawdown"] * row["probe_images"])
+        starts.add(start)
+    assert len(starts) > len(rows) / 2  # the cheap corrections are not all judged on the same first images
 
 
 def test_the_workers_and_the_engine_give_the_same_rows_and_phases(auto_probe_run, tmp_path, cache_dir):
@@ -131,9 +138,13 @@ def test_the_workers_and_the_engine_give_the_same_rows_and_phases(auto_probe_run
     assert set(other["phases"]) == PHASE_KEYS
     columns = ["path", "status", "updates", "probe_images", "probe_error_after", "drawdown", "probe_flips_to_wrong",
                "probe_flips_to_right"]
-    rows = [pd.read_csv(d / "single_example_results.csv").sort_values("path")[columns].reset_index(drop=True)
+    full = [pd.read_csv(d / "single_example_results.csv").sort_values("path").reset_index(drop=True)
             for d in (out, tmp_path)]
-    pd.testing.assert_frame_equal(*rows)
+    pd.testing.assert_frame_equal(*(rows[columns] for rows in full))
+    assert (full[1]["loss_sum"] - full[0]["loss_sum"]).abs().max() <= 1e-4 * full[0]["loss_sum"].max()
+    # equal rows: equal FLOPs of every phase that counts them
+    for key in ("forward_flops", "update_flops", "correction_flops", "probe_flops_after"):
+        assert other["phases"][key] == summary["phases"][key], key
 
 
 def test_a_resumed_run_has_the_same_phases_for_the_work_it_did(tmp_path, cache_dir):
@@ -148,3 +159,14 @@ def test_a_resumed_run_has_the_same_phases_for_the_work_it_did(tmp_path, cache_d
     phases = resumed["phases"]
     assert phases["correction_flops"] == sum(u * phases["update_flops"] + phases["forward_flops"] for u in redone)
     assert resumed["examples_processed"] == 4
+
+
+def test_the_summary_records_the_versions_the_run_used(auto_probe_run):
+    """Installed ranges differ between machines (a node keeps its own torch): each result says which ran."""
+    import importlib.metadata
+
+    import timm
+    versions = auto_probe_run[1]["versions"]
+    assert versions["torch"] == torch.__version__ and versions["timm"] == timm.__version__
+    for name in ("torchvision", "hydra-core", "omegaconf", "loss-to-correct"):
+        assert versions[name] == importlib.metadata.version(name)

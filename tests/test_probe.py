@@ -56,8 +56,18 @@ def test_a_wrong_probe_size_is_refused_before_any_training(tmp_path, cache_dir, 
     code, output = run_cli(*tiny_universe_overrides(cache_dir), "sample_size=3", f"probe.size={size}",
                            f"hydra.run.dir={tmp_path}")
     assert code == 2 and "Traceback" not in output, output[-2000:]
-    assert output.strip().splitlines()[-1] == f"error: {message}" or message in output.strip().splitlines()[-1]
+    assert output.strip().splitlines()[-1].startswith(f"error: {message}"), output[-2000:]
     assert not (tmp_path / "single_example_results.csv").exists()
+
+
+@pytest.mark.parametrize("size", [0, 5])  # 0: probe.size=auto's share of what is left, which is nothing
+def test_a_probe_with_no_image_left_outside_the_selection_is_refused(size):
+    from sweep.data.examples import Example
+    from sweep.errors import UserError
+    from sweep.run.selection import draw_probe
+    examples = [Example(f"{i}.png", 0, i + 1) for i in range(4)]
+    with pytest.raises(UserError, match="probe: all 4 images of the data are in the selection, so none is left"):
+        draw_probe(examples, examples, size, seed=0)
 
 
 def test_a_probe_of_unreadable_images_is_refused_before_any_training(tmp_path, cache_dir, monkeypatch):

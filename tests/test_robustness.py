@@ -174,6 +174,81 @@ def test_corrupt_image_is_unreadable_not_fatal(tmp_path):
     assert mistake.loss == pytest.approx(np.log(1 + np.e)) and mistake.prediction == 0  # -log softmax(0, 1)[1]
 
 
+def test_a_file_read_fails_then_succeeds_on_retry(tmp_path, monkeypatch):
+    """A read error (a network file system's hiccup) is retried; only undecodable bytes are unreadable."""
+    import builtins
+
+    import sweep.data.images as images
+    path = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(path)
+    failures = []
+
+    def flaky(file, *args, **kwargs):
+        if str(file) == str(path) and len(failures) < 2:
+            failures.append(file)
+            raise OSError(5, "Input/output error")
+        return builtins.open(file, *args, **kwargs)
+    monkeypatch.setattr(images, "open", flaky, raising=False)
+    monkeypatch.setattr(images, "READ_BACKOFF_SECONDS", 0.01)
+    assert load_image(str(path)).getpixel((0, 0)) == (10, 20, 30) and len(failures) == 2
+    with pytest.raises(images.ImageReadError, match=r"missing.png: cannot be read \(FileNotFoundError"):
+        load_image(str(tmp_path / "missing.png"))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(images.UnreadableImage, match="UnidentifiedImageError"):
+        load_image(str(tmp_path / "bad.png"))
+
+
+def test_a_transform_error_is_not_an_unreadable_image(tmp_path):
+    """A bug in a view (the transform) is not the image's fault: it propagates, nothing is recorded."""
+    from sweep.data.images import read_view
+    path = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(path)
+
+    def broken(example):
+        load_image(example.path)
+        raise ValueError("a bug in the transform")
+    with pytest.raises(ValueError, match="a bug in the transform"):
+        read_view(broken, Example(str(path), 0, 1))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_file_that_stays_unreadable_stops_the_run_and_a_resume_retries_it(tmp_path, cache_dir, monkeypatch,
+                                                                            workers):
+    """An image file that cannot be read (here: an I/O error on every attempt) stops the run with the file
+    named, keeping the rows finished before; rerun once the file is back, the run completes, with no
+    example recorded as unreadable."""
+    import builtins
+
+    import sweep.data.images as images
+    from helpers.configs import compose_config
+    from sweep.run.job import run
+    cfg = compose_config(*tiny_universe_overrides(cache_dir), "sample_size=4", "lr=3e-5", "max_steps=30",
+                         "progress=false", f"execution.workers={workers}", "probe.size=0")
+    first = run(cfg, tmp_path / "reference")
+    selected = pd.read_csv(tmp_path / "reference" / "selection.csv")["path"].tolist()
+    assert sum(first["counts"].values()) == 4 and "unreadable" not in first["counts"]
+    lost = selected[2]
+
+    def failing(file, *args, **kwargs):
+        if str(file) == lost:
+            raise OSError(5, "Input/output error")
+        return builtins.open(file, *args, **kwargs)
+    monkeypatch.setattr(images, "READ_BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(images, "open", failing, raising=False)
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("selection.csv", "selection.json"):  # the same selection, so that the lost file is in it
+        (out / name).write_bytes((tmp_path / "reference" / name).read_bytes())
+    with pytest.raises(UserError, match=f"{lost}: cannot be read .OSError: Input/output error. after 4 attempts"):
+        run(cfg, out)
+    kept = pd.read_csv(out / "single_example_results.csv")
+    assert lost not in set(kept["path"]) and "unreadable" not in set(kept["status"])
+    monkeypatch.undo()
+    run(cfg, out)
+    pd.testing.assert_frame_equal(comparable(out / "single_example_results.csv"),
+                                  comparable(tmp_path / "reference" / "single_example_results.csv"))
+
+
 def test_unknown_model_name():
     with pytest.raises(UserError, match="model.arch='resnet9000' is not a timm architecture"):
         create_model("resnet9000", 10)

@@ -98,3 +98,35 @@ def test_a_tracker_failing_mid_run_warns_once_and_loses_no_row(tmp_path, cache_d
     assert len(calls) == 2  # off after the failure
     warnings = [r for r in caplog.records if "logger=mlflow failed" in r.getMessage()]
     assert len(warnings) == 1 and "database is locked" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("logger", ["mlflow", "tensorboard"])
+def test_a_job_that_fails_closes_its_tracker(tmp_path, cache_dir, monkeypatch, logger):
+    """An error mid-run: the MLflow run ends FAILED (not left RUNNING), TensorBoard's writer is closed."""
+    import sweep.run.job
+    from sweep.tracking.mlflow_run import RUN_JSON
+    closed = []
+    if logger == "tensorboard":
+        pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+        from sweep.tracking.tensorboard_run import TensorboardJob
+        close = TensorboardJob.abort
+        monkeypatch.setattr(TensorboardJob, "abort", lambda self, error: closed.append(error) or close(self, error))
+
+    class Failing:
+        def __init__(self, lr):
+            pass
+
+        def check(self, row):
+            raise RuntimeError("a failure after the first row")
+    monkeypatch.setattr(sweep.run.job, "DivergenceGuard", Failing)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = compose_config(*tiny_universe_overrides(cache_dir), "sample_size=3", "max_steps=10", "progress=false",
+                         f"logger={logger}", f"logger.tracking_uri={uri}", "execution.workers=1")
+    with pytest.raises(RuntimeError, match="a failure after the first row"):
+        run(cfg, tmp_path / "run")
+    if logger == "mlflow":
+        from mlflow.tracking import MlflowClient
+        run_id = json.loads((tmp_path / "run" / RUN_JSON).read_text())["run_id"]
+        assert MlflowClient(tracking_uri=uri).get_run(run_id).info.status == "FAILED"
+    else:
+        assert len(closed) == 1 and isinstance(closed[0], RuntimeError)

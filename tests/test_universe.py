@@ -33,7 +33,7 @@ def test_rebuild_gives_identical_files_whatever_the_thread_count(tmp_path):
     torch.set_num_threads(1)  # as a job of a parallel launcher would have
     try:
         first = build_universe(dict(QUICK), tmp_path / "a")
-        first_weights = torch.load(pretrained_weights(first, "test_resnet", 1, 0))
+        first_weights = torch.load(pretrained_weights(first, "test_resnet", 1, 0), weights_only=True)
     finally:
         torch.set_num_threads(threads)
     second = build_universe(dict(QUICK), tmp_path / "b")
@@ -41,7 +41,7 @@ def test_rebuild_gives_identical_files_whatever_the_thread_count(tmp_path):
     for name in ("correctness.npy", "difficulty.csv", "labels.csv", "val_meta.csv", "models.csv", "zoo.csv",
                  first_image):
         assert digest(first.root / name) == digest(second.root / name), name
-    second_weights = torch.load(pretrained_weights(second, "test_resnet", 1, 0))
+    second_weights = torch.load(pretrained_weights(second, "test_resnet", 1, 0), weights_only=True)
     assert all(torch.equal(first_weights[k], second_weights[k]) for k in first_weights)
 
 

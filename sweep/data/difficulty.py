@@ -76,15 +76,18 @@ def _matrix_ranks(path: Path, examples_file: Optional[Path]) -> pd.DataFrame:
     return pd.DataFrame({"path": examples, "rank": rank_examples(matrix)})
 
 
-def _matrix_with_examples(path: Path, examples_file: Optional[Path]) -> tuple[np.ndarray, list[str]]:
+def _matrix_with_examples(path: Path, examples_file: Optional[Path],
+                          keys: tuple[str, str] = ("data.difficulty", "data.difficulty_examples")
+                          ) -> tuple[np.ndarray, list[str]]:
+    """The matrix and its examples list, `keys` naming them in errors (config keys, or a command's arguments)."""
+    matrix_key, examples_key = keys
     if examples_file is None:
-        raise UserError(f"data.difficulty={path} is a correctness matrix: set data.difficulty_examples "
-                        f"to its examples list")
-    matrix = load_matrix(path, "data.difficulty")
-    examples = read_list(examples_file, "data.difficulty_examples")
+        raise UserError(f"{matrix_key}={path} is a correctness matrix: set {examples_key} to its examples list")
+    matrix = load_matrix(path, matrix_key)
+    examples = read_list(examples_file, examples_key)
     if matrix.shape[1] != len(examples):
-        raise UserError(f"data.difficulty_examples={examples_file}: {len(examples)} examples, but "
-                        f"data.difficulty={path} has {matrix.shape[1]} columns (models x examples)")
+        raise UserError(f"{examples_key}={examples_file}: {len(examples)} examples, but "
+                        f"{matrix_key}={path} has {matrix.shape[1]} columns (models x examples)")
     return matrix, examples
 
 
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="CSV with columns path,rank,fraction_correct")
     args = parser.parse_args(argv)
     try:
-        matrix, examples = _matrix_with_examples(args.matrix, args.examples)
+        matrix, examples = _matrix_with_examples(args.matrix, args.examples, ("MATRIX", "--examples"))
     except UserError as error:
         parser.exit(2, f"error: {error}\n")
     table = pd.DataFrame({"path": examples, "rank": rank_examples(matrix),

@@ -10,9 +10,17 @@ from sweep.errors import UserError
 NPY_MAGIC = b"\x93NUMPY"
 
 
+def existing(path: Path | str, key: str) -> Path:
+    """`path` (with ~ expanded), refused with `key` named when it is not a file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{key}={path}: no such file")
+    return path
+
+
 def load_matrix(path: Path, key: str) -> np.ndarray:
     """A bool models x examples matrix from a .npy file (config key `key`, named in errors)."""
-    path = Path(path).expanduser()
+    path = existing(path, key)
     with open(path, "rb") as file:
         start = file.read(len(NPY_MAGIC))
     if start != NPY_MAGIC:
@@ -34,7 +42,7 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 def read_list(path: Path, key: str = "a list") -> list[str]:
     """A list file: the original format (one comma-separated line) or one entry per line. Empty
     files and duplicate entries are refused, naming `key`, the file and where."""
-    path = Path(path).expanduser()
+    path = existing(path, key)
     lines = path.read_text().splitlines()
     entries = [(number, item.strip()) for number, line in enumerate(lines, 1) for item in line.split(",")
                if item.strip()]

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sweep.data.correctness import evaluate, write_matrix
-from sweep.data.images import load_image, model_transform
+from sweep.data.images import UnreadableImage, load_image, model_transform
 from sweep.errors import UserError
 from sweep.models import pretrained_model
 
@@ -46,7 +46,12 @@ class _Images(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        return self.transform(load_image(self.paths[i])), self.labels[i]
+        try:
+            image = load_image(self.paths[i])
+        except UnreadableImage as error:
+            raise UserError(f"--images: {self.paths[i]} cannot be decoded ({error}); every image of the matrix must "
+                            f"be readable: remove it from --labels") from None
+        return self.transform(image), self.labels[i]
 
 
 def _labels(path: Path) -> pd.DataFrame:
@@ -58,7 +63,29 @@ def _labels(path: Path) -> pd.DataFrame:
                         f"file,label") from None
     if not {"file", "label"} <= set(table.columns):
         raise UserError(f"--labels {path}: expected columns file,label; found {list(table.columns)}")
-    return table
+    labels = pd.to_numeric(table["label"], errors="coerce")
+    bad = table[labels.isna() | (labels % 1 != 0) | (labels < 0)]
+    if len(bad):
+        raise UserError(f"--labels {path}: label {bad['label'].iloc[0]!r} of {bad['file'].iloc[0]} (and {len(bad) - 1} "
+                        f"more) is not a class index (an integer >= 0)")
+    return table.assign(label=labels.astype(int))
+
+
+def check_labels_fit(table: pd.DataFrame, labels_path: Path, name: str, classes: int) -> None:
+    """Every label is one of the model's classes."""
+    outside = table[table["label"] >= classes]
+    if len(outside):
+        raise UserError(f"--labels {labels_path}: label {outside['label'].iloc[0]} of {outside['file'].iloc[0]} (and "
+                        f"{len(outside) - 1} more) is outside the {classes} classes of model {name}")
+
+
+def check_images(images: Path, table: pd.DataFrame) -> list[str]:
+    """The image paths of the labels table, each an existing file."""
+    paths = [images / f for f in table["file"]]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise UserError(f"--images {images}: {missing[0]} (and {len(missing) - 1} more files of --labels) not found")
+    return [str(p) for p in paths]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,10 +105,11 @@ def _zoo(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
     table = _labels(args.labels)
-    paths = [str(args.images / f) for f in table["file"]]
+    paths = check_images(args.images, table)
     names, correct, true_prob = [], [], []
     for spec in args.models:
         name, model = load_spec(spec)
+        check_labels_fit(table, args.labels, name, model.num_classes)
         loader = DataLoader(_Images(paths, table["label"].astype(int).tolist(), model_transform(model, training=False)),
                             batch_size=args.batch_size)
         right, prob = evaluate(model, tqdm(loader, desc=f"evaluating {name}", unit="batch", leave=False))

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from sweep.config import Config, flatten
 from sweep.data.examples import Example
-from sweep.errors import UserError
+from sweep.errors import DirectoryInUse, UserError
 from sweep.files import atomic_write_text
 from sweep.outputs import (
     COLUMNS,
@@ -73,8 +73,8 @@ class RunDirectory:
             file.seek(0)
             holder = file.read().strip() or "a process that has not yet said who it is"
             file.close()
-            raise UserError(f"{self.path} is in use by another run ({holder}); wait for it to finish, or run into "
-                            f"another directory (hydra.run.dir=... or hydra.sweep.dir=...)") from None
+            raise DirectoryInUse(f"{self.path} is in use by another run ({holder}); wait for it to finish, or run "
+                                 f"into another directory (hydra.run.dir=... or hydra.sweep.dir=...)") from None
         file.seek(0)
         file.truncate()
         file.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")

@@ -14,7 +14,8 @@ from tqdm import tqdm
 from sweep.config import AUTO, EXECUTION_KEYS, Augmentation, Config, ModelMode, validate
 from sweep.data.images import example_view
 from sweep.data.sources import check_inputs, open_source
-from sweep.models import check_arch, check_checkpoint
+from sweep.models import check_arch, check_checkpoint, check_package
+from sweep.multirun import clear_failure
 from sweep.run.cache import writable_cache
 from sweep.run.directory import RunDirectory, identity
 from sweep.run.phases import Phases
@@ -28,11 +29,11 @@ from sweep.tracking.metrics import params_of
 from sweep.training.flops import count_step
 from sweep.training.hardware import (
     allotted_cores,
+    claimed_device,
     describe_arithmetic,
     exact_arithmetic,
     memory_format,
     nondeterministic_operations,
-    resolve_device,
     with_memory_format,
 )
 from sweep.training.loop import SingleExampleTrainer, check_train_mode
@@ -53,11 +54,12 @@ def run(cfg: Config, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | N
     cache = check_before_work(cfg)
     cores, cores_source = cores or allotted_cores()
     torch.set_num_threads(cores if cfg.execution.threads == AUTO else cfg.execution.threads)
-    device = resolve_device(cfg.execution.device, job_num)
-    exact_arithmetic(device, cfg.train.precision)
-    directory = RunDirectory(out_dir)
-    with directory.lock():
-        return _run(cfg, directory, cache, started, device, cores, cores_source)
+    with claimed_device(cfg.execution.device, job_num) as device:
+        exact_arithmetic(device, cfg.train.precision)
+        directory = RunDirectory(out_dir)
+        with directory.lock():
+            clear_failure(directory.path)  # a job that failed before and is run again: its old failure is history
+            return _run(cfg, directory, cache, started, device, cores, cores_source)
 
 
 def check_before_work(cfg: Config) -> Path:
@@ -69,6 +71,8 @@ def check_before_work(cfg: Config) -> Path:
     check_tracker(cfg)
     if cfg.model.checkpoint:
         check_checkpoint(cfg.model.checkpoint)
+    elif cfg.model.package:
+        check_package(cfg.model.package)
     return writable_cache(cfg.cache_dir)
 
 
@@ -118,41 +122,45 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, devi
 
     guard = DivergenceGuard(cfg.lr)
     tracker = open_tracker(cfg, directory.path, params_of(OmegaConf.to_container(cfg, resolve=True)))
-    training_started, updates = time.perf_counter(), 0
-    with StopRequest() as stop, directory.recorder(cfg.log_steps, arithmetic) as record, bar, \
-            nondeterministic_operations() as nondeterministic:
-        for result in executor.run(todo, stop.requested, show_step):
-            record(result)
-            tracker.row(result.row)
-            bar.update()
-            updates += result.row["updates"]
-            phases.finished(result)
-            guard.check(result.row)
-    training_seconds = time.perf_counter() - training_started
-    phases.training(training_seconds, chosen.workers)
+    try:  # the tracker's run is closed whatever happens: finished, or failed with the error
+        training_started, updates = time.perf_counter(), 0
+        with StopRequest() as stop, directory.recorder(cfg.log_steps, arithmetic) as record, bar, \
+                nondeterministic_operations() as nondeterministic:
+            for result in executor.run(todo, stop.requested, show_step):
+                record(result)
+                tracker.row(result.row)
+                bar.update()
+                updates += result.row["updates"]
+                phases.finished(result)
+                guard.check(result.row)
+        training_seconds = time.perf_counter() - training_started
+        phases.training(training_seconds, chosen.workers)
 
-    # Summarise.
-    rows = directory.rows()
-    execution = {"device": str(device), "workers": chosen.workers, "threads": chosen.threads,
-                 "parallel": chosen.parallel, "memory_format": layout.value, "arithmetic": arithmetic,
-                 "automatic": [key for key in EXECUTION_KEYS if cfg.execution[key] == AUTO],
-                 "why": chosen.reason, "memory_format_why": layout_reason, "cores": cores,
-                 "cores_from": cores_source, "description": chosen.describe()}
-    throughput = {"updates": updates, "training_seconds": training_seconds,
-                  "updates_per_second": updates / training_seconds if training_seconds > 0 else None,
-                  "updates_per_second_per_worker": updates / training_seconds / chosen.workers
-                  if training_seconds > 0 else None}
-    probe_before = {"size": len(probe), "error_before": probe.error_before,
-                    "loss_before": probe.mean_loss_before} if probe is not None else {"size": 0}
-    with phases.timing("statistics"):
-        summary = summarize(cfg, rows, device, {**selection.info, "in_this_shard": len(in_shard)}, execution,
-                            throughput, nondeterministic, weights, probe_before)
-    with phases.timing("figures"):
-        directory.plot(rows, title=f"{cfg.model.arch}, lr={cfg.lr:g}, data={cfg.data.name}")
-    summary["wall_seconds"] = time.perf_counter() - started
-    summary["phases"] = phases.summary(summary["wall_seconds"])
-    directory.save_summary(summary)
-    tracker.finish(summary, directory.path)
+        # Summarise.
+        rows = directory.rows()
+        execution = {"device": str(device), "workers": chosen.workers, "threads": chosen.threads,
+                     "parallel": chosen.parallel, "memory_format": layout.value, "arithmetic": arithmetic,
+                     "automatic": [key for key in EXECUTION_KEYS if cfg.execution[key] == AUTO],
+                     "why": chosen.reason, "memory_format_why": layout_reason, "cores": cores,
+                     "cores_from": cores_source, "description": chosen.describe()}
+        throughput = {"updates": updates, "training_seconds": training_seconds,
+                      "updates_per_second": updates / training_seconds if training_seconds > 0 else None,
+                      "updates_per_second_per_worker": updates / training_seconds / chosen.workers
+                      if training_seconds > 0 else None}
+        probe_before = {"size": len(probe), "error_before": probe.error_before,
+                        "loss_before": probe.mean_loss_before} if probe is not None else {"size": 0}
+        with phases.timing("statistics"):
+            summary = summarize(cfg, rows, device, {**selection.info, "in_this_shard": len(in_shard)}, execution,
+                                throughput, nondeterministic, weights, probe_before)
+        with phases.timing("figures"):
+            directory.plot(rows, title=f"{cfg.model.arch}, lr={cfg.lr:g}, data={cfg.data.name}")
+        summary["wall_seconds"] = time.perf_counter() - started
+        summary["phases"] = phases.summary(summary["wall_seconds"])
+        directory.save_summary(summary)
+        tracker.finish(summary, directory.path)
+    except BaseException as error:
+        tracker.abort(error)
+        raise
     if stop.requested():
         raise SystemExit(f"stopped by {stop.signal} after {len(rows)} of {len(in_shard)} examples (the examples in "
                          f"hand were handed back); rerun the same command with hydra.run.dir={directory.path} to "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import pandas as pd
+import timm.data
 import torch
 from filelock import FileLock
 from torch import nn
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from sweep.config import Augmentation, Config, MemoryFormat, Precision, SearchMode
 from sweep.data.examples import Example
-from sweep.data.images import example_view, read_view
+from sweep.data.images import ImageReadError, example_view, read_view
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
 from sweep.models import eval_mode
@@ -44,11 +45,12 @@ class Selection:
 class Mistake:
     """What the pretrained model did with an example it gets wrong."""
     loss: float
-    prediction: Optional[int]  # None in wrong-set cache entries written before predictions were kept
+    prediction: int
 
 
 class _Views(Dataset):
-    """(index, view) of each example, or (index, None) when its image cannot be decoded."""
+    """(index, view) of each example: None when its image cannot be decoded, the ImageReadError when
+    its file cannot be read (raised in the main process, not in a loader process's traceback)."""
 
     def __init__(self, examples: list[Example], view: Callable[[Example], torch.Tensor]):
         self.examples, self.view = examples, view
@@ -57,12 +59,18 @@ class _Views(Dataset):
         return len(self.examples)
 
     def __getitem__(self, i: int):
-        return i, read_view(self.view, self.examples[i])
+        try:
+            return i, read_view(self.view, self.examples[i])
+        except ImageReadError as error:
+            return i, error
 
 
 def _collate(items):
-    readable = [(i, x) for i, x in items if x is not None]
-    return [i for i, _ in readable], torch.stack([x for _, x in readable]) if readable else None
+    """(indices of the readable examples, their views stacked or None, the first read error or None)."""
+    errors = [x for _, x in items if isinstance(x, ImageReadError)]
+    readable = [(i, x) for i, x in items if isinstance(x, torch.Tensor)]
+    return ([i for i, _ in readable], torch.stack([x for _, x in readable]) if readable else None,
+            errors[0] if errors else None)
 
 
 LOADER_MIN_EXAMPLES = 256  # fewer: decoding in this process beats starting loader processes
@@ -90,19 +98,25 @@ def infer(model: nn.Module, examples: list[Example], view: Callable[[Example], t
                         pin_memory=device.type == "cuda")
     autocast = autocast_context(precision, device.type)
     results, readable = {}, 0
-    for indices, images in tqdm(loader, desc="finding mistakes", unit="batch", disable=not progress, leave=False):
-        if images is None:
-            continue
-        readable += len(indices)
-        seed = forward_seed(examples[indices[0]]) if forward_seed is not None and len(indices) == 1 else None
-        with seeded(seed, device) if seed is not None else contextlib.nullcontext(), autocast():
-            logits = model(images.to(device, non_blocking=True))
-        labels = torch.tensor([examples[i].label for i in indices], device=logits.device)
-        losses = cross_entropy(logits, labels, precision, reduction="none").cpu().tolist()
-        predicted = logits.argmax(1).cpu().tolist()
-        results.update({examples[i]: Mistake(loss, p) for i, p, loss in zip(indices, predicted, losses)})
-    for buffer, saved in buffers:
-        buffer.copy_(saved)
+    try:
+        for indices, images, error in tqdm(loader, desc="finding mistakes", unit="batch", disable=not progress,
+                                           leave=False):
+            if error is not None:
+                raise error
+            if images is None:
+                continue
+            readable += len(indices)
+            seed = forward_seed(examples[indices[0]]) if forward_seed is not None and len(indices) == 1 else None
+            with seeded(seed, device) if seed is not None else contextlib.nullcontext(), autocast():
+                logits = model(images.to(device, non_blocking=True))
+            labels = torch.tensor([examples[i].label for i in indices], device=logits.device)
+            losses = cross_entropy(logits, labels, precision, reduction="none").cpu().tolist()
+            predicted = logits.argmax(1).cpu().tolist()
+            results.update({examples[i]: Mistake(loss, p) for i, p, loss in zip(indices, predicted, losses)})
+    finally:  # train mode moves BatchNorm's running statistics: put them back, whatever happened
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
     return results, len(examples) - readable
 
 
@@ -147,15 +161,32 @@ def cached_wrong_set(cache: Path, key: dict, examples: list[Example],
             table = pd.read_csv(path)
             info = json.loads(path.with_suffix(".json").read_text())
             log.info("wrong set from the cache (%s): %d examples", path, len(table))
-            predictions = table["prediction"] if "prediction" in table else [None] * len(table)
-            return ({by_path[p]: Mistake(loss, None if prediction is None else int(prediction))
-                     for p, loss, prediction in zip(table["path"], table["loss"], predictions)}, info["unreadable"])
+            return ({by_path[p]: Mistake(loss, int(prediction))
+                     for p, loss, prediction in zip(table["path"], table["loss"], table["prediction"])},
+                    info["unreadable"])
         wrong, unreadable = search()
         frame = pd.DataFrame({"path": [e.path for e in wrong], "loss": [m.loss for m in wrong.values()],
                               "prediction": [m.prediction for m in wrong.values()]})
         atomic_write_text(path.with_suffix(".json"), json.dumps({**key, "unreadable": unreadable}, indent=2))
         atomic_write_text(path, frame.to_csv(index=False))
     return wrong, unreadable
+
+
+WRONG_SET_VERSION = 2  # of the key below and of the entries' layout: bump when either changes
+
+
+def wrong_set_key(arch: str, model: nn.Module, weights: str, examples: list[Example], seed: int, random_view: bool,
+                  device: torch.device, layout: MemoryFormat, precision: Precision) -> dict:
+    """Everything a wrong set depends on: the architecture and its preprocessing (two architectures can
+    load the same weights, and a pretrained tag can change the input size or crop), the weights'
+    digest, the examples, the model's mode and, in train mode, the seed its forward passes draw
+    dropout from, the view (random views are seeded too), device, memory layout and precision."""
+    return {"version": WRONG_SET_VERSION, "arch": arch, "weights": weights, "examples": examples_digest(examples),
+            "preprocessing": {k: list(v) if isinstance(v, tuple) else v
+                              for k, v in timm.data.resolve_data_config(model=model).items()},
+            "training": model.training, "forward_seed": seed if model.training else None,
+            "view": f"random, seed {seed}" if random_view else "eval", "device": device.type,
+            "memory_format": layout.value, "precision": precision.value}
 
 
 def rank_order(examples) -> list[Example]:
@@ -220,13 +251,8 @@ def select(cfg: Config, model: nn.Module, examples: list[Example], view: Callabl
             if cache is None:
                 mistakes, unreadable = search()
             else:
-                key = {"weights": weights or state_digest(model), "examples": examples_digest(examples),
-                       "training": model.training, "view": f"random, seed {cfg.seed}" if random_view else "eval",
-                       "device": device.type}
-                if layout != MemoryFormat.contiguous:  # contiguous entries keep the key they had before layouts
-                    key["memory_format"] = layout.value
-                if precision != Precision.fp32:  # fp32 entries keep the key they had before searches had precisions
-                    key["precision"] = precision.value
+                key = wrong_set_key(cfg.model.arch, model, weights or state_digest(model), examples,
+                                    cfg.seed, random_view, device, layout, precision)
                 mistakes, unreadable = cached_wrong_set(cache, key, examples, search)
         pool = rank_order(mistakes)
     log.info("the pretrained model gets %d of %d examples wrong (%d unreadable)", len(pool), len(examples),
@@ -240,8 +266,7 @@ def select(cfg: Config, model: nn.Module, examples: list[Example], view: Callabl
             mistakes, _ = infer(model, chosen, eval_view, device, 64, progress=False, cores=cores)
     info = {"examples": len(examples), "wrong": len(pool), "unreadable": unreadable, "selected": len(chosen)}
     initial_losses = {} if precomputed is not None else {e.path: mistakes[e].loss for e in chosen if e in mistakes}
-    predictions = {e.path: mistakes[e].prediction for e in chosen
-                   if e in mistakes and mistakes[e].prediction is not None}
+    predictions = {e.path: mistakes[e].prediction for e in chosen if e in mistakes}
     return Selection(chosen, initial_losses, info, predictions)
 
 
@@ -255,6 +280,9 @@ def draw_probe(examples: list[Example], selected: list[Example], size: int, seed
     is a random sample of the set)."""
     chosen = {e.path for e in selected}
     pool = rank_order(e for e in examples if e.path not in chosen)
+    if not pool:
+        raise UserError(f"probe: all {len(examples)} images of the data are in the selection, so none is left to "
+                        f"probe without training on it; use probe.size=0 (no drawdown) or a smaller sample_size")
     if size > len(pool):
         raise UserError(f"probe.size={size}: only {len(pool)} of the data's {len(examples)} images are not in the "
                         f"selection; use probe.size={len(pool)} or less (0: no probe)")

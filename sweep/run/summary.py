@@ -1,13 +1,12 @@
 """A run's `training_summary.json`: config, counts, correlations with difficulty, speed, versions."""
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import math
 import platform
 
-import numpy as np
 import pandas as pd
-import timm
 import torch
 from omegaconf import OmegaConf
 
@@ -27,6 +26,22 @@ def original_keys(arch: str, rows: pd.DataFrame) -> dict:
             "failed_examples": len(rows) - successful,
             "results": [{"path": p, "total_loss": float(loss), "rank": int(rank)} for p, loss, rank in
                         zip(rows["path"], rows["total_loss_to_correct"], rows[RANK])]}
+
+
+# The distributions whose versions a result depends on (installed ranges differ between machines).
+VERSIONED = ("loss-to-correct", "torch", "torchvision", "timm", "hydra-core", "omegaconf", "numpy", "pandas", "scipy")
+
+
+def versions() -> dict:
+    """Python's and every VERSIONED distribution's installed version (None where one is not installed);
+    torch's as it names itself, with its build (`2.11.0+cu130`)."""
+    found = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return {**found, "torch": torch.__version__}
 
 
 def research_statistics(rows: pd.DataFrame) -> dict:
@@ -66,8 +81,7 @@ def summarize(cfg: Config, rows: pd.DataFrame, device: torch.device, selection: 
         **describe(device),
         "nondeterministic_operations": nondeterministic,  # ones that warned while this job trained
         "execution": {**execution, "arithmetic_of_rows": {k: int(v) for k, v in arithmetic.items()}},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-                     "numpy": np.__version__, "pandas": pd.__version__},
+        "versions": versions(),
         "columns": COLUMNS,
         **original_keys(cfg.model.arch, rows),
     }

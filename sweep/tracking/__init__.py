@@ -32,18 +32,27 @@ class Guarded:
     def __init__(self, tracker, name: str):
         self.tracker, self.name = tracker, name
 
-    def __getattr__(self, method: str):
-        def call(*args, **kwargs):
-            if self.tracker is None:
-                return None
-            try:
-                return getattr(self.tracker, method)(*args, **kwargs)
-            except Exception as error:  # whatever the tracker's trouble, the run goes on
-                log.warning("logger=%s failed (%s: %s); tracking is off for the rest of this job, its results "
-                            "are written as usual", self.name, type(error).__name__, str(error).splitlines()[0])
-                self.tracker = None
-                return None
-        return call
+    def row(self, row: dict) -> None:
+        """One example's results row."""
+        self._call("row", row)
+
+    def finish(self, summary: dict, directory: Path) -> None:
+        """The run's end: its statistics and files."""
+        self._call("finish", summary, directory)
+
+    def abort(self, error: BaseException) -> None:
+        """The run ended with `error`: the tracker's run is closed as failed, not left running."""
+        self._call("abort", error)
+
+    def _call(self, method: str, *args) -> None:
+        if self.tracker is None:
+            return
+        try:
+            getattr(self.tracker, method)(*args)
+        except Exception as error:  # whatever the tracker's trouble, the run goes on
+            log.warning("logger=%s failed (%s: %s); tracking is off for the rest of this job, its results "
+                        "are written as usual", self.name, type(error).__name__, str(error).splitlines()[0])
+            self.tracker = None
 
 
 def open_tracker(cfg: Config, directory: Path, params: dict) -> Guarded:

@@ -84,3 +84,8 @@ class MlflowJob:
             if (directory / name).is_file():
                 self.client.log_artifact(self.run_id, str(directory / name))
         self.client.set_terminated(self.run_id, "FINISHED" if summary.get("complete") else "KILLED")
+
+    def abort(self, error: BaseException) -> None:
+        """A job that ended with an error (KILLED: interrupted by a signal or the user; FAILED: anything else)."""
+        interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))
+        self.client.set_terminated(self.run_id, "KILLED" if interrupted else "FAILED")

@@ -23,3 +23,6 @@ class TensorboardJob:
     def finish(self, summary: dict, directory: Path) -> None:
         self.writer.add_hparams(self.params, scalars_of(summary), run_name=".")
         self.writer.close()
+
+    def abort(self, error: BaseException) -> None:
+        self.writer.close()

@@ -19,10 +19,10 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from sweep.config import ModelMode, Optimizer, Precision, TrainConfig
-from sweep.training.fused_optimizer import FusedOptimizer
 from sweep.training.loop import Outcome, el2n_tensor, l2_norm, l2_norm_tensor, margin_tensor
 from sweep.training.precision import autocast_context, cross_entropy
 from sweep.training.probe import Probe, ProbeResult
+from sweep.training.stacked_optimizer import StackedOptimizer, move_rows
 from sweep.training.stopping import STOP_CODES, Status, stop_codes
 
 
@@ -38,6 +38,15 @@ def longest_first(items: list, predicted_cost: Callable[[object], Optional[float
     return sorted(known, key=predicted_cost, reverse=True) + unknown
 
 
+def compacted(active: list[int]) -> list[int]:
+    """The slots' new order when only the `active` ones (ascending) are kept: slot j takes copy
+    order[j]. Those within the first len(active) slots stay; the last ones fill the holes, so that as
+    few copies as possible move."""
+    n, kept = len(active), set(active)
+    movers = iter(reversed([i for i in active if i >= n]))
+    return [j if j in kept else next(movers) for j in range(n)]
+
+
 def _finite(value: Optional[float]) -> bool:
     return value is not None and math.isfinite(value)
 
@@ -46,58 +55,52 @@ def _finite(value: Optional[float]) -> bool:
 class _Slot:
     item: object
     y: int
+    key: Optional[str]  # the example's path: its images of a budgeted probe
     baselines: tuple = ()  # at t = 0: the margin, the gradient norm and EL2N, as 0-d tensors on the device
     losses: Optional[list[float]] = None  # with log_steps
 
 
 class _Copies:
-    """K copies of the trainable parameters, stacked, with one optimizer stepping all of them at once.
+    """K copies of the trainable parameters, one stacked tensor (K, ...) per parameter, stepped by one
+    optimizer whose state is stacked the same way (each copy with the state a fresh optimizer of its
+    own would have: its step counts and moments).
 
-    Each copy's parameters are views into the stacked tensors, and the optimizer holds the views as
-    separate parameters, so every copy has its own state (AdamW's step count, moments; SGD's
-    momentum) exactly as if it had its own optimizer, yet a step is a single fused call. Gradients
-    are views into stacked buffers that each step's vmapped gradients are copied into. Parameters
-    the forward does not use (`used` False) get no gradient in the simple path and are never
-    stepped, so weight decay leaves them alone here too. `stopped` holds each copy's weights as they
-    were when its loop stopped: every copy is stepped (which copies stopped is known on the device
-    only, until the next synchronisation), and one that stopped drifts on unseen until it is refilled.
+    Parameters the forward does not use (`used` False) get no gradient in the simple path and are
+    never stepped, so weight decay leaves them alone here too. `stopped` holds each copy's weights as
+    they were when its loop stopped: every copy is stepped (which copies stopped is known on the
+    device only, until the next synchronisation), and one that stopped drifts on unseen until it is
+    refilled. Dropping copies moves the kept ones to the front: `stacked` and `stopped` are views of
+    the first `count` slots.
     """
 
-    def __init__(self, pretrained: list[torch.Tensor], k: int,
-                 make: Callable[[list[torch.Tensor]], FusedOptimizer], used: list[bool]):
-        self.pretrained, self.make, self.used = pretrained, make, used
-        stacked = [p.unsqueeze(0).repeat(k, *([1] * p.dim())) for p in pretrained]
-        self._build(stacked, [s.clone() for s in stacked], previous=None)
-        for i in range(k):
-            self.reset(i)
+    def __init__(self, pretrained: list[torch.Tensor], k: int, make: Callable[..., StackedOptimizer],
+                 used: list[bool]):
+        self.pretrained, self.used = pretrained, used
+        self.slots = [p.unsqueeze(0).repeat(k, *([1] * p.dim())) for p in pretrained]
+        self.stopped_slots = [s.clone() for s in self.slots]
+        self.grads = [torch.zeros_like(s) for s in self._used(self.slots)]
+        self.optimizer = make(self._used(self.slots), self.grads)
+        self.stacked, self.stopped = self.slots, self.stopped_slots
 
-    def _build(self, stacked: list[torch.Tensor], stopped: list[torch.Tensor],
-               previous: Optional[list[list[torch.Tensor]]]) -> None:
-        self.stacked, self.stopped = stacked, stopped
-        self.grads = [torch.zeros_like(s) for s in stacked]
-        self.views = [[s[i] for s in stacked] for i in range(len(stacked[0]))]
-        for i, copy_views in enumerate(self.views):
-            for view, g in zip(copy_views, self.grads):
-                view.grad = g[i]
-        self.stepped = [view for views in self.views for view, used in zip(views, self.used) if used]
-        old = getattr(self, "optimizer", None)
-        self.optimizer = self.make([v for copy_views in self.views for v in copy_views])
-        if old is not None:  # carry each copy's optimizer state over to its new views
-            for old_views, new_views in zip(previous, self.views):
-                for o, n in zip(old_views, new_views):
-                    if o in old.state:
-                        self.optimizer.state[n] = old.state[o]
+    def _used(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [tensor for tensor, used in zip(tensors, self.used) if used]
 
     def reset(self, i: int) -> None:
         """Copy i back to the pretrained weights with a fresh optimizer state."""
-        for view, p0 in zip(self.views[i], self.pretrained):
-            view.copy_(p0)
-            self.optimizer.state.pop(view, None)
+        for stacked, p0 in zip(self.stacked, self.pretrained):
+            stacked[i].copy_(p0)
+        self.optimizer.reset(i)
 
-    def keep(self, indices: list[int]) -> None:
-        """Drop every copy not in `indices` (in that order), keeping parameters and optimizer state."""
-        self._build([s[indices] for s in self.stacked], [s[indices] for s in self.stopped],
-                    previous=[self.views[i] for i in indices])
+    def keep(self, order: list[int]) -> None:
+        """Keep len(order) copies: slot j takes copy order[j] (its parameters, stopped weights and
+        optimizer state; moved only where j differs); the others are no longer computed."""
+        moves = move_rows(order)
+        if moves is not None:
+            for tensor in self.slots + self.stopped_slots:
+                tensor[moves[0]] = tensor[moves[1]]
+        self.optimizer.keep(order)
+        n = len(order)
+        self.stacked, self.stopped = [s[:n] for s in self.slots], [s[:n] for s in self.stopped_slots]
 
     def record_stops(self, stopping: torch.Tensor) -> None:
         """Keep the current weights of the copies whose loops stop now (`stopping`: a bool per copy)."""
@@ -109,9 +112,9 @@ class _Copies:
 
     def step(self, grads: list[torch.Tensor]) -> None:
         """One optimizer update of every copy with its slice of `grads`."""
-        for buffer, g in zip(self.grads, grads):
-            buffer.copy_(g)
-        self.optimizer.step(self.stepped)
+        for buffer, g in zip(self.grads, self._used(grads)):
+            buffer[:len(g)].copy_(g)
+        self.optimizer.step()
 
 
 class _Loops:
@@ -201,12 +204,14 @@ class BatchedTrainer:
             logits = functional_call(self.model, ({**params, **buffers}), (x.unsqueeze(0),))
         return cross_entropy(logits, y.unsqueeze(0), self.train.precision), logits.detach().float().squeeze(0)
 
-    def _optimizer(self, params: list[torch.Tensor]) -> FusedOptimizer:
-        return FusedOptimizer(params, self.train.optimizer, self.lr, self.train.weight_decay, self.train.momentum)
+    def _optimizer(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> StackedOptimizer:
+        return StackedOptimizer(params, grads, self.train.optimizer, self.lr, self.train.weight_decay,
+                                self.train.momentum)
 
-    def run(self, queue: Iterable[tuple[object, torch.Tensor, int]],
+    def run(self, queue: Iterable[tuple[object, torch.Tensor, int, Optional[str]]],
             on_step: Optional[Callable[[int, float], None]] = None) -> Iterator[tuple[object, Outcome]]:
-        """`queue` yields (item, x of shape (C, H, W), label); items come back with their outcomes.
+        """`queue` yields (item, x of shape (C, H, W), label, key: the example's path, which picks its
+        images of a budgeted probe); items come back with their outcomes.
         `on_step(t, loss)` is called at every read of the loops' state, with the first slot's."""
         queue = iter(queue)
         initial = list(itertools.islice(queue, self.parallel))
@@ -214,30 +219,31 @@ class BatchedTrainer:
             return
         copies = _Copies(self.pretrained, len(initial), self._optimizer, self._used_parameters(initial[0][1]))
         loops = _Loops(len(initial), self.device)
-        xs = torch.stack([x for _, x, _ in initial])
-        ys = torch.tensor([y for _, _, y in initial], device=self.device)
-        slots: list[Optional[_Slot]] = [self._slot(item, y) for item, _, y in initial]
+        xs = torch.stack([x for _, x, _, _ in initial])
+        ys = torch.tensor([y for _, _, y, _ in initial], device=self.device)
+        slots: list[Optional[_Slot]] = [self._slot(item, y, key) for item, _, y, key in initial]
         fresh, window = set(range(len(slots))), []  # slots at their step 0; per step (losses, running)
 
         def refill(i: int) -> None:
             entry = next(queue, None)
             slots[i] = None
             if entry is not None:
-                item, x, y = entry
+                item, x, y, key = entry
                 copies.reset(i)
                 loops.restart(i)
                 xs[i].copy_(x)
                 ys[i] = y
-                slots[i] = self._slot(item, y)
+                slots[i] = self._slot(item, y, key)
                 fresh.add(i)
 
         while any(slots):
             active = [i for i, s in enumerate(slots) if s is not None]
             if len(active) < len(slots):  # queue exhausted: drop idle copies instead of computing them
-                copies.keep(active)
-                loops.keep(active)
-                xs, ys, slots = xs[active], ys[active], [slots[i] for i in active]
-                fresh = {active.index(i) for i in fresh}
+                order = compacted(active)
+                copies.keep(order)
+                loops.keep(order)
+                xs, ys, slots = xs[order], ys[order], [slots[i] for i in order]
+                fresh = {order.index(i) for i in fresh}
             for _ in range(self.sync_every):
                 grads, (losses, logits) = self._step(dict(zip(self.names, copies.stacked)), self.constants, xs, ys)
                 grads = [grads[n] for n in self.names]
@@ -263,8 +269,8 @@ class BatchedTrainer:
                 yield slots[i].item, outcome
                 refill(i)
 
-    def _slot(self, item: object, y: int) -> _Slot:
-        return _Slot(item, y, losses=[] if self.log_steps else None)
+    def _slot(self, item: object, y: int, key: Optional[str]) -> _Slot:
+        return _Slot(item, y, key, losses=[] if self.log_steps else None)
 
     @staticmethod
     def _log(slots: list[Optional[_Slot]], window: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -286,8 +292,8 @@ class BatchedTrainer:
         baselines = torch.stack([torch.stack(slots[i].baselines) for i in stopped]).tolist()
         distances = [self._distance(copies.stopped_weights(i)) for i in stopped]
         statuses = [STOP_CODES[code] for code in codes]
-        probes = self._probes(copies, [(i, steps) for i, steps, status in zip(stopped, t, statuses)
-                                       if status != Status.DIVERGED])
+        probes = self._probes(copies, slots, [(i, steps) for i, steps, status in zip(stopped, t, statuses)
+                                              if status != Status.DIVERGED])
         return [Outcome(status=statuses[n], loss_sum=floats[0][n], initial_loss=floats[2][n], final_loss=floats[1][n],
                         initial_prediction=initial_prediction[n], initial_margin=baselines[n][0],
                         initial_grad_norm=baselines[n][1], initial_el2n=baselines[n][2],
@@ -295,23 +301,27 @@ class BatchedTrainer:
                         losses=slots[i].losses, probe=probes.get(i))
                 for n, i in enumerate(stopped)]
 
-    def _probes(self, copies: _Copies, stopped: list[tuple[int, int]]) -> dict[int, ProbeResult]:
+    def _probes(self, copies: _Copies, slots: list[_Slot],
+                stopped: list[tuple[int, int]]) -> dict[int, ProbeResult]:
         """The probe at the stopped weights of each (copy, updates) in `stopped`: one copy after
-        another, or with `vmapped_probe` all of them in vmapped forward passes."""
+        another, or with `vmapped_probe` all of them in vmapped forward passes, each copy on its
+        example's images."""
         if self.probe is None or not stopped:
             return {}
         if not self.vmapped_probe or len(stopped) == 1:
-            return {i: self.probe.after(self._forward(copies.stopped_weights(i)), steps) for i, steps in stopped}
+            return {i: self.probe.after(self._forward(copies.stopped_weights(i)), steps, slots[i].key)
+                    for i, steps in stopped}
         tick = time.perf_counter()
-        sizes = [self.probe.images_for(steps) for _, steps in stopped]
+        positions = [self.probe.positions(steps, slots[i].key) for i, steps in stopped]
+        longest = max(len(p) for p in positions)
+        padded = torch.stack([torch.cat([p, p[:1].expand(longest - len(p))]) for p in positions])  # cut off below
         index = torch.tensor([i for i, _ in stopped], device=self.device)
         weights = {name: s[index] for name, s in zip(self.names, copies.stopped)}
-        forward = vmap(lambda w, batch: functional_call(self.model, {**w, **self.constants}, (batch,)),
-                       in_dims=(0, None))
-        right, loss = self.probe.judge_many(lambda batch: forward(weights, batch), max(sizes), len(stopped))
+        forward = vmap(lambda w, batch: functional_call(self.model, {**w, **self.constants}, (batch,)))
+        right, loss = self.probe.judge_many(lambda batches: forward(weights, batches), padded)
         seconds = (time.perf_counter() - tick) / len(stopped)
-        return {i: self.probe.result(right[n, :size], loss[n, :size], seconds)
-                for n, ((i, _), size) in enumerate(zip(stopped, sizes))}
+        return {i: self.probe.result(p, right[n, :len(p)], loss[n, :len(p)], seconds)
+                for n, ((i, _), p) in enumerate(zip(stopped, positions))}
 
     def _forward(self, params: list[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
         """Logits of a batch at one copy's weights (the engine runs in eval mode)."""

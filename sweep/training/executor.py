@@ -70,7 +70,8 @@ class Executor:
                 for index, example, x, seconds in inputs:
                     tick = time.perf_counter()
                     outcome = None if x is None else self.trainer.fit(
-                        x.to(self.device).unsqueeze(0), example.label, step, forward_seed(self.seed, example.path))
+                        x.to(self.device).unsqueeze(0), example.label, step, forward_seed(self.seed, example.path),
+                        example.path)
                     yield self.finish(index, example, outcome, seconds + time.perf_counter() - tick)
             else:
                 yield from self._engine_rows(inputs, step)
@@ -87,7 +88,8 @@ class Executor:
                 if x is None:
                     unreadable.append(self.finish(index, example, None, seconds))
                 else:
-                    yield (index, example, time.perf_counter() - seconds), x.to(self.device), example.label
+                    yield (index, example, time.perf_counter() - seconds), x.to(self.device), example.label, \
+                        example.path
 
         fresh = entries()
 

@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -18,29 +19,35 @@ from sweep.config import Device, MemoryFormat, Precision
 from sweep.errors import UserError
 
 log = logging.getLogger(__name__)
-_claimed: list[FileLock] = []  # held for the life of the process
-
-
-def resolve_device(choice: Device, job_num: int) -> torch.device:
-    """CPU, or a GPU this job claims. With several visible GPUs, parallel jobs on one machine each
-    claim a free one (a lock file per GPU), starting at job number modulo count; the choice is logged."""
+@contextlib.contextmanager
+def claimed_device(choice: Device, job_num: int) -> Iterator[torch.device]:
+    """CPU, or a GPU this job claims for the block. With several visible GPUs, parallel jobs on one
+    machine each claim a free one (a lock file per GPU, released when the block ends, so that the
+    next job of a sequential sweep finds it free), starting at job number modulo count; the choice
+    is logged."""
     if choice == Device.cuda and not torch.cuda.is_available():
         raise UserError("execution.device=cuda but no CUDA device is available; use execution.device=auto or cpu")
+    lock = None
     if choice == Device.cpu or not torch.cuda.is_available():
         device = torch.device("cpu")
     else:
-        device = torch.device("cuda", _claim_gpu(job_num))
+        index, lock = _claim_gpu(job_num)
+        device = torch.device("cuda", index)
         torch.cuda.set_device(device)
     log.info("device: %s (%s)%s", device, device_name(device),
              ", chosen by execution.device=auto" if choice == Device.auto else "")
-    return device
+    try:
+        yield device
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def _claim_gpu(job_num: int) -> int:
-    """The first GPU, from `job_num` on, that no other job of this machine holds."""
+def _claim_gpu(job_num: int) -> tuple[int, FileLock | None]:
+    """The first GPU, from `job_num` on, that no other job of this machine holds, and its held lock."""
     count = torch.cuda.device_count()
     if count == 1:
-        return 0
+        return 0, None
     for offset in range(count):
         index = (job_num + offset) % count
         uuid = str(torch.cuda.get_device_properties(index).uuid)
@@ -49,10 +56,9 @@ def _claim_gpu(job_num: int) -> int:
             lock.acquire(timeout=0)
         except Timeout:
             continue
-        _claimed.append(lock)
-        return index
+        return index, lock
     log.warning("all %d GPUs are held by other jobs: sharing GPU %d", count, job_num % count)
-    return job_num % count
+    return job_num % count, None
 
 
 def exact_arithmetic(device: torch.device, precision: Precision) -> None:

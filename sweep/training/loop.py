@@ -114,14 +114,16 @@ class SingleExampleTrainer:
         self.model.train(self.train.mode == ModelMode.train)
 
     def fit(self, x: torch.Tensor, y: int, on_step: Optional[Callable[[int, float], None]] = None,
-            seed: Optional[int] = None) -> Outcome:
+            seed: Optional[int] = None, key: Optional[str] = None) -> Outcome:
         """Run the loop on one example `x` (1, C, H, W) with label `y` from the pretrained weights;
         the forward passes' random draws (dropout, drop-path in train mode) come from generators
-        seeded with `seed` (the example's own, see sweep.randomness), the caller's left untouched."""
+        seeded with `seed` (the example's own, see sweep.randomness), the caller's left untouched.
+        `key` (the example's path) picks its images of a budgeted probe."""
         with seeded(seed, x.device) if seed is not None else contextlib.nullcontext():
-            return self._fit(x, y, on_step)
+            return self._fit(x, y, on_step, key)
 
-    def _fit(self, x: torch.Tensor, y: int, on_step: Optional[Callable[[int, float], None]]) -> Outcome:
+    def _fit(self, x: torch.Tensor, y: int, on_step: Optional[Callable[[int, float], None]],
+             key: Optional[str]) -> Outcome:
         self.reset()
         updates = _ScaledUpdates(self.params, self.train, self.lr, self.device_type) \
             if self.train.precision == Precision.fp16_scaler else _Updates(self.params, self.train, self.lr)
@@ -146,7 +148,7 @@ class SingleExampleTrainer:
             if on_step is not None:
                 on_step(trajectory.t, loss_value)
         updates.zero_grad()
-        probe = (lambda: self.probe.after_model(self.model, trajectory.t)) if self.probe is not None else None
+        probe = (lambda: self.probe.after_model(self.model, trajectory.t, key)) if self.probe is not None else None
         return trajectory.outcome(status, loss_value, self.weight_distance(), probe)
 
     def _grad_norm(self) -> float:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sweep.models import eval_mode
+from sweep.randomness import probe_offset
 from sweep.training.flops import StepCost
 
 GPU_BATCH = 256         # probe images per forward pass on a GPU
@@ -50,12 +51,15 @@ class ProbeResult:
 class Probe:
     """The probe images as tensors on the device, with the pretrained model's verdict on each.
 
-    With a `budget` (probe.size=auto), an example is judged on the first images of the probe set only,
-    as many as cost at most `budget` times its correction's FLOPs (`cost`, counted): an example
-    corrected in a few updates gets a few images, one that took hundreds gets the whole set. The set
-    is a random draw, so any prefix is a random sample of it, and a drawdown is always measured on
-    the same images before and after. Without a budget (an explicit probe.size) every example gets
-    the whole set.
+    With a `budget` (probe.size=auto), an example is judged on part of the probe set only, as many
+    images as cost at most `budget` times its correction's FLOPs (`cost`, counted): an example
+    corrected in a few updates gets a few images, one that took hundreds gets the whole set. Each
+    example's images start at an offset of its own into the set (`probe_offset` of its path, going
+    round the end), so that cheap corrections are not all judged on the same few images: their
+    drawdowns would be correlated, while the bootstrap over examples treats them as independent. The
+    set is a random draw, so any run of consecutive images is a random sample of it, and a drawdown
+    always compares the same images before and after. Without a budget (an explicit probe.size)
+    every example gets the whole set, in the set's order.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, right_before: torch.Tensor, loss_before: torch.Tensor,
@@ -73,6 +77,13 @@ class Probe:
         affordable = math.floor(self.budget * self.cost.correction_flops(updates) / self.cost.forward_flops)
         return max(1, min(len(self), affordable))
 
+    def positions(self, updates: int, key: Optional[str]) -> torch.Tensor:
+        """The positions in the set of the images that judge the example `key` (its path) whose loop took
+        `updates` updates: images_for(updates) of them from the example's own offset, round the end."""
+        n = self.images_for(updates)
+        offset = probe_offset(key) % len(self) if self.budget is not None and key is not None else 0
+        return (offset + torch.arange(n, device=self.y.device)) % len(self)
+
     @property
     def error_before(self) -> float:
         return int((~self.right_before).sum()) / len(self)
@@ -88,40 +99,47 @@ class Probe:
         right, loss = cls._judge(lambda batch: _eval_forward(model, batch), x, y)
         return cls(x, y, right, loss, budget, cost)
 
-    def after(self, forward: Callable[[torch.Tensor], torch.Tensor], updates: int) -> ProbeResult:
+    def after(self, forward: Callable[[torch.Tensor], torch.Tensor], updates: int,
+              key: Optional[str] = None) -> ProbeResult:
         """The probe at the weights `forward` computes logits with (in eval mode, without gradients),
-        for an example whose loop took `updates` updates."""
+        for the example `key` whose loop took `updates` updates."""
         tick = time.perf_counter()
-        n = self.images_for(updates)
-        right, loss = self._judge(forward, self.x[:n], self.y[:n])
-        return self.result(right, loss, time.perf_counter() - tick)
+        positions = self.positions(updates, key)
+        whole = len(positions) == len(self) and int(positions[0]) == 0
+        x, y = (self.x, self.y) if whole else (self.x[positions], self.y[positions])
+        right, loss = self._judge(forward, x, y)
+        return self.result(positions, right, loss, time.perf_counter() - tick)
 
-    def result(self, right: torch.Tensor, loss: torch.Tensor, seconds: float) -> ProbeResult:
-        """The result of the verdicts `right` and losses `loss` on the first len(right) images."""
+    def result(self, positions: torch.Tensor, right: torch.Tensor, loss: torch.Tensor,
+               seconds: float) -> ProbeResult:
+        """The result of the verdicts `right` and losses `loss` on the images at `positions`."""
         n = len(right)
-        right_before, loss_before = self.right_before[:n], self.loss_before[:n]
+        right_before, loss_before = self.right_before[positions], self.loss_before[positions]
         error, mean_loss = int((~right).sum()) / n, float(loss.mean())
         return ProbeResult(images=n, error=error, loss=mean_loss, drawdown=error - int((~right_before).sum()) / n,
                            loss_increase=mean_loss - float(loss_before.mean()),
                            flips_to_wrong=int((right_before & ~right).sum()),
                            flips_to_right=int((~right_before & right).sum()), seconds=seconds)
 
-    def after_model(self, model: nn.Module, updates: int) -> ProbeResult:
+    def after_model(self, model: nn.Module, updates: int, key: Optional[str] = None) -> ProbeResult:
         """The probe at `model`'s current weights, evaluated in eval mode (its mode restored after)."""
-        return self.after(lambda batch: _eval_forward(model, batch), updates)
+        return self.after(lambda batch: _eval_forward(model, batch), updates, key)
 
     @torch.no_grad()
-    def judge_many(self, forward: Callable[[torch.Tensor], torch.Tensor], n: int,
-                   copies: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(right, loss), each (copies, n), of the first `n` images at the weights of several copies at
-        once: `forward` maps a batch of images to logits of shape (copies, batch, classes)."""
+    def judge_many(self, forward: Callable[[torch.Tensor], torch.Tensor],
+                   positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(right, loss), each (copies, n), of several copies at once, copy i on the images at
+        positions[i] (copies, n): `forward` maps the copies' batches (copies, batch, C, H, W) to
+        logits (copies, batch, classes)."""
         rights, losses = [], []
+        copies, n = positions.shape
         batch = max(1, GPU_BATCH // copies)
         for start in range(0, n, batch):
-            y = self.y[start:min(n, start + batch)]
-            logits = forward(self.x[start:start + len(y)]).float()
+            chunk = positions[:, start:start + batch]
+            y = self.y[chunk]
+            logits = forward(self.x[chunk]).float()
             rights.append(logits.argmax(2) == y)
-            losses.append(F.cross_entropy(logits.transpose(1, 2), y.expand(copies, -1), reduction="none"))
+            losses.append(F.cross_entropy(logits.transpose(1, 2), y, reduction="none"))
         return torch.cat(rights, 1), torch.cat(losses, 1)
 
     @staticmethod

@@ -23,7 +23,9 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
-_DONE, _ROW, _ERROR = "done", "row", "error"
+from sweep.errors import UserError
+
+_DONE, _ROW, _ERROR, _USER_ERROR = "done", "row", "error", "user error"
 
 
 def rows_in_workers(process: Callable[[Iterable, Callable[[], bool]], Iterator], tasks: list, workers: int,
@@ -35,7 +37,8 @@ def rows_in_workers(process: Callable[[Iterable, Callable[[], bool]], Iterator],
     unchanged. `stopping()` is polled here: once true, the workers take no new task and hand back the
     ones in hand. Workers ignore SIGINT and SIGTERM (a signal to the whole process group reaches
     this process, which decides) and die with this process (Linux's parent-death signal, else a
-    watchdog). A worker that fails or dies raises here, after the rows before it.
+    watchdog). A worker that fails or dies raises here, after the rows before it (a UserError as it was raised,
+    anything else with the worker's traceback).
     """
     context = multiprocessing.get_context("fork")
     todo, results, stop = context.Queue(), context.Queue(), context.Event()
@@ -69,6 +72,8 @@ def rows_in_workers(process: Callable[[Iterable, Callable[[], bool]], Iterator],
                 yield payload
             elif kind == _DONE:
                 running -= 1
+            elif kind == _USER_ERROR:  # a file or an input at fault, not a bug: one line, as in the parent
+                raise payload
             else:
                 raise RuntimeError(f"a worker failed; rows finished before are kept. Its traceback:\n{payload}")
     finally:
@@ -90,6 +95,9 @@ def _work(process, tasks, todo, results, stop, threads: int, parent: int) -> Non
         taken = iter(todo.get, None)
         for row in process((tasks[position] for position in taken), stop.is_set):
             results.put((_ROW, row))
+    except UserError as error:  # e.g. an image file that cannot be read: the parent raises it as it is
+        results.put((_USER_ERROR, error))
+        return
     except BaseException:  # whatever it is, the parent must hear of it
         results.put((_ERROR, traceback.format_exc()))
         return
