@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import functools
 import gc
 import logging
@@ -28,6 +30,29 @@ def prepare_process() -> None:
     os.environ.setdefault("MKL_CBWR", "AUTO")
     # cuBLAS needs a fixed workspace for deterministic results (read when CUDA starts; harmless without it)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    keep_freed_memory()
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3) parameters
+MMAP_THRESHOLD_MAX = 32 * 2 ** 20  # glibc's largest on 64-bit systems
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for reuse instead of giving it back to the kernel.
+
+    Every step of the loop allocates its gradients and activations afresh (a model's gradients are
+    freed after each update); by default glibc serves blocks of a few MB with mmap and unmaps them
+    when freed, so each step faults its gradients' pages in again and the kernel zeroes them, which
+    on small inputs takes longer than the arithmetic (benchmarks/README.md). Blocks up to 32 MB from
+    the heap, and a heap that is not trimmed, make the steps reuse the same pages. Memory placement
+    changes no value. Set once per process, before the first computation; forked workers inherit it.
+    A libc without mallopt (not glibc): nothing is changed (False)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
+    except (OSError, AttributeError):
+        return False
 
 
 @functools.cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -14,9 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep.cli import composition_message, report_errors
 from sweep.errors import UserError
+from sweep.run.progress import JOBS_ENV, end_sweep, start_sweep
 
 log = logging.getLogger(__name__)
 
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 FAILURE_JSON = "job_failure.json"  # in a job's directory: the error that ended it
 AGGREGATE_FAILURE_JSON = "aggregate_failure.json"  # in a sweep's directory: the error that ended its aggregate
 
@@ -58,10 +61,12 @@ class CheckEveryJob(Callback):
             jobs, swept = sweep_jobs(config)
         except HydraException as error:  # a sweep Hydra cannot expand (e.g. interval() needs another sweeper)
             raise UserError(composition_message(error)) from None
-        problems = []
+        problems, sizes = [], []
         for num, overrides in enumerate(jobs):
             try:
-                check_before_work(compose(config_name="config", overrides=overrides))
+                job = compose(config_name="config", overrides=overrides)
+                sizes.append(job.sample_size)
+                check_before_work(job)
             except UserError as error:
                 problems.append((num, overrides, str(error)))
             except HydraException as error:  # a value the schema refuses, an unknown key or option
@@ -73,6 +78,12 @@ class CheckEveryJob(Callback):
             raise UserError(f"{len(problems)} of the sweep's {len(jobs)} jobs cannot run, so none was started:\n"
                             + "\n".join(lines))
         log.info("all %d jobs of the sweep checked", len(jobs))
+        os.environ[JOBS_ENV] = str(len(jobs))  # for each job's progress bar, in whatever process it runs
+        if OmegaConf.select(config, "hydra.launcher._target_") == BASIC_LAUNCHER:  # the jobs run in this process
+            start_sweep(sizes, enabled=bool(config.get("progress", True)))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        end_sweep()
 
 
 def check_launcher(config: DictConfig) -> None:

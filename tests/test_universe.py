@@ -43,6 +43,8 @@ def test_rebuild_gives_identical_files_whatever_the_thread_count(tmp_path):
         assert digest(first.root / name) == digest(second.root / name), name
     second_weights = torch.load(pretrained_weights(second, "test_resnet", 1, 0), weights_only=True)
     assert all(torch.equal(first_weights[k], second_weights[k]) for k in first_weights)
+    assert digest(pretrained_weights(first, "test_resnet", 1, 0)) == digest(pretrained_weights(second, "test_resnet",
+                                                                                              1, 0))  # the file too
 
 
 def test_cached_universe_is_reused(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sweep.run.cache import writable_cache
 from sweep.run.directory import RunDirectory, identity
 from sweep.run.phases import Phases
 from sweep.run.probe_set import open_probe
+from sweep.run.progress import JOBS_ENV, SweepProgress, current_sweep, job_label
 from sweep.run.results import finished
 from sweep.run.selection import select, state_digest
 from sweep.run.signals import StopRequest
@@ -43,23 +45,28 @@ from sweep.training.stopping import DivergenceGuard
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, out_dir: Path, job_num: int = 0, cores: tuple[int, str] | None = None) -> dict:
+def run(cfg: Config, out_dir: Path, job_num: int | None = None, cores: tuple[int, str] | None = None) -> dict:
     """Run one job into `out_dir`; rows already in its results CSV are kept and skipped.
 
     `cores` (how many, and who said so) is this job's share of the machine, by default what the
-    process was allotted; `job_num` picks the GPU among several. The directory is held for the
-    whole job: a second process into it is refused.
+    process was allotted; `job_num`, the job's number in a sweep (None: a single run), picks the GPU
+    among several. The directory is held for the whole job: a second process into it is refused.
     """
     started = time.perf_counter()
     cache = check_before_work(cfg)
     cores, cores_source = cores or allotted_cores()
     torch.set_num_threads(cores if cfg.execution.threads == AUTO else cfg.execution.threads)
-    with claimed_device(cfg.execution.device, job_num) as device:
-        exact_arithmetic(device, cfg.train.precision)
-        directory = RunDirectory(out_dir)
-        with directory.lock():
-            clear_failure(directory.path)  # a job that failed before and is run again: its old failure is history
-            return _run(cfg, directory, cache, started, device, cores, cores_source)
+    sweep = current_sweep() if job_num is not None else None
+    try:
+        with claimed_device(cfg.execution.device, job_num or 0) as device:
+            exact_arithmetic(device, cfg.train.precision)
+            directory = RunDirectory(out_dir)
+            with directory.lock():
+                clear_failure(directory.path)  # a job that failed before and is run again: its old failure is history
+                return _run(cfg, directory, cache, started, device, cores, cores_source, job_num, sweep)
+    finally:
+        if sweep is not None:
+            sweep.job_done()
 
 
 def check_before_work(cfg: Config) -> Path:
@@ -77,7 +84,7 @@ def check_before_work(cfg: Config) -> Path:
 
 
 def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, device: torch.device, cores: int,
-         cores_source: str) -> dict:
+         cores_source: str, job_num: int | None, sweep: SweepProgress | None) -> dict:
     directory.claim({**identity(cfg), "device": device.type})  # CPU and GPU rows never mix in one directory
 
     # Set up: the data, the pretrained model in its training mode, and the input view of an example.
@@ -113,8 +120,11 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, devi
     if chosen.workers == 1:
         torch.set_num_threads(chosen.threads)  # the threads the log and the summary state
     arithmetic = describe_arithmetic(device, chosen.threads, layout)
-    bar = tqdm(total=len(in_shard), initial=len(done), desc=f"{cfg.model.arch} lr={cfg.lr:g}", unit="example",
-               disable=not cfg.progress)
+    jobs = sweep.jobs if sweep is not None else int(os.environ.get(JOBS_ENV, 0)) or None
+    bar = tqdm(total=len(in_shard), initial=len(done), desc=f"{job_label(job_num, jobs)}{cfg.model.arch} lr={cfg.lr:g}",
+               unit="example", disable=not cfg.progress, position=int(sweep is not None), leave=sweep is None)
+    if sweep is not None:
+        sweep.job_started(job_num, len(in_shard), len(done))
 
     def show_step(step: int, loss: float) -> None:
         if step % 10 == 0:
@@ -130,6 +140,8 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, devi
                 record(result)
                 tracker.row(result.row)
                 bar.update()
+                if sweep is not None:
+                    sweep.example_done()
                 updates += result.row["updates"]
                 phases.finished(result)
                 guard.check(result.row)

@@ -173,6 +173,8 @@ def pretrained_weights(universe: Universe, arch: str, epochs: int, seed: int) ->
             with _build_threads():
                 train_classifier(model, _to_tensor(train["images"]), torch.from_numpy(train["labels"]), epochs,
                                  seed=_seed(seed, arch, "pretrain"))
-            with replacing(path) as staging:
-                torch.save(model.state_dict(), staging)
+            # saved through a file object: the archive's inner name is then fixed ("archive"), not the
+            # staging file's random one, so rebuilds give byte-identical files
+            with replacing(path) as staging, open(staging, "wb") as file:
+                torch.save(model.state_dict(), file)
     return path
