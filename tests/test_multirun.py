@@ -222,3 +222,22 @@ def test_every_launcher_checks_every_job_first(tmp_path, cache_dir, launcher):
     assert code == 2 and "error: 2 of the sweep's 2 jobs cannot run" in output, output[-2000:]
     assert "job 0 (lr=1e-05): train.momentum=1.5: expected a finite value in [0, 1)" in output
     assert not sweep_dir.exists()
+
+
+def test_a_sweep_shows_its_jobs_done_and_the_time_left(tmp_path, cache_dir):
+    """The basic launcher runs the jobs in this process: one bar over every example of every job, with
+    the jobs done; each job's own bar says which job it is."""
+    code, output = run_cli("-m", "lr=1e-5,2e-5", "sample_size=2", "max_steps=5", "aggregate=false",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+    assert code == 0, output[-2000:]
+    assert re.search(r"job 1/2 test_resnet lr=1e-05: 100%.*\| 2/2 ", output), output[-2000:]
+    assert re.search(r"job 2/2 test_resnet lr=2e-05:", output)
+    assert re.search(r"sweep: 1/2 jobs done:  50%.*\| 2/4 \[", output)
+    assert re.search(r"sweep: 2/2 jobs done: 100%.*\| 4/4 \[", output)
+
+
+def test_the_resnet_presets_draw_the_design_card_s_sample_unless_told():
+    assert compose_config("model=resnet18").sample_size == compose_config("model=resnet34").sample_size == 50
+    assert compose_config("model=resnet18", "sample_size=200").sample_size == 200
+    assert compose_config("model=test_resnet").sample_size == 200
+    assert compose_config("model=resnet34", "experiment=original").sample_size == 1000  # the original's, as before
