@@ -12,6 +12,7 @@ from sweep.cli import freeze_imports, launcher_cores, prepare_process, quiet_sac
 from sweep.config import Config, register_configs, validate
 from sweep.errors import DirectoryInUse, UserError
 from sweep.multirun import record_failure, refusal_directory
+from sweep.run.shared import shared_path
 
 prepare_process()
 quiet_sacct_warnings()
@@ -32,11 +33,15 @@ def main(cfg: Config) -> float | None:
     out_dir, cores = Path(hydra_cfg.runtime.output_dir), launcher_cores(hydra_cfg)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         with report_errors():  # here too, before Hydra would wrap the exception in a job failure
+            if cfg.selection.shared:
+                raise UserError("selection.shared=true shares one selection among a sweep's models: run a sweep "
+                                "(python main.py -m model.arch=a,b,...)")
             return run(cfg, out_dir, cores=cores)["statistics"]["rho_loss_sum"]
     refusal = refusal_directory(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num)
     shutil.rmtree(refusal, ignore_errors=True)  # this job is tried again: an earlier refusal is history
     try:  # one job of a sweep: its failure is recorded, and the sweep goes on (named at its end)
-        return run(cfg, out_dir, job_num=hydra_cfg.job.num, cores=cores)["statistics"]["rho_loss_sum"]
+        shared = shared_path(Path(hydra_cfg.sweep.dir), cfg) if cfg.selection.shared else None
+        return run(cfg, out_dir, job_num=hydra_cfg.job.num, cores=cores, shared=shared)["statistics"]["rho_loss_sum"]
     except Exception as error:
         # refused by another run's hold on the directory: recorded in the sweep's, not in the held one
         where = refusal if isinstance(error, DirectoryInUse) else out_dir

@@ -5,8 +5,9 @@
 
 DIR may be a sweep directory, a single run directory, or a folder written by the original scripts.
 Writes merged.csv (every example row of every run, with the runs' varying parameters as columns),
-runs.csv (one row per run, every statistic), paired.csv, universality.csv and universality_pairs.csv
-(agreement between models), report.md and a self-contained report.html, and the figures (PNG and
+runs.csv (one row per run, every statistic), paired.csv, universality.csv, universality_pairs.csv,
+universal_cost.csv and universality_models.csv (agreement between models), costs.parquet (the cost
+matrix: a row per run and image), report.md and a self-contained report.html, and the figures (PNG and
 SVG) into the sweep directory or --out. A sweep run with `python main.py -m` aggregates itself
 at its end (`aggregate=false` turns that off).
 """
@@ -20,9 +21,12 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures as plots
+from analysis.costs import cost_matrix, write_cost_matrix
+from analysis.explorer import write_explorer
 from analysis.gallery import galleries
 from analysis.pairs import paired_comparison
 from analysis.parallel import run_all
+from analysis.population import Population
 from analysis.report import build, panel_text, write_report
 from analysis.runs import Run, find_run_dirs, latest_sweep, load_run, merge_shards, result_params
 from analysis.settings import (
@@ -35,7 +39,7 @@ from analysis.settings import (
     settings_of,
 )
 from analysis.sweep_report import Sweep
-from analysis.universality import universality
+from analysis.universality import model_table, universality
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
 from sweep.multirun import failed_jobs
@@ -102,9 +106,13 @@ def aggregate(paths: list[Path], out: Path, figures: bool = True) -> dict:
                                         **{k: run.params.get(k) for k in keys}) for run, lab in with_rows],
                        ignore_index=True)
     replicated = SEED in keys
-    statistics = run_all([(run_statistics, run.rows) for run, _ in with_rows]
-                         + [(run_statistics, s.rows) for s in settings if replicated])
-    statistics, pooled_statistics = statistics[:len(with_rows)], statistics[len(with_rows):]
+    # each run's statistics as its job computed them at its end, where they are of its rows; else now
+    missing = [run for run, _ in with_rows if run.statistics is None]
+    computed = run_all([(run_statistics, run.rows) for run in missing]
+                       + [(run_statistics, s.rows) for s in settings if replicated])
+    fresh = dict(zip(map(id, missing), computed))
+    statistics = [run.statistics or fresh[id(run)] for run, _ in with_rows]
+    pooled_statistics = computed[len(missing):]
     table = pd.DataFrame([{"run": lab, "run_dir": str(run.directory), **{k: run.params.get(k) for k in keys},
                            **{column: run.selection.get(k) for k, column in SELECTION_COUNTS.items()},
                            **{f"probe_{k}": v for k, v in run.probe.items()}, **values,
@@ -113,31 +121,36 @@ def aggregate(paths: list[Path], out: Path, figures: bool = True) -> dict:
     reasons = {lab: why for (_, lab), (_, why) in zip(with_rows, statistics)}
     orders = {k: list(dict.fromkeys(repr(run.params.get(k)) for run, _ in with_rows)) for k in keys}
     pairs = pd.DataFrame([
-        {"run_a": la, "run_b": lb, "differs_in": diff[0], **paired_comparison(a.rows, b.rows),
-         "neighbours": neighbours(a, b, orders[diff[0]], diff[0])}
+        {"run_a": la, "run_b": lb, "differs_in": diff[0], **paired_comparison(a.rows, b.rows), "neighbours": near}
         for (a, la), (b, lb) in itertools.combinations(with_rows, 2)
         if len(diff := [k for k in keys if repr(a.params.get(k)) != repr(b.params.get(k))]) == 1
-        and diff[0] != SEED])  # runs that differ in their seed alone are replicates, pooled, not compared
+        and diff[0] != SEED  # runs that differ in their seed alone are replicates, pooled, not compared
+        and ((near := neighbours(a, b, orders[diff[0]], diff[0])) or len(orders[diff[0]]) <= ALL_PAIRS_UP_TO)])
     agreement = universality(with_rows, keys)
+    models = model_table(table, keys)
     per_run = {lab: values for (_, lab), (values, _) in zip(with_rows, statistics)}
     pooled, pooled_reasons = replicates(settings, per_run, pooled_statistics) if replicated else (None, {})
     by_setting = pooled if replicated else table.rename(columns={"run": "setting"})
     grids = {parameter: grid_table(by_setting, parameter, keys) for parameter in grid_parameters(keys, by_setting)}
 
     out.mkdir(parents=True, exist_ok=True)
-    tables = {"merged.csv": merged, "runs.csv": table, "paired.csv": pairs, "universality.csv": agreement[1],
-              "universality_pairs.csv": agreement[0], "replicates.csv": pooled if replicated else pd.DataFrame(),
+    tables = {"merged.csv": merged, "runs.csv": table, "paired.csv": pairs, "universality.csv": agreement["overall"],
+              "universality_pairs.csv": agreement["pairs"], "universal_cost.csv": agreement["images"],
+              "universality_models.csv": models, "replicates.csv": pooled if replicated else pd.DataFrame(),
               **{f"grid_{parameter}.csv": frame for parameter, frame in grids.items()}}
     for name, frame in tables.items():
         if len(frame):
             atomic_write_text(out / name, frame.to_csv(index=False))
+    write_cost_matrix(cost_matrix(merged, keys), out)
     drawn, images = {}, []
     if figures:  # per setting (seeds pooled), so that a grid's figures grow with its settings, not its runs
         drawn, images = draw(figure_runs(settings), [k for k in keys if k != SEED],
-                             by_setting.rename(columns={"setting": "run"}), grids, out)
+                             by_setting.rename(columns={"setting": "run"}), grids, out, agreement["matrix"], models)
+        drawn["explorer"] = [write_explorer(merged, {lab: run.params.get("data.name") for run, lab in with_rows},
+                                            out, f"{len(with_rows)} run{'s' * (len(with_rows) != 1)}")]
     failures = [(directory, error) for path in paths for directory, error in failed_jobs(path)]
-    written = write_report(out, build(table, reasons, runs, keys, drawn, images, pairs, agreement, failures,
-                                      Sweep(pooled, pooled_reasons, grids)))
+    written = write_report(out, build(table, reasons, runs, keys, drawn, images, pairs, Population(agreement, models),
+                                      failures, Sweep(pooled, pooled_reasons, grids)))
     log.info("%d runs (%d rows) -> %s", len(table), len(merged), written[1])
     return {"runs": table, "merged": merged, "pairs": pairs, "figures": drawn, "reasons": reasons,
             "universality": agreement, "galleries": images, "report": written, "replicates": pooled,
@@ -151,7 +164,8 @@ def neighbours(a: Run, b: Run, order: list[str], key: str) -> bool:
 
 
 def draw(with_rows: list[tuple[Run, str]], keys: list[str], table: pd.DataFrame, grids: dict[str, pd.DataFrame],
-         out: Path) -> tuple[dict[str, list[Path]], list[tuple[str, list[Path]]]]:
+         out: Path, matrix: pd.DataFrame, models: pd.DataFrame) -> tuple[dict[str, list[Path]],
+                                                                         list[tuple[str, list[Path]]]]:
     """Every figure of the merged runs (or settings), drawn side by side: name -> the files written
     (none where nothing could be drawn), and the galleries. Figures with a panel, line or row per
     run show at most MAX_PANELS, evenly spaced (the grids show every value)."""
@@ -167,6 +181,8 @@ def draw(with_rows: list[tuple[Run, str]], keys: list[str], table: pd.DataFrame,
              "steps_ecdf": (plots.steps_ecdf, merged, out),
              **{f"grid_{parameter}": (plots.grid, frame, parameter, out) for parameter, frame in grids.items()},
              "galleries": (galleries, with_rows, out)}
+    if len(matrix):
+        calls["cost_matrix"] = (plots.cost_matrix, matrix, models, out)
     trajectories = [(lab, run) for run, lab in with_rows if run.steps is not None]
     if trajectories:
         calls["loss_trajectories"] = (plots.loss_trajectories, trajectories, out)
@@ -175,6 +191,9 @@ def draw(with_rows: list[tuple[Run, str]], keys: list[str], table: pd.DataFrame,
 
 
 MAX_PANELS = 12  # panels (or lines) of the figures drawn per run or setting
+# A parameter with more values (a zoo's models): only runs of neighbouring values are compared in pairs
+# (paired.csv would grow with the square of the runs; agreement between models has its own tables).
+ALL_PAIRS_UP_TO = 12
 
 # from each run's summary: the data set's images, the model's mistakes among them, the sample
 SELECTION_COUNTS = {"examples": "n_images", "wrong": "n_wrong_at_pretrained", "selected": "n_selected"}

@@ -52,6 +52,16 @@ def save(fig, out: Path, name: str, formats: tuple[str, ...] = FIGURE_FORMATS) -
     return paths
 
 
+def compact_ranks(axes) -> None:
+    """Difficulty-rank x axes with three ticks at most, in thousands ("25k"), so that neighbouring facets'
+    labels do not run into each other whatever the number of facets."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=2, integer=True))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value / 1000:g}k" if value >= 1000
+                                                   else f"{value:g}"))
+
+
 def measured_costs(runs: list[tuple[object, str]]) -> pd.DataFrame:
     """One row per measured example of every run with a cost: run, rank, cost (never-corrected at
     their lower bound), whether corrected, the model and lr where known, the data set's rank range."""
@@ -95,6 +105,7 @@ def cost_vs_difficulty(runs: list[tuple[object, str]], keys: list[str], out: Pat
     for (row, col, _), panel in grid.facet_data():  # the ranks the sample covers (no layout pass, as map_* makes)
         sns.rugplot(data=panel, x=RANK, height=0.03, color="0.3", alpha=0.3, ax=grid.facet_axis(row, col))
     grid.set(yscale="log", xlim=(0, int(data["rank_range"].max()) + 1))
+    compact_ranks(grid.axes.flat)
     grid.set_axis_labels("universal difficulty rank (1 = easiest)", f"{cost_label(data['cost_name'].iloc[0])}")
     grid.set_titles(row_template="model={row_name}", col_template="lr={col_name}" if "row" in facets else "{col_name}")
     for label, text in (annotations or {}).items():
@@ -132,6 +143,7 @@ def damage_vs_difficulty(runs: list[tuple[object, str]], out: Path, note: str = 
                        markers={CORRECTED: "o", CENSORED: "X"}, palette={CORRECTED: "tab:purple", CENSORED: "tab:red"},
                        s=16, alpha=0.75, height=2.4, aspect=1.3,
                        facet_kws={"sharey": "row", "sharex": True, "margin_titles": True})
+    compact_ranks(grid.axes.flat)
     for (row, col, _), panel in grid.facet_data():
         if len(panel) >= 2:
             sns.regplot(data=panel, x=RANK, y="value", scatter=False, color="0.3", truncate=True, ci=None,
@@ -313,3 +325,35 @@ def grid(data: pd.DataFrame, parameter: str, out: Path) -> list[Path]:
                    bbox_to_anchor=(0.5, 1.08))
     fig.tight_layout()
     return save(fig, out, f"grid_{parameter}")
+
+
+def cost_matrix(matrix: pd.DataFrame, models: pd.DataFrame, out: Path) -> list[Path]:
+    """The models x images heat map of a zoo study, a panel per group: each model's rank of the loss to
+    correct (rows, most accurate first), images easiest first by universal difficulty, never-corrected
+    costs in black. Readable from a handful of models to hundreds (one pixel row each at most)."""
+    plt = pyplot()
+    seaborn()
+    groups = list(dict.fromkeys(matrix["group"]))
+    fig, axes = plt.subplots(len(groups), 1, squeeze=False,
+                             figsize=(7.0, sum(min(6.0, 1.0 + 0.22 * matrix[matrix["group"] == g]["model"].nunique())
+                                               for g in groups)))
+    for ax, group in zip(axes[:, 0], groups):
+        rows = matrix[matrix["group"] == group]
+        order = [m for m in models[models["group"] == group]["model"] if m in set(rows["model"])] if len(models) \
+            else sorted(set(rows["model"]))
+        order += sorted(set(rows["model"]) - set(order))
+        images = rows.drop_duplicates("path").sort_values([RANK, "path"])["path"]
+        grid = rows.pivot(index="model", columns="path", values="cost_rank").loc[order, images]
+        censored = rows.pivot(index="model", columns="path", values="censored").loc[order, images].astype(bool)
+        cmap = plt.get_cmap("viridis").with_extremes(bad="black")
+        shown = ax.imshow(grid.mask(censored).to_numpy(float), aspect="auto", interpolation="nearest", cmap=cmap,
+                          vmin=0, vmax=1)
+        ax.set_yticks(range(len(order)) if len(order) <= 40 else [])
+        ax.set_yticklabels(order if len(order) <= 40 else [], fontsize=6)
+        ax.set_xticks([])
+        ax.grid(False)
+        ax.set_xlabel(f"{len(images):,} images, easiest to hardest by universal difficulty", fontsize=7)
+        ax.set_title(f"{group}: {len(order)} models, most accurate at the top", fontsize=8)
+        fig.colorbar(shown, ax=ax, fraction=0.03, pad=0.01).set_label("rank of the loss to correct (0: cheapest)",
+                                                                       fontsize=6)
+    return save(fig, out, "cost_matrix", formats=("png",))

@@ -58,22 +58,26 @@ def galleries(runs: list[tuple[object, str]], out: Path) -> list[tuple[str, list
     return made
 
 
+COLUMNS = 4  # images per row: the captions stay readable where the report shows the figure 960 px wide
+
+
 def _draw(ends: list[tuple[str, pd.DataFrame]], cost: str, data: str | None, title: str, folder: Path,
           name: str) -> list[Path]:
     seaborn()
-    columns = max(len(rows) for _, rows in ends)
-    fig, axes = pyplot().subplots(len(ends), columns, figsize=(1.55 * columns, 2.05 * len(ends)), squeeze=False)
-    for row_axes, (end, rows) in zip(axes, ends):
+    lines = [(end, rows.iloc[start:start + COLUMNS]) for end, rows in ends for start in range(0, len(rows), COLUMNS)]
+    fig, axes = pyplot().subplots(len(lines), COLUMNS, figsize=(2.3 * COLUMNS, 2.7 * len(lines)), squeeze=False)
+    for index, (row_axes, (end, rows)) in enumerate(zip(axes, lines)):
         for ax, (_, example) in zip(row_axes, rows.iterrows()):
             try:
                 ax.imshow(load_image(example["path"], attempts=1))
             except (ImageReadError, UnreadableImage):
-                ax.text(0.5, 0.5, "image not\nfound", ha="center", va="center", fontsize=7)
+                ax.text(0.5, 0.5, "image not\nfound", ha="center", va="center", fontsize=9)
             ax.set_title(f"{_short(class_name(example.get('label'), data))}\n"
                          f"pred {_short(class_name(example.get('initial_prediction'), data))}\n"
                          f"{cost} {example[cost]:.3g}, rank {int(example['universal_difficulty_rank'])}",
-                         fontsize=6)
-        row_axes[0].set_ylabel(end, fontsize=8)
+                         fontsize=9)
+        if index == 0 or lines[index - 1][0] != end:
+            row_axes[0].set_ylabel(end, fontsize=10)
         for ax in row_axes:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -81,11 +85,11 @@ def _draw(ends: list[tuple[str, pd.DataFrame]], cost: str, data: str | None, tit
         for ax in row_axes[len(rows):]:
             ax.set_visible(False)
     fig.suptitle(f"{title}: the {PER_END} cheapest and costliest corrected mistakes (true class, prediction)",
-                 fontsize=8)
+                 fontsize=10)
     fig.tight_layout()
     return save(fig, folder, name, formats=("png",))  # photographs: a vector copy would only wrap the pixels
 
 
-def _short(name: str, width: int = 16) -> str:
+def _short(name: str, width: int = 20) -> str:
     name = re.sub(r"\s+", " ", name)
     return name if len(name) <= width else name[:width - 1] + "…"

@@ -8,14 +8,15 @@ import base64
 import html
 import math
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.blocks import EMPTY, Block, cell, estimates, score_name
 from analysis.pairs import __doc__ as PAIRS_DOC
+from analysis.population import Population, method_block, population_blocks
 from analysis.sweep_report import Sweep, grid_blocks, headlines, paired_blocks, replicate_blocks
-from analysis.universality import __doc__ as UNIVERSALITY_DOC
 from sweep.files import atomic_write_text
 from sweep.outputs import BASELINES, COSTS, DAMAGE, EPSILON_COSTS, SCORES
 from sweep.stats.research import SUBSETS
@@ -43,7 +44,7 @@ def _count(value) -> str:
 
 
 def build(table: pd.DataFrame, reasons: dict, runs: list, keys: list[str], figures: dict[str, list[Path]],
-          galleries: list[tuple[str, list[Path]]], pairs: pd.DataFrame, agreement: tuple[pd.DataFrame, pd.DataFrame],
+          galleries: list[tuple[str, list[Path]]], pairs: pd.DataFrame, population: Population,
           failures: list[tuple[Path, str]] = (), sweep: Sweep | None = None) -> list[Block]:
     """The report's blocks, in reading order; `runs` are all runs read (their notes are listed), `table`
     has a row per run with result rows; `failures` are the jobs that failed, with their error line."""
@@ -52,6 +53,9 @@ def build(table: pd.DataFrame, reasons: dict, runs: list, keys: list[str], figur
     title = ", ".join([f"data={', '.join(data)}"] * bool(data) + [f"{len(table)} run{'s' * (len(table) != 1)}"])
     blocks = [Block("h1", f"Loss to correct: {title}"),
               Block("p", f"Runs differ in {varying}; each is labelled by its values. Read from {_sources(runs)}.")]
+    if figures.get("explorer"):
+        blocks.append(Block("p", "Every measured example as a point, with its image and numbers: `explorer.html`, "
+                                 "beside this report."))
     if failures:
         blocks.append(Block("warning", f"{len(failures)} job{'s' * (len(failures) > 1)} failed; what they finished "
                                        f"before failing is included: "
@@ -76,7 +80,7 @@ def build(table: pd.DataFrame, reasons: dict, runs: list, keys: list[str], figur
     blocks += _baselines(table, reasons)
     blocks += _damage(table, reasons, figures)
     blocks += _label_noise(table, reasons)
-    blocks += _universality(*agreement)
+    blocks += population_blocks(population, figures)
     blocks += paired_blocks(pairs)
     steps = [Block("figure", figures[key][0], FIGURE_CAPTIONS[key]) for key in ("steps_ecdf", "loss_trajectories")
              if figures.get(key)]
@@ -92,8 +96,7 @@ def build(table: pd.DataFrame, reasons: dict, runs: list, keys: list[str], figur
     blocks += [Block("h2", "Method"), Block("p", "`n/c`: not computable, with the reason; `—`: the run records "
                                                   "nothing to compute it from."),
                Block("p", STATISTICS_DOC.strip()), Block("p", PAIRS_DOC.strip())]
-    if len(agreement[1]):
-        blocks.append(Block("p", UNIVERSALITY_DOC.strip()))
+    blocks += method_block(population)
     notes = [f"`{run.directory}`: {note}" for run in runs for note in run.notes]
     if notes:
         blocks += [Block("h2", "Notes"), Block("list", notes)]
@@ -219,28 +222,6 @@ def _label_noise(table: pd.DataFrame, reasons: dict) -> list[Block]:
     return [Block("h2", "Clean and flagged mistakes (ReaL labels)")] + blocks if blocks else []
 
 
-def _universality(pairwise: pd.DataFrame, overall: pd.DataFrame) -> list[Block]:
-    if overall.empty:
-        return []
-    shown = overall.assign(**{"Kendall's W [95% CI]": [_estimate_text(row, "kendall_w")
-                                                         for _, row in overall.iterrows()]})
-    pairs = pairwise.assign(**{"rho [95% CI]": [_estimate_text(row, "rho") for _, row in pairwise.iterrows()]})
-    return [Block("h2", "Is the cost universal? Agreement between models on shared corrected mistakes"),
-            Block("p", "Do models agree on which mistakes are costly, more than they agree on the cheap scores? "
-                       "Kendall's W over all models (1: the same order; 0: unrelated), and Spearman rho per pair, "
-                       "over the mistakes every model corrected."),
-            Block("table", shown[["group", "score", "models", "Kendall's W [95% CI]"]]),
-            Block("table", pairs[["group", "score", "model_a", "model_b", "rho [95% CI]"]])]
-
-
-def _estimate_text(row: pd.Series, name: str) -> str:
-    value, low, high, n = (row.get(f"{name}{end}") for end in ("", "_ci_low", "_ci_high", "_n"))
-    if value is None or not math.isfinite(value):
-        return f"n/c ({row.get('reason')})"
-    ci = f" [{low:.2f}, {high:.2f}]" if low is not None and math.isfinite(low) else " [CI n/c]"
-    return f"{value:.2f}{ci} n={int(n)}"
-
-
 def _number(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if math.isfinite(value) else EMPTY
@@ -270,9 +251,10 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
 STYLE = " ".join("""
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1180px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45} h1{font-size:1.6em} h2{font-size:1.25em;margin-top:1.8em;
-border-bottom:1px solid #ddd} table{border-collapse:collapse;margin:.8em 0;font-size:.82em;display:block;
-overflow-x:auto} th,td{border:1px solid #ddd;padding:.25em .5em;text-align:left;white-space:nowrap}
-th{background:#f4f4f4} figure{margin:1em 0} figure img{max-width:min(100%,960px)} figcaption{font-size:.85em;color:#555}
+border-bottom:1px solid #ddd} .table-box{max-width:100%;overflow-x:auto;margin:.8em 0}
+table{border-collapse:collapse;font-size:.82em} th,td{border:1px solid #ddd;padding:.25em .5em;text-align:left;
+white-space:nowrap} td.long{white-space:normal;min-width:24em} th{background:#f4f4f4} figure{margin:1em 0}
+figure img{max-width:min(100%,960px)} figcaption{font-size:.85em;color:#555}
 .warning{background:#fff4e5;border-left:4px solid #f0a020;padding:.6em 1em}
 """.split())
 
@@ -291,14 +273,23 @@ def to_html(blocks: list[Block]) -> str:
             parts.append(f"<p class='warning'><strong>Warning.</strong> {_inline(str(block.content))}</p>")
         elif block.kind == "list":
             parts.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.content) + "</ul>")
-        elif block.kind == "table":
-            parts.append(block.content.map(_number).to_html(index=False, border=0, escape=True))
+        elif block.kind == "table":  # in a box of its own that scrolls sideways when wider than the page
+            parts.append("<div class='table-box'>" + _long_cells(block.content.map(_number).to_html(
+                index=False, border=0, escape=True)) + "</div>")
         elif block.kind == "figure":
             data = base64.b64encode(Path(block.content).read_bytes()).decode("ascii")
             parts.append(f"<figure><img alt='{html.escape(block.caption)}' src='data:image/png;base64,{data}'>"
                          f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+LONG_CELL = 60  # characters: a cell this long wraps (reasons, notes) instead of widening its table
+
+
+def _long_cells(table: str) -> str:
+    """`table`'s cells of at least LONG_CELL characters marked to wrap."""
+    return re.sub(f"<td>([^<]{{{LONG_CELL},}})</td>", r"<td class='long'>\1</td>", table)
 
 
 def _prose(text: str) -> str:

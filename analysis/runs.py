@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from sweep.errors import UserError
 from sweep.files import read_csv
 from sweep.multirun import FAILURE_JSON
 from sweep.outputs import NON_RESULT_KEYS, RANK, RESULTS_CSV, STEPS_CSV, SUMMARY_JSON
+from sweep.stats.research import STATISTICS_VERSION
 from sweep.training.stopping import Status
 
 log = logging.getLogger("aggregate")
@@ -32,6 +34,7 @@ class Run:
     steps: pd.DataFrame | None = None  # steps.csv (log_steps=true): example_index, step, loss
     selection: dict = field(default_factory=dict)  # the summary's counts: examples, wrong, unreadable, selected
     probe: dict = field(default_factory=dict)      # the summary's probe: size, error_before, loss_before
+    statistics: tuple[dict, dict] | None = None    # the summary's (values, reasons), where they are of these rows
 
     @property
     def rank_range(self) -> int:
@@ -82,18 +85,31 @@ def load_run(directory: Path) -> Run:
                 rows = rows[~duplicated].reset_index(drop=True)
         summary = _summary(directory / SUMMARY_JSON)
         selection, probe = (None, {}) if summary is None else (summary.get("selection", {}), summary.get("probe", {}))
+        statistics = _statistics(summary, rows)
         if (directory / FAILURE_JSON).exists():
             notes.append(f"failed: {json.loads((directory / FAILURE_JSON).read_text())['error']}; partial rows")
         elif len(rows) and selection is None:
             notes.append("in progress or interrupted (no training_summary.json): partial rows")
     else:
-        selection, probe = None, {}
+        selection, probe, statistics = None, {}, None
         params = {"model": directory.name}
         rows, notes = _original_rows(directory)
     if rows.empty:
         notes.append("no rows yet")
     steps = _read_csv(directory / STEPS_CSV)
-    return Run(directory, params, rows, notes, steps if len(steps) else None, selection or {}, probe or {})
+    return Run(directory, params, rows, notes, steps if len(steps) else None, selection or {}, probe or {},
+               statistics)
+
+
+def _statistics(summary: dict | None, rows: pd.DataFrame) -> tuple[dict, dict] | None:
+    """The statistics the job computed at its end, when they are of these rows (every row counted then,
+    none since) and computed as this version computes them; else None (the aggregate computes them)."""
+    if not summary or summary.get("statistics_version") != STATISTICS_VERSION or "statistics" not in summary:
+        return None
+    if summary.get("examples_processed") != len(rows):
+        return None
+    values = {k: math.nan if v is None else v for k, v in summary["statistics"].items()}
+    return values, summary.get("not_computable", {})
 
 
 def _summary(path: Path) -> dict | None:

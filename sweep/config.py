@@ -88,6 +88,16 @@ class SearchConfig:
 
 
 @dataclass
+class SelectionConfig:
+    """Which mistakes a job corrects. Each model's own sample of its mistakes (the original's way), or
+    with `shared` (a sweep over models, -m) the same images for every model of the sweep: images that
+    every model gets wrong, drawn once with the seed before the first job starts and kept in the
+    sweep's directory (shared_selection/)."""
+    shared: bool = False
+    min_shared: int = 30  # fewer images wrong for every model: the sweep stops before any job, naming them
+
+
+@dataclass
 class ExecutionConfig:
     """How the work is executed; every key is `auto` (chosen for the hardware, recorded in the summary)
     or an explicit value. The path (simple, engine, workers) does not change the per-example
@@ -156,6 +166,9 @@ class ImageFolderDataConfig(DataConfig):
     correctness_examples: Optional[str] = None  # its examples list (single line, or one path per line)
     correctness_models: Optional[str] = None    # its models list
     wrong_from_model: Optional[str] = None      # the model whose row gives the wrong set
+    # or, for a sweep over models, each model's row by its timm name: a CSV with columns arch,row (the
+    # matrix's model names differ from timm's; Hydra cannot sweep two keys in step)
+    correctness_model_map: Optional[str] = None
 
 
 @dataclass
@@ -202,6 +215,7 @@ class Config:
     data: DataConfig = MISSING  # DemoDataConfig or ImageFolderDataConfig, by the data group's option
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -239,6 +253,7 @@ def validate(cfg: Config) -> None:
                         f"0 <= shard.index < shard.count")
     _check(cfg.probe.size, "probe.size", f"{AUTO} or an integer >= 0 (0: no probe)",
            lambda v: v == AUTO or (isinstance(v, int) and not isinstance(v, bool) and v >= 0))
+    _check(cfg.selection.min_shared, "selection.min_shared", "an integer >= 1", lambda v: v >= 1)
     _check(cfg.probe.budget, "probe.budget", "a finite fraction > 0 (a probe's FLOPs per correction FLOP)",
            lambda v: math.isfinite(v) and v > 0)
     for key in ("threads", "parallel", "workers"):

@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweep.cli import composition_message, report_errors
 from sweep.errors import UserError
@@ -52,7 +52,7 @@ class CheckEveryJob(Callback):
 
     @staticmethod
     def _check(config: DictConfig) -> None:
-        from hydra import compose
+        from hydra.core.global_hydra import GlobalHydra
         from hydra.errors import HydraException
 
         from sweep.run.job import check_before_work
@@ -61,11 +61,11 @@ class CheckEveryJob(Callback):
             jobs, swept = sweep_jobs(config)
         except HydraException as error:  # a sweep Hydra cannot expand (e.g. interval() needs another sweeper)
             raise UserError(composition_message(error)) from None
-        problems, sizes = [], []
+        problems, composed = [], []
         for num, overrides in enumerate(jobs):
             try:
-                job = compose(config_name="config", overrides=overrides)
-                sizes.append(job.sample_size)
+                job = task_config(GlobalHydra.instance().config_loader().load_sweep_config(config, overrides))
+                composed.append(job)
                 check_before_work(job)
             except UserError as error:
                 problems.append((num, overrides, str(error)))
@@ -78,12 +78,23 @@ class CheckEveryJob(Callback):
             raise UserError(f"{len(problems)} of the sweep's {len(jobs)} jobs cannot run, so none was started:\n"
                             + "\n".join(lines))
         log.info("all %d jobs of the sweep checked", len(jobs))
+        if any(job.selection.shared for job in composed):  # drawn once, before any job starts
+            from sweep.run.shared import prepare_shared
+            prepare_shared(Path(config.hydra.sweep.dir), composed)
         os.environ[JOBS_ENV] = str(len(jobs))  # for each job's progress bar, in whatever process it runs
         if OmegaConf.select(config, "hydra.launcher._target_") == BASIC_LAUNCHER:  # the jobs run in this process
-            start_sweep(sizes, enabled=bool(config.get("progress", True)))
+            start_sweep([job.sample_size for job in composed], enabled=bool(config.get("progress", True)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         end_sweep()
+
+
+def task_config(config: DictConfig) -> DictConfig:
+    """A job's config as its task sees it: without the `hydra` node (composed as Hydra composes the job:
+    with the sweep's hydra overrides, its config search path among them)."""
+    with open_dict(config):
+        config.pop("hydra", None)
+    return config
 
 
 def check_launcher(config: DictConfig) -> None:

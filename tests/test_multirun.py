@@ -230,8 +230,7 @@ def test_a_sweep_shows_its_jobs_done_and_the_time_left(tmp_path, cache_dir):
     code, output = run_cli("-m", "lr=1e-5,2e-5", "sample_size=2", "max_steps=5", "aggregate=false",
                            f"hydra.sweep.dir={tmp_path / 'sweep'}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
     assert code == 0, output[-2000:]
-    assert re.search(r"job 1/2 test_resnet lr=1e-05: 100%.*\| 2/2 ", output), output[-2000:]
-    assert re.search(r"job 2/2 test_resnet lr=2e-05:", output)
+    assert "job 1/2 test_resnet lr=1e-05:" in output and "job 2/2 test_resnet lr=2e-05:" in output, output[-2000:]
     assert re.search(r"sweep: 1/2 jobs done:  50%.*\| 2/4 \[", output)
     assert re.search(r"sweep: 2/2 jobs done: 100%.*\| 4/4 \[", output)
 
@@ -241,3 +240,54 @@ def test_the_resnet_presets_draw_the_design_card_s_sample_unless_told():
     assert compose_config("model=resnet18", "sample_size=200").sample_size == 200
     assert compose_config("model=test_resnet").sample_size == 200
     assert compose_config("model=resnet34", "experiment=original").sample_size == 1000  # the original's, as before
+
+
+def _zoo(cache_dir, tmp_path, *extra):
+    return run_cli("-m", "model.arch=test_resnet,test_efficientnet", "selection.shared=true", "sample_size=6",
+                   "max_steps=20", "lr=3e-5", "progress=false", f"hydra.sweep.dir={tmp_path / 'sweep'}", *extra,
+                   *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+
+
+def test_a_shared_selection_gives_every_model_the_same_mistakes(tmp_path, cache_dir):
+    """selection.shared: the images every model of the sweep gets wrong, drawn once before any job and
+    kept in the sweep's directory; every job corrects those; a rerun reuses them; the aggregate writes
+    the cost matrix and the agreement between models."""
+    code, output = _zoo(cache_dir, tmp_path)
+    assert code == 0, output[-2000:]
+    sweep = tmp_path / "sweep"
+    shared = pd.read_csv(sweep / "shared_selection" / "seed0-n6.csv")
+    record = json.loads((sweep / "shared_selection" / "seed0-n6.json").read_text())
+    assert record["models"] == ["test_efficientnet", "test_resnet"] and len(shared) == 6
+    assert record["shared_pool"] <= min(record["wrong"].values())
+    wrong = {}
+    for job in ("0", "1"):
+        rows = pd.read_csv(sweep / job / "single_example_results.csv")
+        assert sorted(rows["path"]) == sorted(shared["path"])  # the same images for both models
+        assert (rows["initial_prediction"] != rows["label"]).all()  # each a mistake of each model at step 0
+        wrong[job] = json.loads((sweep / job / "training_summary.json").read_text())["selection"]["wrong"]
+    assert sorted(wrong.values()) == sorted(record["wrong"].values())
+    costs = pd.read_parquet(sweep / "costs.parquet")
+    assert len(costs) == 12 and set(costs["model"]) == {"test_resnet", "test_efficientnet"}
+    matrix = costs.pivot_table(index="model", columns="path", values="loss_sum")
+    assert matrix.shape == (2, 6) and (costs["censored"] == (costs["status"] == "never_correct")).all()
+    overall = pd.read_csv(sweep / "universality.csv").set_index("score")
+    assert overall.loc["loss_sum", "models"] == 2 and overall.loc["loss_sum", "images"] == 6
+    assert 0 <= overall.loc["loss_sum", "kendall_w"] <= 1
+    assert "Kendall's W of the loss to correct" in (sweep / "report.md").read_text()
+    code, output = _zoo(cache_dir, tmp_path, "aggregate=false")  # resumed: the same draw, read back
+    assert code == 0 and "shared selection reused" in output, output[-2000:]
+
+
+def test_too_few_shared_mistakes_stop_the_sweep_before_any_job(tmp_path, cache_dir):
+    code, output = _zoo(cache_dir, tmp_path, "selection.min_shared=100000")
+    assert code == 2 and "Traceback" not in output, output[-2000:]
+    line = output.strip().splitlines()[-1]
+    assert re.match(r"error: selection\.shared: only \d+ images are mistakes of all 2 models of the sweep "
+                    r"\(selection\.min_shared=100000\); fewest in common because of test_", line), line
+    assert "(without it: " in line
+    assert not (tmp_path / "sweep" / "0").exists()
+
+
+def test_a_single_run_cannot_share_a_selection(tmp_path, cache_dir):
+    code, output = run_cli("selection.shared=true", f"hydra.run.dir={tmp_path}", *tiny_universe_overrides(cache_dir))
+    assert code == 2 and "selection.shared=true shares one selection among a sweep's models" in output

@@ -75,3 +75,24 @@ def test_kendall_w_is_one_plus_rho_over_two_for_two_models_and_needs_variation()
     assert w.low <= w.value <= w.high
     flat = concordance_w(np.vstack([a, b, np.zeros(30)]), models=["lite0", "lite1", "lite2"])
     assert math.isnan(flat.value) and flat.reason == "no variation in lite2"
+
+
+def test_agreement_in_resamples_is_kendall_w_and_the_mean_pairwise_rho():
+    """W (tie-corrected, +inf ranked above every value) and the mean Spearman rho over pairs, in each
+    resample, against ranks made one resample at a time (scipy's rankdata) and numpy's correlations."""
+    from scipy.stats import rankdata
+
+    from sweep.stats.agreement import agreement_in_resamples, kendall_w, tie_sums
+    rng = np.random.default_rng(3)
+    m, n = 6, 30
+    scores = rng.normal(size=(m, n)).round(1)  # ties within models
+    scores[1, :4] = np.inf  # never corrected: above every corrected cost, tied among themselves
+    index = rng.integers(0, n, size=(12, n))
+    w, mean_rho = agreement_in_resamples(scores, index)
+    for b, rows in enumerate(index):
+        ranks = np.stack([rankdata(scores[i, rows]) for i in range(m)])
+        assert w[b] == pytest.approx(kendall_w(ranks, tie_sums(ranks)), rel=1e-12)
+        assert mean_rho[b] == pytest.approx(np.corrcoef(ranks)[np.triu_indices(m, 1)].mean(), abs=1e-6)
+    same = np.tile(rng.normal(size=n), (m, 1))  # every model the same order
+    assert agreement_in_resamples(same, np.arange(n)[None])[0][0] == pytest.approx(1.0)
+    assert agreement_in_resamples(same, np.arange(n)[None])[1][0] == pytest.approx(1.0)

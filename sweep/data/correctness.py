@@ -52,9 +52,9 @@ def write_matrix(out: Path, names: list[str], examples: list[str], correct: np.n
     atomic_write_text(out / "difficulty.csv", ranking.to_csv(index=False))
 
 
-def wrong_from_matrix(data: ImageFolderDataConfig, examples: list[Example],
+def wrong_from_matrix(data: ImageFolderDataConfig, model_row: str, examples: list[Example],
                       local_path: Callable[[str], Optional[str]]) -> list[Example]:
-    """The examples model `data.wrong_from_model` got wrong, in matrix-column order (the original
+    """The examples the model of row `model_row` got wrong, in matrix-column order (the original
     `--model_csv_name` row of `--bars_npy`), kept where the image is local, labelled and ranked.
     `local_path` maps a matrix example path to its local file, as for the difficulty file."""
     matrix = load_matrix(data.correctness, "data.correctness")
@@ -66,15 +66,16 @@ def wrong_from_matrix(data: ImageFolderDataConfig, examples: list[Example],
     if len(columns) != matrix.shape[1]:
         raise UserError(f"data.correctness_examples={data.correctness_examples}: {len(columns)} examples, but "
                         f"data.correctness={data.correctness} has {matrix.shape[1]} columns (models x examples)")
-    if data.wrong_from_model not in models:
-        close = difflib.get_close_matches(data.wrong_from_model, models, n=5, cutoff=0.4)
-        raise UserError(f"data.wrong_from_model={data.wrong_from_model!r} is not in data.correctness_models="
+    if model_row not in models:
+        close = difflib.get_close_matches(model_row, models, n=5, cutoff=0.4)
+        key = "data.wrong_from_model" if data.wrong_from_model else "the row data.correctness_model_map names"
+        raise UserError(f"{key}={model_row!r} is not in data.correctness_models="
                         f"{data.correctness_models} ({len(models)} models; closest: {', '.join(close) or 'none'})")
-    row = matrix[models.index(data.wrong_from_model)]
+    row = matrix[models.index(model_row)]
     by_path = {e.path: e for e in examples}
     wrong_columns = [columns[i] for i in np.flatnonzero(~row)]
     local = [by_path.get(local_path(p)) for p in wrong_columns]
     pool = [e for e in local if e is not None]
     log.info("%s gets %d of %d matrix examples wrong; %d of them are local images with a label and a rank",
-             data.wrong_from_model, len(wrong_columns), len(columns), len(pool))
+             model_row, len(wrong_columns), len(columns), len(pool))
     return pool

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 from torch import nn
 
-from sweep.config import Config, DataConfig, ModelConfig
+from sweep.config import Config, DataConfig, ImageFolderDataConfig, ModelConfig
 from sweep.data.correctness import wrong_from_matrix
 from sweep.data.demo import open_demo
 from sweep.data.examples import Example, check_labels
@@ -45,23 +46,50 @@ class Source:
         return f"timm hub: {hub_name(model_cfg.arch)}"
 
 
-MATRIX_KEYS = ("correctness", "correctness_examples", "correctness_models", "wrong_from_model")
+MATRIX_KEYS = ("correctness", "correctness_examples", "correctness_models")
 
 
-def check_inputs(data: DataConfig) -> None:
-    """The input files `data` names exist and come together, checked before any work starts."""
+def check_inputs(data: DataConfig, arch: Optional[str] = None) -> None:
+    """The input files `data` names exist and come together, and a correctness model map names `arch`,
+    checked before any work starts."""
     if data.name == "demo":
         return
     files = ["difficulty", "labels", "difficulty_examples"]
-    if any(data[key] for key in MATRIX_KEYS):
+    row_named = data.wrong_from_model or data.correctness_model_map
+    if any(data[key] for key in MATRIX_KEYS) or row_named:
         unset = [key for key in MATRIX_KEYS if not data[key]]
-        if unset:
-            raise UserError(f"data.{unset[0]} is not set: a wrong set from a correctness matrix needs "
-                            f"{', '.join(f'data.{k}' for k in MATRIX_KEYS)}")
-        files += MATRIX_KEYS[:3]
+        if unset or not row_named:
+            missing = [f"data.{key}" for key in unset] + ([] if row_named else ["data.wrong_from_model"])
+            raise UserError(f"{missing[0]} is not set: a wrong set from a correctness matrix needs "
+                            f"{', '.join(f'data.{k}' for k in MATRIX_KEYS)} and data.wrong_from_model (or, in a sweep "
+                            f"over models, data.correctness_model_map)")
+        files += [*MATRIX_KEYS, "correctness_model_map"]
     for key in files:
         if data[key] and not Path(data[key]).expanduser().is_file():
             raise UserError(f"data.{key}={data[key]}: no such file")
+    if data.correctness_model_map and not data.wrong_from_model and arch is not None:
+        matrix_row(data, arch)
+
+
+def matrix_row(data: ImageFolderDataConfig, arch: str) -> str:
+    """The correctness matrix's row of the model `arch`: data.wrong_from_model, or its row in
+    data.correctness_model_map (columns arch,row); an arch the map does not name is refused."""
+    if data.wrong_from_model:
+        return data.wrong_from_model
+    path = Path(data.correctness_model_map).expanduser()
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as error:
+        raise UserError(f"data.correctness_model_map={path}: not a readable CSV ({str(error).splitlines()[0]}); "
+                        f"expected columns arch,row") from None
+    if not {"arch", "row"} <= set(table.columns):
+        raise UserError(f"data.correctness_model_map={path}: columns {list(table.columns)}; expected arch,row")
+    rows = dict(zip(table["arch"].str.strip(), table["row"].str.strip()))
+    if arch not in rows:
+        raise UserError(f"model.arch={arch} is not in data.correctness_model_map={path} (it maps "
+                        f"{', '.join(sorted(rows)[:8])}{', ...' if len(rows) > 8 else ''}); add a line {arch},<its row "
+                        f"in data.correctness_models>")
+    return rows[arch]
 
 
 def open_source(cfg: Config, cache: Path) -> Source:
@@ -71,5 +99,7 @@ def open_source(cfg: Config, cache: Path) -> Source:
         return Source(demo.examples, demo.universe.new_model, demo.pretrained)
     matcher = path_matcher(cfg.data)
     examples = image_folder_examples(cfg.data, matcher)
-    wrong = wrong_from_matrix(cfg.data, examples, matcher.local) if cfg.data.wrong_from_model else None
+    matrix = cfg.data.wrong_from_model or cfg.data.correctness_model_map
+    wrong = wrong_from_matrix(cfg.data, matrix_row(cfg.data, cfg.model.arch), examples, matcher.local) \
+        if matrix else None
     return Source(examples, wrong=wrong)

@@ -5,16 +5,20 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm.data
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 from tqdm import tqdm
 
-from sweep.config import AUTO, EXECUTION_KEYS, Augmentation, Config, ModelMode, validate
+from sweep.config import AUTO, EXECUTION_KEYS, Augmentation, Config, MemoryFormat, ModelMode, validate
+from sweep.data.examples import Example
 from sweep.data.images import example_view
-from sweep.data.sources import check_inputs, open_source
+from sweep.data.sources import Source, check_inputs, open_source
 from sweep.models import check_arch, check_checkpoint, check_package
 from sweep.multirun import clear_failure
 from sweep.run.cache import writable_cache
@@ -24,6 +28,7 @@ from sweep.run.probe_set import open_probe
 from sweep.run.progress import JOBS_ENV, SweepProgress, current_sweep, job_label
 from sweep.run.results import finished
 from sweep.run.selection import select, state_digest
+from sweep.run.shared import read_shared
 from sweep.run.signals import StopRequest
 from sweep.run.summary import summarize
 from sweep.tracking import check_tracker, open_tracker
@@ -45,12 +50,14 @@ from sweep.training.stopping import DivergenceGuard
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, out_dir: Path, job_num: int | None = None, cores: tuple[int, str] | None = None) -> dict:
+def run(cfg: Config, out_dir: Path, job_num: int | None = None, cores: tuple[int, str] | None = None,
+        shared: Path | None = None) -> dict:
     """Run one job into `out_dir`; rows already in its results CSV are kept and skipped.
 
     `cores` (how many, and who said so) is this job's share of the machine, by default what the
     process was allotted; `job_num`, the job's number in a sweep (None: a single run), picks the GPU
-    among several. The directory is held for the whole job: a second process into it is refused.
+    among several; `shared`, the sweep's shared selection (selection.shared) this job corrects. The
+    directory is held for the whole job: a second process into it is refused.
     """
     started = time.perf_counter()
     cache = check_before_work(cfg)
@@ -63,7 +70,7 @@ def run(cfg: Config, out_dir: Path, job_num: int | None = None, cores: tuple[int
             directory = RunDirectory(out_dir)
             with directory.lock():
                 clear_failure(directory.path)  # a job that failed before and is run again: its old failure is history
-                return _run(cfg, directory, cache, started, device, cores, cores_source, job_num, sweep)
+                return _run(cfg, directory, cache, started, device, cores, cores_source, job_num, sweep, shared)
     finally:
         if sweep is not None:
             sweep.job_done()
@@ -73,7 +80,7 @@ def check_before_work(cfg: Config) -> Path:
     """What can be checked of a job before any work (a sweep checks every job so before the first
     starts): values, input files, the model's name and checkpoint, the cache; returns the cache."""
     validate(cfg)
-    check_inputs(cfg.data)
+    check_inputs(cfg.data, cfg.model.arch)
     check_arch(cfg.model.arch)
     check_tracker(cfg)
     if cfg.model.checkpoint:
@@ -83,28 +90,50 @@ def check_before_work(cfg: Config) -> Path:
     return writable_cache(cfg.cache_dir)
 
 
-def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, device: torch.device, cores: int,
-         cores_source: str, job_num: int | None, sweep: SweepProgress | None) -> dict:
-    directory.claim({**identity(cfg), "device": device.type})  # CPU and GPU rows never mix in one directory
+@dataclass
+class Ready:
+    """A job's data source and pretrained model, set up for its training: mode, memory layout, view."""
+    source: Source
+    model: nn.Module
+    weights: dict  # the digest of the pretrained weights, and where they came from
+    layout: MemoryFormat
+    layout_reason: str
+    view: Callable[[Example], torch.Tensor]
 
-    # Set up: the data, the pretrained model in its training mode, and the input view of an example.
+
+def set_up(cfg: Config, cache: Path, device: torch.device) -> Ready:
+    """The data, the pretrained model on `device` in its memory layout and training mode, and the input
+    view of an example (as the job trains and searches with them)."""
     source = open_source(cfg, cache)
     model = source.pretrained(cfg.model).to(device)
     weights = {"digest": state_digest(model), "source": source.weights_source(cfg.model)}
-    directory.claim_weights(weights)
     layout, layout_reason = memory_format(cfg.execution.memory_format, model, device)
     model = with_memory_format(model, layout)
     log.info("memory format: %s (%s)", layout.value, layout_reason)
     model.train(cfg.train.mode == ModelMode.train)
     check_train_mode(model, tuple(timm.data.resolve_data_config(model=model)["input_size"]), cfg.model.arch)
     view = example_view(model, random_view=cfg.train.augmentation == Augmentation.one_view, seed=cfg.seed)
+    return Ready(source, model, weights, layout, layout_reason, view)
 
-    # Select: the persisted selection of this directory, or a new sample of the model's mistakes; the probe.
+
+def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, device: torch.device, cores: int,
+         cores_source: str, job_num: int | None, sweep: SweepProgress | None, shared: Path | None) -> dict:
+    directory.claim({**identity(cfg), "device": device.type})  # CPU and GPU rows never mix in one directory
+
+    # Set up: the data, the pretrained model in its training mode, and the input view of an example.
+    ready = set_up(cfg, cache, device)
+    source, model, weights, layout, layout_reason, view = (ready.source, ready.model, ready.weights, ready.layout,
+                                                           ready.layout_reason, ready.view)
+    directory.claim_weights(weights)
+
+    # Select: the persisted selection of this directory, else a new sample of the model's mistakes (or the
+    # sweep's shared selection); the probe.
     cost = count_step(model, tuple(timm.data.resolve_data_config(model=model)["input_size"]))
     phases = Phases(cost)
     with phases.timing("search"):
         selection = directory.selection() or directory.save_selection(
-            select(cfg, model, source.examples, view, device, source.wrong, cache, cores, layout, weights["digest"]))
+            select(cfg, model, source.examples, view, device, source.wrong, cache, cores, layout, weights["digest"],
+                   shared=read_shared(shared, source.examples) if shared is not None else None))
     with phases.timing("probe"):
         probe = open_probe(cfg, directory, source.examples, selection, model, device, layout, cost)
     trainer = SingleExampleTrainer(model, cfg.train, cfg.lr, cfg.max_steps, cfg.log_steps, probe)

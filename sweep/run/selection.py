@@ -219,53 +219,74 @@ def sample_mistakes(model: nn.Module, examples: list[Example], view: Callable[[E
     return [(example, wrong[example].loss) for example in sample(rank_order(wrong), n, seed)]
 
 
-def select(cfg: Config, model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
-           device: torch.device, precomputed: Optional[list[Example]], cache: Optional[Path] = None,
-           cores: int = 1, layout: MemoryFormat = MemoryFormat.contiguous,
-           weights: Optional[str] = None) -> Selection:
-    """The run's selection: its wrong set, sampled, with the prediction that made each chosen
-    example a mistake.
+@dataclass
+class WrongSet:
+    """A model's mistakes: `pool` in pool order (matrix-column order for a correctness matrix's row, else
+    rank order), with the loss and prediction of each where a search computed them (none for a matrix)."""
+    pool: list[Example]
+    mistakes: dict[Example, Mistake]
+    unreadable: int
 
-    The wrong set is precomputed (a correctness matrix's row: the predictions are then the model's
-    in eval mode on the eval view in fp32, the way a zoo's matrix is made), or found by inference at
-    the pretrained weights: in the training mode, view and precision, so that step 0 is wrong by
+
+def wrong_set(cfg: Config, model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
+              device: torch.device, precomputed: Optional[list[Example]], cache: Optional[Path] = None,
+              cores: int = 1, layout: MemoryFormat = MemoryFormat.contiguous,
+              weights: Optional[str] = None) -> WrongSet:
+    """The model's wrong set: precomputed (a correctness matrix's row), or found by inference at the
+    pretrained weights: in the training mode, view and precision, so that step 0 is wrong by
     construction (search.mode=same), or in eval mode on the eval view in fp32, as a zoo's matrix is
     made (search.mode=eval). It is cached under `cache` per model, weights, examples, mode, view,
     precision, device and the weights' memory `layout` (`weights`: the digest of the pretrained
-    weights, if known).
-    """
-    precision = cfg.train.precision
-    mistakes: dict[Example, Mistake] = {}
+    weights, if known)."""
     if precomputed is not None:
-        pool, unreadable = precomputed, 0
-    else:
-        random_view = cfg.train.augmentation == Augmentation.one_view
-        in_eval = cfg.search.mode == SearchMode.eval
-        with eval_mode(model) if in_eval else contextlib.nullcontext():
-            if in_eval:
-                view = example_view(model, random_view=False, seed=cfg.seed)
-                random_view, precision = False, Precision.fp32
-            seed = functools.partial(_forward_seed, cfg.seed) if model.training else None
-            search = functools.partial(find_wrong, model, examples, view, device, 1 if model.training else 64,
-                                       progress=cfg.progress, cores=cores, precision=precision, forward_seed=seed)
-            if cache is None:
-                mistakes, unreadable = search()
-            else:
-                key = wrong_set_key(cfg.model.arch, model, weights or state_digest(model), examples,
-                                    cfg.seed, random_view, device, layout, precision)
-                mistakes, unreadable = cached_wrong_set(cache, key, examples, search)
-        pool = rank_order(mistakes)
-    log.info("the pretrained model gets %d of %d examples wrong (%d unreadable)", len(pool), len(examples),
-             unreadable)
-    if not pool:
+        return WrongSet(list(precomputed), {}, 0)
+    precision = cfg.train.precision
+    random_view = cfg.train.augmentation == Augmentation.one_view
+    in_eval = cfg.search.mode == SearchMode.eval
+    with eval_mode(model) if in_eval else contextlib.nullcontext():
+        if in_eval:
+            view = example_view(model, random_view=False, seed=cfg.seed)
+            random_view, precision = False, Precision.fp32
+        seed = functools.partial(_forward_seed, cfg.seed) if model.training else None
+        search = functools.partial(find_wrong, model, examples, view, device, 1 if model.training else 64,
+                                   progress=cfg.progress, cores=cores, precision=precision, forward_seed=seed)
+        if cache is None:
+            mistakes, unreadable = search()
+        else:
+            key = wrong_set_key(cfg.model.arch, model, weights or state_digest(model), examples,
+                                cfg.seed, random_view, device, layout, precision)
+            mistakes, unreadable = cached_wrong_set(cache, key, examples, search)
+    return WrongSet(rank_order(mistakes), mistakes, unreadable)
+
+
+def select(cfg: Config, model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
+           device: torch.device, precomputed: Optional[list[Example]], cache: Optional[Path] = None,
+           cores: int = 1, layout: MemoryFormat = MemoryFormat.contiguous, weights: Optional[str] = None,
+           shared: Optional[list[Example]] = None) -> Selection:
+    """The run's selection: a sample of its wrong set (see `wrong_set`), or the sweep's `shared`
+    selection (images every model of the sweep gets wrong), with the prediction that made each chosen
+    example a mistake: the search's, or the model's in eval mode on the eval view in fp32, the way a
+    zoo's matrix is made, where the wrong set comes from a matrix (or a shared example is not in the
+    model's own wrong set here: found on another device, say)."""
+    found = wrong_set(cfg, model, examples, view, device, precomputed, cache, cores, layout, weights)
+    log.info("the pretrained model gets %d of %d examples wrong (%d unreadable)", len(found.pool), len(examples),
+             found.unreadable)
+    if not found.pool:
         raise UserError(f"model {cfg.model.arch} gets no example of data={cfg.data.name} wrong: nothing to correct")
-    chosen = sample(pool, cfg.sample_size, cfg.seed)
-    if precomputed is not None:  # the matrix holds no predictions: the model's, in eval mode on the eval view
+    chosen = sample(found.pool, cfg.sample_size, cfg.seed) if shared is None else list(shared)
+    mistakes = dict(found.mistakes)
+    unknown = [e for e in chosen if e not in mistakes]
+    if unknown:  # the model's own predictions, in eval mode on the eval view (as a zoo's matrix is made)
         with eval_mode(model):
             eval_view = example_view(model, random_view=False, seed=cfg.seed)
-            mistakes, _ = infer(model, chosen, eval_view, device, 64, progress=False, cores=cores)
-    info = {"examples": len(examples), "wrong": len(pool), "unreadable": unreadable, "selected": len(chosen)}
-    initial_losses = {} if precomputed is not None else {e.path: mistakes[e].loss for e in chosen if e in mistakes}
+            judged, _ = infer(model, unknown, eval_view, device, 64, progress=False, cores=cores)
+        mistakes.update(judged)
+    info = {"examples": len(examples), "wrong": len(found.pool), "unreadable": found.unreadable,
+            "selected": len(chosen)}
+    if shared is not None:
+        info["shared"] = True
+    searched = found.mistakes if precomputed is None else {}
+    initial_losses = {e.path: searched[e].loss for e in chosen if e in searched}
     predictions = {e.path: mistakes[e].prediction for e in chosen if e in mistakes}
     return Selection(chosen, initial_losses, info, predictions)
 

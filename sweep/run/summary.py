@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from sweep.config import Config
 from sweep.outputs import COLUMNS, RANK
-from sweep.stats.research import headline, run_statistics, verdict
+from sweep.stats.research import STATISTICS_VERSION, headline, run_statistics, verdict
 from sweep.training.hardware import describe
 from sweep.training.stopping import Status
 
@@ -49,7 +49,7 @@ def research_statistics(rows: pd.DataFrame) -> dict:
     not computable, the headline sentence and the verdict against each baseline."""
     values, reasons = run_statistics(rows)
     return {"statistics": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()},
-            "not_computable": reasons, "headline": headline(values),
+            "not_computable": reasons, "statistics_version": STATISTICS_VERSION, "headline": headline(values),
             "verdict": verdict(values, values["cost"] or "the cost")}
 
 

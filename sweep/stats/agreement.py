@@ -64,3 +64,41 @@ def concordance_w(scores: np.ndarray, seed: int = 0, models: list[str] | None = 
     alpha = (1 - CONFIDENCE) / 2
     low, high = np.quantile(defined, [alpha, 1 - alpha])
     return Estimate(value, float(low), float(high), n)
+
+
+def agreement_in_resamples(scores: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kendall's W (tie-corrected) and the mean Spearman rho over pairs of models of `scores` (m models x
+    n examples, no NaN; +inf ranks above every finite value) in each resample of `index` ((B, n) example
+    indices), each (B,).
+
+    A few passes over the m x B x n drawn values: each model's ranks in a resample follow from how often
+    it draws each distinct value (average ranks for ties, as scipy's rankdata), the ties' correction sum
+    from the same counts, and the mean pairwise rho from the sum over models of each model's centred
+    ranks scaled to unit norm: (|sum|^2 - m) / (m (m - 1)), without the m x m matrix."""
+    m, n = scores.shape
+    b = len(index)
+    codes = np.stack([np.unique(row, return_inverse=True)[1] for row in scores])  # (m, n): each value's order
+    levels = int(codes.max()) + 1
+    # one key per (model, resample, value): counts and ranks are both read through it
+    keys = (codes + (np.arange(m) * b * levels)[:, None])[:, index]  # (m, B, n)
+    keys += (np.arange(b) * levels)[None, :, None]
+    counts = np.bincount(keys.ravel(), minlength=m * b * levels).reshape(m, b, levels)
+    average = np.cumsum(counts, axis=-1, dtype=np.float32)
+    half = counts.astype(np.float32)
+    half *= 0.5
+    average -= half
+    average += 0.5  # a value's mean rank among its ties: its last rank - (ties - 1) / 2
+    ranks = average.ravel()[keys]  # (m, B, n), float32
+    sums = ranks.sum(axis=0, dtype=np.float64)  # (B, n)
+    spread = ((sums - sums.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
+    counts = counts.astype(np.float64)
+    ties = np.einsum("ibv,ibv,ibv->b", counts, counts, counts) - m * n  # sum of t^3 - t; the t sum to n
+    centre = (n + 1) / 2
+    squares = np.einsum("ibv,ibv,ibv->ib", counts, average, average)  # (m, B): the sum of squared ranks
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = 12 * spread / (m ** 2 * (n ** 3 - n) - m * ties)
+        inverse = 1 / np.sqrt(squares - n * centre ** 2)  # inf for a model whose values do not vary
+        unit = np.einsum("ibj,ib->bj", ranks, inverse.astype(np.float32), dtype=np.float64) \
+            - centre * inverse.sum(axis=0)[:, None]
+        mean_rho = ((unit ** 2).sum(axis=-1) - m) / (m * (m - 1))
+    return w, mean_rho

@@ -43,6 +43,9 @@ from sweep.stats.censoring import concordance_estimates, km_median
 from sweep.stats.estimates import Estimate, mean, partial_rho, rho, rho_difference
 from sweep.training.stopping import Status
 
+# Which statistics run_statistics computes, and how: a run's summary records it, and the aggregate takes
+# the summary's statistics instead of recomputing them only when it matches. Bump it with any change.
+STATISTICS_VERSION = 1
 SUBSETS = {"": "all", "_clean": "clean mistakes", "_flagged": "flagged (label noise)"}
 # +1: larger means harder; -1: larger means easier; None: direction not given (absolute values compared)
 ORIENTATION = {"initial_loss": 1, "initial_margin": -1, "initial_grad_norm": None, "initial_el2n": 1}

@@ -1,0 +1,90 @@
+"""The report and its explorer in a real browser: headless Chromium at 1280 px, driven by Selenium."""
+import re
+import time
+
+import pandas as pd
+import pytest
+
+from helpers.browser import CUT, browser, click_point, console_errors, missing
+from helpers.commands import run_cli
+from helpers.configs import tiny_universe_overrides
+
+pytestmark = pytest.mark.skipif(missing() is not None, reason=f"no browser: {missing()}")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, cache_dir):
+    """A two-lr sweep with its report and explorer."""
+    tmp = tmp_path_factory.mktemp("browser")
+    code, output = run_cli("-m", "lr=1e-5,3e-5", "sample_size=8", "max_steps=40", "progress=false",
+                           f"hydra.sweep.dir={tmp / 'sweep'}", *tiny_universe_overrides(cache_dir), cwd=tmp)
+    assert code == 0, output[-2000:]
+    return tmp / "sweep"
+
+
+@pytest.fixture(scope="module")
+def driver():
+    chromium = browser()
+    yield chromium
+    chromium.quit()
+
+
+def open_page(driver, path, ready: str = "return document.readyState === 'complete'"):
+    driver.get(path.as_uri())
+    deadline = time.time() + 30
+    while not driver.execute_script(ready):
+        assert time.time() < deadline, f"{path} did not load"
+        time.sleep(0.1)
+
+
+def test_the_report_loads_cleanly_and_nothing_is_cut_at_1280_px(driver, sweep):
+    open_page(driver, sweep / "report.html")
+    assert console_errors(driver) == []
+    assert driver.execute_script(CUT) == []  # every table fits or scrolls in its own box
+    assert driver.execute_script("return document.querySelectorAll('.table-box > table').length") > 5
+    assert "explorer.html" in driver.find_element("tag name", "body").text
+
+
+EXPLORER_READY = "const p = document.getElementById('explorer-plot'); return !!(p && p._fullLayout && p.data)"
+
+
+def test_the_explorer_has_every_example_and_a_click_shows_it(driver, sweep):
+    merged = pd.read_csv(sweep / "merged.csv")
+    measured = merged[merged["status"].isin(["correct", "never_correct"])]
+    open_page(driver, sweep / "explorer.html", EXPLORER_READY)
+    assert console_errors(driver) == []
+    traces = driver.execute_script("return document.getElementById('explorer-plot').data.map(t => t.x.length)")
+    assert sum(traces) == len(measured) and len(traces) == measured["run"].nunique()
+    symbols = driver.execute_script("return document.getElementById('explorer-plot').data"
+                                    ".map(t => t.marker.symbol)")
+    for trace, (_, rows) in zip(symbols, measured.groupby("run", sort=False)):
+        assert trace == ["circle" if s == "correct" else "triangle-up-open" for s in rows["status"]]  # lower bounds
+    # the costliest corrected mistake: a real click on its point shows its image and its loss sum
+    corrected = measured[measured["status"] == "correct"]
+    costliest = corrected.loc[corrected["loss_sum"].idxmax()]
+    runs = list(dict.fromkeys(measured["run"]))
+    rows = measured[measured["run"] == costliest["run"]].reset_index(drop=True)
+    click_point(driver, "explorer-plot", runs.index(costliest["run"]),
+                int(rows.index[rows["path"] == costliest["path"]][0]))
+    text = driver.find_element("id", "details-text").text
+    assert costliest["run"] in text and f"loss sum: {costliest['loss_sum']:.6g}" in text, text
+    assert f"rank: {int(costliest['universal_difficulty_rank'])}" in text
+    assert f"steps: {int(costliest['steps_to_correct'])}" in text and "status: correct" in text
+    image = driver.find_element("id", "details-image")
+    assert image.get_attribute("src").startswith("data:image/png;base64,")
+    assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) > 0
+    assert driver.execute_script(CUT) == []
+
+
+def test_the_explorer_shows_any_two_scores(driver, sweep):
+    from selenium.webdriver.support.ui import Select
+    merged = pd.read_csv(sweep / "merged.csv")
+    measured = merged[merged["status"].isin(["correct", "never_correct"])]
+    open_page(driver, sweep / "explorer.html", EXPLORER_READY)
+    Select(driver.find_element("id", "y-axis")).select_by_value("initial_loss")
+    Select(driver.find_element("id", "x-axis")).select_by_value("drawdown")
+    first = measured[measured["run"] == measured["run"].iloc[0]]
+    shown = driver.execute_script("const t = document.getElementById('explorer-plot').data[0]; return [t.x, t.y]")
+    assert shown[0] == pytest.approx(list(first["drawdown"])) and shown[1] == pytest.approx(list(first["initial_loss"]))
+    title = driver.execute_script("return document.getElementById('explorer-plot')._fullLayout.yaxis.title.text")
+    assert re.search("initial loss", title)
