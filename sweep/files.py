@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+UMASK = os.umask(0o022)  # the process's umask, read once at import (setting it is the only way to read it)
+os.umask(UMASK)
+
 
 @contextlib.contextmanager
 def replacing(path: Path) -> Iterator[Path]:
@@ -26,6 +29,7 @@ def replacing(path: Path) -> Iterator[Path]:
     descriptor, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     os.close(descriptor)
     staging = Path(staging)
+    os.chmod(staging, 0o666 & ~UMASK)  # as open() would create it (mkstemp's is private to its owner)
     try:
         yield staging
         with open(staging, "rb+") as file:

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(missing() is not None, reason=f"no browser: {mis
 def sweep(tmp_path_factory, cache_dir):
     """A two-lr sweep with its report and explorer."""
     tmp = tmp_path_factory.mktemp("browser")
-    code, output = run_cli("-m", "lr=1e-5,3e-5", "sample_size=8", "max_steps=40", "progress=false",
+    code, output = run_cli("-m", "lr=1e-5,3e-5", "sample_size=6", "max_steps=30", "progress=false",
                            f"hydra.sweep.dir={tmp / 'sweep'}", *tiny_universe_overrides(cache_dir), cwd=tmp)
     assert code == 0, output[-2000:]
     return tmp / "sweep"

@@ -310,3 +310,14 @@ def test_gehan_bounds_for_steps_are_the_updates_taken():
     assert (result["n_a_costlier"], result["n_b_costlier"]) == (0, 0)  # 25 < 30: undetermined, not "a costlier"
     result = paired_comparison(a.drop(columns=["updates"]), b.drop(columns=["updates"]))
     assert result["test"] == "skipped: never-corrected examples record no lower bound of steps_to_correct"
+
+
+def test_replaced_files_are_readable_as_the_umask_allows(tmp_path):
+    """Atomic writes stage in a private temporary file; the file they leave has the mode a plain open() gives."""
+    from sweep.files import UMASK, atomic_write_text
+    path = tmp_path / "report.md"
+    atomic_write_text(path, "# report\n")
+    plain = tmp_path / "plain.md"
+    plain.write_text("x")
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o666 & ~UMASK
+    assert path.read_text() == "# report\n" and not list(tmp_path.glob(".*partial"))

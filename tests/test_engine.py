@@ -12,7 +12,7 @@ from sweep.training.engine import BatchedTrainer, _Copies, batched_engine
 from sweep.training.loop import SingleExampleTrainer
 
 SETTINGS = {Optimizer.adamw: (3e-5, 60), Optimizer.adam: (3e-5, 60), Optimizer.sgd: (3e-4, 60)}  # (lr, max_steps)
-MANY = 40  # examples for K=32: more than the copies, so that slots are refilled and then dropped
+MANY = 36  # examples for K=32: more than the copies, so that slots are refilled and then dropped
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,9 @@ def simple_outcomes(mistakes, many_mistakes):
 
 @pytest.mark.parametrize("optimizer, k", [
     pytest.param(Optimizer.adamw, 1, marks=pytest.mark.slow), pytest.param(Optimizer.adamw, 3, marks=pytest.mark.slow),
-    (Optimizer.adamw, 8), (Optimizer.adamw, 32),
-    pytest.param(Optimizer.adam, 1, marks=pytest.mark.slow), (Optimizer.adam, 3),
-    pytest.param(Optimizer.adam, 8, marks=pytest.mark.slow), pytest.param(Optimizer.adam, 32, marks=pytest.mark.slow),
+    pytest.param(Optimizer.adamw, 8, marks=pytest.mark.slow), (Optimizer.adamw, 32),
+    pytest.param(Optimizer.adam, 1, marks=pytest.mark.slow), pytest.param(Optimizer.adam, 3, marks=pytest.mark.slow),
+    (Optimizer.adam, 8), pytest.param(Optimizer.adam, 32, marks=pytest.mark.slow),
     (Optimizer.sgd, 1), pytest.param(Optimizer.sgd, 3, marks=pytest.mark.slow), (Optimizer.sgd, 8),
     pytest.param(Optimizer.sgd, 32, marks=pytest.mark.slow)])
 def test_batched_engine_matches_simple_path(mistakes, many_mistakes, simple_outcomes, k, optimizer):

@@ -94,13 +94,13 @@ def test_a_train_mode_sweep_over_seeds_searches_once_per_seed(tmp_path, cache_di
     for universe in filter(Path.is_dir, cache_dir.glob("demo-*")):
         (fresh_cache / universe.name).symlink_to(universe)
     sweep_dir = tmp_path / "sweep"
-    code, output = run_cli("-m", "seed=0,1,0", "model.arch=test_vit", "train.mode=train", "sample_size=2",
+    code, output = run_cli("-m", "seed=0,1", "model.arch=test_vit", "train.mode=train", "sample_size=2",
                            "max_steps=3", "progress=false", "aggregate=false", f"hydra.sweep.dir={sweep_dir}",
                            *tiny_universe_overrides(fresh_cache), cwd=tmp_path)
     assert code == 0, output[-2000:]
-    assert len(searches) == 2  # seeds 0 and 1 each searched; the second seed=0 job read seed 0's entry
-    logs = [(sweep_dir / str(job) / "main.log").read_text() for job in range(3)]
-    assert ["wrong set from the cache" in log for log in logs] == [False, False, True]
+    assert len(searches) == 2  # seeds 0 and 1 each searched (the key's seed: test_the_wrong_set_key_holds...)
+    logs = [(sweep_dir / str(job) / "main.log").read_text() for job in range(2)]
+    assert not any("wrong set from the cache" in log for log in logs)
 
 
 def test_the_wrong_set_key_holds_what_the_wrong_set_depends_on(mistakes):
