@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from sweep.outputs import SCORE_NAMES
+from sweep.stats.estimates import with_ci
 
 EMPTY = "—"
 
@@ -33,9 +34,8 @@ def cell(values: pd.Series, reasons: dict, name: str) -> str:
     n = values.get(f"{name}_n")
     number = "{:+.2%}" if name.startswith("mean_drawdown") else "{:+.3f}" if name.startswith("mean_") else \
         "{:+.2f}" if name.startswith(SIGNED) else "{:.2f}" if abs(value) < 100 else "{:.4g}"
-    ci = f" [{number.format(low)}, {number.format(high)}]" if math.isfinite(low) and math.isfinite(high) else \
-        f" [CI n/c: {reasons.get(name, 'not computable')}]"
-    return number.format(value) + ci + (f" n={int(n)}" if n is not None and math.isfinite(n) else "")
+    return with_ci(value, low, high, number, f" [CI n/c: {reasons.get(name, 'not computable')}]") + \
+        (f" n={int(n)}" if n is not None and math.isfinite(n) else "")
 
 
 def estimates(table: pd.DataFrame, reasons: dict, names: list[tuple[str, str]],

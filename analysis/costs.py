@@ -12,8 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from sweep.files import replacing
-from sweep.outputs import BASELINES, COSTS, DAMAGE, RANK
-from sweep.training.stopping import Status
+from sweep.outputs import BASELINES, COSTS, DAMAGE, RANK, Status
 
 COSTS_PARQUET = "costs.parquet"
 KEPT = ["path", RANK, "label", "initial_prediction", "status", *COSTS, "updates", *BASELINES, *DAMAGE,

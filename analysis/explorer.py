@@ -21,10 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.gallery import class_name
-from sweep.data.images import ImageReadError, UnreadableImage, load_image
+from sweep.data.image_files import ImageReadError, UnreadableImage, load_image
 from sweep.files import atomic_write_text
-from sweep.outputs import MEASURED, RANK
-from sweep.training.stopping import Status
+from sweep.outputs import MEASURED, RANK, Status
 
 EXPLORER_HTML = "explorer.html"
 THUMBNAIL = 96      # pixels, the longer side

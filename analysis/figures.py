@@ -21,10 +21,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.settings import GRID_STATISTICS, grid_lines
-from sweep.outputs import DAMAGE, MEASURED, RANK, SCORES
-from sweep.run.difficulty_plot import cost_label, pyplot
+from sweep.outputs import DAMAGE, MEASURED, RANK, SCORES, Status
+from sweep.plots import cost_label, pyplot
 from sweep.stats.research import censored_cost, primary_cost
-from sweep.training.stopping import Status
 
 FIGURE_FORMATS = ("png", "svg")
 DPI = 150  # the PNGs (the report embeds them); the SVGs are vector

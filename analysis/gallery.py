@@ -2,27 +2,20 @@
 with its true and predicted class names and its cost."""
 from __future__ import annotations
 
-import functools
 import re
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.figures import save, seaborn
-from sweep.data.images import ImageReadError, UnreadableImage, load_image
+from sweep.data.image_files import ImageReadError, UnreadableImage, load_image
+from sweep.data.imagenet_classes import class_names
 from sweep.data.universe.shapes import CLASSES
-from sweep.run.difficulty_plot import pyplot
+from sweep.outputs import Status
+from sweep.plots import pyplot
 from sweep.stats.research import primary_cost
-from sweep.training.stopping import Status
 
 PER_END = 8  # images at each end of the cost order
-
-
-@functools.cache
-def _imagenet_names() -> tuple[str, ...]:
-    from timm.data import ImageNetInfo
-    info = ImageNetInfo()
-    return tuple(info.index_to_description(i).split(",")[0] for i in range(1000))
 
 
 def class_name(index, data: str | None) -> str:
@@ -30,7 +23,7 @@ def class_name(index, data: str | None) -> str:
     if index is None or (isinstance(index, float) and index != index):
         return "?"
     index = int(index)
-    names = CLASSES if data == "demo" else _imagenet_names()
+    names = CLASSES if data == "demo" else class_names()
     return names[index] if 0 <= index < len(names) else str(index)
 
 

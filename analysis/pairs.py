@@ -16,10 +16,9 @@ import math
 
 import pandas as pd
 
-from sweep.outputs import COSTS, MEASURED
+from sweep.outputs import COSTS, MEASURED, Status
 from sweep.stats.estimates import censored_sign_test, spearman
 from sweep.stats.research import lower_bound
-from sweep.training.stopping import Status
 
 MIN_SHARED = 20
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
-from sweep.training.hardware import allotted_cores
+from sweep.cores import allotted_cores
 
 
 def run_all(calls: list[tuple]) -> list:

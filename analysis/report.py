@@ -19,6 +19,7 @@ from analysis.population import Population, method_block, population_blocks
 from analysis.sweep_report import Sweep, grid_blocks, headlines, paired_blocks, replicate_blocks
 from sweep.files import atomic_write_text
 from sweep.outputs import BASELINES, COSTS, DAMAGE, EPSILON_COSTS, SCORES
+from sweep.stats.estimates import with_ci
 from sweep.stats.research import SUBSETS
 from sweep.stats.research import __doc__ as STATISTICS_DOC
 
@@ -34,8 +35,7 @@ def panel_text(row: pd.Series) -> str:
     for symbol, name in (("C", f"concordance_{cost}"), ("rho", f"rho_{cost}")):
         value, low, high = (row.get(f"{name}{end}", math.nan) for end in ("", "_ci_low", "_ci_high"))
         if value is not None and math.isfinite(value):
-            ci = f" [{low:.2f}, {high:.2f}]" if low is not None and math.isfinite(low) else ""
-            lines.append(f"{symbol} = {value:.2f}{ci}")
+            lines.append(f"{symbol} = {with_ci(value, low, high)}")
     return "\n".join(lines)
 
 

@@ -13,14 +13,13 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from sweep.config import flatten
-from sweep.data.image_folders import synset_label
+from sweep.data.imagenet_classes import synset_label
 from sweep.data.real_labels import real_columns
 from sweep.errors import UserError
-from sweep.files import read_csv
 from sweep.multirun import FAILURE_JSON
-from sweep.outputs import NON_RESULT_KEYS, RANK, RESULTS_CSV, STEPS_CSV, SUMMARY_JSON
+from sweep.outputs import NON_RESULT_KEYS, RANK, RESULTS_CSV, STEPS_CSV, SUMMARY_JSON, Status
+from sweep.rows import in_selection_order, read_rows
 from sweep.stats.research import STATISTICS_VERSION
-from sweep.training.stopping import Status
 
 log = logging.getLogger("aggregate")
 
@@ -76,13 +75,8 @@ def load_run(directory: Path) -> Run:
     if hydra_config.exists():
         params = flatten(OmegaConf.to_container(OmegaConf.load(hydra_config)))
         params = {("model" if k == "model.arch" else k): v for k, v in params.items()}
-        rows, notes = _read_csv(directory / RESULTS_CSV), []
-        if "example_index" in rows:  # selection order, whatever order the examples finished in
-            rows = rows.sort_values("example_index", kind="stable", ignore_index=True)
-            duplicated = rows["example_index"].duplicated()
-            if duplicated.any():  # two writers into one directory, before directories were locked
-                notes.append(f"{int(duplicated.sum())} examples recorded more than once: each counts once")
-                rows = rows[~duplicated].reset_index(drop=True)
+        rows, repeated = in_selection_order(read_rows(directory / RESULTS_CSV))
+        notes = [f"{repeated} examples recorded more than once: each counts once"] if repeated else []
         summary = _summary(directory / SUMMARY_JSON)
         selection, probe = (None, {}) if summary is None else (summary.get("selection", {}), summary.get("probe", {}))
         statistics = _statistics(summary, rows)
@@ -96,7 +90,7 @@ def load_run(directory: Path) -> Run:
         rows, notes = _original_rows(directory)
     if rows.empty:
         notes.append("no rows yet")
-    steps = _read_csv(directory / STEPS_CSV)
+    steps = read_rows(directory / STEPS_CSV)
     return Run(directory, params, rows, notes, steps if len(steps) else None, selection or {}, probe or {},
                statistics)
 
@@ -123,28 +117,13 @@ def _summary(path: Path) -> dict | None:
     return summary if isinstance(summary, dict) else {}
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    """A results or steps CSV's complete rows; a torn last line (a killed, not yet resumed run) is
-    left out and logged, and the file left as it is."""
-    try:
-        rows, torn = read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: not a readable CSV ({str(error).splitlines()[0]}); "
-                        f"expected a results table") from None
-    if torn:
-        log.warning("%s: 1 torn last line (a run killed mid-row, not yet resumed) left out", path)
-    return rows
-
-
 def _original_rows(directory: Path) -> tuple[pd.DataFrame, list[str]]:
     """The rows the original scripts wrote (their CSV, and the `results` of their summary JSON),
     in our columns. Their three variants: steps to correct (1-based steps, converted to our t),
     summed loss to correct (`total_loss_to_correct`) and the epsilon variant (steps and summed loss
     until the loss reached 1e-3: `steps_to_epsilon`, `loss_sum_to_epsilon`, never pooled with "to correct")."""
     notes = ["the original scripts' output (no .hydra/config.yaml): parameters unknown"]
-    rows = _read_csv(directory / RESULTS_CSV)
+    rows = read_rows(directory / RESULTS_CSV)
     summary = _original_summary(directory / SUMMARY_JSON)
     if summary is not None and (rows.empty or "total_loss_to_correct" not in rows):
         if rows.empty:
@@ -231,9 +210,7 @@ def merge_shards(runs: list[Run]) -> list[Run]:
         count = group[0].params["shard.count"]
         indices = sorted(run.params["shard.index"] for run in group)
         rows = pd.concat([run.rows for run in group], ignore_index=True)
-        if "example_index" in rows:
-            rows = rows.sort_values("example_index",
-                                    kind="stable").drop_duplicates("example_index").reset_index(drop=True)
+        rows, _ = in_selection_order(rows)
         notes = [n for run in group for n in run.notes] + [f"merged shards {indices} of {count}"]
         missing = sorted(set(range(count)) - set(indices))
         if missing:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from analysis.blocks import Block, estimates
 from analysis.settings import grid_headline, grid_lines
+from sweep.stats.estimates import with_ci
 from sweep.stats.research import headline
 
 
@@ -85,10 +86,7 @@ def grid_blocks(sweep: Sweep, figures: dict[str, list[Path]]) -> list[Block]:
 
 
 def _estimate(value, low, high) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/c"
-    ci = f" [{low:.2f}, {high:.2f}]" if math.isfinite(low) and math.isfinite(high) else ""
-    return f"{value:.2f}{ci}"
+    return "n/c" if value is None or not math.isfinite(value) else with_ci(value, low, high)
 
 
 def paired_blocks(pairs: pd.DataFrame) -> list[Block]:

@@ -22,10 +22,17 @@ import numpy as np
 import pandas as pd
 
 from analysis.parallel import run_all
-from sweep.outputs import MEASURED, RANK
+from sweep.outputs import MEASURED, RANK, Status
 from sweep.stats.agreement import agreement_in_resamples
-from sweep.stats.estimates import CONFIDENCE, MIN_EXAMPLES, RESAMPLES, Estimate, ResampleRanking, rho, rho_difference
-from sweep.training.stopping import Status
+from sweep.stats.estimates import (
+    MIN_EXAMPLES,
+    RESAMPLES,
+    Estimate,
+    ResampleRanking,
+    from_resamples,
+    rho,
+    rho_difference,
+)
 
 MODEL = "model"
 SCORES = ["loss_sum", "steps_to_correct", "drawdown", "probe_loss_increase", "initial_loss",
@@ -139,14 +146,9 @@ def _bootstrap(scores: dict[str, np.ndarray], seed: int = 0) -> dict[str, tuple[
 
 
 def _percentile(value: float, samples: np.ndarray, n: int) -> Estimate:
-    defined = samples[np.isfinite(samples)]
     if not math.isfinite(value):
         return Estimate.not_computable("no variation", n)
-    if len(defined) < 0.9 * len(samples):
-        return Estimate(value, n=n, reason=f"undefined on {len(samples) - len(defined)} of {len(samples)} resamples")
-    alpha = (1 - CONFIDENCE) / 2
-    low, high = np.quantile(defined, [alpha, 1 - alpha])
-    return Estimate(value, float(low), float(high), n)
+    return from_resamples(value, samples, n)
 
 
 def _columns(estimates: dict[str, Estimate]) -> dict:

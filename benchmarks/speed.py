@@ -49,7 +49,8 @@ import torch.nn.functional as F
 
 from sweep.config import AUTO, Precision, TrainConfig, UniverseConfig
 from sweep.data.demo import open_demo
-from sweep.data.images import load_image, model_transform
+from sweep.data.image_files import load_image
+from sweep.data.images import model_transform
 from sweep.run.cache import cache_root
 from sweep.run.selection import sample_mistakes
 from sweep.training.engine import BatchedTrainer, engine_size, longest_first

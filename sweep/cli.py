@@ -119,7 +119,7 @@ def launcher_cores(hydra_cfg) -> tuple[int, str] | None:
     n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs")
     if n_jobs is None:
         return None
-    from sweep.training.hardware import allotted_cores
+    from sweep.cores import allotted_cores
     cores, source = allotted_cores()
     n_jobs = cores if n_jobs < 0 else n_jobs
     return max(1, cores // n_jobs), f"{source} shared by hydra.launcher.n_jobs={n_jobs}"

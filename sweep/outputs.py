@@ -4,7 +4,7 @@ One definition for the tool that writes runs (`sweep`) and the analysis that rea
 """
 from __future__ import annotations
 
-from sweep.training.stopping import Status
+from enum import StrEnum
 
 RESULTS_CSV = "single_example_results.csv"  # the original scripts' file names
 SUMMARY_JSON = "training_summary.json"
@@ -15,6 +15,17 @@ IDENTITY_JSON = "run_identity.json"
 STEPS_CSV = "steps.csv"  # with log_steps=true: example_index, step, loss
 PROBE_CSV = "probe.csv"  # the probe set: path, label, rank, and the pretrained model's verdict on each
 LOCK_FILE = ".run.lock"  # held by the one process writing into the directory
+
+
+class Status(StrEnum):
+    """How an example's loop ended."""
+    CORRECT = "correct"              # argmax == label at step t
+    NEVER_CORRECT = "never_correct"  # still wrong after max_steps updates (censored)
+    DIVERGED = "diverged"            # the loss became non-finite
+    UNREADABLE = "unreadable"        # the image could not be decoded
+    # the original scripts' epsilon variant: trained until the loss reached 1e-3 (read by the aggregate)
+    REACHED_EPSILON = "reached_epsilon"
+    NEVER_REACHED_EPSILON = "never_reached_epsilon"
 
 
 MEASURED = (Status.CORRECT, Status.NEVER_CORRECT)  # examples whose cost to correct is observed or censored

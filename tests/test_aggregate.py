@@ -484,3 +484,20 @@ def test_faceted_figures_keep_their_tick_labels_apart(monkeypatch, tmp_path, pan
     assert len(boxes) >= 3  # wrapped facets share their x axis: only the bottom ones are labelled
     overlapping = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
     assert overlapping == []
+
+
+def test_the_aggregate_reads_tables_without_torch(sweep, tmp_path):
+    """A table reader: on a laptop with no torch, `aggregate.py DIR --no-figures` imports neither torch nor timm."""
+    import subprocess
+    import sys
+
+    from helpers.configs import ROOT
+    done = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "analysis" / "aggregate.py"),
+                           str(sweep), "--no-figures", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert {"pandas", "analysis.report", "sweep.stats.research"} <= imported  # the log is read right
+    assert not {name for name in imported if name.split(".")[0] in ("torch", "timm", "torchvision")}
+    assert (tmp_path / "out" / "report.md").exists() and len(pd.read_csv(tmp_path / "out" / "merged.csv")) == sum(
+        len(pd.read_csv(job / "single_example_results.csv")) for job in sweep.iterdir() if job.is_dir())

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from sweep.config import ModelMode, Optimizer, Precision, TrainConfig
+from sweep.outputs import Status
 from sweep.training.loop import SingleExampleTrainer
-from sweep.training.stopping import Status
 
 CORRECT, NEVER_CORRECT, DIVERGED = Status.CORRECT, Status.NEVER_CORRECT, Status.DIVERGED
 

@@ -4,8 +4,9 @@ import torch
 
 from helpers.configs import compose_config
 from sweep.config import MemoryFormat
+from sweep.cores import allotted_cores
 from sweep.errors import UserError
-from sweep.training.hardware import allotted_cores, memory_format
+from sweep.training.hardware import memory_format
 from sweep.training.planner import choose
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")

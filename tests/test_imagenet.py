@@ -17,8 +17,10 @@ from helpers.configs import ORIGINAL, SAMPLE, compose_config
 from sweep.config import ImageFolderDataConfig
 from sweep.data.correctness import wrong_from_matrix
 from sweep.data.difficulty import read_difficulty
-from sweep.data.image_folders import image_folder_examples, path_matcher, synset_label
-from sweep.data.images import load_image, model_transform
+from sweep.data.image_files import load_image
+from sweep.data.image_folders import image_folder_examples, path_matcher
+from sweep.data.imagenet_classes import synset_label
+from sweep.data.images import model_transform
 from sweep.data.real_labels import real_labels
 from sweep.errors import UserError
 from sweep.models import hub_model, load_package_weights

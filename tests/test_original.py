@@ -23,8 +23,8 @@ from sweep.config import ModelMode, Precision, TrainConfig
 from sweep.data.examples import Example
 from sweep.data.images import example_view
 from sweep.data.real_labels import real_labels
+from sweep.outputs import Status
 from sweep.training.loop import SingleExampleTrainer
-from sweep.training.stopping import Status
 
 FOREIGN = "/home/projects/bagon/shared/imagenet512/val"
 N_EXAMPLES, N_LOCAL, MODEL = 50_000, 400, "resnet_34_160_classification_imagenet_1k"

@@ -12,10 +12,11 @@ from PIL import Image
 from helpers.commands import main_command, run_cli, wait_for_rows
 from helpers.configs import tiny_universe_overrides
 from sweep.data.examples import Example, check_labels, read_examples
-from sweep.data.images import load_image
+from sweep.data.image_files import load_image
 from sweep.errors import UserError
 from sweep.models import create_model, load_checkpoint
-from sweep.run.results import ResultsWriter, read_results
+from sweep.rows import read_rows
+from sweep.run.results import ResultsWriter
 
 RUN_ARGS = ["model=test_resnet", "lr=2e-5", "sample_size=8", "max_steps=300", "progress=false"]
 
@@ -43,7 +44,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, cache_dir, refer
     wait_for_rows(out / "single_example_results.csv", 3, process)
     process.kill()
     process.wait()
-    partial = read_results(out / "single_example_results.csv")
+    partial = read_rows(out / "single_example_results.csv")
     assert 3 <= len(partial) < 8
     code, output = run_cli(*RUN_ARGS, f"hydra.run.dir={out}", *tiny_universe_overrides(cache_dir))
     assert code == 0 and "resuming" in output, output[-2000:]
@@ -104,11 +105,11 @@ def test_a_torn_last_row_is_left_out_on_read_and_cut_by_the_next_writer(tmp_path
     with open(csv, "a") as file:
         file.write("1,b.png,3.5,12")  # a kill in the middle of a row
     torn = csv.read_bytes()
-    assert list(read_results(csv)["path"]) == ["a.png"] and "1 torn last line" in caplog.text
+    assert list(read_rows(csv)["path"]) == ["a.png"] and "1 torn last line" in caplog.text
     assert csv.read_bytes() == torn  # reading changes nothing
     ResultsWriter(csv).close()  # the writer cuts it, and does not write the header twice
     assert csv.read_text().count("example_index") == 1 and csv.read_text().endswith("\n")
-    assert list(read_results(csv)["path"]) == ["a.png"]
+    assert list(read_rows(csv)["path"]) == ["a.png"]
 
 
 @pytest.mark.parametrize("mode, make", [
@@ -178,7 +179,7 @@ def test_a_file_read_fails_then_succeeds_on_retry(tmp_path, monkeypatch):
     """A read error (a network file system's hiccup) is retried; only undecodable bytes are unreadable."""
     import builtins
 
-    import sweep.data.images as images
+    import sweep.data.image_files as images
     path = tmp_path / "a.png"
     Image.new("RGB", (8, 8), (10, 20, 30)).save(path)
     failures = []
@@ -219,7 +220,7 @@ def test_a_file_that_stays_unreadable_stops_the_run_and_a_resume_retries_it(tmp_
     example recorded as unreadable."""
     import builtins
 
-    import sweep.data.images as images
+    import sweep.data.image_files as images
     from helpers.configs import compose_config
     from sweep.run.job import run
     cfg = compose_config(*tiny_universe_overrides(cache_dir), "sample_size=4", "lr=3e-5", "max_steps=30",

@@ -6,25 +6,22 @@ or from a labels CSV.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
-from timm.data import ImageNetInfo
 
 from sweep.config import ImageFolderDataConfig, Match
 from sweep.data.difficulty import read_difficulty
 from sweep.data.examples import Example
 from sweep.data.file_formats import IMAGE_SUFFIXES, refuse_duplicates
+from sweep.data.imagenet_classes import synset_label
 from sweep.errors import UserError
 
 log = logging.getLogger(__name__)
 
-SYNSET = re.compile(r"^n\d{8}$")
 
 
 def index_images(root: Path) -> list[Path]:
@@ -102,24 +99,9 @@ def match_paths(difficulty: pd.DataFrame, matcher: PathMatcher) -> pd.DataFrame:
     return matched
 
 
-def synset_label(path: str) -> Optional[int]:
-    """Class index (timm's ImageNet order) of the synset directory in `path`, if any."""
-    for part in reversed(Path(path).parts[:-1]):
-        if SYNSET.match(part):
-            if part not in _synset_indices():
-                raise UserError(f"{path}: unknown ImageNet synset {part!r}")
-            return _synset_indices()[part]
-    return None
-
-
 def _first_label(*paths: str) -> Optional[int]:
     """The synset label of the first path that has one."""
     return next((label for label in map(synset_label, paths) if label is not None), None)
-
-
-@functools.cache
-def _synset_indices() -> dict[str, int]:
-    return {name: index for index, name in enumerate(ImageNetInfo().label_names())}
 
 
 def read_labels(path: Path) -> dict[str, int]:

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sweep.data.correctness import evaluate, write_matrix
-from sweep.data.images import UnreadableImage, load_image, model_transform
+from sweep.data.image_files import UnreadableImage, load_image
+from sweep.data.images import model_transform
 from sweep.errors import UserError
 from sweep.models import pretrained_model
 

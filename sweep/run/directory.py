@@ -38,8 +38,9 @@ from sweep.outputs import (
     STEPS_CSV,
     SUMMARY_JSON,
 )
-from sweep.run.difficulty_plot import plot_loss_vs_difficulty
-from sweep.run.results import Finished, ResultsWriter, check_layout, read_results
+from sweep.plots import plot_loss_vs_difficulty
+from sweep.rows import in_selection_order, read_rows
+from sweep.run.results import Finished, ResultsWriter, check_layout
 from sweep.run.selection import Selection
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class RunDirectory:
         steps = None
         if log_steps:
             done = set(self.rows()["example_index"])
-            kept = read_results(self.steps_csv, STEP_COLUMNS)
+            kept = read_rows(self.steps_csv, STEP_COLUMNS)
             if len(kept) and not kept["example_index"].isin(done).all():
                 atomic_write_text(self.steps_csv, kept[kept["example_index"].isin(done)].to_csv(index=False))
             steps = ResultsWriter(self.steps_csv, STEP_COLUMNS)
@@ -180,12 +181,10 @@ class RunDirectory:
         finish), so that statistics over them do not depend on the order examples finished in; an
         example recorded twice (by two writers into one directory, before directories were locked)
         counts once."""
-        rows = read_results(self.results_csv).sort_values("example_index", kind="stable", ignore_index=True)
-        duplicated = rows["example_index"].duplicated()
-        if duplicated.any():
-            log.warning("%s: %d examples recorded more than once; each counts once", self.results_csv,
-                        int(duplicated.sum()))
-        return rows[~duplicated].reset_index(drop=True)
+        rows, repeated = in_selection_order(read_rows(self.results_csv, COLUMNS))
+        if repeated:
+            log.warning("%s: %d examples recorded more than once; each counts once", self.results_csv, repeated)
+        return rows
 
     def plot(self, rows: pd.DataFrame, title: str) -> None:
         """Draw the run's plot (replaced atomically)."""

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sweep.config import AUTO, EXECUTION_KEYS, Augmentation, Config, MemoryFormat, ModelMode, validate
+from sweep.cores import allotted_cores
 from sweep.data.examples import Example
 from sweep.data.images import example_view
 from sweep.data.sources import Source, check_inputs, open_source
@@ -35,7 +36,6 @@ from sweep.tracking import check_tracker, open_tracker
 from sweep.tracking.metrics import params_of
 from sweep.training.flops import count_step
 from sweep.training.hardware import (
-    allotted_cores,
     claimed_device,
     describe_arithmetic,
     exact_arithmetic,

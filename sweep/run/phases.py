@@ -6,9 +6,9 @@ import contextlib
 import time
 from collections.abc import Iterator
 
+from sweep.outputs import Status
 from sweep.run.results import Finished
 from sweep.training.flops import StepCost
-from sweep.training.stopping import Status
 
 PHASES = ("search", "probe", "corrections", "statistics", "figures")
 

@@ -9,15 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import pandas as pd
-
 from sweep.data.examples import Example
 from sweep.data.real_labels import real_columns
 from sweep.errors import UserError
-from sweep.files import complete_lines, csv_header, read_csv
-from sweep.outputs import COLUMNS
+from sweep.files import complete_lines, csv_header
+from sweep.outputs import COLUMNS, Status
 from sweep.training.loop import Outcome
-from sweep.training.stopping import Status
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +113,3 @@ def check_layout(path: Path, columns: list[str]) -> None:
     raise UserError(f"{path}: written by another version of this tool, its columns differ from this version's "
                     f"({differences}); it is left untouched. Run into a fresh directory (hydra.run.dir=...), or "
                     f"move the file aside to start this run over")
-
-
-def read_results(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
-    """The complete rows of a results (or steps) CSV, an empty frame with `columns` if there are none;
-    a torn last line is left out and logged. The file is not changed."""
-    rows, torn = read_csv(path)
-    if torn:
-        log.warning("%s: 1 torn last line (a writer killed mid-row) left out", path)
-    return rows if len(rows.columns) else pd.DataFrame(columns=columns)

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from sweep.config import Augmentation, Config, MemoryFormat, Precision, SearchMode
 from sweep.data.examples import Example
-from sweep.data.images import ImageReadError, example_view, read_view
+from sweep.data.image_files import ImageReadError
+from sweep.data.images import example_view, read_view
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
 from sweep.models import eval_mode

@@ -57,10 +57,11 @@ def prepare_shared(sweep_dir: Path, jobs: list[Config]) -> None:
 
 def _wrong_paths(cfg: Config) -> dict[str, Example]:
     """path -> example of every mistake of `cfg`'s model, found as its job finds them."""
+    from sweep.cores import allotted_cores
     from sweep.run.cache import writable_cache
     from sweep.run.job import set_up
     from sweep.run.selection import wrong_set
-    from sweep.training.hardware import allotted_cores, claimed_device
+    from sweep.training.hardware import claimed_device
     cores, _ = allotted_cores()
     cache = writable_cache(cfg.cache_dir)
     with claimed_device(cfg.execution.device, 0) as device:

@@ -11,10 +11,9 @@ import torch
 from omegaconf import OmegaConf
 
 from sweep.config import Config
-from sweep.outputs import COLUMNS, RANK
+from sweep.outputs import COLUMNS, RANK, Status
 from sweep.stats.research import STATISTICS_VERSION, headline, run_statistics, verdict
 from sweep.training.hardware import describe
-from sweep.training.stopping import Status
 
 log = logging.getLogger(__name__)
 

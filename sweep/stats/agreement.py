@@ -13,7 +13,13 @@ import math
 
 import numpy as np
 
-from sweep.stats.estimates import CONFIDENCE, MIN_DEFINED_RESAMPLES, MIN_EXAMPLES, RESAMPLES, Estimate, ResampleRanking
+from sweep.stats.estimates import (
+    MIN_EXAMPLES,
+    RESAMPLES,
+    Estimate,
+    ResampleRanking,
+    from_resamples,
+)
 
 
 def kendall_w(ranks: np.ndarray, ties: np.ndarray) -> np.ndarray:
@@ -57,13 +63,7 @@ def concordance_w(scores: np.ndarray, seed: int = 0, models: list[str] | None = 
         return Estimate.not_computable("no variation", n)
     rng = np.random.default_rng(seed)
     ranks = ranking.ranks(rng.integers(0, n, size=(RESAMPLES, n)))
-    samples = kendall_w(ranks, tie_sums(ranks))
-    defined = samples[np.isfinite(samples)]
-    if len(defined) < MIN_DEFINED_RESAMPLES * RESAMPLES:
-        return Estimate(value, n=n, reason=f"undefined on {RESAMPLES - len(defined)} of {RESAMPLES} resamples")
-    alpha = (1 - CONFIDENCE) / 2
-    low, high = np.quantile(defined, [alpha, 1 - alpha])
-    return Estimate(value, float(low), float(high), n)
+    return from_resamples(value, kendall_w(ranks, tie_sums(ranks)), n)
 
 
 def agreement_in_resamples(scores: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

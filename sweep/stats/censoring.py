@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 
-from sweep.stats.estimates import CONFIDENCE, MIN_DEFINED_RESAMPLES, MIN_EXAMPLES, RESAMPLES, Estimate
+from sweep.stats.estimates import CONFIDENCE, MIN_EXAMPLES, RESAMPLES, Estimate, from_resamples
 
 BLOCK = 512  # rows of the pair matrices built at once (bounds the memory: BLOCK x n)
 
@@ -126,13 +126,7 @@ def _percentile(value: float, samples: np.ndarray, n: int) -> Estimate:
     value = float(value)
     if not math.isfinite(value):
         return Estimate.not_computable("no comparable pair", n)
-    defined = samples[np.isfinite(samples)]
-    if len(defined) < MIN_DEFINED_RESAMPLES * len(samples):
-        return Estimate(value, n=n, reason=f"undefined on {len(samples) - len(defined)} of {len(samples)} "
-                                           f"bootstrap resamples")
-    alpha = (1 - CONFIDENCE) / 2
-    low, high = np.quantile(defined, [alpha, 1 - alpha])
-    return Estimate(value, float(low), float(high), n)
+    return from_resamples(value, samples, n)
 
 
 def km_median(cost, observed) -> Estimate:

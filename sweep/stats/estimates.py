@@ -43,8 +43,31 @@ class Estimate:
     def text(self) -> str:
         if not self.computable:
             return f"n/c ({self.reason})"
-        ci = f" [{self.low:+.2f}, {self.high:+.2f}]" if math.isfinite(self.low) else " [CI n/c]"
-        return f"{self.value:+.2f}{ci} n={self.n}"
+        return f"{with_ci(self.value, self.low, self.high, '{:+.2f}', ' [CI n/c]')} n={self.n}"
+
+
+def with_ci(value: float, low: float, high: float, number: str = "{:.2f}", no_ci: str = "") -> str:
+    """`value [low, high]`, each in `number`'s format (`0.35 [0.21, 0.47]`); `no_ci` in place of the
+    interval where it is not finite. Every estimate the tool prints goes through here."""
+    finite = low is not None and high is not None and math.isfinite(low) and math.isfinite(high)
+    return number.format(value) + (f" {interval(low, high, number)}" if finite else no_ci)
+
+
+def interval(low: float, high: float, number: str = "{:.2f}") -> str:
+    """A CI as `[low, high]`."""
+    return f"[{number.format(low)}, {number.format(high)}]"
+
+
+def from_resamples(value: float, samples: np.ndarray, n: int) -> Estimate:
+    """`value` with the percentile CI of its statistic on bootstrap resamples (NaN where undefined on
+    one); no CI, with the reason, where it is undefined on more than 1 - MIN_DEFINED_RESAMPLES of them."""
+    defined = samples[np.isfinite(samples)]
+    if len(defined) < MIN_DEFINED_RESAMPLES * len(samples):
+        return Estimate(value, n=n, reason=f"undefined on {len(samples) - len(defined)} of {len(samples)} "
+                                           f"bootstrap resamples")
+    alpha = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(defined, [alpha, 1 - alpha])
+    return Estimate(value, float(low), float(high), n)
 
 
 def spearman(x, y) -> float:
@@ -84,9 +107,7 @@ def mean(x, seed: int = 0) -> Estimate:
         return Estimate.not_computable(f"n={n} < {MIN_EXAMPLES}", n)
     rng = np.random.default_rng(seed)
     samples = values[rng.integers(0, n, size=(RESAMPLES, n))].mean(axis=1)
-    alpha = (1 - CONFIDENCE) / 2
-    low, high = np.quantile(samples, [alpha, 1 - alpha])
-    return Estimate(float(values.mean()), float(low), float(high), n)
+    return from_resamples(float(values.mean()), samples, n)
 
 
 def rho_difference(cost, baseline, rank, absolute: bool = False, seed: int = 0) -> Estimate:
@@ -126,14 +147,7 @@ def _estimate(columns: list, statistic: Callable[[np.ndarray], np.ndarray], seed
         draw = (seed, n, chunk, start)  # what fixes `index`
         ranks = np.stack([_resample_ranks(column, draw, index) for column in data], axis=1)
         samples.append(statistic(np.moveaxis(_spearman_matrix(ranks), 0, -1)))
-    samples = np.concatenate(samples)
-    defined = samples[np.isfinite(samples)]
-    if len(defined) < MIN_DEFINED_RESAMPLES * RESAMPLES:
-        return Estimate(value, n=n,
-                        reason=f"undefined on {RESAMPLES - len(defined)} of {RESAMPLES} bootstrap resamples")
-    alpha = (1 - CONFIDENCE) / 2
-    low, high = np.quantile(defined, [alpha, 1 - alpha])
-    return Estimate(value, float(low), float(high), n)
+    return from_resamples(value, np.concatenate(samples), n)
 
 
 class ResampleRanking:

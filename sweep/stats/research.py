@@ -38,10 +38,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from sweep.outputs import BASELINES, COSTS, DAMAGE, EPSILON_COSTS, MEASURED, RANK, SCORES
+from sweep.outputs import BASELINES, COSTS, DAMAGE, EPSILON_COSTS, MEASURED, RANK, SCORES, Status
 from sweep.stats.censoring import concordance_estimates, km_median
-from sweep.stats.estimates import Estimate, mean, partial_rho, rho, rho_difference
-from sweep.training.stopping import Status
+from sweep.stats.estimates import Estimate, interval, mean, partial_rho, rho, rho_difference, with_ci
 
 # Which statistics run_statistics computes, and how: a run's summary records it, and the aggregate takes
 # the summary's statistics instead of recomputing them only when it matches. Bump it with any change.
@@ -221,8 +220,7 @@ def headline(values: dict) -> str:
     direction = ("higher for harder mistakes" if low > null else "lower for harder mistakes" if high < null
                  else "not distinguishable from no association with difficulty") if math.isfinite(low) else \
         "of unknown precision (no CI)"
-    ci = f"[{low:.2f}, {high:.2f}]" if math.isfinite(low) and math.isfinite(high) else "CI not computable"
-    text = f"{cost} is {direction} ({kind} = {value:.2f} {ci}"
+    text = f"{cost} is {direction} ({kind} = {with_ci(value, low, high, no_ci=' CI not computable')}"
     text += f", {values['frac_never_corrected']:.0%} never corrected)" if censored else ", corrected examples)"
     delta = values.get(f"delta_concordance_{cost}_vs_initial_loss" if censored else f"delta_{cost}_vs_initial_loss")
     if delta is not None and math.isfinite(delta):
@@ -232,7 +230,7 @@ def headline(values: dict) -> str:
                         f"delta_{cost}_vs_initial_loss_ci_high"]
         if math.isfinite(d_low) and math.isfinite(d_high):
             more = "says more than" if d_low > 0 else "says less than" if d_high < 0 else "cannot be told apart from"
-            text += f"; it {more} the initial loss (Δ = {delta:+.2f} [{d_low:+.2f}, {d_high:+.2f}])"
+            text += f"; it {more} the initial loss (Δ = {with_ci(delta, d_low, d_high, '{:+.2f}')})"
         else:
             text += f"; against the initial loss Δ = {delta:+.2f} (CI not computable)"
     return text + "."
@@ -253,13 +251,10 @@ def verdict(values: dict, cost: str) -> str:
             label = f"|{label}| (compared by absolute association: its direction is not given beforehand)"
         if value is None or low is None or not (math.isfinite(value) and math.isfinite(low)):
             parts.append(f"cannot be compared with {label} (not computable)")
-        elif low > 0:
-            parts.append(f"says more than {label} (Δ = {value:+.2f}, 95% CI [{low:+.2f}, {high:+.2f}] above 0)")
-        elif high < 0:
-            parts.append(f"says less than {label} (Δ = {value:+.2f}, 95% CI [{low:+.2f}, {high:+.2f}] below 0)")
         else:
-            parts.append(f"cannot be told apart from {label} (Δ = {value:+.2f}, 95% CI [{low:+.2f}, {high:+.2f}] "
-                         f"includes 0)")
+            what, where = ("says more than", "above 0") if low > 0 else ("says less than", "below 0") if high < 0 \
+                else ("cannot be told apart from", "includes 0")
+            parts.append(f"{what} {label} (Δ = {value:+.2f}, 95% CI {interval(low, high, '{:+.2f}')} {where})")
     if not parts:
         return f"No baseline to compare {cost} with (the rows hold no initial loss, margin, gradient norm or EL2N)."
     measure = "concordance (never-corrected examples censored)" if censored else "Spearman rho (corrected examples)"

@@ -19,11 +19,12 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from sweep.config import ModelMode, Optimizer, Precision, TrainConfig
+from sweep.outputs import Status
 from sweep.training.loop import Outcome, el2n_tensor, l2_norm, l2_norm_tensor, margin_tensor
 from sweep.training.precision import autocast_context, cross_entropy
 from sweep.training.probe import Probe, ProbeResult
 from sweep.training.stacked_optimizer import StackedOptimizer, move_rows
-from sweep.training.stopping import STOP_CODES, Status, stop_codes
+from sweep.training.stopping import STOP_CODES, stop_codes
 
 
 def longest_first(items: list, predicted_cost: Callable[[object], Optional[float]]) -> list:

@@ -16,10 +16,11 @@ from torch import nn
 
 from sweep.config import ModelMode, Precision, TrainConfig
 from sweep.errors import UserError
+from sweep.outputs import Status
 from sweep.randomness import seeded
 from sweep.training.precision import _ScaledUpdates, _Updates, autocast_context, cross_entropy
 from sweep.training.probe import Probe, ProbeResult
-from sweep.training.stopping import Status, stop_status
+from sweep.training.stopping import stop_status
 
 
 @dataclass

@@ -2,23 +2,12 @@
 from __future__ import annotations
 
 import math
-from enum import StrEnum
 from typing import Optional
 
 import torch
 
 from sweep.errors import UserError
-
-
-class Status(StrEnum):
-    """How an example's loop ended."""
-    CORRECT = "correct"              # argmax == label at step t
-    NEVER_CORRECT = "never_correct"  # still wrong after max_steps updates (censored)
-    DIVERGED = "diverged"            # the loss became non-finite
-    UNREADABLE = "unreadable"        # the image could not be decoded
-    # the original scripts' epsilon variant: trained until the loss reached 1e-3 (read by the aggregate)
-    REACHED_EPSILON = "reached_epsilon"
-    NEVER_REACHED_EPSILON = "never_reached_epsilon"
+from sweep.outputs import Status
 
 
 def stop_status(loss_value: float, prediction: int, y: int, t: int, max_steps: int,

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from sweep.data.demo import Demo
-from sweep.data.images import load_image, model_transform
+from sweep.data.image_files import load_image
+from sweep.data.images import model_transform
 from sweep.run.selection import sample_mistakes
 
 

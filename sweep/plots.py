@@ -1,4 +1,5 @@
-"""The loss-vs-difficulty scatter, drawn the same way for one run and for each run of an aggregate."""
+"""The loss-vs-difficulty scatter and pyplot's file-only set-up, shared by a run (its own plot) and the
+analysis (each run of an aggregate, its figures). Torch-free."""
 from __future__ import annotations
 
 import math
@@ -7,10 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from sweep.files import replacing
-from sweep.outputs import RANK
+from sweep.outputs import RANK, Status
 from sweep.stats.estimates import spearman
 from sweep.stats.research import primary_cost, subsets
-from sweep.training.stopping import Status
 
 GROUPS = {"": ("corrected", "o", "tab:blue"), "_clean": ("corrected, clean mistake", "o", "tab:blue"),
           "_flagged": ("corrected, flagged by ReaL labels", "^", "tab:orange")}
