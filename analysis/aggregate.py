@@ -21,13 +21,15 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures as plots
+from analysis import study_figures as study
 from analysis.costs import cost_matrix, write_cost_matrix
 from analysis.explorer import write_explorer
 from analysis.gallery import galleries
 from analysis.pairs import paired_comparison
 from analysis.parallel import run_all
 from analysis.population import Population
-from analysis.report import build, panel_text, write_report
+from analysis.render import write_report
+from analysis.report import build, panel_text
 from analysis.runs import Run, find_run_dirs, latest_sweep, load_run, merge_shards, result_params
 from analysis.settings import (
     SEED,
@@ -90,15 +92,7 @@ def aggregate(paths: list[Path], out: Path, figures: bool = True) -> dict:
     false: the tables and the report in a moment) and the report."""
     runs = load_runs(paths)
     keys = varying_parameters(runs)
-    labels = [label(run, keys) for run in runs]
-    if len(set(labels)) < len(labels):  # same parameters twice (e.g. two sweeps): tell them apart by directory
-        labels = [f"{lab} [{run.directory.name}]" for lab, run in zip(labels, runs)]
-    for run in runs:
-        for note in run.notes:
-            log.warning("%s: %s", run.directory, note)
-    with_rows = [(run, lab) for run, lab in zip(runs, labels) if len(run.rows)]
-    if not with_rows:
-        raise UserError("no run has any result rows yet: " + ", ".join(str(r.directory) for r in runs))
+    with_rows = labelled(runs, keys)
     settings = settings_of(with_rows, keys)  # runs that differ only in their seed, in the sweep's order
     with_rows = [entry for setting in settings for entry in setting.runs]
 
@@ -110,25 +104,19 @@ def aggregate(paths: list[Path], out: Path, figures: bool = True) -> dict:
     missing = [run for run, _ in with_rows if run.statistics is None]
     computed = run_all([(run_statistics, run.rows) for run in missing]
                        + [(run_statistics, s.rows) for s in settings if replicated])
-    fresh = dict(zip(map(id, missing), computed))
+    fresh = dict(zip(map(id, missing), computed[:len(missing)], strict=True))
     statistics = [run.statistics or fresh[id(run)] for run, _ in with_rows]
     pooled_statistics = computed[len(missing):]
     table = pd.DataFrame([{"run": lab, "run_dir": str(run.directory), **{k: run.params.get(k) for k in keys},
                            **{column: run.selection.get(k) for k, column in SELECTION_COUNTS.items()},
                            **{f"probe_{k}": v for k, v in run.probe.items()}, **values,
                            "notes": "; ".join(run.notes)}
-                          for (run, lab), (values, _) in zip(with_rows, statistics)])
-    reasons = {lab: why for (_, lab), (_, why) in zip(with_rows, statistics)}
-    orders = {k: list(dict.fromkeys(repr(run.params.get(k)) for run, _ in with_rows)) for k in keys}
-    pairs = pd.DataFrame([
-        {"run_a": la, "run_b": lb, "differs_in": diff[0], **paired_comparison(a.rows, b.rows), "neighbours": near}
-        for (a, la), (b, lb) in itertools.combinations(with_rows, 2)
-        if len(diff := [k for k in keys if repr(a.params.get(k)) != repr(b.params.get(k))]) == 1
-        and diff[0] != SEED  # runs that differ in their seed alone are replicates, pooled, not compared
-        and ((near := neighbours(a, b, orders[diff[0]], diff[0])) or len(orders[diff[0]]) <= ALL_PAIRS_UP_TO)])
+                          for (run, lab), (values, _) in zip(with_rows, statistics, strict=True)])
+    reasons = {lab: why for (_, lab), (_, why) in zip(with_rows, statistics, strict=True)}
+    pairs = paired(with_rows, keys)
     agreement = universality(with_rows, keys)
     models = model_table(table, keys)
-    per_run = {lab: values for (_, lab), (values, _) in zip(with_rows, statistics)}
+    per_run = {lab: values for (_, lab), (values, _) in zip(with_rows, statistics, strict=True)}
     pooled, pooled_reasons = replicates(settings, per_run, pooled_statistics) if replicated else (None, {})
     by_setting = pooled if replicated else table.rename(columns={"run": "setting"})
     grids = {parameter: grid_table(by_setting, parameter, keys) for parameter in grid_parameters(keys, by_setting)}
@@ -157,6 +145,34 @@ def aggregate(paths: list[Path], out: Path, figures: bool = True) -> dict:
             "grids": grids}
 
 
+def labelled(runs: list[Run], keys: list[str]) -> list[tuple[Run, str]]:
+    """(run, label) of the runs with rows, labelled by what varies (and by directory where two runs share
+    their parameters, as two sweeps may); each run's notes logged."""
+    labels = [label(run, keys) for run in runs]
+    if len(set(labels)) < len(labels):
+        labels = [f"{lab} [{run.directory.name}]" for lab, run in zip(labels, runs, strict=True)]
+    for run in runs:
+        for note in run.notes:
+            log.warning("%s: %s", run.directory, note)
+    with_rows = [(run, lab) for run, lab in zip(runs, labels, strict=True) if len(run.rows)]
+    if not with_rows:
+        raise UserError("no run has any result rows yet: " + ", ".join(str(r.directory) for r in runs))
+    return with_rows
+
+
+def paired(with_rows: list[tuple[Run, str]], keys: list[str]) -> pd.DataFrame:
+    """Paired comparisons of the runs that differ in one parameter other than the seed (runs that differ
+    in their seed alone are replicates, pooled, not compared): every pair up to ALL_PAIRS_UP_TO values
+    of the parameter, neighbouring values beyond."""
+    orders = {k: list(dict.fromkeys(repr(run.params.get(k)) for run, _ in with_rows)) for k in keys}
+    return pd.DataFrame([
+        {"run_a": la, "run_b": lb, "differs_in": diff[0], **paired_comparison(a.rows, b.rows), "neighbours": near}
+        for (a, la), (b, lb) in itertools.combinations(with_rows, 2)
+        if len(diff := [k for k in keys if repr(a.params.get(k)) != repr(b.params.get(k))]) == 1
+        and diff[0] != SEED
+        and ((near := neighbours(a, b, orders[diff[0]], diff[0])) or len(orders[diff[0]]) <= ALL_PAIRS_UP_TO)])
+
+
 def neighbours(a: Run, b: Run, order: list[str], key: str) -> bool:
     """Whether two runs that differ in `key` alone hold neighbouring values of it in `order` (the
     sweep's order of its values, as repr)."""
@@ -179,14 +195,14 @@ def draw(with_rows: list[tuple[Run, str]], keys: list[str], table: pd.DataFrame,
              "cost_by_decile": (plots.cost_by_decile, panels, out),
              "association_forest": (plots.association_forest, table[table["run"].isin(shown)], out),
              "steps_ecdf": (plots.steps_ecdf, merged, out),
-             **{f"grid_{parameter}": (plots.grid, frame, parameter, out) for parameter, frame in grids.items()},
+             **{f"grid_{parameter}": (study.grid, frame, parameter, out) for parameter, frame in grids.items()},
              "galleries": (galleries, with_rows, out)}
     if len(matrix):
-        calls["cost_matrix"] = (plots.cost_matrix, matrix, models, out)
+        calls["cost_matrix"] = (study.cost_matrix, matrix, models, out)
     trajectories = [(lab, run) for run, lab in with_rows if run.steps is not None]
     if trajectories:
         calls["loss_trajectories"] = (plots.loss_trajectories, trajectories, out)
-    drawn = dict(zip(calls, run_all(list(calls.values()))))
+    drawn = dict(zip(calls, run_all(list(calls.values())), strict=True))
     return drawn, drawn.pop("galleries")
 
 

@@ -10,6 +10,8 @@
   and loss increase) against difficulty, with a least-squares line.
 - `steps_ecdf`: the fraction of each run's examples corrected within s steps.
 - `loss_trajectories`: median loss by step per difficulty group (runs with log_steps=true).
+
+The figures of a whole study, a parameter's grid and a zoo's cost matrix: `analysis/study_figures.py`.
 """
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.settings import GRID_STATISTICS, grid_lines
 from sweep.outputs import DAMAGE, MEASURED, RANK, SCORES, Status
 from sweep.plots import cost_label, pyplot
 from sweep.stats.research import censored_cost, primary_cost
@@ -197,9 +198,9 @@ def association_forest(table: pd.DataFrame, out: Path) -> list[Path]:
     plt = pyplot()
     fig, axes = plt.subplots(math.ceil(len(scores) / columns), columns, squeeze=False, sharey=True,
                              figsize=(2.9 * columns + 1.6, (0.45 * len(runs) + 1.0) * math.ceil(len(scores) / columns)))
-    colors = dict(zip(("rho, corrected", "2C - 1, never-corrected kept"), sns.color_palette("deep", 2)))
-    for ax, score in zip(axes.flat, scores):
-        for offset, (kind, color) in zip((-0.15, 0.15), colors.items()):
+    colors = dict(zip(("rho, corrected", "2C - 1, never-corrected kept"), sns.color_palette("deep", 2), strict=True))
+    for ax, score in zip(axes.flat, scores, strict=False):  # the last row may have axes to spare
+        for offset, (kind, color) in zip((-0.15, 0.15), colors.items(), strict=True):
             part = data[(data["score"] == score) & (data["kind"] == kind)]
             y = np.array([runs.index(r) for r in part["run"]]) + offset
             errors = np.nan_to_num(np.vstack([part["value"] - part["low"], part["high"] - part["value"]]).clip(min=0))
@@ -225,7 +226,7 @@ def steps_ecdf(merged: pd.DataFrame, out: Path) -> list[Path]:
     fig, ax = pyplot().subplots(figsize=(5.5, 3.6))
     lines = merged["run"].nunique()  # many settings: in order along a sequential palette
     palette = sns.color_palette("deep" if lines <= 6 else "viridis", lines)
-    for (run, rows), color in zip(merged.groupby("run", sort=False), palette):
+    for (run, rows), color in zip(merged.groupby("run", sort=False), palette, strict=True):
         measured = rows[rows["status"].isin(MEASURED)]
         if "steps_to_correct" not in rows or not len(measured):
             continue
@@ -255,7 +256,7 @@ def loss_trajectories(runs: list[tuple[str, object]], out: Path) -> list[Path]:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(runs), figsize=(4.4 * len(runs), 3.4), squeeze=False, sharey=True)
     colors = plt.get_cmap("viridis")
-    for ax, (title, run) in zip(axes[0], runs):
+    for ax, (title, run) in zip(axes[0], runs, strict=True):
         ranks = run.rows.set_index("example_index")[RANK]
         groups = max(1, min(10, len(ranks) // 5))
         group_of = pd.qcut(ranks.rank(method="first"), groups, labels=False)
@@ -273,86 +274,3 @@ def loss_trajectories(runs: list[tuple[str, object]], out: Path) -> list[Path]:
     axes[0][-1].legend(fontsize=6, title="difficulty group (1 = easiest)", title_fontsize=6, loc="upper right")
     fig.tight_layout()
     return save(fig, out, "loss_trajectories")
-
-
-def evenly_spaced_ticks(values: list, most: int = 8) -> list:
-    """At most `most` of the sorted `values`, evenly spaced, as tick positions."""
-    step = max(1, math.ceil(len(values) / most))
-    return values[::step]
-
-
-def grid(data: pd.DataFrame, parameter: str, out: Path) -> list[Path]:
-    """How the answer depends on a swept parameter: C and rho of the loss to correct, ΔC against the
-    initial loss and the Kaplan-Meier median cost, with 95% CIs, against `parameter` (log x for lr),
-    one line per value of the other parameters (`grid_table`'s rows)."""
-    lines = grid_lines(data, parameter)
-    sns = seaborn()
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(GRID_STATISTICS), figsize=(3.0 * len(GRID_STATISTICS), 3.0), squeeze=False)
-    palette = sns.color_palette("deep", max(1, len(lines)))
-    for (name, part), color in zip(lines, palette):
-        for ax, statistic in zip(axes[0], GRID_STATISTICS):
-            known = part.dropna(subset=[statistic])
-            errors = np.vstack([known[statistic] - known[f"{statistic}_ci_low"],
-                                known[f"{statistic}_ci_high"] - known[statistic]])
-            errors = np.where(np.isfinite(errors), errors, 0).clip(min=0)  # an unbounded CI: no bar
-            ax.errorbar(known[parameter], known[statistic], yerr=errors, fmt="o-", ms=3,
-                        lw=1, capsize=2, color=color, label=name)
-    nulls = {"C": 0.5, "rho": 0.0, "ΔC vs initial loss": 0.0}
-    cost = data["cost"].dropna().iloc[0] if data["cost"].notna().any() else "cost"
-    import matplotlib.ticker as ticker
-    values = sorted(data[parameter].dropna().unique())
-    plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
-    for ax, statistic in zip(axes[0], GRID_STATISTICS):
-        if statistic in nulls:
-            ax.axhline(nulls[statistic], color="0.4", lw=0.8, ls="--")
-        if parameter == "lr":
-            ax.set_xscale("log")
-        if statistic == "KM median cost":
-            ax.set_yscale("log")
-            ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(plain)
-            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-        shown = evenly_spaced_ticks(values)
-        ax.set_xticks(shown, [f"{v:g}" for v in shown], rotation=45, ha="right")
-        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-        ax.set(xlabel=parameter, title=f"{statistic} ({cost})" if statistic != "KM median cost" else
-               f"Kaplan-Meier median {cost}")
-    if len(lines) > 1:
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), frameon=False, fontsize=7,
-                   bbox_to_anchor=(0.5, 1.08))
-    fig.tight_layout()
-    return save(fig, out, f"grid_{parameter}")
-
-
-def cost_matrix(matrix: pd.DataFrame, models: pd.DataFrame, out: Path) -> list[Path]:
-    """The models x images heat map of a zoo study, a panel per group: each model's rank of the loss to
-    correct (rows, most accurate first), images easiest first by universal difficulty, never-corrected
-    costs in black. Readable from a handful of models to hundreds (one pixel row each at most)."""
-    plt = pyplot()
-    seaborn()
-    groups = list(dict.fromkeys(matrix["group"]))
-    fig, axes = plt.subplots(len(groups), 1, squeeze=False,
-                             figsize=(7.0, sum(min(6.0, 1.0 + 0.22 * matrix[matrix["group"] == g]["model"].nunique())
-                                               for g in groups)))
-    for ax, group in zip(axes[:, 0], groups):
-        rows = matrix[matrix["group"] == group]
-        order = [m for m in models[models["group"] == group]["model"] if m in set(rows["model"])] if len(models) \
-            else sorted(set(rows["model"]))
-        order += sorted(set(rows["model"]) - set(order))
-        images = rows.drop_duplicates("path").sort_values([RANK, "path"])["path"]
-        grid = rows.pivot(index="model", columns="path", values="cost_rank").loc[order, images]
-        censored = rows.pivot(index="model", columns="path", values="censored").loc[order, images].astype(bool)
-        cmap = plt.get_cmap("viridis").with_extremes(bad="black")
-        shown = ax.imshow(grid.mask(censored).to_numpy(float), aspect="auto", interpolation="nearest", cmap=cmap,
-                          vmin=0, vmax=1)
-        ax.set_yticks(range(len(order)) if len(order) <= 40 else [])
-        ax.set_yticklabels(order if len(order) <= 40 else [], fontsize=6)
-        ax.set_xticks([])
-        ax.grid(False)
-        ax.set_xlabel(f"{len(images):,} images, easiest to hardest by universal difficulty", fontsize=7)
-        ax.set_title(f"{group}: {len(order)} models, most accurate at the top", fontsize=8)
-        fig.colorbar(shown, ax=ax, fraction=0.03, pad=0.01).set_label("rank of the loss to correct (0: cheapest)",
-                                                                       fontsize=6)
-    return save(fig, out, "cost_matrix", formats=("png",))

@@ -59,8 +59,8 @@ def _draw(ends: list[tuple[str, pd.DataFrame]], cost: str, data: str | None, tit
     seaborn()
     lines = [(end, rows.iloc[start:start + COLUMNS]) for end, rows in ends for start in range(0, len(rows), COLUMNS)]
     fig, axes = pyplot().subplots(len(lines), COLUMNS, figsize=(2.3 * COLUMNS, 2.7 * len(lines)), squeeze=False)
-    for index, (row_axes, (end, rows)) in enumerate(zip(axes, lines)):
-        for ax, (_, example) in zip(row_axes, rows.iterrows()):
+    for index, (row_axes, (end, rows)) in enumerate(zip(axes, lines, strict=True)):
+        for ax, (_, example) in zip(row_axes, rows.iterrows(), strict=False):  # a last line may be short
             try:
                 ax.imshow(load_image(example["path"], attempts=1))
             except (ImageReadError, UnreadableImage):

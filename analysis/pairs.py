@@ -38,7 +38,7 @@ def paired_comparison(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     bounds = {}
     for side, rows in (("a", a), ("b", b)):
         bound = lower_bound(rows, cost)
-        bounds[side] = None if bound is None else shared["path"].map(dict(zip(rows["path"], bound)))
+        bounds[side] = None if bound is None else shared["path"].map(dict(zip(rows["path"], bound, strict=True)))
     if (censored_a.any() and bounds["a"] is None) or (censored_b.any() and bounds["b"] is None):
         return {**out, "cost": cost, "test": f"skipped: never-corrected examples record no lower bound of {cost}"}
     cost_a = shared[f"{cost}_a"].where(~censored_a, bounds["a"])

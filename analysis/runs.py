@@ -164,8 +164,8 @@ def _with_real_labels(rows: pd.DataFrame) -> pd.DataFrame:
     """The ReaL columns the original scripts did not write, where the path names an ImageNet validation
     image and its synset (their rows hold no prediction, so prediction_in_real stays unknown)."""
     labels = [synset_label(p) for p in rows["path"]]
-    real = [real_columns(p, y, None) if y is not None else real_columns("", 0, None) for p, y in zip(rows["path"],
-                                                                                                     labels)]
+    real = [real_columns(p, y, None) if y is not None else real_columns("", 0, None)
+            for p, y in zip(rows["path"], labels, strict=True)]
     return rows.assign(**pd.DataFrame(real, index=rows.index))
 
 

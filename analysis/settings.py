@@ -79,7 +79,7 @@ def replicates(settings: list[Setting], per_run: dict[str, dict],
     primary cost the spread (sd, min, max) of the seeds' own C and rho (`per_run`: each run's
     statistics by label). Also the reasons any pooled statistic is not computable, by setting."""
     rows, reasons = [], {}
-    for setting, (values, why) in zip(settings, pooled_statistics):
+    for setting, (values, why) in zip(settings, pooled_statistics, strict=True):
         pooled = setting.rows
         reasons[setting.label] = why
         row = {"setting": setting.label, **setting.params, "n_seeds": len(setting.runs),
@@ -129,7 +129,8 @@ def grid_lines(grid: pd.DataFrame, parameter: str) -> list[tuple[str, pd.DataFra
     others = [c for c in grid.columns if c not in (parameter, "cost", "n") and not c.startswith(tuple(GRID_STATISTICS))]
     if not others:
         return [("", grid)]
-    return [(", ".join(f"{k}={v}" for k, v in zip(others, key if isinstance(key, tuple) else (key,))), part)
+    return [(", ".join(f"{k}={v}" for k, v in zip(others, key if isinstance(key, tuple) else (key,), strict=True)),
+             part)
             for key, part in grid.groupby(others, sort=False, dropna=False)]
 
 

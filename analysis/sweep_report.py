@@ -51,14 +51,14 @@ def replicate_blocks(sweep: Sweep) -> list[Block]:
                                              ("KM median", f"km_median_{cost}")], label="setting")
     if frame is None:
         return []
-    frame.insert(1, "seeds", [f"{int(n)} ({s})" for n, s in zip(table["n_seeds"], table["seeds"])])
+    frame.insert(1, "seeds", [f"{int(n)} ({s})" for n, s in zip(table["n_seeds"], table["seeds"], strict=True)])
     frame.insert(2, "examples", [f"{int(p)} of {int(n)}" for p, n in zip(table["n_examples_pooled"],
-                                                                          table["n_examples_in_seeds"])])
+                                                                          table["n_examples_in_seeds"], strict=True)])
     for kind, header in (("concordance", "seeds' C"), ("rho", "seeds' rho")):
         low, high = table.get(f"seed_min_{kind}_{cost}"), table.get(f"seed_max_{kind}_{cost}")
         if low is not None:
             frame[header] = [f"{a:.2f} to {b:.2f}" if math.isfinite(a) and math.isfinite(b) else "—"
-                             for a, b in zip(low, high)]
+                             for a, b in zip(low, high, strict=True)]
     return [Block("h2", "Seeds as replicates"),
             Block("p", f"Runs that differ only in their seed draw other samples of the same mistakes: each setting's "
                        f"statistics of {cost} are over its seeds' distinct examples pooled (an example two seeds drew "
@@ -79,7 +79,8 @@ def grid_blocks(sweep: Sweep, figures: dict[str, list[Path]]) -> list[Block]:
         shown = grid.copy()
         for statistic in ("C", "rho", "ΔC vs initial loss", "KM median cost"):
             shown[statistic] = [_estimate(v, lo, hi) for v, lo, hi in
-                                zip(grid[statistic], grid[f"{statistic}_ci_low"], grid[f"{statistic}_ci_high"])]
+                                zip(grid[statistic], grid[f"{statistic}_ci_low"], grid[f"{statistic}_ci_high"],
+                                    strict=True)]
             shown = shown.drop(columns=[f"{statistic}_ci_low", f"{statistic}_ci_high"])
         blocks.append(Block("table", shown.drop(columns=["cost"])))
     return blocks

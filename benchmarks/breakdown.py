@@ -101,7 +101,7 @@ def parts(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) 
         marks.append(time.perf_counter())
         updates.optimizer.zero_grad()
         marks.append(time.perf_counter())
-        for name, start, end in zip(seconds, marks, marks[1:]):
+        for name, start, end in zip(seconds, marks, marks[1:], strict=True):
             seconds[name].append(end - start)
     resets = []
     for _ in range(5):

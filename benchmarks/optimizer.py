@@ -29,7 +29,7 @@ import torch
 
 from sweep.cli import prepare_process
 from sweep.config import Optimizer
-from sweep.training.engine import compacted
+from sweep.training.copies import compacted
 from sweep.training.fused_optimizer import BETAS, EPS, FusedOptimizer
 from sweep.training.stacked_optimizer import StackedOptimizer, move_rows
 
@@ -48,18 +48,18 @@ class PerCopy:
         self.grads = [torch.zeros_like(s) for s in stacked]
         self.views = [[s[i] for s in stacked] for i in range(len(stacked[0]))]
         for i, views in enumerate(self.views):
-            for view, g in zip(views, self.grads):
+            for view, g in zip(views, self.grads, strict=True):
                 view.grad = g[i]
         old = getattr(self, "optimizer", None)
         self.optimizer = FusedOptimizer([v for views in self.views for v in views], Optimizer.adamw, LR, 0.0, 0.9)
         if old is not None:
-            for old_views, new_views in zip(previous, self.views):
-                for o, n in zip(old_views, new_views):
+            for old_views, new_views in zip(previous, self.views, strict=True):
+                for o, n in zip(old_views, new_views, strict=True):
                     if o in old.state:
                         self.optimizer.state[n] = old.state[o]
 
     def step(self, grads: list[torch.Tensor]) -> None:
-        for buffer, g in zip(self.grads, grads):
+        for buffer, g in zip(self.grads, grads, strict=True):
             buffer.copy_(g)
         self.optimizer.step([v for views in self.views for v in views])
 
@@ -76,7 +76,7 @@ class Stacked:
         self.optimizer = StackedOptimizer(stacked, self.grads, Optimizer.adamw, LR, 0.0, 0.9)
 
     def step(self, grads: list[torch.Tensor]) -> None:
-        for buffer, g in zip(self.grads, grads):
+        for buffer, g in zip(self.grads, grads, strict=True):
             buffer.copy_(g)
         self.optimizer.step()
 
@@ -106,7 +106,7 @@ class StackedForeach:
         torch._foreach_lerp_(self.exp_avg, grads, 1 - BETAS[0])
         torch._foreach_mul_(grads, grads)
         torch._foreach_lerp_(self.exp_avg_sq, grads, 1 - BETAS[1])
-        for g, v, p, m in zip(grads, self.exp_avg_sq, self.stacked, self.exp_avg):
+        for g, v, p, m in zip(grads, self.exp_avg_sq, self.stacked, self.exp_avg, strict=True):
             per_copy = (-1, *([1] * (g.dim() - 1)))
             torch.sqrt(v, out=g)
             torch.addcmul(shift.view(per_copy), g, scale.view(per_copy), out=g)
@@ -162,7 +162,7 @@ def measure(spec: str, k: int, repeats: int, rounds: int) -> list[dict]:
             step = median_ms(functools.partial(optimizer.step, grads), repeats)
             optimizer.keep([0, *range(2, k)])  # drop copy 1 of K (once: it shrinks the optimizer)
             drop = seconds_of(functools.partial(optimizer.keep, [0, *range(2, k - 1)]))  # and then one more
-            best[name] = tuple(map(min, zip(best.get(name, (math.inf, math.inf)), (step, drop))))
+            best[name] = tuple(map(min, zip(best.get(name, (math.inf, math.inf)), (step, drop), strict=True)))
             del optimizer
     minimum = 7 * 4 * numel * k
     return [{"model": spec, "tensors": f"{len(params)} x {k}", "optimizer": name, "ms per step": round(step, 2),

@@ -53,10 +53,12 @@ from sweep.data.image_files import load_image
 from sweep.data.images import model_transform
 from sweep.run.cache import cache_root
 from sweep.run.selection import sample_mistakes
-from sweep.training.engine import BatchedTrainer, engine_size, longest_first
+from sweep.training.engine import BatchedTrainer
 from sweep.training.flops import count_step
 from sweep.training.hardware import exact_arithmetic
 from sweep.training.loop import SingleExampleTrainer
+from sweep.training.planner import longest_first
+from sweep.training.sizing import engine_size
 from sweep.training.workers import rows_in_workers
 
 FP32, BF16 = TrainConfig(), TrainConfig(precision=Precision.bf16)
@@ -117,7 +119,7 @@ def workload(spec: str, n_examples: int, device: torch.device):
     xs = torch.randn(n_examples, 3, int(size), int(size), device=device)
     with torch.no_grad():
         labels = model(xs).argmin(1).tolist()
-    return model, list(zip(xs, labels)), 1e-5, None
+    return model, list(zip(xs, labels, strict=True)), 1e-5, None
 
 
 def step_flops(model, x) -> int:

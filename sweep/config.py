@@ -152,7 +152,7 @@ class DemoDataConfig(DataConfig):
 
 @dataclass
 class ImageFolderDataConfig(DataConfig):
-    """data=imagenet: an image folder, universal difficulty from a file (formats: sweep/difficulty.py)
+    """data=imagenet: an image folder, universal difficulty from a file (formats: sweep/data/difficulty.py)
     and, optionally, the wrong set from one model's row of a correctness matrix."""
     name: str = "imagenet"
     images: str = MISSING

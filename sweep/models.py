@@ -77,19 +77,21 @@ def check_checkpoint(path: str | Path) -> None:
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a state dict strictly (plain, or wrapped as {'state_dict': ...} / {'model': ...})."""
+    """Load a state dict strictly with timm (plain, or wrapped as {'state_dict': ...} / {'model': ...}),
+    after checking that torch.load reads a dict from the file (else the file is refused, named)."""
     check_checkpoint(path)
+    path = Path(path).expanduser()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise UserError(f"model.checkpoint={path}: not a state dict torch.load can read ("
-                        f"{str(error).splitlines()[0][:200]})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError) as error:  # not a torch file
+        state = error
+    if not isinstance(state, dict):
+        what = f"{type(state).__name__}: {str(state).splitlines()[0][:200]}" if isinstance(state, Exception) \
+            else f"it holds a {type(state).__name__}"
+        raise UserError(f"model.checkpoint={path}: not a state dict torch.load can read ({what})")
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
+        timm.models.load_checkpoint(model, str(path), use_ema=False, strict=True)
+    except RuntimeError as error:  # load_state_dict's: keys or shapes that differ
         raise UserError(f"checkpoint {path} does not fit this architecture: {error}") from None
     return model
 
@@ -110,11 +112,11 @@ def load_package_weights(model: nn.Module, package: str) -> nn.Module:
         raise UserError(f"model.package={package}: no .pth file in {Path(module.__file__).parent}")
     state = torch.load(files[0], map_location="cpu", weights_only=True)
     target = model.state_dict()
-    shapes = [(tuple(a.shape), tuple(b.shape)) for a, b in zip(state.values(), target.values())]
-    if len(state) != len(target) or any(a != b for a, b in shapes):
+    if len(state) != len(target) or any(tuple(a.shape) != tuple(b.shape)
+                                        for a, b in zip(state.values(), target.values(), strict=True)):
         raise UserError(f"{files[0]} ({len(state)} tensors) does not match the {len(target)} tensors of this "
                         f"architecture in order and shape")
-    model.load_state_dict(dict(zip(target, state.values())), strict=True)
+    timm.models.load_checkpoint(model, str(files[0]), strict=True, remap=True)  # by position, as checked above
     return model
 
 

@@ -74,7 +74,7 @@ class CheckEveryJob(Callback):
         if problems:
             named = [" ".join(o for o in overrides if o.split("=", 1)[0] in swept) or " ".join(overrides)
                      for _, overrides, _ in problems]
-            lines = [f"job {num} ({name}): {error}" for (num, _, error), name in zip(problems, named)]
+            lines = [f"job {num} ({name}): {error}" for (num, _, error), name in zip(problems, named, strict=True)]
             raise UserError(f"{len(problems)} of the sweep's {len(jobs)} jobs cannot run, so none was started:\n"
                             + "\n".join(lines))
         log.info("all %d jobs of the sweep checked", len(jobs))

@@ -13,6 +13,7 @@ from PIL import Image
 from scipy import stats
 
 from analysis import figures as plots
+from analysis import study_figures as study
 from analysis.aggregate import aggregate
 from analysis.aggregate import main as aggregate_command
 from analysis.figures import association_forest
@@ -405,7 +406,7 @@ def test_a_sweep_reads_as_a_grid(lr_seed_grid):
             pytest.approx((seeds.min(), seeds.max()))
     grid = pd.read_csv(sweep / "grid_lr.csv")
     assert list(grid["lr"]) == sorted(lrs)
-    assert plots.grid(grid, "lr", sweep) == [sweep / "grid_lr.png", sweep / "grid_lr.svg"]
+    assert study.grid(grid, "lr", sweep) == [sweep / "grid_lr.png", sweep / "grid_lr.svg"]
     assert (sweep / "grid_lr.png").stat().st_size > 10_000
     assert list(grid["C"]) == pytest.approx(list(replicated.set_index("lr").loc[sorted(lrs), "concordance_loss_sum"]))
     report = (sweep / "report.md").read_text()

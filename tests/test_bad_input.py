@@ -228,3 +228,24 @@ def test_rank_command_names_a_missing_file(tmp_path, capsys):
             rank_command([str(tmp_path / args[0]), args[1], str(tmp_path / args[2])])
         err = capsys.readouterr().err
         assert stop.value.code == 2 and err.startswith(f"error: {named}") and "no such file" in err, err
+
+
+@pytest.mark.parametrize("content, expect", [("text", "not a state dict"), ("tensor", "not a state dict"),
+                                             ("other keys", "does not fit this architecture")])
+def test_a_checkpoint_that_is_no_state_dict_of_the_model_is_refused_by_name(tmp_path, content, expect):
+    import timm
+
+    from sweep.models import load_checkpoint
+    path = tmp_path / "weights.pth"
+    if content == "text":
+        path.write_text("hello")
+    else:
+        torch.save(torch.zeros(3) if content == "tensor" else {"model": {"x": torch.zeros(1)}}, path)
+    with pytest.raises(UserError, match=expect) as refused:
+        load_checkpoint(timm.create_model("test_resnet"), path)
+    assert str(path) in str(refused.value)
+    wrapped = tmp_path / "wrapped.pth"
+    model = timm.create_model("test_resnet")
+    torch.save({"state_dict": model.state_dict()}, wrapped)  # as training scripts save it
+    assert load_checkpoint(timm.create_model("test_resnet"), wrapped).state_dict()["fc.weight"].equal(
+        model.state_dict()["fc.weight"])

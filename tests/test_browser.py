@@ -57,7 +57,7 @@ def test_the_explorer_has_every_example_and_a_click_shows_it(driver, sweep):
     assert sum(traces) == len(measured) and len(traces) == measured["run"].nunique()
     symbols = driver.execute_script("return document.getElementById('explorer-plot').data"
                                     ".map(t => t.marker.symbol)")
-    for trace, (_, rows) in zip(symbols, measured.groupby("run", sort=False)):
+    for trace, (_, rows) in zip(symbols, measured.groupby("run", sort=False), strict=True):
         assert trace == ["circle" if s == "correct" else "triangle-up-open" for s in rows["status"]]  # lower bounds
     # the costliest corrected mistake: a real click on its point shows its image and its loss sum
     corrected = measured[measured["status"] == "correct"]

@@ -126,8 +126,8 @@ def test_dropout_draws_are_the_examples_own_whatever_the_order():
     trainer = SingleExampleTrainer(model, TrainConfig(mode=ModelMode.train), lr=1e-4, max_steps=40)
     seeds = [11, 22, 33]
     state = torch.get_rng_state()
-    forward = [trainer.fit(x, y, seed=s) for x, y, s in zip(inputs, labels, seeds)]
-    backward = [trainer.fit(x, y, seed=s) for x, y, s in reversed(list(zip(inputs, labels, seeds)))][::-1]
+    forward = [trainer.fit(x, y, seed=s) for x, y, s in zip(inputs, labels, seeds, strict=True)]
+    backward = [trainer.fit(x, y, seed=s) for x, y, s in reversed(list(zip(inputs, labels, seeds, strict=True)))][::-1]
     alone = trainer.fit(inputs[1], labels[1], seed=seeds[1])
     assert torch.equal(torch.get_rng_state(), state)
     assert forward == backward and alone == forward[1]

@@ -287,7 +287,7 @@ def test_runs_sharing_their_selection_are_compared_however_few_examples():
     # the counts, by hand: both corrected, the larger loss is costlier; one censored (its loss_sum a lower
     # bound), costlier when its bound is at or above the other's cost; both censored, undetermined
     a_costlier = b_costlier = 0
-    for (_, x), (_, y) in zip(a.iterrows(), b.iterrows()):
+    for (_, x), (_, y) in zip(a.iterrows(), b.iterrows(), strict=True):
         x_open, y_open = x["status"] == "never_correct", y["status"] == "never_correct"
         if x_open and y_open:
             continue

@@ -17,7 +17,7 @@ def test_gpqa_matrix_ranking_follows_the_rule(tmp_path):
     fraction = matrix.mean(axis=0)
     examples = (ORIGINAL / "gpqa_examples.csv").read_text().strip().split(",")
     by_hand = {examples[i]: 1 + int((fraction > fraction[i]).sum()) for i in range(len(examples))}  # ties share
-    assert dict(zip(table["path"], table["rank"])) == by_hand
+    assert dict(zip(table["path"], table["rank"], strict=True)) == by_hand
     assert table["rank"].nunique() < len(examples)  # gpqa has ties (equal fractions): they stay tied
     assert (np.diff(table["fraction_correct"]) <= 0).all()
     assert (rank_examples(matrix) == table.set_index("path").loc[examples, "rank"].to_numpy()).all()

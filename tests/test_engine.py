@@ -8,7 +8,8 @@ from helpers.configs import compose_config, tiny_universe_overrides
 from sweep.config import ModelMode, Optimizer, TrainConfig
 from sweep.run.job import run
 from sweep.run.results import finished
-from sweep.training.engine import BatchedTrainer, _Copies, batched_engine
+from sweep.training.copies import Copies
+from sweep.training.engine import BatchedTrainer, batched_engine
 from sweep.training.loop import SingleExampleTrainer
 
 SETTINGS = {Optimizer.adamw: (3e-5, 60), Optimizer.adam: (3e-5, 60), Optimizer.sgd: (3e-4, 60)}  # (lr, max_steps)
@@ -77,7 +78,7 @@ def test_the_optimizer_holds_one_tensor_per_parameter_whatever_k(mistakes):
     trainable = sum(p.requires_grad for p in model.parameters())
     for k in (3, 8):
         engine = BatchedTrainer(model, TrainConfig(), 3e-5, 3, parallel=k)
-        copies = _Copies(engine.pretrained, k, engine._optimizer, [True] * trainable)
+        copies = Copies(engine.pretrained, k, engine._optimizer, [True] * trainable)
         moments = copies.optimizer.state
         assert len(copies.stacked) == trainable and all(len(s) == k for s in copies.stacked)
         assert [len(tensors) for tensors in moments] == [trainable, trainable]
@@ -89,7 +90,7 @@ def test_the_optimizer_holds_one_tensor_per_parameter_whatever_k(mistakes):
         copies.keep([1, k - 1])
         assert all(len(s) == 2 for s in copies.stacked) and copies.optimizer.count == 2
         assert copies.optimizer.steps[:, :2].tolist() == [[0.0, 1.0]] * trainable
-        assert all(m[0].abs().sum() == 0 and torch.equal(m[1], b) for m, b in zip(moments[0], before))
+        assert all(m[0].abs().sum() == 0 and torch.equal(m[1], b) for m, b in zip(moments[0], before, strict=True))
 
 
 def test_run_with_parallel_gives_the_simple_path_results(tmp_path, cache_dir):
@@ -144,17 +145,17 @@ def test_a_model_vmap_cannot_batch_falls_back_with_a_reason(mistakes, caplog):
     unbatchable.pretrained_cfg = {"input_size": (3, 4, 4)}  # what timm's data config reads
     cpu = torch.device("cpu")
     trainer = SingleExampleTrainer(unbatchable, cfg.train, 1e-3, 5)
-    executor, _, chosen = plan(cfg, trainer, None, cpu, [], {}, 1, finished)
+    executor, _, chosen = plan(cfg.execution, cfg.seed, trainer, None, cpu, [], {}, 1, finished)
     assert executor.engine is None
     assert "execution.parallel=4 ignored" in caplog.text and "_ItemInForward" in caplog.text
     assert chosen.parallel == 1 and "vmap cannot batch _ItemInForward" in chosen.reason
     trainer = SingleExampleTrainer(model, cfg.train, 1e-3, 5)
-    executor, _, chosen = plan(cfg, trainer, None, cpu, [], {}, 1, finished)
+    executor, _, chosen = plan(cfg.execution, cfg.seed, trainer, None, cpu, [], {}, 1, finished)
     assert isinstance(executor.engine, BatchedTrainer)
 
 
 def test_longest_first_orders_by_predicted_cost_and_keeps_unknown_ones_last_in_order():
-    from sweep.training.engine import longest_first
+    from sweep.training.planner import longest_first
     cost = {"a": 1.0, "b": None, "c": 3.0, "d": float("nan"), "e": 2.0}
     assert longest_first(list("abcde"), cost.get) == ["c", "e", "a", "b", "d"]
 
@@ -279,12 +280,12 @@ def test_the_stopping_rule_on_the_device_is_the_loop_s():
         chosen = [c for c in cases if c[3] == check]
         codes = stop_codes(torch.tensor([c[0] for c in chosen]), torch.tensor([c[1] for c in chosen]),
                            torch.tensor([1] * len(chosen)), torch.tensor([c[2] for c in chosen]), 5, check)
-        for (loss, prediction, t, _), code in zip(chosen, codes.tolist()):
+        for (loss, prediction, t, _), code in zip(chosen, codes.tolist(), strict=True):
             assert STOP_CODES.get(code) == stop_status(loss, prediction, 1, t, 5, check), (loss, prediction, t)
 
 
 def test_dropping_copies_moves_as_few_as_possible():
-    from sweep.training.engine import compacted
+    from sweep.training.copies import compacted
     assert compacted([0, 2, 3, 5]) == [0, 5, 2, 3]  # slot 1 takes copy 5; slots 0, 2 and 3 stay
     assert compacted([0, 1, 2]) == [0, 1, 2]
     assert sorted(compacted([4, 5, 6])) == [4, 5, 6]

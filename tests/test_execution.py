@@ -25,7 +25,7 @@ CPU, GPU = torch.device("cpu"), torch.device("cuda")
 ])
 def test_auto_choices(overrides, device, cores, todo, expected, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: device.type == "cuda")
-    plan = choose(compose_config(*overrides), device, cores, todo)
+    plan = choose(compose_config(*overrides).execution, device, cores, todo)
     assert (plan.workers, plan.threads, plan.parallel) == expected
     assert plan.reason
 
@@ -37,7 +37,7 @@ def test_auto_choices(overrides, device, cores, todo, expected, monkeypatch):
 def test_impossible_combinations_are_refused(overrides, device, message, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: device.type == "cuda")
     with pytest.raises(UserError, match=message):
-        choose(compose_config(*overrides), device, 4, 10)
+        choose(compose_config(*overrides).execution, device, 4, 10)
 
 
 def test_cores_from_slurm_else_affinity(monkeypatch):
@@ -50,10 +50,10 @@ def test_cores_from_slurm_else_affinity(monkeypatch):
 
 def test_cpu_workers_on_a_machine_with_a_visible_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    plan = choose(compose_config(), CPU, 8, 50)
+    plan = choose(compose_config().execution, CPU, 8, 50)
     assert (plan.workers, plan.threads) == (1, 8) and "a GPU is visible" in plan.reason
     with pytest.raises(UserError, match="CUDA_VISIBLE_DEVICES="):
-        choose(compose_config("execution.workers=2"), CPU, 8, 50)
+        choose(compose_config("execution.workers=2").execution, CPU, 8, 50)
 
 
 @pytest.mark.parametrize("arch, setting, device, expected", [

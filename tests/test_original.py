@@ -105,7 +105,7 @@ def test_the_preset_selects_exactly_the_original_examples(inputs, preset_run):
     tmp_path = preset_run
     selection = pd.read_csv(tmp_path / "selection.csv")
     ours = [(f"{FOREIGN}/{Path(p).relative_to(inputs / 'val')}", r) for p, r in zip(selection["path"],
-                                                                                    selection["rank"])]
+                                                                                    selection["rank"], strict=True)]
     expected = original_selection(inputs, 20)
     assert len(expected) == 20 and ours == expected
     rows = pd.read_csv(tmp_path / "single_example_results.csv")

@@ -30,7 +30,7 @@ def test_step_flops_at_224_px(arch, forward, update):
     cost = count_step(model, (3, 224, 224))
     assert cost.forward_flops == pytest.approx(forward, rel=0.1)
     assert cost.update_flops == pytest.approx(update, rel=0.1)
-    assert all(torch.equal(p, q) and p.grad is None for p, q in zip(model.parameters(), before))
+    assert all(torch.equal(p, q) and p.grad is None for p, q in zip(model.parameters(), before, strict=True))
 
 
 def test_a_depthwise_convolution_update_costs_three_forward_passes():

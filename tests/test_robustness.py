@@ -159,7 +159,7 @@ def test_label_outside_the_model_classes():
 
 
 def test_corrupt_image_is_unreadable_not_fatal(tmp_path):
-    from sweep.run.selection import find_wrong
+    from sweep.run.inference import find_wrong
     good, bad = tmp_path / "good.png", tmp_path / "bad.jpg"
     Image.new("RGB", (8, 8)).save(good)
     Image.new("RGB", (64, 64)).save(bad)

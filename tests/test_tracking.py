@@ -37,7 +37,7 @@ def test_a_sweep_logs_to_mlflow_as_nested_runs_and_a_rerun_adds_none(tmp_path, c
         rows = pd.read_csv(sweep / job / "single_example_results.csv")
         history = client.get_metric_history(run_id, "loss_sum")
         logged = sorted((m.step, m.value) for m in history)
-        written = sorted(zip(rows["example_index"], rows["loss_sum"]))
+        written = sorted(zip(rows["example_index"], rows["loss_sum"], strict=True))
         assert [s for s, _ in logged] == [s for s, _ in written]  # step = example_index
         assert [v for _, v in logged] == pytest.approx([v for _, v in written], rel=1e-12)  # (the CSV's float parse)
         assert "single_example_results.csv" in {a.path for a in client.list_artifacts(run_id)}
@@ -66,7 +66,7 @@ def test_tensorboard_event_files_hold_the_summary(tmp_path, cache_dir):
     assert events.Scalars("rho_loss_sum")[0].value == pytest.approx(summary["statistics"]["rho_loss_sum"], rel=1e-6)
     rows = pd.read_csv(tmp_path / "single_example_results.csv")
     assert sorted((e.step, e.value) for e in events.Scalars("example/steps_to_correct")) == \
-        sorted(zip(rows["example_index"], rows["steps_to_correct"].astype(float)))
+        sorted(zip(rows["example_index"], rows["steps_to_correct"].astype(float), strict=True))
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
 
 

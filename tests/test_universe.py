@@ -86,7 +86,7 @@ def test_default_model_has_a_few_hundred_mistakes_with_a_spread_of_costs(default
 def test_default_model_gets_a_few_hundred_validation_images_wrong(default_universe, cache_dir):
     from sweep.data.demo import open_demo
     from sweep.data.images import example_view
-    from sweep.run.selection import find_wrong
+    from sweep.run.inference import find_wrong
     demo = open_demo(UniverseConfig(), cache_dir)
     model = demo.pretrained("test_resnet").eval()
     wrong, unreadable = find_wrong(model, demo.examples, example_view(model, random_view=False, seed=0),

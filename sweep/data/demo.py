@@ -1,12 +1,13 @@
 """The embedded demo universe as a data source: its examples, pretrained models and their mistakes."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import OmegaConf
 from torch import nn
 
+from sweep.config import UniverseConfig
 from sweep.data.examples import Example, read_examples
 from sweep.data.universe.build import Universe, build_universe, pretrained_weights
 from sweep.models import load_checkpoint
@@ -25,11 +26,10 @@ class Demo:
                                pretrained_weights(self.universe, arch, self.pretrain_epochs, self.seed))
 
 
-def open_demo(universe_cfg, cache: Path, progress: bool = False) -> Demo:
-    """The universe of `universe_cfg` (a UniverseConfig or a dict of its fields), built on first use (with
+def open_demo(universe: UniverseConfig | dict, cache: Path, progress: bool = False) -> Demo:
+    """The universe of `universe` (its settings, or a dict of their fields), built on first use (with
     progress bars if `progress`)."""
-    params = universe_cfg if isinstance(universe_cfg,
-                                        dict) else OmegaConf.to_container(OmegaConf.structured(universe_cfg))
+    params = universe if isinstance(universe, dict) else dataclasses.asdict(universe)
     universe = build_universe(params, cache, progress)
     return Demo(universe, read_examples(universe.images_root, universe.labels_csv, universe.difficulty_csv),
                 params["pretrain_epochs"], params["seed"])

@@ -34,7 +34,7 @@ def read_examples(images_root: Path, labels_csv: Path, difficulty_csv: Path) -> 
         raise UserError(f"no file of {labels_csv} (e.g. {label_file!r}) matches a path of {difficulty_csv} "
                         f"(e.g. {rank_path!r})")
     examples = [Example(str(Path(images_root) / f), int(y), int(r))
-                for f, y, r in zip(merged["file"], merged["label"], merged["rank"])]
+                for f, y, r in zip(merged["file"], merged["label"], merged["rank"], strict=True)]
     present = [e for e in examples if os.path.isfile(e.path)]
     if not present:
         raise UserError(f"none of the {len(examples)} labelled, ranked images exists under {images_root} "

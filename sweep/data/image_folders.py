@@ -121,7 +121,7 @@ def read_labels(path: Path) -> dict[str, int]:
                         f"(a whole number >= 0)")
     names = [Path(f).name for f in table["file"]]
     refuse_duplicates(names, path, key, where=lambda i: f"line {i + 2}")
-    return dict(zip(names, labels.astype(int)))
+    return dict(zip(names, labels.astype(int), strict=True))
 
 
 def path_matcher(data: ImageFolderDataConfig) -> PathMatcher:
@@ -142,9 +142,10 @@ def image_folder_examples(data: ImageFolderDataConfig, matcher: PathMatcher) -> 
             missing = matched["local"][labels.isna()].iloc[0]
             raise UserError(f"data.labels={data.labels}: no label for {labels.isna().sum()} images (e.g. {missing})")
     else:  # the synset directory of the local file, else of the difficulty path
-        labels = [_first_label(local, original) for local, original in zip(matched["local"], matched["path"])]
-        unlabelled = [p for p, y in zip(matched["local"], labels) if y is None]
+        labels = [_first_label(local, original)
+                  for local, original in zip(matched["local"], matched["path"], strict=True)]
+        unlabelled = [p for p, y in zip(matched["local"], labels, strict=True) if y is None]
         if unlabelled:
             raise UserError(f"no synset directory in the path of {len(unlabelled)} images (e.g. {unlabelled[0]}): "
                              f"set data.labels to a CSV with columns file,label")
-    return [Example(str(p), int(y), int(r)) for p, y, r in zip(matched["local"], labels, matched["rank"])]
+    return [Example(str(p), int(y), int(r)) for p, y, r in zip(matched["local"], labels, matched["rank"], strict=True)]

@@ -10,7 +10,7 @@ from typing import Optional
 import pandas as pd
 from torch import nn
 
-from sweep.config import Config, DataConfig, ImageFolderDataConfig, ModelConfig
+from sweep.config import DataConfig, ImageFolderDataConfig, ModelConfig
 from sweep.data.correctness import wrong_from_matrix
 from sweep.data.demo import open_demo
 from sweep.data.examples import Example, check_labels
@@ -26,24 +26,24 @@ class Source:
     default_pretrained: Optional[Callable[[str], nn.Module]] = None  # the data's default weights (else timm's hub)
     wrong: Optional[list[Example]] = None  # a precomputed wrong set in its pool order, when the config names one
 
-    def pretrained(self, model_cfg: ModelConfig) -> nn.Module:
-        """The model `model_cfg` names, with its checkpoint, its package's weights or the data's default,
-        checked against the examples' labels."""
-        model = pretrained_model(model_cfg.arch, model_cfg.checkpoint, model_cfg.package, self.new_model,
+    def pretrained(self, spec: ModelConfig) -> nn.Module:
+        """The model `spec` (the `model` settings) names, with its checkpoint, its package's weights or
+        the data's default, checked against the examples' labels."""
+        model = pretrained_model(spec.arch, spec.checkpoint, spec.package, self.new_model,
                                  self.default_pretrained)
-        check_labels(self.examples, model.num_classes, model_cfg.arch)
+        check_labels(self.examples, model.num_classes, spec.arch)
         return model
 
-    def weights_source(self, model_cfg: ModelConfig) -> str:
-        """Where the pretrained weights of `model_cfg` come from, in words (the digest of their
+    def weights_source(self, spec: ModelConfig) -> str:
+        """Where the pretrained weights of `spec` come from, in words (the digest of their
         content is the identity; this says what it is the digest of)."""
-        if model_cfg.checkpoint:
-            return f"model.checkpoint={model_cfg.checkpoint}"
-        if model_cfg.package:
-            return f"model.package={model_cfg.package} {package_version(model_cfg.package)}"
+        if spec.checkpoint:
+            return f"model.checkpoint={spec.checkpoint}"
+        if spec.package:
+            return f"model.package={spec.package} {package_version(spec.package)}"
         if self.default_pretrained is not None:
             return "trained on the demo universe"
-        return f"timm hub: {hub_name(model_cfg.arch)}"
+        return f"timm hub: {hub_name(spec.arch)}"
 
 
 MATRIX_KEYS = ("correctness", "correctness_examples", "correctness_models")
@@ -56,8 +56,8 @@ def check_inputs(data: DataConfig, arch: Optional[str] = None) -> None:
         return
     files = ["difficulty", "labels", "difficulty_examples"]
     row_named = data.wrong_from_model or data.correctness_model_map
-    if any(data[key] for key in MATRIX_KEYS) or row_named:
-        unset = [key for key in MATRIX_KEYS if not data[key]]
+    if any(getattr(data, key) for key in MATRIX_KEYS) or row_named:
+        unset = [key for key in MATRIX_KEYS if not getattr(data, key)]
         if unset or not row_named:
             missing = [f"data.{key}" for key in unset] + ([] if row_named else ["data.wrong_from_model"])
             raise UserError(f"{missing[0]} is not set: a wrong set from a correctness matrix needs "
@@ -65,8 +65,8 @@ def check_inputs(data: DataConfig, arch: Optional[str] = None) -> None:
                             f"over models, data.correctness_model_map)")
         files += [*MATRIX_KEYS, "correctness_model_map"]
     for key in files:
-        if data[key] and not Path(data[key]).expanduser().is_file():
-            raise UserError(f"data.{key}={data[key]}: no such file")
+        if getattr(data, key) and not Path(getattr(data, key)).expanduser().is_file():
+            raise UserError(f"data.{key}={getattr(data, key)}: no such file")
     if data.correctness_model_map and not data.wrong_from_model and arch is not None:
         matrix_row(data, arch)
 
@@ -84,7 +84,7 @@ def matrix_row(data: ImageFolderDataConfig, arch: str) -> str:
                         f"expected columns arch,row") from None
     if not {"arch", "row"} <= set(table.columns):
         raise UserError(f"data.correctness_model_map={path}: columns {list(table.columns)}; expected arch,row")
-    rows = dict(zip(table["arch"].str.strip(), table["row"].str.strip()))
+    rows = dict(zip(table["arch"].str.strip(), table["row"].str.strip(), strict=True))
     if arch not in rows:
         raise UserError(f"model.arch={arch} is not in data.correctness_model_map={path} (it maps "
                         f"{', '.join(sorted(rows)[:8])}{', ...' if len(rows) > 8 else ''}); add a line {arch},<its row "
@@ -92,14 +92,14 @@ def matrix_row(data: ImageFolderDataConfig, arch: str) -> str:
     return rows[arch]
 
 
-def open_source(cfg: Config, cache: Path) -> Source:
-    """The Source for `cfg.data` (data=demo or data=imagenet); the demo universe lives in `cache`."""
-    if cfg.data.name == "demo":
-        demo = open_demo(cfg.data.universe, cache, cfg.progress)
+def open_source(data: DataConfig, arch: str, cache: Path, progress: bool) -> Source:
+    """The Source of `data` (data=demo or data=imagenet) for the model `arch`; the demo universe lives
+    in `cache`."""
+    if data.name == "demo":
+        demo = open_demo(data.universe, cache, progress)
         return Source(demo.examples, demo.universe.new_model, demo.pretrained)
-    matcher = path_matcher(cfg.data)
-    examples = image_folder_examples(cfg.data, matcher)
-    matrix = cfg.data.wrong_from_model or cfg.data.correctness_model_map
-    wrong = wrong_from_matrix(cfg.data, matrix_row(cfg.data, cfg.model.arch), examples, matcher.local) \
-        if matrix else None
+    matcher = path_matcher(data)
+    examples = image_folder_examples(data, matcher)
+    matrix = data.wrong_from_model or data.correctness_model_map
+    wrong = wrong_from_matrix(data, matrix_row(data, arch), examples, matcher.local) if matrix else None
     return Source(examples, wrong=wrong)

@@ -124,7 +124,8 @@ class RunDirectory:
         if not (path.exists() and info_path.exists()):
             return None
         frame = pd.read_csv(path)
-        examples = [Example(p, int(y), int(r)) for p, y, r in zip(frame["path"], frame["label"], frame["rank"])]
+        examples = [Example(p, int(y), int(r))
+                    for p, y, r in zip(frame["path"], frame["label"], frame["rank"], strict=True)]
         return Selection(examples, _known(frame, "initial_loss", float), json.loads(info_path.read_text()),
                          _known(frame, "prediction", int))
 
@@ -202,4 +203,4 @@ def _known(selection: pd.DataFrame, column: str, kind: type) -> dict:
     if column not in selection:
         return {}
     known = selection.dropna(subset=[column])
-    return {path: kind(value) for path, value in zip(known["path"], known[column])}
+    return {path: kind(value) for path, value in zip(known["path"], known[column], strict=True)}

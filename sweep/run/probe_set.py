@@ -54,7 +54,8 @@ def open_probe(cfg: Config, directory: RunDirectory, examples: list[Example], se
             chosen = draw_probe(examples, selection.examples, min(size, len(examples) - len(selection.examples)),
                                 cfg.seed)
     else:
-        chosen = [Example(p, int(y), int(r)) for p, y, r in zip(table["path"], table["label"], table["rank"])]
+        chosen = [Example(p, int(y), int(r))
+                  for p, y, r in zip(table["path"], table["label"], table["rank"], strict=True)]
     view = example_view(model, random_view=False, seed=cfg.seed)
     decoded = [(example, read_view(view, example)) for example in chosen]
     readable = [(example, x) for example, x in decoded if x is not None]

@@ -59,13 +59,13 @@ def _wrong_paths(cfg: Config) -> dict[str, Example]:
     """path -> example of every mistake of `cfg`'s model, found as its job finds them."""
     from sweep.cores import allotted_cores
     from sweep.run.cache import writable_cache
-    from sweep.run.job import set_up
+    from sweep.run.job import set_up, settings_of
     from sweep.run.selection import wrong_set
     from sweep.training.hardware import claimed_device
     cores, _ = allotted_cores()
     cache = writable_cache(cfg.cache_dir)
     with claimed_device(cfg.execution.device, 0) as device:
-        ready = set_up(cfg, cache, device)
+        ready = set_up(settings_of(cfg), cache, device)
         found = wrong_set(cfg, ready.model, ready.source.examples, ready.view, device, ready.source.wrong, cache,
                           cores, ready.layout, ready.weights["digest"])
     log.info("shared selection: %s gets %d of %d images wrong", model_name(cfg), len(found.pool),

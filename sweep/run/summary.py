@@ -24,7 +24,7 @@ def original_keys(arch: str, rows: pd.DataFrame) -> dict:
     return {"model_name": arch, "total_examples_attempted": len(rows), "successful_examples": successful,
             "failed_examples": len(rows) - successful,
             "results": [{"path": p, "total_loss": float(loss), "rank": int(rank)} for p, loss, rank in
-                        zip(rows["path"], rows["total_loss_to_correct"], rows[RANK])]}
+                        zip(rows["path"], rows["total_loss_to_correct"], rows[RANK], strict=True)]}
 
 
 # The distributions whose versions a result depends on (installed ranges differ between machines).

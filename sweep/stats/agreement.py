@@ -53,7 +53,7 @@ def concordance_w(scores: np.ndarray, seed: int = 0, models: list[str] | None = 
     if n < MIN_EXAMPLES:
         return Estimate.not_computable(f"n={n} < {MIN_EXAMPLES}", n)
     names = models or [f"model {i + 1}" for i in range(m)]
-    constant = [name for name, row in zip(names, scores) if np.ptp(row) == 0]
+    constant = [name for name, row in zip(names, scores, strict=True) if np.ptp(row) == 0]
     if constant:
         return Estimate.not_computable(f"no variation in {constant[0]}", n)
     ranking = ResampleRanking(scores)

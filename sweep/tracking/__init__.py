@@ -7,7 +7,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from sweep.config import Config, Tracker
+from sweep.config import LoggerConfig, Tracker
 from sweep.errors import UserError
 from sweep.tracking.sweep_run import TrackSweep
 
@@ -18,12 +18,12 @@ __all__ = ["TrackSweep", "check_tracker", "open_tracker"]
 PACKAGES = {Tracker.mlflow: "mlflow", Tracker.tensorboard: "tensorboard"}
 
 
-def check_tracker(cfg: Config) -> None:
+def check_tracker(logger: LoggerConfig) -> None:
     """The tracker's package is installed (it is an optional extra)."""
-    package = PACKAGES.get(cfg.logger.name)
+    package = PACKAGES.get(logger.name)
     if package and importlib.util.find_spec(package) is None:
-        raise UserError(f"logger={cfg.logger.name.value} needs {package}, an optional extra of this tool: "
-                        f"pip install -e '.[{cfg.logger.name.value}]' (or logger=none)")
+        raise UserError(f"logger={logger.name.value} needs {package}, an optional extra of this tool: "
+                        f"pip install -e '.[{logger.name.value}]' (or logger=none)")
 
 
 class Guarded:
@@ -55,20 +55,20 @@ class Guarded:
             self.tracker = None
 
 
-def open_tracker(cfg: Config, directory: Path, params: dict) -> Guarded:
+def open_tracker(logger: LoggerConfig, directory: Path, params: dict) -> Guarded:
     """The job's tracker, started (a resumed job continues its MLflow run), with `params` (the flat config)."""
-    if cfg.logger.name == Tracker.mlflow:
+    if logger.name == Tracker.mlflow:
         from sweep.tracking.mlflow_run import MlflowJob
-        make = lambda: MlflowJob(cfg.logger, directory, params)
-    elif cfg.logger.name == Tracker.tensorboard:
+        make = lambda: MlflowJob(logger, directory, params)
+    elif logger.name == Tracker.tensorboard:
         from sweep.tracking.tensorboard_run import TensorboardJob
         make = lambda: TensorboardJob(directory, params)
     else:
         return Guarded(None, "none")  # logger=none: every call does nothing
-    guarded = Guarded(None, cfg.logger.name.value)
+    guarded = Guarded(None, logger.name.value)
     try:
         guarded.tracker = make()
     except Exception as error:
-        log.warning("logger=%s could not start (%s: %s); this job runs without it", cfg.logger.name.value,
+        log.warning("logger=%s could not start (%s: %s); this job runs without it", logger.name.value,
                     type(error).__name__, str(error).splitlines()[0])
     return guarded

@@ -69,7 +69,7 @@ class FusedOptimizer:
             sgd.sgd(group, [p.grad for p in group], buffers, fused=True, weight_decay=self.weight_decay,
                     momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False)
             if self.momentum and group is fresh:  # the buffers torch.optim just created
-                self.state.update({p: {"momentum_buffer": buffer} for p, buffer in zip(group, buffers)})
+                self.state.update({p: {"momentum_buffer": buffer} for p, buffer in zip(group, buffers, strict=True)})
 
 
 def _adam_state(p: torch.Tensor) -> dict:

@@ -1,6 +1,6 @@
 """The loop: reset to the pretrained weights, fine-tune on one example until it is classified correctly.
 
-Its semantics are stated in the README ("What is measured, exactly"). `Trajectory` keeps one
+Its semantics are stated in the README ("What is measured"). `Trajectory` keeps one
 example's bookkeeping and is shared with the batched engine; `SingleExampleTrainer` is the simple
 path: one model, one example at a time.
 """
@@ -98,7 +98,7 @@ class SingleExampleTrainer:
         state = model.state_dict(keep_vars=True)
         self.state = list(state.values())
         self.snapshot = [t.detach().clone() for t in self.state]
-        saved = dict(zip(state, self.snapshot))
+        saved = dict(zip(state, self.snapshot, strict=True))
         trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         self.params = [p for _, p in trainable]
         self.pretrained_params = [saved[name] for name, _ in trainable]  # the snapshot's tensors, no second copy
@@ -108,7 +108,7 @@ class SingleExampleTrainer:
     @torch.no_grad()
     def reset(self) -> None:
         """Restore every parameter and buffer in place (no reallocation, unlike load_state_dict)."""
-        for tensor, saved in zip(self.state, self.snapshot):
+        for tensor, saved in zip(self.state, self.snapshot, strict=True):
             tensor.copy_(saved)
         for param in self.params:  # no gradient left over from earlier use of the model
             param.grad = None
@@ -157,7 +157,7 @@ class SingleExampleTrainer:
 
     @torch.no_grad()
     def weight_distance(self) -> float:
-        return l2_norm([p - p0 for p, p0 in zip(self.params, self.pretrained_params)])
+        return l2_norm([p - p0 for p, p0 in zip(self.params, self.pretrained_params, strict=True)])
 
 
 def check_train_mode(model: nn.Module, input_size: tuple[int, ...], arch: str) -> None:

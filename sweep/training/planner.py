@@ -3,18 +3,38 @@ its examples (simple path or batched engine). Every path gives the simple path's
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Optional
 
 import timm
 import torch
 
-from sweep.config import AUTO, Augmentation, Config
+from sweep.config import AUTO, Augmentation, ExecutionConfig
 from sweep.errors import UserError
-from sweep.training.engine import BatchedTrainer, batched_engine, engine_size, longest_first
+from sweep.training.engine import BatchedTrainer, batched_engine
 from sweep.training.executor import Executor, Finish, Task
 from sweep.training.loop import SingleExampleTrainer
+from sweep.training.sizing import engine_size
 
 log = logging.getLogger(__name__)
+
+
+def longest_first(items: list, predicted_cost: Callable[[object], Optional[float]]) -> list:
+    """Items by predicted cost, highest first, those without a prediction last in their given order.
+
+    Fed to the engine in this order (longest processing time first), the copies still running when
+    the queue runs dry are short ones, so few steps run with idle slots. The initial loss predicts
+    steps to correct well (see the README); outcomes do not depend on order.
+    """
+    known = [item for item in items if _finite(predicted_cost(item))]
+    unknown = [item for item in items if not _finite(predicted_cost(item))]
+    return sorted(known, key=predicted_cost, reverse=True) + unknown
+
+
+def _finite(value: Optional[float]) -> bool:
+    return value is not None and math.isfinite(value)
 
 
 @dataclass
@@ -33,13 +53,12 @@ class Plan:
         return f"{path}, {where} ({self.reason})"
 
 
-def choose(cfg: Config, device: torch.device, cores: int, todo: int) -> Plan:
-    """Workers and threads for `cfg.execution` (explicit values win; `auto` picks what the README's
+def choose(execution: ExecutionConfig, device: torch.device, cores: int, todo: int) -> Plan:
+    """Workers and threads for the `execution` settings (explicit values win; `auto` picks what the README's
     measurements show fastest): on a CPU, one single-threaded worker process per core, since a
     batch-of-one step spreads poorly over threads (single-threaded however many examples are left,
     so a resumed run computes exactly as the first); on a GPU, one process (the batched engine
     fills the GPU; its K is sized later)."""
-    execution = cfg.execution
     workers = execution.workers
     threads = None if execution.threads == AUTO else execution.threads
     if device.type != "cpu":
@@ -73,32 +92,33 @@ def choose(cfg: Config, device: torch.device, cores: int, todo: int) -> Plan:
     return Plan(workers, threads, parallel, reason)
 
 
-def plan(cfg: Config, trainer: SingleExampleTrainer, view, device: torch.device, todo: list[Task],
-         initial_losses: dict[str, float], cores: int, finish: Finish) -> tuple[Executor, list[Task], Plan]:
-    """The executor for `cfg.execution` (making rows with `finish`), the tasks in the order to feed
-    it, and the plan it follows."""
-    chosen = choose(cfg, device, cores, len(todo))
+def plan(execution: ExecutionConfig, seed: int, trainer: SingleExampleTrainer, view, device: torch.device,
+         todo: list[Task], initial_losses: dict[str, float], cores: int,
+         finish: Finish) -> tuple[Executor, list[Task], Plan]:
+    """The executor for the `execution` settings (making rows with `finish`; views and dropout drawn
+    with `seed`), the tasks in the order to feed it, and the plan it follows."""
+    chosen = choose(execution, device, cores, len(todo))
     engine = None
     if chosen.parallel == AUTO or chosen.parallel > 1:
-        engine, chosen = _engine(cfg, trainer, device, chosen, len(todo))
+        engine, chosen = _engine(trainer, device, chosen, len(todo))
     if engine is not None or chosen.workers > 1:  # longest first: the last to finish are short ones
         todo = longest_first(todo, lambda task: initial_losses.get(task[1].path))
     log.info("execution: %s", chosen.describe())
     # random views draw from the global random generators, which the training (dropout) uses too
-    prefetch = 2 if chosen.workers == 1 and cfg.train.augmentation != Augmentation.one_view else 0
-    executor = Executor(trainer, view, device, finish, cfg.seed, engine, chosen.workers, chosen.threads, prefetch)
+    prefetch = 2 if chosen.workers == 1 and trainer.train.augmentation != Augmentation.one_view else 0
+    executor = Executor(trainer, view, device, finish, seed, engine, chosen.workers, chosen.threads, prefetch)
     return executor, todo, chosen
 
 
-def _engine(cfg: Config, trainer: SingleExampleTrainer, device: torch.device, chosen: Plan,
+def _engine(trainer: SingleExampleTrainer, device: torch.device, chosen: Plan,
             todo: int) -> tuple[BatchedTrainer | None, Plan]:
-    """The batched engine for the plan (K sized from free GPU memory for `auto`), or None and the
-    simple path with the reason."""
+    """The batched engine for the plan, with the trainer's settings (K sized from free GPU memory for
+    `auto`), or None and the simple path with the reason."""
     input_size = tuple(timm.data.resolve_data_config(model=trainer.model)["input_size"])
     auto = chosen.parallel == AUTO
     k = 2 if auto else chosen.parallel
-    engine, obstacle = batched_engine(trainer.model, cfg.train, cfg.lr, cfg.max_steps, k, input_size, cfg.log_steps,
-                                      trainer.probe)
+    engine, obstacle = batched_engine(trainer.model, trainer.train, trainer.lr, trainer.max_steps, k, input_size,
+                                      trainer.log_steps, trainer.probe)
     if engine is not None and auto:
         k, obstacle = engine_size(engine, input_size, todo, device)
         engine.parallel = k

@@ -122,7 +122,7 @@ def _build(params: dict, out: Path, progress: bool) -> None:
     np.savez(out / "train.npz", images=train_x, labels=train_y)
 
     files = [f"{CLASSES[y]}/{i:05d}.png" for i, y in enumerate(val_y)]
-    for name, image in zip(files, val_x):
+    for name, image in zip(files, val_x, strict=True):
         (out / "val" / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(out / "val" / name)
     pd.DataFrame({"file": files, "label": val_y}).to_csv(out / "labels.csv", index=False)

@@ -102,5 +102,5 @@ def render_split(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, 
     labels = np.arange(n) % len(CLASSES)
     rng.shuffle(labels)
     severities = rng.uniform(0.0, 1.0, size=n)
-    images = np.stack([render(int(y), float(s), size, rng) for y, s in zip(labels, severities)])
+    images = np.stack([render(int(y), float(s), size, rng) for y, s in zip(labels, severities, strict=True)])
     return images, labels.astype(np.int64), severities

@@ -1,0 +1,122 @@
+"""The batched engine's state: K copies of the trainable parameters with their stacked optimizer, every
+copy's loop state on the device, and what the host holds per slot. Dropping finished copies moves the
+kept ones to the front (`compacted`)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from sweep.training.stacked_optimizer import StackedOptimizer, move_rows
+from sweep.training.stopping import stop_codes
+
+
+def compacted(active: list[int]) -> list[int]:
+    """The slots' new order when only the `active` ones (ascending) are kept: slot j takes copy
+    order[j]. Those within the first len(active) slots stay; the last ones fill the holes, so that as
+    few copies as possible move."""
+    n, kept = len(active), set(active)
+    movers = iter(reversed([i for i in active if i >= n]))
+    return [j if j in kept else next(movers) for j in range(n)]
+
+
+@dataclass
+class Slot:
+    item: object
+    y: int
+    key: Optional[str]  # the example's path: its images of a budgeted probe
+    baselines: tuple = ()  # at t = 0: the margin, the gradient norm and EL2N, as 0-d tensors on the device
+    losses: Optional[list[float]] = None  # with log_steps
+
+
+class Copies:
+    """K copies of the trainable parameters, one stacked tensor (K, ...) per parameter, stepped by one
+    optimizer whose state is stacked the same way (each copy with the state a fresh optimizer of its
+    own would have: its step counts and moments).
+
+    Parameters the forward does not use (`used` False) get no gradient in the simple path and are
+    never stepped, so weight decay leaves them alone here too. `stopped` holds each copy's weights as
+    they were when its loop stopped: every copy is stepped (which copies stopped is known on the
+    device only, until the next synchronisation), and one that stopped drifts on unseen until it is
+    refilled. Dropping copies moves the kept ones to the front: `stacked` and `stopped` are views of
+    the first `count` slots.
+    """
+
+    def __init__(self, pretrained: list[torch.Tensor], k: int, make: Callable[..., StackedOptimizer],
+                 used: list[bool]):
+        self.pretrained, self.used = pretrained, used
+        self.slots = [p.unsqueeze(0).repeat(k, *([1] * p.dim())) for p in pretrained]
+        self.stopped_slots = [s.clone() for s in self.slots]
+        self.grads = [torch.zeros_like(s) for s in self._used(self.slots)]
+        self.optimizer = make(self._used(self.slots), self.grads)
+        self.stacked, self.stopped = self.slots, self.stopped_slots
+
+    def _used(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [tensor for tensor, used in zip(tensors, self.used, strict=True) if used]
+
+    def reset(self, i: int) -> None:
+        """Copy i back to the pretrained weights with a fresh optimizer state."""
+        for stacked, p0 in zip(self.stacked, self.pretrained, strict=True):
+            stacked[i].copy_(p0)
+        self.optimizer.reset(i)
+
+    def keep(self, order: list[int]) -> None:
+        """Keep len(order) copies: slot j takes copy order[j] (its parameters, stopped weights and
+        optimizer state; moved only where j differs); the others are no longer computed."""
+        moves = move_rows(order)
+        if moves is not None:
+            for tensor in self.slots + self.stopped_slots:
+                tensor[moves[0]] = tensor[moves[1]]
+        self.optimizer.keep(order)
+        n = len(order)
+        self.stacked, self.stopped = [s[:n] for s in self.slots], [s[:n] for s in self.stopped_slots]
+
+    def record_stops(self, stopping: torch.Tensor) -> None:
+        """Keep the current weights of the copies whose loops stop now (`stopping`: a bool per copy)."""
+        for held, current in zip(self.stopped, self.stacked, strict=True):
+            torch.where(stopping.view(-1, *([1] * (current.dim() - 1))), current, held, out=held)
+
+    def stopped_weights(self, i: int) -> list[torch.Tensor]:
+        return [s[i] for s in self.stopped]
+
+    def step(self, grads: list[torch.Tensor]) -> None:
+        """One optimizer update of every copy with its slice of `grads`."""
+        for buffer, g in zip(self.grads, self._used(grads), strict=True):
+            buffer[:len(g)].copy_(g)
+        self.optimizer.step()
+
+
+class Loops:
+    """Every copy's loop state, on the device: step t, summed loss (float64, as Python's float sum
+    of the simple path), whether it still runs, how it stopped, and what step 0 showed."""
+
+    def __init__(self, k: int, device: torch.device):
+        self.t = torch.zeros(k, dtype=torch.long, device=device)
+        self.loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
+        self.running = torch.ones(k, dtype=torch.bool, device=device)
+        self.code = torch.zeros(k, dtype=torch.int8, device=device)
+        self.final_loss = torch.zeros(k, dtype=torch.float32, device=device)
+        self.initial_loss = torch.zeros(k, dtype=torch.float32, device=device)
+        self.initial_prediction = torch.zeros(k, dtype=torch.long, device=device)
+
+    def restart(self, i: int) -> None:
+        self.t[i], self.loss_sum[i], self.running[i], self.code[i] = 0, 0.0, True, 0
+
+    def keep(self, indices: list[int]) -> None:
+        for name, value in vars(self).items():
+            setattr(self, name, value[indices])
+
+    def observe(self, losses: torch.Tensor, predictions: torch.Tensor, labels: torch.Tensor, max_steps: int,
+                check_final_state: bool) -> torch.Tensor:
+        """Apply one step's losses and predictions (the stopping rule, then the bookkeeping of the update
+        every running loop takes); returns which loops stop at this step."""
+        codes = stop_codes(losses, predictions, labels, self.t, max_steps, check_final_state)
+        stopping = self.running & (codes != 0)
+        self.code = torch.where(stopping, codes, self.code)
+        self.final_loss = torch.where(stopping, losses, self.final_loss)
+        self.running &= ~stopping
+        self.loss_sum += torch.where(self.running, losses.double(), 0.0)
+        self.t += self.running
+        return stopping
