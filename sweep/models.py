@@ -90,7 +90,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
             else f"it holds a {type(state).__name__}"
         raise UserError(f"model.checkpoint={path}: not a state dict torch.load can read ({what})")
     try:
-        timm.models.load_checkpoint(model, str(path), use_ema=False, strict=True)
+        timm.models.load_checkpoint(model, str(path), use_ema=False, strict=True, weights_only=True)
     except RuntimeError as error:  # load_state_dict's: keys or shapes that differ
         raise UserError(f"checkpoint {path} does not fit this architecture: {error}") from None
     return model
@@ -116,7 +116,7 @@ def load_package_weights(model: nn.Module, package: str) -> nn.Module:
                                         for a, b in zip(state.values(), target.values(), strict=True)):
         raise UserError(f"{files[0]} ({len(state)} tensors) does not match the {len(target)} tensors of this "
                         f"architecture in order and shape")
-    timm.models.load_checkpoint(model, str(files[0]), strict=True, remap=True)  # by position, as checked above
+    timm.models.load_checkpoint(model, str(files[0]), strict=True, remap=True, weights_only=True)  # by position
     return model
 
 
