@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from sweep.files import replacing
-from sweep.outputs import BASELINES, COSTS, DAMAGE, RANK, Status
+from sweep.outputs import BASELINES, COSTS, DAMAGE, MEASURED, RANK, Status
 
 COSTS_PARQUET = "costs.parquet"
 KEPT = ["path", RANK, "label", "initial_prediction", "status", *COSTS, "updates", *BASELINES, *DAMAGE,
@@ -23,7 +23,7 @@ def cost_matrix(merged: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """The long cost matrix of the merged rows: the run's label and varying parameters (the model among
     them), then one row per image it measured; `censored` marks a never-corrected example, whose costs
     are lower bounds (`total_loss_to_correct` is then -1, the original scripts' convention)."""
-    rows = merged[merged["status"].isin((Status.CORRECT, Status.NEVER_CORRECT))]
+    rows = merged[merged["status"].isin(MEASURED)]
     identity = ["run", *[k for k in keys if k in rows]]
     frame = rows[identity + [c for c in KEPT if c in rows]].reset_index(drop=True)
     if "model" not in frame:

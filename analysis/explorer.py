@@ -13,6 +13,7 @@ linked by relative path (the page then needs that folder beside it).
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import math
@@ -187,7 +188,6 @@ def _options(axes: dict[str, str], chosen: str) -> str:
 
 
 def _html(text: str) -> str:
-    import html
     return html.escape(text)
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from analysis.blocks import EMPTY, Block
 from analysis.universality import __doc__ as UNIVERSALITY_DOC
 from analysis.universality import accuracy_association, universal_association
-from sweep.stats.estimates import Estimate
+from sweep.stats.estimates import Estimate, with_ci
 
 MAX_MODEL_ROWS = 20  # more models: the 10 most and the 10 least accurate shown, all in universality_models.csv
 MAX_PAIR_ROWS = 10   # more pairs of models: in universality_pairs.csv only
@@ -116,6 +116,5 @@ def _text(row: pd.Series, name: str, signed: bool = False) -> str:
         mine = [part.split(": ", 1)[1] for part in reasons.split("; ") if part.startswith(f"{name}: ")]
         reason = mine[0] if mine else (reasons if ": " not in reasons else "")
         return f"n/c ({reason})" if reason else EMPTY
-    number = "{:+.2f}" if signed else "{:.2f}"
-    ci = f" [{number.format(low)}, {number.format(high)}]" if low is not None and math.isfinite(low) else ""
-    return number.format(value) + ci + (f" n={int(n)}" if n is not None and math.isfinite(n) else "")
+    return with_ci(value, low, high, "{:+.2f}" if signed else "{:.2f}") + \
+        (f" n={int(n)}" if n is not None and math.isfinite(n) else "")

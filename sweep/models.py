@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Optional
 
 import timm
+import timm.data
 import torch
 from timm.models import get_arch_pretrained_cfgs, split_model_name_tag
 from torch import nn
 
+from sweep.data.file_formats import existing
 from sweep.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,11 @@ def create_model(arch: str, num_classes: Optional[int] = None, image_size: Optio
                                 "mean": mean, "std": std, "crop_pct": 1.0, "interpolation": "bilinear",
                                 "num_classes": num_classes}
     return model
+
+
+def input_size(model: nn.Module) -> tuple[int, ...]:
+    """The (C, H, W) input the model's own preprocessing gives (timm's data config)."""
+    return tuple(timm.data.resolve_data_config(model=model)["input_size"])
 
 
 def check_arch(name: str) -> None:
@@ -72,8 +79,7 @@ def pretrained_model(arch: str, checkpoint: Optional[str] = None, package: Optio
 
 def check_checkpoint(path: str | Path) -> None:
     """model.checkpoint names a file."""
-    if not Path(path).expanduser().is_file():
-        raise UserError(f"model.checkpoint={path}: no such file")
+    existing(path, "model.checkpoint")
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:

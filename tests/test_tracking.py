@@ -16,6 +16,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
                                 reason="the mlflow extra is not installed (pip install -e '.[mlflow]')")
 
 
+@pytest.mark.slow  # two sweeps with MLflow's start-up; .ci/run runs it after the default suite
 def test_a_sweep_logs_to_mlflow_as_nested_runs_and_a_rerun_adds_none(tmp_path, cache_dir):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep = tmp_path / "sweep"

@@ -22,7 +22,14 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from sweep.data.file_formats import IMAGE_SUFFIXES, PATH_COLUMNS, load_matrix, read_list, refuse_duplicates
+from sweep.data.file_formats import (
+    IMAGE_SUFFIXES,
+    PATH_COLUMNS,
+    existing,
+    load_matrix,
+    read_list,
+    refuse_duplicates,
+)
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
 
@@ -53,10 +60,8 @@ def read_difficulty(path: Path, examples_file: Optional[Path] = None) -> pd.Data
     """Columns `path`, `rank` (1 = easiest) from any supported difficulty file, its format detected
     explicitly: `.npy` is a matrix; a first line naming image files is the original single line;
     anything else must be a CSV whose header names a path column."""
-    path = Path(path).expanduser()
     key = "data.difficulty"
-    if not path.is_file():
-        raise UserError(f"{key}={path}: no such file")
+    path = existing(path, key)
     if path.suffix == ".npy":
         return _matrix_ranks(path, examples_file)
     with open(path) as file:

@@ -14,6 +14,7 @@ from sweep.config import DataConfig, ImageFolderDataConfig, ModelConfig
 from sweep.data.correctness import wrong_from_matrix
 from sweep.data.demo import open_demo
 from sweep.data.examples import Example, check_labels
+from sweep.data.file_formats import existing
 from sweep.data.image_folders import image_folder_examples, path_matcher
 from sweep.errors import UserError
 from sweep.models import create_model, hub_name, package_version, pretrained_model
@@ -65,8 +66,8 @@ def check_inputs(data: DataConfig, arch: Optional[str] = None) -> None:
                             f"over models, data.correctness_model_map)")
         files += [*MATRIX_KEYS, "correctness_model_map"]
     for key in files:
-        if getattr(data, key) and not Path(getattr(data, key)).expanduser().is_file():
-            raise UserError(f"data.{key}={getattr(data, key)}: no such file")
+        if getattr(data, key):
+            existing(getattr(data, key), f"data.{key}")
     if data.correctness_model_map and not data.wrong_from_model and arch is not None:
         matrix_row(data, arch)
 

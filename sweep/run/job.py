@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Optional
 
 import pandas as pd
-import timm.data
 import torch
 from omegaconf import OmegaConf
 from torch import nn
@@ -22,7 +21,7 @@ from sweep.cores import allotted_cores
 from sweep.data.examples import Example
 from sweep.data.images import example_view
 from sweep.data.sources import Source, check_inputs, open_source
-from sweep.models import check_arch, check_checkpoint, check_package
+from sweep.models import check_arch, check_checkpoint, check_package, input_size
 from sweep.multirun import clear_failure
 from sweep.run.cache import writable_cache
 from sweep.run.directory import RunDirectory, identity
@@ -120,7 +119,7 @@ def set_up(settings: Config, cache: Path, device: torch.device) -> Ready:
     model = with_memory_format(model, layout)
     log.info("memory format: %s (%s)", layout.value, layout_reason)
     model.train(settings.train.mode == ModelMode.train)
-    check_train_mode(model, tuple(timm.data.resolve_data_config(model=model)["input_size"]), settings.model.arch)
+    check_train_mode(model, input_size(model), settings.model.arch)
     view = example_view(model, random_view=settings.train.augmentation == Augmentation.one_view, seed=settings.seed)
     return Ready(source, model, weights, layout, layout_reason, view)
 
@@ -144,7 +143,7 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, started: float, devi
     settings = settings_of(cfg)
     ready = set_up(settings, cache, device)
     directory.claim_weights(ready.weights)
-    phases = Phases(count_step(ready.model, tuple(timm.data.resolve_data_config(model=ready.model)["input_size"])))
+    phases = Phases(count_step(ready.model, input_size(ready.model)))
     work = _select(cfg, settings, directory, ready, cache, device, cores, phases, shared)
 
     finish = functools.partial(finished, mistake_predictions=work.selection.predictions)

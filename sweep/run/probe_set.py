@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
-import timm.data
 import torch
 from torch import nn
 
@@ -13,6 +12,7 @@ from sweep.config import AUTO, Config, MemoryFormat
 from sweep.data.examples import Example
 from sweep.data.images import example_view, read_view
 from sweep.errors import UserError
+from sweep.models import input_size
 from sweep.run.directory import RunDirectory
 from sweep.run.selection import Selection, draw_probe
 from sweep.training.flops import StepCost
@@ -26,14 +26,14 @@ log = logging.getLogger(__name__)
 AUTO_GPU, AUTO_CPU_SMALL, AUTO_CPU_LARGE, SMALL_PIXELS = 1000, 50, 20, 64 * 64
 
 
-def probe_size(cfg: Config, device: torch.device, input_size: tuple[int, ...]) -> int:
+def probe_size(cfg: Config, device: torch.device, shape: tuple[int, ...]) -> int:
     """probe.size, or for auto: 1000 images on a GPU; on a CPU 50 for small images (64 px or less),
     20 for larger ones."""
     if cfg.probe.size != AUTO:
         return cfg.probe.size
     if device.type == "cuda":
         return AUTO_GPU
-    return AUTO_CPU_SMALL if input_size[-1] * input_size[-2] <= SMALL_PIXELS else AUTO_CPU_LARGE
+    return AUTO_CPU_SMALL if shape[-1] * shape[-2] <= SMALL_PIXELS else AUTO_CPU_LARGE
 
 
 def open_probe(cfg: Config, directory: RunDirectory, examples: list[Example], selection: Selection,
@@ -42,7 +42,7 @@ def open_probe(cfg: Config, directory: RunDirectory, examples: list[Example], se
     images kept in the weights' memory `layout` (no reorder at each forward pass). With
     probe.size=auto, each example is judged on the prefix of the set that `cost` and probe.budget
     allow (see Probe)."""
-    size = probe_size(cfg, device, tuple(timm.data.resolve_data_config(model=model)["input_size"]))
+    size = probe_size(cfg, device, input_size(model))
     if size == 0:
         return None
     budget = cfg.probe.budget if cfg.probe.size == AUTO else None

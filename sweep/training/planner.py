@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
-import timm
 import torch
 
 from sweep.config import AUTO, Augmentation, ExecutionConfig
 from sweep.errors import UserError
+from sweep.models import input_size
 from sweep.training.engine import BatchedTrainer, batched_engine
 from sweep.training.executor import Executor, Finish, Task
 from sweep.training.loop import SingleExampleTrainer
@@ -114,13 +114,13 @@ def _engine(trainer: SingleExampleTrainer, device: torch.device, chosen: Plan,
             todo: int) -> tuple[BatchedTrainer | None, Plan]:
     """The batched engine for the plan, with the trainer's settings (K sized from free GPU memory for
     `auto`), or None and the simple path with the reason."""
-    input_size = tuple(timm.data.resolve_data_config(model=trainer.model)["input_size"])
+    size = input_size(trainer.model)
     auto = chosen.parallel == AUTO
     k = 2 if auto else chosen.parallel
-    engine, obstacle = batched_engine(trainer.model, trainer.train, trainer.lr, trainer.max_steps, k, input_size,
+    engine, obstacle = batched_engine(trainer.model, trainer.train, trainer.lr, trainer.max_steps, k, size,
                                       trainer.log_steps, trainer.probe)
     if engine is not None and auto:
-        k, obstacle = engine_size(engine, input_size, todo, device)
+        k, obstacle = engine_size(engine, size, todo, device)
         engine.parallel = k
     if engine is None or obstacle or k < 2:
         why = obstacle or f"K={k}"
