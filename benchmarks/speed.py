@@ -36,6 +36,7 @@ import copy
 import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sweep.cli import prepare_process
@@ -270,7 +271,7 @@ def method(spec: str, device: torch.device):
     return label.format(*numbers), make(*numbers), precision
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["demo:test_resnet", "resnet18@224",
                                                         "tf_efficientnet_lite0@224"])
@@ -285,7 +286,65 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the table's rows to this JSON file")
     parser.add_argument("--matmul-size", type=int, default=None,
                         help="n of the n x n matmuls that measure the peak (default: 8192 on a GPU, 2048 on a CPU)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def measurer(device: torch.device, threads: int) -> Callable:
+    """How a measurement runs: on a CPU in a fresh fork of this process at `threads` threads (methods
+    run in one process disturb each other's timings; see benchmarks/README.md), this process
+    preparing the workloads on one thread so that the forks are safe; on CUDA, which cannot be used
+    in a forked child, in place, one after another, in fp32 as the tool runs it (no TF32)."""
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+        return functools.partial(isolated, threads)
+    exact_arithmetic(device, Precision.fp32)
+    return lambda function, *a: function(*a)
+
+
+def measure_model(spec: str, methods: list, args: argparse.Namespace, measure: Callable, peaks: dict,
+                  device: torch.device, largest_k: int) -> list[dict]:
+    """The table's rows of the workload `spec`: each method warmed up, then timed `args.repeats` times
+    (methods interleaved, so that a slow spell of the machine hits all of them), the fastest kept."""
+    demo = spec.startswith("demo:")
+    n = args.examples or max(256 if demo else 16, 2 * largest_k)
+    model, examples, lr, costs = workload(spec, n, device)
+    max_steps = 1000 if demo else args.max_steps
+    flops = step_flops(model, examples[0][0])
+    results, failed = {}, set()
+    for _, label, run, _ in methods:  # warm-up: CUDA context, autotuning, allocator, compilation
+        tick = time.perf_counter()
+        try:
+            measure(timed, run, model, examples[:2], lr, min(max_steps, 3), costs[:2] if costs else None, device)
+        except Exception as error:  # one method failing must not lose the others' rows
+            failed.add(label)
+            print(f"{spec}: {label}: failed: {type(error).__name__}: {str(error).splitlines()[0]}", flush=True)
+        if "compile" in label:
+            print(f"{spec}: {label}: warm-up (compilation) {time.perf_counter() - tick:.1f} s", flush=True)
+    for _ in range(args.repeats):
+        for _, label, run, precision in methods:
+            if label in failed:
+                continue
+            steps, seconds, memory = measure(timed, run, model, examples, lr, max_steps, costs, device)
+            if label not in results or seconds < results[label][1]:
+                results[label] = steps, seconds, memory, precision
+            print(f"{spec}: {label}: {sum(steps)} updates in {seconds:.2f} s", flush=True)
+    reference = results["simple path"][0] if "simple path" in results else \
+        measure(simple(), model, examples, lr, max_steps, costs)[0]
+    rows, baseline = [], None
+    for label, (steps, seconds, memory, precision) in results.items():
+        rate = sum(steps) / seconds
+        baseline = baseline or rate
+        rows.append({"model": spec, "method": label, "examples": len(examples), "updates": sum(steps),
+                     "seconds": round(seconds, 2), "example-steps/s": round(rate, 1),
+                     "speedup": round(rate / baseline, 2), "GFLOP/step": round(flops / 1e9, 3),
+                     "GFLOP/s": round(rate * flops / 1e9, 1),
+                     "% of peak": round(100 * rate * flops / 1e12 / peaks[precision], 2),
+                     "peak MB": round(memory), "same steps as simple path": steps == reference})
+    return rows
+
+
+def main() -> None:
+    args = arguments()
     device = torch.device(args.device)
     specs = args.methods or (["original", "simple", "compiled", "simple-bf16", "batched:8", "batched:32",
                               "batched:128", "batched-bf16:32"] if device.type == "cuda"
@@ -295,15 +354,7 @@ def main() -> None:
     largest_k = max([int(s.split(":")[-1]) for s in specs if s.split(":")[0] in batched and s.split(":")[-1] != AUTO]
                     or [1])
     threads = torch.get_num_threads()
-    if device.type == "cpu":
-        # Every measurement runs in a fresh fork of this process, at `threads` threads: in one
-        # process, running the batched engine first made the simple path and the workers 10-15%
-        # slower. This process prepares the workloads on one thread, so that the forks are safe.
-        torch.set_num_threads(1)
-        measure = functools.partial(isolated, threads)
-    else:  # CUDA cannot be used in a forked child: the methods run one after another in place
-        exact_arithmetic(device, Precision.fp32)  # fp32 as the tool runs it: no TF32
-        measure = lambda function, *a: function(*a)
+    measure = measurer(device, threads)
     peaks = {"fp32": measure(matmul_tflops, device, torch.float32, args.matmul_size)}
     if any(p == "bf16" for *_, p in methods):
         peaks["bf16"] = measure(matmul_tflops, device, torch.bfloat16, args.matmul_size)
@@ -312,42 +363,7 @@ def main() -> None:
           + ", ".join(f"{p} {v:.2f} TFLOP/s" for p, v in peaks.items()), flush=True)
     rows = []
     for spec in args.models:
-        demo = spec.startswith("demo:")
-        n = args.examples or max(256 if demo else 16, 2 * largest_k)
-        model, examples, lr, costs = workload(spec, n, device)
-        max_steps = 1000 if demo else args.max_steps
-        flops = step_flops(model, examples[0][0])
-        results, failed = {}, set()
-        for _, label, run, _ in methods:  # warm-up: CUDA context, autotuning, allocator, compilation
-            tick = time.perf_counter()
-            try:
-                measure(timed, run, model, examples[:2], lr, min(max_steps, 3), costs[:2] if costs else None, device)
-            except Exception as error:  # one method failing must not lose the others' rows
-                failed.add(label)
-                print(f"{spec}: {label}: failed: {type(error).__name__}: {str(error).splitlines()[0]}", flush=True)
-            if "compile" in label:
-                print(f"{spec}: {label}: warm-up (compilation) {time.perf_counter() - tick:.1f} s", flush=True)
-        for _ in range(args.repeats):  # methods interleaved, so a slow spell of the machine hits all of them
-            for _, label, run, precision in methods:
-                if label in failed:
-                    continue
-                steps, seconds, memory = measure(timed, run, model, examples, lr, max_steps, costs, device)
-                if label not in results or seconds < results[label][1]:
-                    results[label] = steps, seconds, memory, precision
-                print(f"{spec}: {label}: {sum(steps)} updates in {seconds:.2f} s", flush=True)
-        reference = results["simple path"][0] if "simple path" in results else \
-            measure(simple(), model, examples, lr, max_steps, costs)[0]
-        baseline = None
-        for label, (steps, seconds, memory, precision) in results.items():
-            rate = sum(steps) / seconds
-            baseline = baseline or rate
-            rows.append({"model": spec, "method": label, "examples": len(examples), "updates": sum(steps),
-                         "seconds": round(seconds, 2), "example-steps/s": round(rate, 1),
-                         "speedup": round(rate / baseline, 2), "GFLOP/step": round(flops / 1e9, 3),
-                         "GFLOP/s": round(rate * flops / 1e9, 1),
-                         "% of peak": round(100 * rate * flops / 1e12 / peaks[precision], 2),
-                         "peak MB": round(memory), "same steps as simple path": steps == reference})
-        del model, examples
+        rows += measure_model(spec, methods, args, measure, peaks, device, largest_k)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     print()

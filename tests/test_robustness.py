@@ -159,7 +159,7 @@ def test_label_outside_the_model_classes():
 
 
 def test_corrupt_image_is_unreadable_not_fatal(tmp_path):
-    from sweep.run.inference import find_wrong
+    from sweep.run.inference import Search, find_wrong
     good, bad = tmp_path / "good.png", tmp_path / "bad.jpg"
     Image.new("RGB", (8, 8)).save(good)
     Image.new("RGB", (64, 64)).save(bad)
@@ -168,8 +168,8 @@ def test_corrupt_image_is_unreadable_not_fatal(tmp_path):
     torch.nn.init.zeros_(model[1].weight)
     model[1].bias.data = torch.tensor([1.0, 0.0])  # always predicts class 0
     to_tensor = lambda e: torch.from_numpy(np.asarray(load_image(e.path), np.float32)).permute(2, 0, 1)
-    wrong, unreadable = find_wrong(model, [Example(str(good), 1, 1), Example(str(bad), 1, 2)], to_tensor,
-                                   torch.device("cpu"), 4, progress=False)
+    wrong, unreadable = find_wrong(model, [Example(str(good), 1, 1), Example(str(bad), 1, 2)],
+                                   Search(to_tensor, batch_size=4, progress=False))
     assert unreadable == 1 and [e.path for e in wrong] == [str(good)]
     mistake = wrong[Example(str(good), 1, 1)]
     assert mistake.loss == pytest.approx(np.log(1 + np.e)) and mistake.prediction == 0  # -log softmax(0, 1)[1]
@@ -262,8 +262,18 @@ def test_checkpoint_that_does_not_fit(tmp_path):
         load_checkpoint(create_model("test_resnet", 10), path)
 
 
-def test_empty_wrong_set_is_a_clear_error():
+def test_empty_wrong_set_is_a_clear_error(tmp_path):
+    from omegaconf import OmegaConf
+
     from helpers.configs import compose_config
+    from sweep.config import MemoryFormat
+    from sweep.data.sources import Source
+    from sweep.run.context import JobContext
     from sweep.run.selection import select
+    cfg = compose_config()
+    model = create_model("test_resnet", 10)
+    job = JobContext(OmegaConf.to_object(cfg), {}, torch.device("cpu"), 1, "test", tmp_path,
+                     Source([Example("a.png", 1, 1)], wrong=[]), model, {"digest": "-"}, MemoryFormat.contiguous, "",
+                     lambda example: torch.zeros(3, 32, 32), (3, 32, 32))
     with pytest.raises(UserError, match="model test_resnet gets no example of data=demo wrong: nothing to correct"):
-        select(compose_config(), None, [Example("a.png", 1, 1)], None, None, precomputed=[])
+        select(job)

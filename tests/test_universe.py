@@ -86,11 +86,11 @@ def test_default_model_has_a_few_hundred_mistakes_with_a_spread_of_costs(default
 def test_default_model_gets_a_few_hundred_validation_images_wrong(default_universe, cache_dir):
     from sweep.data.demo import open_demo
     from sweep.data.images import example_view
-    from sweep.run.inference import find_wrong
+    from sweep.run.inference import Search, find_wrong
     demo = open_demo(UniverseConfig(), cache_dir)
     model = demo.pretrained("test_resnet").eval()
-    wrong, unreadable = find_wrong(model, demo.examples, example_view(model, random_view=False, seed=0),
-                                   torch.device("cpu"), 256, progress=False)
+    wrong, unreadable = find_wrong(model, demo.examples, Search(example_view(model, random_view=False, seed=0),
+                                                                batch_size=256, progress=False))
     assert unreadable == 0
     print(f"default model gets {len(wrong)} of {len(demo.examples)} validation images wrong")
     assert 150 <= len(wrong) <= 700

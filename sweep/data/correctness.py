@@ -24,20 +24,16 @@ from sweep.data.examples import Example
 from sweep.data.file_formats import load_matrix, read_list
 from sweep.errors import UserError
 from sweep.files import atomic_write_text, replacing
+from sweep.verdicts import judge
 
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
     """(correct, true-class probability) per example of `batches`, the model in eval mode."""
     model.eval()
-    correct, true_prob = [], []
-    for x, y in batches:
-        prob = model(x).softmax(1)
-        correct.append((prob.argmax(1) == y).numpy())
-        true_prob.append(prob[torch.arange(len(y)), y].numpy())
-    return np.concatenate(correct), np.concatenate(true_prob)
+    verdicts = judge(model, batches, probability=True)
+    return verdicts.right.cpu().numpy(), verdicts.probability.cpu().numpy()
 
 
 def write_matrix(out: Path, names: list[str], examples: list[str], correct: np.ndarray, true_prob: np.ndarray) -> None:

@@ -20,6 +20,18 @@ class Example:
     rank: int   # universal difficulty rank, 1 = easiest
 
 
+def examples_table(examples: list[Example], **columns) -> pd.DataFrame:
+    """The examples as a table (path, label, rank, then `columns`), as a run keeps its selection, probe
+    set and shared selection."""
+    return pd.DataFrame({"path": [e.path for e in examples], "label": [e.label for e in examples],
+                         "rank": [e.rank for e in examples], **columns})
+
+
+def table_examples(table: pd.DataFrame) -> list[Example]:
+    """The examples of a table that `examples_table` wrote, in its order."""
+    return [Example(p, int(y), int(r)) for p, y, r in zip(table["path"], table["label"], table["rank"], strict=True)]
+
+
 def read_examples(images_root: Path, labels_csv: Path, difficulty_csv: Path) -> list[Example]:
     """Examples that exist on disk and have a label and a rank; CSV files are relative to `images_root`."""
     labels = pd.read_csv(labels_csv)

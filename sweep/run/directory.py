@@ -21,7 +21,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from sweep.config import Config, flatten
-from sweep.data.examples import Example
+from sweep.data.examples import examples_table, table_examples
 from sweep.errors import DirectoryInUse, UserError
 from sweep.files import atomic_write_text
 from sweep.outputs import (
@@ -124,18 +124,14 @@ class RunDirectory:
         if not (path.exists() and info_path.exists()):
             return None
         frame = pd.read_csv(path)
-        examples = [Example(p, int(y), int(r))
-                    for p, y, r in zip(frame["path"], frame["label"], frame["rank"], strict=True)]
-        return Selection(examples, _known(frame, "initial_loss", float), json.loads(info_path.read_text()),
+        return Selection(table_examples(frame), _known(frame, "initial_loss", float), json.loads(info_path.read_text()),
                          _known(frame, "prediction", int))
 
     def save_selection(self, selection: Selection) -> Selection:
         chosen = selection.examples
-        frame = pd.DataFrame({"path": [e.path for e in chosen], "label": [e.label for e in chosen],
-                              "rank": [e.rank for e in chosen],
-                              "initial_loss": [selection.initial_losses.get(e.path, float("nan")) for e in chosen],
-                              "prediction": pd.array([selection.predictions.get(e.path) for e in chosen],
-                                                     dtype="Int64")})
+        frame = examples_table(
+            chosen, initial_loss=[selection.initial_losses.get(e.path, float("nan")) for e in chosen],
+            prediction=pd.array([selection.predictions.get(e.path) for e in chosen], dtype="Int64"))
         atomic_write_text(self.path / SELECTION_CSV, frame.to_csv(index=False))
         atomic_write_text(self.path / SELECTION_JSON, json.dumps(selection.info, indent=2))
         return Selection(chosen, _known(frame, "initial_loss", float), selection.info, _known(frame, "prediction", int))

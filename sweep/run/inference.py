@@ -19,7 +19,8 @@ from sweep.data.image_files import ImageReadError
 from sweep.data.images import read_view
 from sweep.errors import UserError
 from sweep.randomness import seeded
-from sweep.training.precision import autocast_context, cross_entropy
+from sweep.training.precision import autocast_context
+from sweep.verdicts import judge
 
 
 @dataclass(frozen=True)
@@ -58,56 +59,66 @@ LOADER_MIN_EXAMPLES = 256  # fewer: decoding in this process beats starting load
 LOADER_MAX_WORKERS = 8
 
 
-@torch.no_grad()
-def infer(model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
-          device: torch.device, batch_size: int, progress: bool = True, cores: int = 1,
-          precision: Precision = Precision.fp32,
-          forward_seed: Optional[Callable[[Example], int]] = None) -> tuple[dict[Example, Mistake], int]:
-    """The model's loss and prediction on every readable example, in its current mode on `view`, in
-    the arithmetic of `precision` (the loop's autocast and loss); and the number of images that could
-    not be read.
+@dataclass(frozen=True)
+class Search:
+    """How a model is run over many examples: on the input `view` of each, on `device`, `batch_size` at a
+    time (1 when the model is in train mode, so BatchNorm sees one image as in training), decoded by up
+    to `cores` loader processes, in the arithmetic of `precision` (the loop's autocast and loss); in
+    train mode the forward's randomness (dropout) is drawn from `forward_seed(example)`, as at the
+    loop's step 0."""
+    view: Callable[[Example], torch.Tensor]
+    device: torch.device = torch.device("cpu")
+    batch_size: int = 64
+    cores: int = 1
+    precision: Precision = Precision.fp32
+    forward_seed: Optional[Callable[[Example], int]] = None
+    progress: bool = True
 
-    Images are decoded by up to `cores` loader processes (into pinned memory for a GPU) while the
-    model runs. `batch_size` must be 1 when the model is in train mode, so BatchNorm sees one image
-    as in training; the forward's randomness (dropout) is then drawn from `forward_seed(example)`, as
-    at the loop's step 0. The model's buffers (BatchNorm running statistics, which train mode moves)
-    are restored after.
+
+def infer(model: nn.Module, examples: list[Example], search: Search) -> tuple[dict[Example, Mistake], int]:
+    """The model's loss and prediction on every readable example, in its current mode, run as `search`
+    says; and the number of images that could not be read. Images are decoded by loader processes
+    (into pinned memory for a GPU) while the model runs. The model's buffers (BatchNorm running
+    statistics, which train mode moves) are restored after.
     """
+    view, device, forward_seed = search.view, search.device, search.forward_seed
     buffers = [(b, b.clone()) for b in model.buffers()]
-    workers = min(cores, LOADER_MAX_WORKERS) if len(examples) >= LOADER_MIN_EXAMPLES and cores > 1 else 0
-    loader = DataLoader(_Views(examples, view), batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+    many = len(examples) >= LOADER_MIN_EXAMPLES and search.cores > 1
+    workers = min(search.cores, LOADER_MAX_WORKERS) if many else 0
+    loader = DataLoader(_Views(examples, view), batch_size=search.batch_size, num_workers=workers, collate_fn=_collate,
                         pin_memory=device.type == "cuda")
-    autocast = autocast_context(precision, device.type)
-    results, readable = {}, 0
-    try:
-        for indices, images, error in tqdm(loader, desc="finding mistakes", unit="batch", disable=not progress,
+    autocast = autocast_context(search.precision, device.type)
+    order: list[int] = []  # the readable examples, in the order judged
+
+    def readable_batches():
+        for indices, images, error in tqdm(loader, desc="finding mistakes", unit="batch", disable=not search.progress,
                                            leave=False):
             if error is not None:
                 raise error
-            if images is None:
-                continue
-            readable += len(indices)
-            seed = forward_seed(examples[indices[0]]) if forward_seed is not None and len(indices) == 1 else None
-            with seeded(seed, device) if seed is not None else contextlib.nullcontext(), autocast():
-                logits = model(images.to(device, non_blocking=True))
-            labels = torch.tensor([examples[i].label for i in indices], device=logits.device)
-            losses = cross_entropy(logits, labels, precision, reduction="none").cpu().tolist()
-            predicted = logits.argmax(1).cpu().tolist()
-            results.update({examples[i]: Mistake(loss, p)
-                            for i, p, loss in zip(indices, predicted, losses, strict=True)})
+            if images is not None:
+                order.extend(indices)
+                yield (indices, images), torch.tensor([examples[i].label for i in indices])
+
+    def forward(batch: tuple[list[int], torch.Tensor]) -> torch.Tensor:
+        indices, images = batch
+        seed = forward_seed(examples[indices[0]]) if forward_seed is not None and len(indices) == 1 else None
+        with seeded(seed, device) if seed is not None else contextlib.nullcontext(), autocast():
+            return model(images.to(device, non_blocking=True))
+
+    try:
+        verdicts = judge(forward, readable_batches(), search.precision)
+        results = {examples[i]: Mistake(loss, p) for i, p, loss in
+                   zip(order, verdicts.predicted.tolist(), verdicts.loss.tolist(), strict=True)}
     finally:  # train mode moves BatchNorm's running statistics: put them back, whatever happened
         with torch.no_grad():
             for buffer, saved in buffers:
                 buffer.copy_(saved)
-    return results, len(examples) - readable
+    return results, len(examples) - len(order)
 
 
-def find_wrong(model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
-               device: torch.device, batch_size: int, progress: bool = True, cores: int = 1,
-               precision: Precision = Precision.fp32,
-               forward_seed: Optional[Callable[[Example], int]] = None) -> tuple[dict[Example, Mistake], int]:
+def find_wrong(model: nn.Module, examples: list[Example], search: Search) -> tuple[dict[Example, Mistake], int]:
     """The examples the model misclassifies (see `infer`), and the number of images that could not be read."""
-    results, unreadable = infer(model, examples, view, device, batch_size, progress, cores, precision, forward_seed)
+    results, unreadable = infer(model, examples, search)
     wrong = {example: mistake for example, mistake in results.items() if mistake.prediction != example.label}
     broken = [e for e, mistake in wrong.items() if not math.isfinite(mistake.loss)]
     if broken:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import logging
 
-import pandas as pd
 import torch
-from torch import nn
 
-from sweep.config import AUTO, Config, MemoryFormat
-from sweep.data.examples import Example
+from sweep.config import AUTO, ProbeConfig
+from sweep.data.examples import examples_table, table_examples
 from sweep.data.images import example_view, read_view
 from sweep.errors import UserError
-from sweep.models import input_size
+from sweep.run.context import JobContext
 from sweep.run.directory import RunDirectory
-from sweep.run.selection import Selection, draw_probe
+from sweep.run.selection import Selection, draw_probe, rank_order
 from sweep.training.flops import StepCost
 from sweep.training.hardware import torch_format
 from sweep.training.probe import Probe
@@ -26,37 +24,36 @@ log = logging.getLogger(__name__)
 AUTO_GPU, AUTO_CPU_SMALL, AUTO_CPU_LARGE, SMALL_PIXELS = 1000, 50, 20, 64 * 64
 
 
-def probe_size(cfg: Config, device: torch.device, shape: tuple[int, ...]) -> int:
+def probe_size(probe: ProbeConfig, device: torch.device, shape: tuple[int, ...]) -> int:
     """probe.size, or for auto: 1000 images on a GPU; on a CPU 50 for small images (64 px or less),
     20 for larger ones."""
-    if cfg.probe.size != AUTO:
-        return cfg.probe.size
+    if probe.size != AUTO:
+        return probe.size
     if device.type == "cuda":
         return AUTO_GPU
     return AUTO_CPU_SMALL if shape[-1] * shape[-2] <= SMALL_PIXELS else AUTO_CPU_LARGE
 
 
-def open_probe(cfg: Config, directory: RunDirectory, examples: list[Example], selection: Selection,
-               model: nn.Module, device: torch.device, layout: MemoryFormat, cost: StepCost) -> Probe | None:
-    """The run's probe (None with probe.size=0), judged by the pretrained `model` on first use; its
-    images kept in the weights' memory `layout` (no reorder at each forward pass). With
+def open_probe(job: JobContext, directory: RunDirectory, selection: Selection, cost: StepCost) -> Probe | None:
+    """The job's probe (None with probe.size=0), judged by its pretrained model on first use; its
+    images kept in the weights' memory layout (no reorder at each forward pass). With
     probe.size=auto, each example is judged on the prefix of the set that `cost` and probe.budget
     allow (see Probe)."""
-    size = probe_size(cfg, device, input_size(model))
+    settings, examples, device = job.settings, job.source.examples, job.device
+    size = probe_size(settings.probe, device, job.input_size)
     if size == 0:
         return None
-    budget = cfg.probe.budget if cfg.probe.size == AUTO else None
+    budget = settings.probe.budget if settings.probe.size == AUTO else None
     table = directory.probe_set()
     if table is None:
         if budget is None:  # every example judged on every image, in rank order
-            chosen = sorted(draw_probe(examples, selection.examples, size, cfg.seed), key=lambda e: (e.rank, e.path))
+            chosen = rank_order(draw_probe(examples, selection.examples, size, settings.seed))
         else:  # each example judged on a prefix: in the order drawn, so that any prefix is a random sample
             chosen = draw_probe(examples, selection.examples, min(size, len(examples) - len(selection.examples)),
-                                cfg.seed)
+                                settings.seed)
     else:
-        chosen = [Example(p, int(y), int(r))
-                  for p, y, r in zip(table["path"], table["label"], table["rank"], strict=True)]
-    view = example_view(model, random_view=False, seed=cfg.seed)
+        chosen = table_examples(table)
+    view = example_view(job.model, random_view=False, seed=settings.seed)
     decoded = [(example, read_view(view, example)) for example in chosen]
     readable = [(example, x) for example, x in decoded if x is not None]
     if not readable:
@@ -65,14 +62,13 @@ def open_probe(cfg: Config, directory: RunDirectory, examples: list[Example], se
     if len(readable) < len(decoded):
         log.warning("probe: %d of %d images cannot be read and are left out", len(decoded) - len(readable),
                     len(decoded))
-    x = torch.stack([x for _, x in readable]).to(device, memory_format=torch_format(layout))
+    x = torch.stack([x for _, x in readable]).to(device, memory_format=torch_format(job.layout))
     y = torch.tensor([example.label for example, _ in readable], device=device)
     if table is None:
-        probe = Probe.at_pretrained(model, x, y, budget, cost)
-        directory.save_probe_set(pd.DataFrame({
-            "path": [e.path for e, _ in readable], "label": [e.label for e, _ in readable],
-            "rank": [e.rank for e, _ in readable], "right_before": probe.right_before.cpu().numpy(),
-            "loss_before": probe.loss_before.cpu().numpy()}))
+        probe = Probe.at_pretrained(job.model, x, y, budget, cost)
+        directory.save_probe_set(examples_table([e for e, _ in readable],
+                                                right_before=probe.right_before.cpu().numpy(),
+                                                loss_before=probe.loss_before.cpu().numpy()))
     else:
         kept = table[table["path"].isin({e.path for e, _ in readable})]
         probe = Probe(x, y, torch.tensor(kept["right_before"].to_numpy(dtype=bool), device=device),

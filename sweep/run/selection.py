@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import pandas as pd
 import timm.data
@@ -18,14 +18,17 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from sweep.config import Augmentation, Config, MemoryFormat, Precision, SearchMode
+from sweep.config import Augmentation, MemoryFormat, Precision, SearchMode
 from sweep.data.examples import Example
 from sweep.data.images import example_view
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
 from sweep.models import eval_mode
 from sweep.randomness import forward_seed
-from sweep.run.inference import Mistake, find_wrong, infer
+from sweep.run.inference import Mistake, Search, find_wrong, infer
+
+if TYPE_CHECKING:
+    from sweep.run.context import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +121,7 @@ def sample_mistakes(model: nn.Module, examples: list[Example], view: Callable[[E
                     seed: int = 0) -> list[tuple[Example, float]]:
     """`n` of the model's mistakes among `examples` (in its current mode, on `view`, on the CPU), drawn as a
     run draws them, easiest first, each with its loss at the pretrained weights."""
-    wrong, _ = find_wrong(model, examples, view, torch.device("cpu"), 64, progress=False)
+    wrong, _ = find_wrong(model, examples, Search(view, progress=False))
     return [(example, wrong[example].loss) for example in sample(rank_order(wrong), n, seed)]
 
 
@@ -131,65 +134,57 @@ class WrongSet:
     unreadable: int
 
 
-def wrong_set(cfg: Config, model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
-              device: torch.device, precomputed: Optional[list[Example]], cache: Optional[Path] = None,
-              cores: int = 1, layout: MemoryFormat = MemoryFormat.contiguous,
-              weights: Optional[str] = None) -> WrongSet:
-    """The model's wrong set: precomputed (a correctness matrix's row), or found by inference at the
+def wrong_set(job: JobContext) -> WrongSet:
+    """The job's wrong set: precomputed (a correctness matrix's row), or found by inference at the
     pretrained weights: in the training mode, view and precision, so that step 0 is wrong by
     construction (search.mode=same), or in eval mode on the eval view in fp32, as a zoo's matrix is
-    made (search.mode=eval). It is cached under `cache` per model, weights, examples, mode, view,
-    precision, device and the weights' memory `layout` (`weights`: the digest of the pretrained
-    weights, if known)."""
-    if precomputed is not None:
-        return WrongSet(list(precomputed), {}, 0)
-    precision = cfg.train.precision
-    random_view = cfg.train.augmentation == Augmentation.one_view
-    in_eval = cfg.search.mode == SearchMode.eval
+    made (search.mode=eval). It is cached in the job's cache per model, weights, examples, mode, view,
+    precision, device and the weights' memory layout."""
+    settings, model, examples = job.settings, job.model, job.source.examples
+    if job.source.wrong is not None:
+        return WrongSet(list(job.source.wrong), {}, 0)
+    view, precision = job.view, settings.train.precision
+    random_view = settings.train.augmentation == Augmentation.one_view
+    in_eval = settings.search.mode == SearchMode.eval
     with eval_mode(model) if in_eval else contextlib.nullcontext():
         if in_eval:
-            view = example_view(model, random_view=False, seed=cfg.seed)
+            view = example_view(model, random_view=False, seed=settings.seed)
             random_view, precision = False, Precision.fp32
-        seed = functools.partial(_forward_seed, cfg.seed) if model.training else None
-        search = functools.partial(find_wrong, model, examples, view, device, 1 if model.training else 64,
-                                   progress=cfg.progress, cores=cores, precision=precision, forward_seed=seed)
-        if cache is None:
-            mistakes, unreadable = search()
-        else:
-            key = wrong_set_key(cfg.model.arch, model, weights or state_digest(model), examples,
-                                cfg.seed, random_view, device, layout, precision)
-            mistakes, unreadable = cached_wrong_set(cache, key, examples, search)
+        seed = functools.partial(_forward_seed, settings.seed) if model.training else None
+        search = functools.partial(find_wrong, model, examples, Search(
+            view, job.device, 1 if model.training else 64, job.cores, precision, seed, settings.progress))
+        key = wrong_set_key(settings.model.arch, model, job.weights["digest"], examples, settings.seed, random_view,
+                            job.device, job.layout, precision)
+        mistakes, unreadable = cached_wrong_set(job.cache, key, examples, search)
     return WrongSet(rank_order(mistakes), mistakes, unreadable)
 
 
-def select(cfg: Config, model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor],
-           device: torch.device, precomputed: Optional[list[Example]], cache: Optional[Path] = None,
-           cores: int = 1, layout: MemoryFormat = MemoryFormat.contiguous, weights: Optional[str] = None,
-           shared: Optional[list[Example]] = None) -> Selection:
-    """The run's selection: a sample of its wrong set (see `wrong_set`), or the sweep's `shared`
+def select(job: JobContext, shared: Optional[list[Example]] = None) -> Selection:
+    """The job's selection: a sample of its wrong set (see `wrong_set`), or the sweep's `shared`
     selection (images every model of the sweep gets wrong), with the prediction that made each chosen
     example a mistake: the search's, or the model's in eval mode on the eval view in fp32, the way a
     zoo's matrix is made, where the wrong set comes from a matrix (or a shared example is not in the
     model's own wrong set here: found on another device, say)."""
-    found = wrong_set(cfg, model, examples, view, device, precomputed, cache, cores, layout, weights)
+    settings, model, examples = job.settings, job.model, job.source.examples
+    found = wrong_set(job)
     log.info("the pretrained model gets %d of %d examples wrong (%d unreadable)", len(found.pool), len(examples),
              found.unreadable)
     if not found.pool:
-        raise UserError(f"model {cfg.model.arch} gets no example of data={cfg.data.name} wrong: nothing to correct")
-    chosen = sample(found.pool, cfg.sample_size, cfg.seed) if shared is None else list(shared)
+        raise UserError(f"model {settings.model.arch} gets no example of data={settings.data.name} wrong: nothing "
+                        f"to correct")
+    chosen = sample(found.pool, settings.sample_size, settings.seed) if shared is None else list(shared)
     mistakes = dict(found.mistakes)
     unknown = [e for e in chosen if e not in mistakes]
     if unknown:  # the model's own predictions, in eval mode on the eval view (as a zoo's matrix is made)
         with eval_mode(model):
-            eval_view = example_view(model, random_view=False, seed=cfg.seed)
-            judged, _ = infer(model, unknown, eval_view, device, 64, progress=False, cores=cores)
+            eval_view = example_view(model, random_view=False, seed=settings.seed)
+            judged, _ = infer(model, unknown, Search(eval_view, job.device, cores=job.cores, progress=False))
         mistakes.update(judged)
     info = {"examples": len(examples), "wrong": len(found.pool), "unreadable": found.unreadable,
             "selected": len(chosen)}
     if shared is not None:
         info["shared"] = True
-    searched = found.mistakes if precomputed is None else {}
-    initial_losses = {e.path: searched[e].loss for e in chosen if e in searched}
+    initial_losses = {e.path: found.mistakes[e].loss for e in chosen if e in found.mistakes}
     predictions = {e.path: mistakes[e].prediction for e in chosen if e in mistakes}
     return Selection(chosen, initial_losses, info, predictions)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from sweep.config import Config
-from sweep.data.examples import Example
+from sweep.data.examples import Example, examples_table
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
 
@@ -59,17 +59,14 @@ def _wrong_paths(cfg: Config) -> dict[str, Example]:
     """path -> example of every mistake of `cfg`'s model, found as its job finds them."""
     from sweep.cores import allotted_cores
     from sweep.run.cache import writable_cache
-    from sweep.run.job import set_up, settings_of
+    from sweep.run.context import set_up
     from sweep.run.selection import wrong_set
     from sweep.training.hardware import claimed_device
-    cores, _ = allotted_cores()
-    cache = writable_cache(cfg.cache_dir)
     with claimed_device(cfg.execution.device, 0) as device:
-        ready = set_up(settings_of(cfg), cache, device)
-        found = wrong_set(cfg, ready.model, ready.source.examples, ready.view, device, ready.source.wrong, cache,
-                          cores, ready.layout, ready.weights["digest"])
+        job = set_up(cfg, writable_cache(cfg.cache_dir), device, *allotted_cores())
+        found = wrong_set(job)
     log.info("shared selection: %s gets %d of %d images wrong", model_name(cfg), len(found.pool),
-             len(ready.source.examples))
+             len(job.source.examples))
     return {e.path: e for e in found.pool}
 
 
@@ -93,8 +90,7 @@ def _draw(path: Path, cfg: Config, wrong: dict[str, dict[str, Example]]) -> None
         {"models": sorted(names), "wrong": {name: len(paths) for name, paths in wrong.items()},
          "shared_pool": len(pool), "selected": len(chosen), "seed": cfg.seed, "sample_size": cfg.sample_size},
         indent=2) + "\n")
-    atomic_write_text(path, pd.DataFrame({"path": [e.path for e in chosen], "label": [e.label for e in chosen],
-                                          "rank": [e.rank for e in chosen]}).to_csv(index=False))
+    atomic_write_text(path, examples_table(chosen).to_csv(index=False))
     log.info("shared selection: %d of the %d images all %d models get wrong -> %s", len(chosen), len(pool),
              len(names), path)
 

@@ -8,10 +8,9 @@ import platform
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 
-from sweep.config import Config
 from sweep.outputs import COLUMNS, RANK, Status
+from sweep.run.context import JobContext, Trained, Work
 from sweep.stats.research import STATISTICS_VERSION, headline, run_statistics, verdict
 from sweep.training.hardware import describe
 
@@ -52,9 +51,8 @@ def research_statistics(rows: pd.DataFrame) -> dict:
             "verdict": verdict(values, values["cost"] or "the cost")}
 
 
-def summarize(cfg: Config, rows: pd.DataFrame, device: torch.device, selection: dict, execution: dict,
-              throughput: dict, nondeterministic: list[str], weights: dict, probe: dict) -> dict:
-    """The summary of a run's rows: each fact once (the statistics under `statistics`, how this
+def summarize(job: JobContext, work: Work, rows: pd.DataFrame, trained: Trained) -> dict:
+    """The summary of a job's rows: each fact once (the statistics under `statistics`, how this
     process executed the work under `execution`, its speed under `throughput`), plus the original
     scripts' own keys. `throughput` is this process's: wall-clock updates per second of its training
     (all workers or engine copies together), and per worker."""
@@ -64,11 +62,15 @@ def summarize(cfg: Config, rows: pd.DataFrame, device: torch.device, selection: 
         log.warning("the rows of this run were computed under %d arithmetic settings (%s): resumed with other "
                     "threads, device or memory format; see execution.arithmetic_of_rows", len(arithmetic),
                     "; ".join(arithmetic.index))
+    selection = {**work.selection.info, "in_this_shard": len(work.in_shard)}
+    probe = work.probe
     return {
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "weights": weights,
+        "config": job.config,
+        "weights": job.weights,
         "selection": selection,
-        "probe": probe,  # its size, and its error and mean loss at the pretrained weights
+        # the probe's size, and its error and mean loss at the pretrained weights
+        "probe": {"size": len(probe), "error_before": probe.error_before, "loss_before": probe.mean_loss_before}
+        if probe is not None else {"size": 0},
         "examples_processed": len(rows),
         "complete": len(rows) == selection["in_this_shard"],
         "counts": {s: int(n) for s, n in rows["status"].value_counts().items()},
@@ -76,11 +78,19 @@ def summarize(cfg: Config, rows: pd.DataFrame, device: torch.device, selection: 
         "optimizer_updates": int(rows["updates"].sum()),  # every example's, diverged ones included
         "skipped_updates": int(rows["skipped_updates"].fillna(0).sum()),
         **research_statistics(rows),
-        "throughput": throughput,
-        **describe(device),
-        "nondeterministic_operations": nondeterministic,  # ones that warned while this job trained
-        "execution": {**execution, "arithmetic_of_rows": {k: int(v) for k, v in arithmetic.items()}},
+        "throughput": throughput(trained),
+        **describe(job.device),
+        "nondeterministic_operations": trained.nondeterministic,  # ones that warned while this job trained
+        "execution": {**trained.execution, "arithmetic_of_rows": {k: int(v) for k, v in arithmetic.items()}},
         "versions": versions(),
         "columns": COLUMNS,
-        **original_keys(cfg.model.arch, rows),
+        **original_keys(job.settings.model.arch, rows),
     }
+
+
+def throughput(trained: Trained) -> dict:
+    """This process's training speed: updates per second, all workers together and per worker."""
+    seconds, updates = trained.seconds, trained.updates
+    per_second = updates / seconds if seconds > 0 else None
+    return {"updates": updates, "training_seconds": seconds, "updates_per_second": per_second,
+            "updates_per_second_per_worker": per_second / trained.execution["workers"] if seconds > 0 else None}

@@ -123,9 +123,9 @@ def describe(device: torch.device) -> dict:
 
 def memory_format(setting: MemoryFormat, model: nn.Module, device: torch.device) -> tuple[MemoryFormat, str]:
     """The weight layout for `execution.memory_format`, and why. `auto` takes channels_last on a CPU
-    for a model with depthwise convolutions, where oneDNN's depthwise kernels make a lite0 step 1.1x
-    to 1.5x faster (README, Speed), and torch's default layout elsewhere (no gain on resnet18, a
-    slower demo model; unmeasured on GPUs). Float results depend on the layout, not on the path."""
+    for a model with depthwise convolutions, which oneDNN's depthwise kernels run faster in it, and
+    torch's default layout elsewhere (the measurements: benchmarks/README.md, "What `auto` chooses").
+    Float results depend on the layout, not on the path."""
     if setting != MemoryFormat.auto:
         return setting, f"execution.memory_format={setting.value}"
     depthwise = any(isinstance(m, nn.Conv2d) and 1 < m.groups == m.in_channels for m in model.modules())

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sweep.models import eval_mode
 from sweep.randomness import probe_offset
 from sweep.training.flops import StepCost
+from sweep.verdicts import in_batches, judge
 
 GPU_BATCH = 256         # probe images per forward pass on a GPU
 CPU_BATCH_PIXELS = 2 ** 19  # on a CPU, about 10 images of 224 px per forward: larger batches outgrow the caches
@@ -125,35 +125,22 @@ class Probe:
         """The probe at `model`'s current weights, evaluated in eval mode (its mode restored after)."""
         return self.after(lambda batch: _eval_forward(model, batch), updates, key)
 
-    @torch.no_grad()
     def judge_many(self, forward: Callable[[torch.Tensor], torch.Tensor],
                    positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(right, loss), each (copies, n), of several copies at once, copy i on the images at
         positions[i] (copies, n): `forward` maps the copies' batches (copies, batch, C, H, W) to
         logits (copies, batch, classes)."""
-        rights, losses = [], []
-        copies, n = positions.shape
-        batch = max(1, GPU_BATCH // copies)
-        for start in range(0, n, batch):
-            chunk = positions[:, start:start + batch]
-            y = self.y[chunk]
-            logits = forward(self.x[chunk]).float()
-            rights.append(logits.argmax(2) == y)
-            losses.append(F.cross_entropy(logits.transpose(1, 2), y, reduction="none"))
-        return torch.cat(rights, 1), torch.cat(losses, 1)
+        chunks = positions.split(max(1, GPU_BATCH // len(positions)), dim=1)
+        verdicts = judge(lambda x: forward(x).float(), ((self.x[chunk], self.y[chunk]) for chunk in chunks))
+        return verdicts.right, verdicts.loss
 
     @staticmethod
-    @torch.no_grad()
     def _judge(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(right, loss) of every image, in batches."""
-        rights, losses = [], []
         batch = GPU_BATCH if x.is_cuda else max(1, min(GPU_BATCH, CPU_BATCH_PIXELS // (x.shape[-1] * x.shape[-2])))
-        for start in range(0, len(y), batch):
-            logits = forward(x[start:start + batch]).float()
-            rights.append(logits.argmax(1) == y[start:start + batch])
-            losses.append(F.cross_entropy(logits, y[start:start + batch], reduction="none"))
-        return torch.cat(rights), torch.cat(losses)
+        verdicts = judge(lambda images: forward(images).float(), in_batches(x, y, batch))
+        return verdicts.right, verdicts.loss
 
 
 def _eval_forward(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
