@@ -27,10 +27,10 @@ os.environ.setdefault("LTC_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"ltc-t
                       else tempfile.mkdtemp(prefix="ltc-test-cache-"))
 
 
-# The modules with the longest tests (a sweep on SLURM, lite0 on real images, the report in a browser)
-# run first: pytest-xdist's worksteal hands each worker a contiguous share of the tests and an
-# idle worker takes from the end of another's, so a long test left for last keeps a core idle.
-LONG_FIRST = ("test_slurm.py", "test_imagenet.py", "test_browser.py")
+# The modules with the longest tests (sweeps, the engine) run first: pytest-xdist's worksteal
+# hands each worker a contiguous share of the tests and an idle worker takes from the end of another's,
+# so a long test left for last keeps a core idle.
+LONG_FIRST = ("test_multirun.py", "test_engine.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -9,7 +9,9 @@ from helpers.browser import CUT, browser, click_point, console_errors, missing
 from helpers.commands import run_cli
 from helpers.configs import tiny_universe_overrides
 
-pytestmark = pytest.mark.skipif(missing() is not None, reason=f"no browser: {missing()}")
+# slow: a sweep, its report and a browser (about 25 s of CPU); CI runs them after the default suite
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(missing() is not None, reason=f"no browser: {missing()}")]
 
 
 @pytest.fixture(scope="module")

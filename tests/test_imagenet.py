@@ -175,6 +175,7 @@ def test_hub_weights_missing_from_the_local_cache_with_hf_hub_offline(tmp_path):
     assert "model.checkpoint=" in result.stdout and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a search over 300 ImageNet images at 224 px on a CPU; CI runs it after the default suite
 def test_sample_with_lite0_end_to_end(lite0_sample):
     tmp_path, summary, _ = lite0_sample
     selection = summary["selection"]

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -24,7 +25,8 @@ def _cluster_answers() -> bool:
 
 
 NO_CLUSTER = "no SLURM cluster answers (start one: tests/slurm/start.sh)"
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not _cluster_answers(), reason=NO_CLUSTER)]
+# slow: tasks queued and run on a real cluster (20 to 90 s each); CI starts a cluster and runs them all
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.skipif(not _cluster_answers(), reason=NO_CLUSTER)]
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
          "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
 WORK = ["model=test_resnet", "max_steps=300", "progress=false", "aggregate=false"]
@@ -43,6 +45,14 @@ def release_requeued(stop: threading.Event) -> None:
                 subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, timeout=30)
                 subprocess.run(["scontrol", "release", job], capture_output=True, timeout=30)
         stop.wait(0.5)
+
+
+def task_of(sweep: Path) -> str:
+    """The SLURM id of the sweep's one running task (not another test's: tests share the cluster), from
+    submitit's folder for it, which it names after the id."""
+    folders = [p.name for p in (sweep / ".submitit").iterdir() if any(p.glob("*_log.out"))]
+    assert len(folders) == 1, folders
+    return folders[0]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +95,6 @@ def test_slurm_sweep_gives_the_basic_launchers_rows_at_one_thread_per_task(tmp_p
     assert "Bypassing sacct error" not in result.stderr  # quieted (reported once, in other words)
 
 
-@pytest.mark.slow  # about 25 s (requeue) and a minute (time limit); the sweep above runs in the default suite
 @pytest.mark.parametrize("interruption", ["requeue", "time_limit"])
 def test_an_interrupted_task_is_requeued_and_resumes_to_the_same_rows(tmp_path, cache_dir, reference, interruption):
     sweep = tmp_path / "sweep"
@@ -103,8 +112,7 @@ def test_an_interrupted_task_is_requeued_and_resumes_to_the_same_rows(tmp_path, 
     try:
         wait_for_rows(sweep / "0" / "single_example_results.csv", 2, process, timeout=120)
         if interruption == "requeue":  # as a pre-emption: SIGTERM (submitit lets it pass), SIGKILL, requeue
-            job = squeue("%i")[0][0]
-            subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+            subprocess.run(["scontrol", "requeue", task_of(sweep)], check=True, timeout=30)
         _, stderr = process.communicate(timeout=300)
     finally:
         stop.set()

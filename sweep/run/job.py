@@ -5,6 +5,7 @@ import functools
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -28,8 +29,9 @@ from sweep.run.selection import select
 from sweep.run.shared import read_shared
 from sweep.run.signals import StopRequest
 from sweep.run.summary import summarize
-from sweep.tracking import check_tracker, open_tracker
+from sweep.tracking import Guarded, check_tracker, open_tracker
 from sweep.tracking.metrics import params_of
+from sweep.training.executor import Executor
 from sweep.training.flops import count_step
 from sweep.training.hardware import (
     claimed_device,
@@ -38,7 +40,7 @@ from sweep.training.hardware import (
     nondeterministic_operations,
 )
 from sweep.training.loop import SingleExampleTrainer
-from sweep.training.planner import plan
+from sweep.training.planner import Plan, plan
 from sweep.training.stopping import DivergenceGuard
 
 log = logging.getLogger(__name__)
@@ -89,28 +91,21 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, device: torch.device
     directory.claim({**identity(cfg), "device": device.type})  # CPU and GPU rows never mix in one directory
     job = set_up(cfg, cache, device, *cores)
     directory.claim_weights(job.weights)
-    phases = Phases(count_step(job.model, job.input_size))
-    work = _select(job, directory, phases, shared)
-
+    this = JobRun(job, directory, Phases(count_step(job.model, job.input_size)), sweep, job_num)
+    work = this.select(shared)
     finish = functools.partial(finished, mistake_predictions=work.selection.predictions)
-    executor, todo, chosen = plan(job.settings.execution, job.settings.seed, work.trainer, job.view, device, work.todo,
-                                  work.selection.initial_losses, job.cores, finish)
+    simple = Executor(work.trainer, job.view, device, finish, job.settings.seed)
+    executor, todo, chosen = plan(job.settings.execution, simple, work.todo, work.selection.initial_losses, job.cores)
     if chosen.workers == 1:
         torch.set_num_threads(chosen.threads)  # the threads the log and the summary state
     arithmetic = describe_arithmetic(device, chosen.threads, job.layout)
     tracker = open_tracker(job.settings.logger, directory.path, params_of(job.config))
     try:  # the tracker's run is closed whatever happens: finished, or failed with the error
         with StopRequest() as stop:
-            updates, seconds, nondeterministic = _correct(job, directory, executor, todo, work, arithmetic, tracker,
-                                                          phases, stop, job_num, sweep)
-        phases.training(seconds, chosen.workers)
-        execution = {"device": str(device), "workers": chosen.workers, "threads": chosen.threads,
-                     "parallel": chosen.parallel, "memory_format": job.layout.value, "arithmetic": arithmetic,
-                     "automatic": [key for key in EXECUTION_KEYS if cfg.execution[key] == AUTO],
-                     "why": chosen.reason, "memory_format_why": job.layout_reason, "cores": job.cores,
-                     "cores_from": job.cores_source, "description": chosen.describe()}
-        rows, summary = _summarise(job, directory, work, Trained(updates, seconds, nondeterministic, execution),
-                                   phases, started)
+            updates, seconds, nondeterministic = this.correct(work, executor, todo, arithmetic, tracker, stop)
+        this.phases.training(seconds, chosen.workers)
+        trained = Trained(updates, seconds, nondeterministic, _execution(job, chosen, arithmetic))
+        rows, summary = this.summarise(work, trained, started)
         tracker.finish(summary, directory.path)
     except BaseException as error:
         tracker.abort(error)
@@ -124,71 +119,87 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, device: torch.device
     return summary
 
 
-def _select(job: JobContext, directory: RunDirectory, phases: Phases, shared: Optional[Path]) -> Work:
-    """The persisted selection of this directory, else a new sample of the model's mistakes (or the
-    sweep's shared selection); the probe; and what is left to correct of this shard."""
-    settings = job.settings
-    with phases.timing("search"):
-        selection = directory.selection() or directory.save_selection(
-            select(job, read_shared(shared, job.source.examples) if shared is not None else None))
-    with phases.timing("probe"):
-        probe = open_probe(job, directory, selection, phases.cost)
-    trainer = SingleExampleTrainer(job.model, settings.train, settings.lr, settings.max_steps, settings.log_steps,
-                                   probe)
-    in_shard = list(enumerate(selection.examples))[settings.shard.index::settings.shard.count]
-    done = directory.done_paths()
-    if done:
-        log.info("resuming: %d of %d examples already done in %s", len(done), len(in_shard), directory.results_csv)
-    todo = [(index, example) for index, example in in_shard if example.path not in done]
-    return Work(selection, probe, trainer, in_shard, done, todo)
+def _execution(job: JobContext, chosen: Plan, arithmetic: str) -> dict:
+    """How this process executed the job (the summary's `execution`), and why."""
+    return {"device": str(job.device), "workers": chosen.workers, "threads": chosen.threads,
+            "parallel": chosen.parallel, "memory_format": job.layout.value, "arithmetic": arithmetic,
+            "automatic": [key for key in EXECUTION_KEYS if getattr(job.settings.execution, key) == AUTO],
+            "why": chosen.reason, "memory_format_why": job.layout_reason, "cores": job.cores,
+            "cores_from": job.cores_source, "description": chosen.describe()}
 
 
-def _correct(job: JobContext, directory: RunDirectory, executor, todo: list, work: Work, arithmetic: str, tracker,
-             phases: Phases, stop: StopRequest, job_num: Optional[int],
-             sweep: Optional[SweepProgress]) -> tuple[int, float, list[str]]:
-    """Each example alone, rows written as they finish (and to the tracker); the updates taken, the
-    seconds it took and the nondeterministic operations that ran."""
-    settings = job.settings
-    jobs = sweep.jobs if sweep is not None else int(os.environ.get(JOBS_ENV, 0)) or None
-    bar = tqdm(total=len(work.in_shard), initial=len(work.done),
-               desc=f"{job_label(job_num, jobs)}{settings.model.arch} lr={settings.lr:g}", unit="example",
-               disable=not settings.progress, position=int(sweep is not None), leave=sweep is None)
-    if sweep is not None:
-        sweep.job_started(job_num, len(work.in_shard), len(work.done))
+@dataclass
+class JobRun:
+    """One job in its claimed directory, from its context: its mistakes selected, each corrected alone,
+    the run summarised; with where its time goes (`phases`) and its place in a sweep."""
+    job: JobContext
+    directory: RunDirectory
+    phases: Phases
+    sweep: Optional[SweepProgress]
+    job_num: Optional[int]
 
-    def show_step(step: int, loss: float) -> None:
-        if step % 10 == 0:
-            bar.set_postfix(step=step, loss=f"{loss:.4f}", refresh=False)
+    def select(self, shared: Optional[Path]) -> Work:
+        """The persisted selection of this directory, else a new sample of the model's mistakes (or the
+        sweep's `shared` selection); the probe; and what is left to correct of this shard."""
+        job, directory, settings = self.job, self.directory, self.job.settings
+        with self.phases.timing("search"):
+            selection = directory.selection() or directory.save_selection(
+                select(job, read_shared(shared, job.source.examples) if shared is not None else None))
+        with self.phases.timing("probe"):
+            probe = open_probe(job, directory, selection, self.phases.cost)
+        trainer = SingleExampleTrainer(job.model, settings.train, settings.lr, settings.max_steps, settings.log_steps,
+                                       probe)
+        in_shard = list(enumerate(selection.examples))[settings.shard.index::settings.shard.count]
+        done = directory.done_paths()
+        if done:
+            log.info("resuming: %d of %d examples already done in %s", len(done), len(in_shard),
+                     directory.results_csv)
+        todo = [(index, example) for index, example in in_shard if example.path not in done]
+        return Work(selection, probe, trainer, in_shard, done, todo)
 
-    guard = DivergenceGuard(settings.lr)
-    started, updates = time.perf_counter(), 0
-    with directory.recorder(settings.log_steps, arithmetic) as record, bar, \
-            nondeterministic_operations() as nondeterministic:
-        for result in executor.run(todo, stop.requested, show_step):
-            record(result)
-            tracker.row(result.row)
-            bar.update()
-            if sweep is not None:
-                sweep.example_done()
-            updates += result.row["updates"]
-            phases.finished(result)
-            guard.check(result.row)
-    return updates, time.perf_counter() - started, nondeterministic
+    def correct(self, work: Work, executor: Executor, todo: list, arithmetic: str, tracker: Guarded,
+                stop: StopRequest) -> tuple[int, float, list[str]]:
+        """Each example alone, rows written as they finish (and to the tracker); the updates taken, the
+        seconds it took and the nondeterministic operations that ran."""
+        settings, sweep = self.job.settings, self.sweep
+        jobs = sweep.jobs if sweep is not None else int(os.environ.get(JOBS_ENV, 0)) or None
+        bar = tqdm(total=len(work.in_shard), initial=len(work.done),
+                   desc=f"{job_label(self.job_num, jobs)}{settings.model.arch} lr={settings.lr:g}", unit="example",
+                   disable=not settings.progress, position=int(sweep is not None), leave=sweep is None)
+        if sweep is not None:
+            sweep.job_started(self.job_num, len(work.in_shard), len(work.done))
 
+        def show_step(step: int, loss: float) -> None:
+            if step % 10 == 0:
+                bar.set_postfix(step=step, loss=f"{loss:.4f}", refresh=False)
 
-def _summarise(job: JobContext, directory: RunDirectory, work: Work, trained: Trained, phases: Phases,
-               started: float) -> tuple[pd.DataFrame, dict]:
-    """The rows in selection order and the run's summary (its statistics, plot and phases), saved."""
-    rows = directory.rows()
-    with phases.timing("statistics"):
-        summary = summarize(job, work, rows, trained)
-    with phases.timing("figures"):
-        settings = job.settings
-        directory.plot(rows, title=f"{settings.model.arch}, lr={settings.lr:g}, data={settings.data.name}")
-    summary["wall_seconds"] = time.perf_counter() - started
-    summary["phases"] = phases.summary(summary["wall_seconds"])
-    directory.save_summary(summary)
-    return rows, summary
+        guard = DivergenceGuard(settings.lr)
+        started, updates = time.perf_counter(), 0
+        with self.directory.recorder(settings.log_steps, arithmetic) as record, bar, \
+                nondeterministic_operations() as nondeterministic:
+            for result in executor.run(todo, stop.requested, show_step):
+                record(result)
+                tracker.row(result.row)
+                bar.update()
+                if sweep is not None:
+                    sweep.example_done()
+                updates += result.row["updates"]
+                self.phases.finished(result)
+                guard.check(result.row)
+        return updates, time.perf_counter() - started, nondeterministic
+
+    def summarise(self, work: Work, trained: Trained, started: float) -> tuple[pd.DataFrame, dict]:
+        """The rows in selection order and the run's summary (its statistics, plot and phases), saved."""
+        settings, phases = self.job.settings, self.phases
+        rows = self.directory.rows()
+        with phases.timing("statistics"):
+            summary = summarize(self.job, work, rows, trained)
+        with phases.timing("figures"):
+            self.directory.plot(rows, title=f"{settings.model.arch}, lr={settings.lr:g}, data={settings.data.name}")
+        summary["wall_seconds"] = time.perf_counter() - started
+        summary["phases"] = phases.summary(summary["wall_seconds"])
+        self.directory.save_summary(summary)
+        return rows, summary
 
 
 def _counts(summary: dict) -> str:

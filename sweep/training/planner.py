@@ -2,6 +2,7 @@
 its examples (simple path or batched engine). Every path gives the simple path's outcomes."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from sweep.config import AUTO, Augmentation, ExecutionConfig
 from sweep.errors import UserError
 from sweep.models import input_size
 from sweep.training.engine import BatchedTrainer, batched_engine
-from sweep.training.executor import Executor, Finish, Task
+from sweep.training.executor import Executor, Task
 from sweep.training.loop import SingleExampleTrainer
 from sweep.training.sizing import engine_size
 
@@ -92,21 +93,23 @@ def choose(execution: ExecutionConfig, device: torch.device, cores: int, todo: i
     return Plan(workers, threads, parallel, reason)
 
 
-def plan(execution: ExecutionConfig, seed: int, trainer: SingleExampleTrainer, view, device: torch.device,
-         todo: list[Task], initial_losses: dict[str, float], cores: int,
-         finish: Finish) -> tuple[Executor, list[Task], Plan]:
-    """The executor for the `execution` settings (making rows with `finish`; views and dropout drawn
-    with `seed`), the tasks in the order to feed it, and the plan it follows."""
-    chosen = choose(execution, device, cores, len(todo))
+def plan(execution: ExecutionConfig, simple: Executor, todo: list[Task], initial_losses: dict[str, float],
+         cores: int) -> tuple[Executor, list[Task], Plan]:
+    """The executor for the `execution` settings: `simple` (the simple path in this process, which says
+    how an example is corrected and its row made) run by the batched engine, by worker processes or
+    as it is; the tasks in the order to feed it; and the plan it follows."""
+    trainer = simple.trainer
+    chosen = choose(execution, simple.device, cores, len(todo))
     engine = None
     if chosen.parallel == AUTO or chosen.parallel > 1:
-        engine, chosen = _engine(trainer, device, chosen, len(todo))
+        engine, chosen = _engine(trainer, simple.device, chosen, len(todo))
     if engine is not None or chosen.workers > 1:  # longest first: the last to finish are short ones
         todo = longest_first(todo, lambda task: initial_losses.get(task[1].path))
     log.info("execution: %s", chosen.describe())
     # random views draw from the global random generators, which the training (dropout) uses too
     prefetch = 2 if chosen.workers == 1 and trainer.train.augmentation != Augmentation.one_view else 0
-    executor = Executor(trainer, view, device, finish, seed, engine, chosen.workers, chosen.threads, prefetch)
+    executor = dataclasses.replace(simple, engine=engine, workers=chosen.workers, threads=chosen.threads,
+                                   prefetch=prefetch)
     return executor, todo, chosen
 
 
