@@ -153,9 +153,15 @@ def main() -> None:
     overrides = args.run if args.run is not None else lite0_sample(SAMPLE)
     if args.run is None and not SAMPLE.is_dir():
         raise SystemExit(f"error: {SAMPLE} not found (the development data); name a run with --run ...")
-    rows = [versions(args.device), gpu_tests(args.device),
-            *speed(args.device, args.models, args.methods, args.examples, args.max_steps),
-            *compare(args.device, overrides)]
+    checks = [lambda: [versions(args.device)], lambda: [gpu_tests(args.device)],
+              lambda: speed(args.device, args.models, args.methods, args.examples, args.max_steps),
+              lambda: compare(args.device, overrides)]
+    rows = []
+    for check in checks:  # each row as it comes, so that a check cut short loses none before it
+        for row in check():
+            rows.append(row)
+            print(f"{row['check']}: {row['setting']}: {row['result']} ({row['figures']})", flush=True)
+    print()
     print(pd.DataFrame(rows).to_markdown(index=False))
     sys.exit(0 if all(row["result"] in ("pass", "not run", "info") for row in rows) else 1)
 

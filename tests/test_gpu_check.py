@@ -19,6 +19,8 @@ def test_the_gpu_check_runs_its_cpu_side_and_prints_one_table(cache_dir, capsys,
     output = capsys.readouterr().out
     assert done.value.code == 0, output[-3000:]
     table = [line for line in output.splitlines() if line.startswith("|")]
+    progress = [line for line in output.splitlines() if line.startswith(("versions: ", "tests: ", "speed: ", "run: "))]
+    assert len(progress) == 6, output[-3000:]  # each row printed as it came, before the table
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
     assert [row[0] for row in rows] == ["versions", "tests", "speed", "speed", "run", "run"], table
     assert [row[2] for row in rows] == ["info", "not run"] + ["pass"] * 4, table
