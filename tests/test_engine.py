@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers.configs import compose_config, tiny_universe_overrides
-from sweep.config import ModelMode, Optimizer, TrainConfig
+from sweep.config import ModelMode, Optimizer, Precision, TrainConfig
 from sweep.run.job import run
 from sweep.run.results import finished
 from sweep.training.copies import Copies
@@ -120,6 +120,8 @@ def test_train_mode_falls_back_with_a_reason(mistakes):
     assert isinstance(engine, BatchedTrainer) and reason is None
     assert batched_engine(model, TrainConfig(mode=ModelMode.train), 1e-3, 5, 2, size) == \
         (None, "train.mode=train: BatchNorm statistics and dropout differ per copy")
+    engine, reason = batched_engine(model, TrainConfig(precision=Precision.bf16), 1e-3, 5, 2, size)
+    assert engine is None and reason.startswith("train.precision=bf16")
 
 
 class _ItemInForward(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""On a GPU: exact fp32, repeatable runs, the engine against the simple path (fp32 and bf16), the
+"""On a GPU: exact fp32, repeatable runs, the engine against the simple path (fp32; bf16 refused), the
 search against the loop at step 0, the automatic choice, and the original's fp16 arithmetic (its loss
 against nn.CrossEntropyLoss under CUDA autocast, its skipped updates). Skipped without CUDA."""
 import pandas as pd
@@ -45,12 +45,14 @@ def test_engine_matches_the_simple_path_and_auto_takes_it(tmp_path, cache_dir):
     assert ((auto["loss_sum"] - simple["loss_sum"]).abs() <= 1e-4 * simple["loss_sum"].abs().max()).all()
 
 
-def test_bf16_rows_of_the_engine_match_the_simple_path(tmp_path, cache_dir):
+def test_bf16_takes_the_simple_path_and_says_why(tmp_path, cache_dir):
+    """bf16 through the engine changed steps on an H200 (the copies' batched bf16 products round
+    otherwise than one example's): the engine is refused, asked for or not, and the rows are the
+    simple path's."""
     simple, _ = job(tmp_path / "simple", cache_dir, "train.precision=bf16", "execution.parallel=1")
-    engine, summary = job(tmp_path / "engine", cache_dir, "train.precision=bf16", "execution.parallel=4")
-    assert summary["execution"]["parallel"] == 4, summary["execution"]
-    pd.testing.assert_frame_equal(engine[EXACT], simple[EXACT])
-    assert ((engine["loss_sum"] - simple["loss_sum"]).abs() <= 1e-2 * simple["loss_sum"].abs().max()).all()
+    asked, summary = job(tmp_path / "asked", cache_dir, "train.precision=bf16", "execution.parallel=4")
+    assert summary["execution"]["parallel"] == 1 and "train.precision=bf16" in summary["execution"]["why"]
+    pd.testing.assert_frame_equal(asked, simple)
 
 
 def test_the_fp16_loss_is_cross_entropy_under_cuda_autocast_bit_for_bit(mistakes):
