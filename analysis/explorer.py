@@ -154,8 +154,8 @@ def _thumbnail(path: str) -> tuple[str, bytes] | None:
 def _details(row: pd.Series, data: str | None) -> str:
     """One example's numbers, as the details panel shows them (HTML)."""
     corrected = row["status"] == Status.CORRECT
-    parts = [f"true class: <b>{_html(class_name(row.get('label'), data))}</b>",
-             f"mistaken for: <b>{_html(class_name(row.get('initial_prediction'), data))}</b>",
+    parts = [f"true class: <b>{html.escape(class_name(row.get('label'), data))}</b>",
+             f"mistaken for: <b>{html.escape(class_name(row.get('initial_prediction'), data))}</b>",
              f"status: {row['status']}", f"rank: {_format(row.get(RANK))}",
              f"steps: {_format(row.get('steps_to_correct')) if corrected else '> ' + _format(row.get('updates'))}",
              f"loss sum: {'' if corrected else '≥ '}{_format(row.get('loss_sum'), 6)}",
@@ -163,7 +163,7 @@ def _details(row: pd.Series, data: str | None) -> str:
     if isinstance(row.get("label_in_real"), (bool, str)) and str(row.get("label_in_real")) not in ("", "nan"):
         parts.append(f"ReaL: label {'among' if _true(row['label_in_real']) else 'not among'} the image's ReaL "
                      f"labels; the prediction {'is' if _true(row.get('prediction_in_real')) else 'is not'} one")
-    parts.append(f"<span style='font-size:0.8em'>{_html(str(row['path']))}</span>")
+    parts.append(f"<span style='font-size:0.8em'>{html.escape(str(row['path']))}</span>")
     return "<br>".join(parts)
 
 
@@ -183,12 +183,8 @@ def _number(value):
 
 
 def _options(axes: dict[str, str], chosen: str) -> str:
-    return "".join(f"<option value='{c}'{' selected' if c == chosen else ''}>{_html(n)}</option>"
+    return "".join(f"<option value='{c}'{' selected' if c == chosen else ''}>{html.escape(n)}</option>"
                    for c, n in axes.items())
-
-
-def _html(text: str) -> str:
-    return html.escape(text)
 
 
 def _json(payload: dict) -> str:

@@ -122,7 +122,7 @@ def load_package_weights(model: nn.Module, package: str) -> nn.Module:
                                         for a, b in zip(state.values(), target.values(), strict=True)):
         raise UserError(f"{files[0]} ({len(state)} tensors) does not match the {len(target)} tensors of this "
                         f"architecture in order and shape")
-    timm.models.load_checkpoint(model, str(files[0]), strict=True, remap=True, weights_only=True)  # by position
+    model.load_state_dict(timm.models.remap_state_dict(state, model), strict=True)  # by position: read once
     return model
 
 
