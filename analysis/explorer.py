@@ -53,7 +53,13 @@ function show(event) {
   const point = event.points[0], run = data.runs[point.curveNumber], i = point.pointIndex;
   const example = data.examples[run.example[i]];
   document.getElementById('details-image').src = example.image;
-  document.getElementById('details-text').innerHTML = run.label + '<br>' + run.details[i];
+  const lines = [run.label, ...run.details[i]].map(function (text, n) {
+    const line = document.createElement('div');
+    line.textContent = text;  // text, never HTML: labels and paths are the user's strings
+    if (n === run.details[i].length) line.className = 'path';
+    return line;
+  });
+  document.getElementById('details-text').replaceChildren(...lines);
 }
 document.getElementById('x-axis').onchange = redraw;
 document.getElementById('y-axis').onchange = redraw;
@@ -68,19 +74,23 @@ body {{ font-family: system-ui, sans-serif; margin: 1.2em; color: #222; }}
 #controls label {{ margin-right: 1.5em; }} #main {{ display: flex; gap: 1.5em; align-items: flex-start; }}
 #plot-box {{ flex: 1 1 auto; min-width: 0; }} #details {{ flex: 0 0 15em; font-size: 0.95em; }}
 #details img {{ width: 12em; image-rendering: pixelated; border: 1px solid #ccc; }}
+#details .path {{ font-size: 0.8em; overflow-wrap: anywhere; }}
 </style></head><body>
 <h1>Explorer: {title}</h1>
-<p>Every measured example of every run ({points:,} points). Click a run in the legend to hide or show it;
+{body}
+</body></html>
+"""
+BODY = """<p>Every measured example of every run ({points:,} points). Click a run in the legend to hide or show it;
 hover or click a point for its image and numbers. Open triangles: never corrected, drawn at their lower
-bound. The report: <a href="report.html">report.html</a>.</p>
+bound (the loss summed and the steps run so far). The report: <a href="report.html">report.html</a>.</p>
 <script type="application/json" id="explorer-data">{data}</script>
 <div id="controls"><label>x <select id="x-axis">{x_options}</select></label>
 <label>y <select id="y-axis">{y_options}</select></label></div>
 <div id="main"><div id="plot-box">{plot}</div>
 <div id="details"><img id="details-image" alt="the example's image">
-<p id="details-text">Hover over a point.</p></div></div>
-</body></html>
-"""
+<div id="details-text">Hover over a point.</div></div></div>"""
+NOTHING = """<p>Nothing to plot: no run has an example that was corrected or never corrected (each row is
+{statuses}). The report: <a href="report.html">report.html</a>.</p>"""
 
 
 def write_explorer(merged: pd.DataFrame, data_of: dict[str, str | None], out: Path, title: str) -> Path:
@@ -88,6 +98,12 @@ def write_explorer(merged: pd.DataFrame, data_of: dict[str, str | None], out: Pa
     import plotly.graph_objects as go
     rows = merged[merged["status"].isin(MEASURED)].reset_index(drop=True)
     axes = {column: name for column, name in AXES.items() if column in rows and rows[column].notna().any()}
+    path = out / EXPLORER_HTML
+    if RANK not in axes:
+        statuses = ", ".join(sorted(map(str, merged["status"].dropna().unique()))) or "without a status"
+        atomic_write_text(path, PAGE.format(title=html.escape(title), body=NOTHING.format(
+            statuses=html.escape(statuses))))
+        return path
     paths = list(dict.fromkeys(rows["path"]))
     examples = _examples(rows, paths, data_of, out)
     position = {path: i for i, path in enumerate(paths)}
@@ -96,11 +112,11 @@ def write_explorer(merged: pd.DataFrame, data_of: dict[str, str | None], out: Pa
     for label, run in rows.groupby("run", sort=False):
         corrected = (run["status"] == Status.CORRECT).to_numpy()
         runs.append({"label": str(label), "example": [position[p] for p in run["path"]],
-                     "values": {column: [_number(v) for v in run[column]] for column in axes},
+                     "values": {column: [_number(v) for v in _at_lower_bound(run, column)] for column in axes},
                      "details": [_details(row, data_of.get(str(label))) for _, row in run.iterrows()]})
         figure.add_trace((go.Scatter if len(rows) <= SVG_POINTS else go.Scattergl)(
             x=runs[-1]["values"][RANK], y=runs[-1]["values"].get("loss_sum", runs[-1]["values"][RANK]),
-            mode="markers", name=str(label), hoverinfo="name",
+            mode="markers", name=html.escape(str(label)), hoverinfo="name",
             marker={"size": 7, "opacity": 0.75,
                     "symbol": ["circle" if c else "triangle-up-open" for c in corrected]}))
     y = "loss_sum" if "loss_sum" in axes else RANK
@@ -111,11 +127,18 @@ def write_explorer(merged: pd.DataFrame, data_of: dict[str, str | None], out: Pa
     plot = figure.to_html(full_html=False, include_plotlyjs=True, div_id=plot_id, config={"responsive": True},
                           post_script=GLUE.replace("{plot_id}", plot_id))
     payload = {"runs": runs, "examples": examples, "axes": axes, "log": list(LOG_BY_DEFAULT)}
-    page = PAGE.format(title=title, points=len(rows), plot=plot, data=_json(payload),
-                       x_options=_options(axes, RANK), y_options=_options(axes, y))
-    path = out / EXPLORER_HTML
-    atomic_write_text(path, page)
+    body = BODY.format(points=len(rows), plot=plot, data=_json(payload), x_options=_options(axes, RANK),
+                       y_options=_options(axes, y))
+    atomic_write_text(path, PAGE.format(title=html.escape(title), body=body))
     return path
+
+
+def _at_lower_bound(run: pd.DataFrame, column: str) -> pd.Series:
+    """A column's values, with never-corrected examples at their lower bound where the column is a cost
+    that has one: on the steps axis, the steps they ran (their updates), not the -1 that marks them."""
+    if column == "steps_to_correct" and "updates" in run:
+        return run[column].where(run["status"] == Status.CORRECT, run["updates"])
+    return run[column]
 
 
 def _examples(rows: pd.DataFrame, paths: list[str], data_of: dict[str, str | None], out: Path) -> list[dict]:
@@ -151,11 +174,11 @@ def _thumbnail(path: str) -> tuple[str, bytes] | None:
     return ("image/png" if small else "image/jpeg"), buffer.getvalue()
 
 
-def _details(row: pd.Series, data: str | None) -> str:
-    """One example's numbers, as the details panel shows them (HTML)."""
+def _details(row: pd.Series, data: str | None) -> list[str]:
+    """One example's numbers, as the details panel shows them: lines of plain text, its path last."""
     corrected = row["status"] == Status.CORRECT
-    parts = [f"true class: <b>{html.escape(class_name(row.get('label'), data))}</b>",
-             f"mistaken for: <b>{html.escape(class_name(row.get('initial_prediction'), data))}</b>",
+    parts = [f"true class: {class_name(row.get('label'), data)}",
+             f"mistaken for: {class_name(row.get('initial_prediction'), data)}",
              f"status: {row['status']}", f"rank: {_format(row.get(RANK))}",
              f"steps: {_format(row.get('steps_to_correct')) if corrected else '> ' + _format(row.get('updates'))}",
              f"loss sum: {'' if corrected else '≥ '}{_format(row.get('loss_sum'), 6)}",
@@ -163,8 +186,8 @@ def _details(row: pd.Series, data: str | None) -> str:
     if isinstance(row.get("label_in_real"), (bool, str)) and str(row.get("label_in_real")) not in ("", "nan"):
         parts.append(f"ReaL: label {'among' if _true(row['label_in_real']) else 'not among'} the image's ReaL "
                      f"labels; the prediction {'is' if _true(row.get('prediction_in_real')) else 'is not'} one")
-    parts.append(f"<span style='font-size:0.8em'>{html.escape(str(row['path']))}</span>")
-    return "<br>".join(parts)
+    parts.append(str(row["path"]))
+    return parts
 
 
 def _true(value) -> bool:
@@ -187,6 +210,12 @@ def _options(axes: dict[str, str], chosen: str) -> str:
                    for c, n in axes.items())
 
 
+# In a <script> element, any `<` can start `</script` or `<!--`, which change how the element ends; JSON
+# may spell each of these characters as a \\u escape, which parses to the same string.
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                              "\u2029": "\\u2029"})
+
+
 def _json(payload: dict) -> str:
-    """JSON for a <script> element: `</` escaped so that no string can end the element."""
-    return json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
+    """JSON safe inside a <script> element, whatever its strings hold."""
+    return json.dumps(payload, separators=(",", ":")).translate(_SCRIPT_SAFE)

@@ -69,6 +69,7 @@ def build(table: pd.DataFrame, reasons: dict, runs: list, keys: list[str], figur
         blocks.append(Block("warning", f"Too few examples for conclusions: {len(few)} of {len(table)} runs{which} "
                                        f"measured fewer than {FEW} mistakes each{span}. Sample a few hundred "
                                        f"(sample_size) before reading anything into these figures."))
+    blocks += _right_at_step_0(table)
     blocks += replicate_blocks(sweep)
     blocks += grid_blocks(sweep, figures)
     blocks += _selection(table, reasons)
@@ -118,12 +119,29 @@ FIGURE_CAPTIONS = {
 }
 
 
+def _right_at_step_0(table: pd.DataFrame) -> list[Block]:
+    """A warning where a run's model got some of its examples right at the pretrained weights."""
+    if "n_correct_at_step_0" not in table:
+        return []
+    runs = table[table["n_correct_at_step_0"].fillna(0) > 0]
+    if not len(runs):
+        return []
+    which = "; ".join(f"{row['run']}: {int(row['n_correct_at_step_0'])} of {int(row['n_examples'])}"
+                      for _, row in runs.iterrows())
+    return [Block("warning", f"Some examples were right at step 0 ({which}): the model classified them correctly at "
+                             f"its pretrained weights, in the mode and view it trains in, so they were no mistakes "
+                             f"of it there and count as corrected at no cost (steps 0, loss 0). They come from a wrong "
+                             f"set found otherwise (a correctness matrix's row, search.mode=eval) and pull every "
+                             f"association towards the cheapest end.")]
+
+
 def _selection(table: pd.DataFrame, reasons: dict) -> list[Block]:
     rows = []
     for _, row in table.iterrows():
         entry = {"run": row["run"], "images": _count(row.get("n_images")),
                  "wrong at the pretrained weights": _count(row.get("n_wrong_at_pretrained")),
                  "sampled": _count(row.get("n_selected")), "corrected": _count(row.get("n_correct")),
+                 "right at step 0": _count(row.get("n_correct_at_step_0") or None),
                  "never corrected": _count(row.get("n_never_correct")), "diverged": _count(row.get("n_diverged")),
                  "unreadable": _count(row.get("n_unreadable"))}
         for cost in COSTS:

@@ -232,9 +232,12 @@ def model_table(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def accuracy_association(models: pd.DataFrame) -> dict[str, Estimate]:
-    """Per group: Spearman rho, across models, of each model's accuracy with its C (bootstrap over models)."""
-    return {group: rho(rows["accuracy"], rows["concordance_loss_sum"])
-            for group, rows in models.groupby("group", sort=False)}
+    """Per group: Spearman rho, across the models that have both (a model without C, or a run without
+    its summary's counts, is left out; n says how many are left), of each model's accuracy with its C
+    (bootstrap over models)."""
+    return {group: rho(both["accuracy"], both["concordance_loss_sum"])
+            for group, rows in models.groupby("group", sort=False)
+            for both in [rows.dropna(subset=["accuracy", "concordance_loss_sum"])]}
 
 
 def _matrix(context: str, names: list[str], shared: list[str], ranks: np.ndarray,

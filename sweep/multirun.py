@@ -47,6 +47,9 @@ class CheckEveryJob(Callback):
     is written."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        # a sweep run again into its directory: an earlier aggregate's failure is history (this run's end
+        # reports its own, aggregated or not)
+        (Path(config.hydra.sweep.dir) / AGGREGATE_FAILURE_JSON).unlink(missing_ok=True)
         with report_errors():  # exits here: Hydra turns a callback's exception into a warning and goes on
             self._check(config)
 

@@ -502,3 +502,72 @@ def test_the_aggregate_reads_tables_without_torch(sweep, tmp_path):
     assert not {name for name in imported if name.split(".")[0] in ("torch", "timm", "torchvision")}
     assert (tmp_path / "out" / "report.md").exists() and len(pd.read_csv(tmp_path / "out" / "merged.csv")) == sum(
         len(pd.read_csv(job / "single_example_results.csv")) for job in sweep.iterdir() if job.is_dir())
+
+
+@pytest.mark.skipif(not ORIGINAL.is_dir(), reason=f"{ORIGINAL} absent (the shared development data)")
+def test_runs_with_nothing_measured_aggregate_with_figures(tmp_path):
+    """The original epsilon variant's folders hold no corrected or never-corrected row: the explorer says
+    there is nothing to plot rather than failing the aggregate."""
+    aggregate([ORIGINAL / "efficientvit_m1.r224_in1k", ORIGINAL / "efficientvit_m2.r224_in1k"], tmp_path)
+    page = (tmp_path / "explorer.html").read_text()
+    assert "Nothing to plot" in page and "reached_epsilon" in page
+    assert "rho_loss_sum_to_epsilon" in pd.read_csv(tmp_path / "runs.csv")
+
+
+def explorer_payload(page: str) -> dict:
+    import re
+    script = re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', page, re.S).group(1)
+    assert "<" not in script and ">" not in script  # nothing in it can end or comment out the element
+    return json.loads(script)
+
+
+def test_the_explorer_keeps_every_string_as_text_and_never_corrected_at_their_lower_bound(tmp_path):
+    from analysis.explorer import write_explorer
+    rows = fake_rows(np.random.default_rng(1), [f"/data/<!--<script>{i}</script>.png" for i in range(40)], 1.5)
+    never = rows["status"] == "never_correct"
+    assert never.any() and (rows.loc[never, "steps_to_correct"] == -1).all()
+    merged = rows.assign(run="<img src=x onerror=alert(1)>")
+    page = write_explorer(merged, {}, tmp_path, "<b>title</b>").read_text()
+    payload = explorer_payload(page)
+    run = payload["runs"][0]
+    assert run["label"] == "<img src=x onerror=alert(1)>"  # as text, shown with textContent
+    assert run["details"][0][-1] == "/data/<!--<script>0</script>.png"
+    steps = pd.Series(run["values"]["steps_to_correct"])
+    assert (steps[never.to_numpy()] == rows.loc[never, "updates"].to_numpy()).all()  # the steps they ran
+    assert (steps[~never.to_numpy()] == rows.loc[~never, "steps_to_correct"].to_numpy()).all()
+    assert "<b>title</b>" not in page and "&lt;b&gt;title&lt;/b&gt;" in page
+
+
+def test_accuracy_against_c_is_over_the_models_that_have_both():
+    """A model without C (nothing corrected), or a run without its summary's counts, is left out of the
+    association across models, and n says so; it does not make the association undefined."""
+    from analysis.universality import accuracy_association, model_table
+    table = pd.DataFrame({"model": [f"m{i}" for i in range(8)], "n_images": [100.0] * 7 + [math.nan],
+                          "n_wrong_at_pretrained": [10.0, 20, 30, 40, 50, 60, 70, math.nan],
+                          "concordance_loss_sum": [0.9, 0.8, math.nan, 0.6, 0.55, 0.5, 0.45, 0.7]})
+    association = accuracy_association(model_table(table, ["model"]))["all runs"]
+    assert association.n == 6 and association.value == pytest.approx(1.0) and not association.reason
+    table.loc[[0, 1], "concordance_loss_sum"] = math.nan
+    assert accuracy_association(model_table(table, ["model"]))["all runs"].reason == "n=4 < 5"
+
+
+def test_a_rank_correlation_with_missing_values_says_so():
+    estimate = rho(pd.Series([1.0, 2, 3, 4, 5, math.nan], name="accuracy"), pd.Series(range(6)))
+    assert not estimate.computable and estimate.reason == "1 missing value in accuracy"
+
+
+def test_the_report_says_where_examples_were_right_at_step_0(tmp_path):
+    rng = np.random.default_rng(2)
+    for job, right in enumerate((3, 0)):
+        job_dir = tmp_path / "sweep" / str(job)
+        (job_dir / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create({"lr": [1e-5, 2e-5][job], "model": {"arch": "resnet18"}}),
+                       job_dir / ".hydra" / "config.yaml")
+        rows = fake_rows(rng, [f"/data/img_{i}.png" for i in range(40)], 1.0)
+        rows.loc[:right - 1, ["status", "steps_to_correct", "loss_sum"]] = ["correct", 0, 0.0]
+        rows.to_csv(job_dir / "single_example_results.csv", index=False)
+    result = aggregate([tmp_path / "sweep"], tmp_path / "out", figures=False)
+    assert list(result["runs"]["n_correct_at_step_0"]) == [3, 0]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Some examples were right at step 0 (lr=1e-05: 3 of 40)" in report and "lr=2e-05: 0" not in report
+    assert "| right at step 0 " in report  # the selection table's column

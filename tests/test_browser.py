@@ -90,3 +90,51 @@ def test_the_explorer_shows_any_two_scores(driver, sweep):
     assert shown[0] == pytest.approx(list(first["drawdown"])) and shown[1] == pytest.approx(list(first["initial_loss"]))
     title = driver.execute_script("return document.getElementById('explorer-plot')._fullLayout.yaxis.title.text")
     assert re.search("initial loss", title)
+
+
+@pytest.fixture(scope="module")
+def html_named_runs(tmp_path_factory, cache_dir):
+    """Two runs with equal values in directories named as HTML that would run script, aggregated together
+    (equal values: each labelled by its directory's name)."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from analysis.aggregate import aggregate
+    from helpers.configs import compose_config
+    from sweep.run.job import run
+    tmp = tmp_path_factory.mktemp("html_named")
+    first, second = tmp / "<img src=x onerror=alert(1)>", tmp / "<img src=x onerror=alert(2)>"
+    cfg = compose_config(*tiny_universe_overrides(cache_dir), "sample_size=4", "max_steps=20", "lr=3e-5",
+                         "progress=false")
+    run(cfg, first)
+    (first / ".hydra").mkdir()
+    OmegaConf.save(cfg, first / ".hydra" / "config.yaml")
+    shutil.copytree(first, second)
+    aggregate([first, second], tmp / "out")
+    return tmp / "out"
+
+
+def test_a_run_named_as_html_shows_as_text_and_runs_nothing(driver, html_named_runs):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from helpers.browser import POINT
+    open_page(driver, html_named_runs / "explorer.html", EXPLORER_READY)
+    assert console_errors(driver) == []
+    images = driver.execute_script("return document.querySelectorAll('img').length")
+    legend = driver.execute_script("return [...document.querySelectorAll('.legendtext')].map(e => e.textContent)")
+    labels = [f"model=test_resnet, lr=3e-05 [<img src=x onerror=alert({n})>]" for n in (1, 2)]
+    assert legend == labels, legend
+    x, y, width, height = driver.execute_script(POINT, "explorer-plot", 1, 0)
+    plot = driver.find_element(By.ID, "explorer-plot")
+    ActionChains(driver).move_to_element_with_offset(plot, x - width / 2, y - height / 2).perform()  # a hover
+    deadline = time.time() + 10
+    while "onerror" not in driver.find_element("id", "details-text").text:
+        assert time.time() < deadline, "hovering showed no details"
+        time.sleep(0.1)
+    text = driver.find_element("id", "details-text").text
+    assert text.splitlines()[0] == labels[1], text  # the name, as text
+    assert driver.execute_script("return document.querySelectorAll('img').length") == images  # no element made
+    assert driver.execute_script("return document.querySelectorAll('#details-text img').length") == 0
+    assert console_errors(driver) == []  # an alert would also have stopped this script

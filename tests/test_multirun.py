@@ -282,7 +282,7 @@ def test_too_few_shared_mistakes_stop_the_sweep_before_any_job(tmp_path, cache_d
     code, output = _zoo(cache_dir, tmp_path, "selection.min_shared=100000")
     assert code == 2 and "Traceback" not in output, output[-2000:]
     line = output.strip().splitlines()[-1]
-    assert re.match(r"error: selection\.shared: only \d+ images are mistakes of all 2 models of the sweep "
+    assert re.match(r"error: selection\.shared: only \d+ images are mistakes of all 2 models and settings of the sweep "
                     r"\(selection\.min_shared=100000\); fewest in common because of test_", line), line
     assert "(without it: " in line
     assert not (tmp_path / "sweep" / "0").exists()
@@ -291,3 +291,77 @@ def test_too_few_shared_mistakes_stop_the_sweep_before_any_job(tmp_path, cache_d
 def test_a_single_run_cannot_share_a_selection(tmp_path, cache_dir):
     code, output = run_cli("selection.shared=true", f"hydra.run.dir={tmp_path}", *tiny_universe_overrides(cache_dir))
     assert code == 2 and "selection.shared=true shares one selection among a sweep's models" in output
+
+
+def test_a_shared_sweep_over_augmentation_gives_each_job_only_its_own_mistakes(tmp_path, cache_dir):
+    """The view changes a model's mistakes: each distinct wrong set of the sweep is searched, and the
+    shared images are wrong under all of them, so that no job trains an image it already gets right."""
+    code, output = run_cli("-m", "train.augmentation=none,one_view", "selection.shared=true", "sample_size=200",
+                           "max_steps=2", "aggregate=false", "progress=false", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                           *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+    assert code == 0, output[-2000:]
+    sweep = tmp_path / "sweep"
+    record = json.loads((sweep / "shared_selection" / "seed0-n200.json").read_text())
+    assert sorted(record["wrong"]) == ["test_resnet (train.augmentation=none)",
+                                       "test_resnet (train.augmentation=one_view)"], record
+    assert len(set(record["definitions"])) == 2
+    for job in ("0", "1"):
+        rows = pd.read_csv(sweep / job / "single_example_results.csv")
+        assert len(rows) == record["selected"]
+        assert not ((rows["status"] == "correct") & (rows["steps_to_correct"] == 0)).any()  # none right at step 0
+        assert (rows["initial_prediction"] != rows["label"]).all()
+
+
+def test_a_shared_sweep_with_two_sample_sizes_is_refused_before_any_job(tmp_path, cache_dir):
+    code, output = run_cli("-m", "sample_size=6,7", "model.arch=test_resnet,test_efficientnet",
+                           "selection.shared=true", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                           *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+    assert code == 2 and "Traceback" not in output, output[-2000:]
+    line = output.strip().splitlines()[-1]
+    assert line.startswith("error: selection.shared: the sweep's jobs ask for different sample sizes") and \
+        "sample_size=6: test_resnet, test_efficientnet" in line and "sample_size=7" in line, line
+    assert not (tmp_path / "sweep" / "0").exists()
+
+
+def test_a_job_refuses_shared_images_that_are_not_its_own_mistakes(tmp_path, cache_dir):
+    from sweep.errors import UserError
+    from sweep.run.context import set_up
+    from sweep.run.selection import select, wrong_set
+    cfg = compose_config(*tiny_universe_overrides(cache_dir), "progress=false")
+    job = set_up(cfg, cache_dir, torch.device("cpu"), 1, "test")
+    own = {e.path for e in wrong_set(job).pool}
+    right = [e for e in job.source.examples if e.path not in own][:2]
+    assert len(select(job, [e for e in job.source.examples if e.path in own][:3]).examples) == 3
+    with pytest.raises(UserError, match=r"selection\.shared: 2 of the 2 shared images are not mistakes of this "
+                                        r"job's model test_resnet"):
+        select(job, right)
+
+
+def test_the_shared_search_runs_in_the_jobs_arithmetic(tmp_path, cache_dir, monkeypatch):
+    """The sweep's pre-pass searches each wrong set set up as its job is: its threads, and exact fp32 on
+    its device (on a GPU: no TF32, deterministic algorithms), before the search."""
+    import sweep.run.context as context
+    from sweep.run.shared import prepare_shared
+    calls = []
+    monkeypatch.setattr(context, "exact_arithmetic",
+                        lambda device, precision: calls.append((device.type, precision.value, torch.get_num_threads())))
+    threads = torch.get_num_threads()
+    try:
+        jobs = [compose_config(*tiny_universe_overrides(cache_dir), f"model.arch={arch}", "selection.shared=true",
+                               "sample_size=5", "execution.threads=1", "progress=false")
+                for arch in ("test_resnet", "test_efficientnet")]
+        prepare_shared(tmp_path, jobs)
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == [("cpu", "fp32", 1), ("cpu", "fp32", 1)]
+    assert len(pd.read_csv(tmp_path / "shared_selection" / "seed0-n5.csv")) == 5
+
+
+def test_a_stale_aggregate_failure_is_cleared_when_the_sweep_starts(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "aggregate_failure.json").write_text(json.dumps({"error": "an earlier bug", "traceback": ""}))
+    code, output = run_cli("-m", "sample_size=2", "max_steps=5", "aggregate=false", "progress=false",
+                           f"hydra.sweep.dir={sweep}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
+    assert code == 0 and "could not be made" not in output, output[-2000:]
+    assert not (sweep / "aggregate_failure.json").exists()

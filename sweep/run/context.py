@@ -12,13 +12,13 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from sweep.config import Augmentation, Config, MemoryFormat, ModelMode
+from sweep.config import AUTO, Augmentation, Config, MemoryFormat, ModelMode
 from sweep.data.examples import Example
 from sweep.data.images import example_view
 from sweep.data.sources import Source, open_source
 from sweep.models import input_size
 from sweep.run.selection import Selection, state_digest
-from sweep.training.hardware import memory_format, with_memory_format
+from sweep.training.hardware import exact_arithmetic, memory_format, with_memory_format
 from sweep.training.loop import SingleExampleTrainer, check_train_mode
 from sweep.training.probe import Probe
 
@@ -51,9 +51,14 @@ class JobContext:
 
 
 def set_up(cfg: Config, cache: Path, device: torch.device, cores: int, cores_source: str) -> JobContext:
-    """The job's context: its config converted once, its data, and the pretrained model on `device` in its
-    memory layout and training mode, with the input view of an example."""
+    """The job's context: its config converted once, its arithmetic (threads, exact fp32 on `device`),
+    its data, and the pretrained model on `device` in its memory layout and training mode, with the input
+    view of an example. Whatever computes for the job (its search too, where a sweep's shared selection
+    runs it before the job) computes after this, in the job's arithmetic."""
     settings = OmegaConf.to_object(cfg)
+    threads = settings.execution.threads
+    torch.set_num_threads(cores if threads == AUTO else threads)
+    exact_arithmetic(device, settings.train.precision)
     source = open_source(settings.data, settings.model.arch, cache, settings.progress)
     model = source.pretrained(settings.model).to(device)
     weights = {"digest": state_digest(model), "source": source.weights_source(settings.model)}

@@ -36,7 +36,6 @@ from sweep.training.flops import count_step
 from sweep.training.hardware import (
     claimed_device,
     describe_arithmetic,
-    exact_arithmetic,
     nondeterministic_operations,
 )
 from sweep.training.loop import SingleExampleTrainer
@@ -58,11 +57,9 @@ def run(cfg: Config, out_dir: Path, job_num: int | None = None, cores: tuple[int
     started = time.perf_counter()
     cache = check_before_work(cfg)
     cores, cores_source = cores or allotted_cores()
-    torch.set_num_threads(cores if cfg.execution.threads == AUTO else cfg.execution.threads)
     sweep = current_sweep() if job_num is not None else None
     try:
         with claimed_device(cfg.execution.device, job_num or 0) as device:
-            exact_arithmetic(device, cfg.train.precision)
             directory = RunDirectory(out_dir)
             with directory.lock():
                 clear_failure(directory.path)  # a job that failed before and is run again: its old failure is history

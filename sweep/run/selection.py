@@ -54,12 +54,16 @@ def examples_digest(examples: list[Example]) -> str:
     return hashlib.sha256(repr([(e.path, e.label) for e in examples]).encode()).hexdigest()[:16]
 
 
+def key_name(key: dict) -> str:
+    """A wrong-set key's short name: the name of its cache entry."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def cached_wrong_set(cache: Path, key: dict, examples: list[Example],
                      search: Callable[[], tuple[dict[Example, Mistake], int]]) -> tuple[dict[Example, Mistake], int]:
     """The wrong set of `key` from the cache, or searched once (under a lock: parallel jobs of a
     sweep over lrs search once per model) and stored."""
-    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache / "wrong-sets" / f"{name}.csv"
+    path = cache / "wrong-sets" / f"{key_name(key)}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     by_path = {e.path: e for e in examples}
     with FileLock(f"{path}.lock"):
@@ -128,10 +132,12 @@ def sample_mistakes(model: nn.Module, examples: list[Example], view: Callable[[E
 @dataclass
 class WrongSet:
     """A model's mistakes: `pool` in pool order (matrix-column order for a correctness matrix's row, else
-    rank order), with the loss and prediction of each where a search computed them (none for a matrix)."""
+    rank order), with the loss and prediction of each where a search computed them (none for a matrix),
+    and `key`, everything that defines it (the wrong-set cache's key, or the matrix's row)."""
     pool: list[Example]
     mistakes: dict[Example, Mistake]
     unreadable: int
+    key: dict
 
 
 def wrong_set(job: JobContext) -> WrongSet:
@@ -142,7 +148,9 @@ def wrong_set(job: JobContext) -> WrongSet:
     precision, device and the weights' memory layout."""
     settings, model, examples = job.settings, job.model, job.source.examples
     if job.source.wrong is not None:
-        return WrongSet(list(job.source.wrong), {}, 0)
+        precomputed = list(job.source.wrong)
+        return WrongSet(precomputed, {}, 0, {"precomputed": examples_digest(precomputed),
+                                             "examples": examples_digest(examples)})
     view, precision = job.view, settings.train.precision
     random_view = settings.train.augmentation == Augmentation.one_view
     in_eval = settings.search.mode == SearchMode.eval
@@ -156,7 +164,7 @@ def wrong_set(job: JobContext) -> WrongSet:
         key = wrong_set_key(settings.model.arch, model, job.weights["digest"], examples, settings.seed, random_view,
                             job.device, job.layout, precision)
         mistakes, unreadable = cached_wrong_set(job.cache, key, examples, search)
-    return WrongSet(rank_order(mistakes), mistakes, unreadable)
+    return WrongSet(rank_order(mistakes), mistakes, unreadable, key)
 
 
 def select(job: JobContext, shared: Optional[list[Example]] = None) -> Selection:
@@ -172,7 +180,11 @@ def select(job: JobContext, shared: Optional[list[Example]] = None) -> Selection
     if not found.pool:
         raise UserError(f"model {settings.model.arch} gets no example of data={settings.data.name} wrong: nothing "
                         f"to correct")
-    chosen = sample(found.pool, settings.sample_size, settings.seed) if shared is None else list(shared)
+    if shared is None:
+        chosen = sample(found.pool, settings.sample_size, settings.seed)
+    else:
+        chosen = list(shared)
+        check_own_mistakes(chosen, found, settings.model.arch)
     mistakes = dict(found.mistakes)
     unknown = [e for e in chosen if e not in mistakes]
     if unknown:  # the model's own predictions, in eval mode on the eval view (as a zoo's matrix is made)
@@ -187,6 +199,19 @@ def select(job: JobContext, shared: Optional[list[Example]] = None) -> Selection
     initial_losses = {e.path: found.mistakes[e].loss for e in chosen if e in found.mistakes}
     predictions = {e.path: mistakes[e].prediction for e in chosen if e in mistakes}
     return Selection(chosen, initial_losses, info, predictions)
+
+
+def check_own_mistakes(chosen: list[Example], found: WrongSet, arch: str) -> None:
+    """Refuse to train a shared image that is not one of this job's own mistakes (it would be right at
+    step 0, and count as corrected at no cost)."""
+    own = {e.path for e in found.pool}
+    foreign = [e for e in chosen if e.path not in own]
+    if foreign:
+        raise UserError(f"selection.shared: {len(foreign)} of the {len(chosen)} shared images are not mistakes of this "
+                        f"job's model {arch} as this job finds them (wrong set {key_name(found.key)}: "
+                        f"{json.dumps(found.key, sort_keys=True)}), e.g. {foreign[0].path}; the shared selection was "
+                        f"drawn under other settings. Nothing was trained; run the sweep into a fresh directory "
+                        f"(hydra.sweep.dir=...)")
 
 
 def _forward_seed(run_seed: int, example: Example) -> int:

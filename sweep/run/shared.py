@@ -1,17 +1,26 @@
 """A selection shared by every model of a sweep (selection.shared=true): the same images for every
-model, images that each of them gets wrong, drawn once with the seed before the first job starts and
+job, images that each of them gets wrong, drawn once with the seed before the first job starts and
 kept in the sweep's directory, so that the jobs (on any launcher, resumed or not) read one draw.
+
+A model's mistakes are defined by everything its wrong set depends on (the wrong-set cache's key:
+architecture, weights, preprocessing, mode, view, precision, device, layout), not by its name: a
+sweep over `train.augmentation` or `train.mode` has several wrong sets per model. Each distinct one
+is searched, in the jobs' own arithmetic, and the shared images are wrong under every one of them.
+Each job checks again that its images are its own mistakes before it trains any.
 
 Per-model samples share almost no image once there are many models (each draws its own few hundred
 of thousands of mistakes); a zoo study compares models on the same images.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from sweep.config import Config
 from sweep.data.examples import Example, examples_table
@@ -22,6 +31,14 @@ log = logging.getLogger(__name__)
 
 SHARED_DIR = "shared_selection"  # in a sweep's directory
 
+# Settings that cannot change which images a model gets wrong at its pretrained weights: how each
+# example is then trained, how many are drawn, and how the work is executed and recorded.
+# A key maps to None (all of it) or to the names of its keys left out.
+NOT_DEFINING_MISTAKES = {**dict.fromkeys(("lr", "max_steps", "sample_size", "selection", "shard", "probe", "logger",
+                                          "log_steps", "progress", "aggregate", "cache_dir")),
+                         "train": {"optimizer", "weight_decay", "momentum", "check_final_state"},
+                         "execution": {"threads", "parallel", "workers"}}
+
 
 def shared_path(sweep_dir: Path, cfg: Config) -> Path:
     """The shared selection of the jobs that draw with `cfg`'s seed and sample size."""
@@ -30,48 +47,117 @@ def shared_path(sweep_dir: Path, cfg: Config) -> Path:
 
 def model_name(cfg: Config) -> str:
     """A model of the sweep as its selection names it: the architecture, and where its weights come from."""
-    return cfg.model.arch + (f"={cfg.model.checkpoint}" if cfg.model.checkpoint else "")
+    spec = cfg.model
+    return spec.arch + (f"={spec.checkpoint}" if spec.checkpoint else f"={spec.package}" if spec.package else "")
+
+
+def mistake_settings(cfg: Config) -> dict:
+    """The job's settings that can change its wrong set (conservatively: all but NOT_DEFINING_MISTAKES)."""
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    kept = {}
+    for key, value in config.items():
+        if key not in NOT_DEFINING_MISTAKES:
+            kept[key] = value
+        elif NOT_DEFINING_MISTAKES[key] is not None:
+            kept[key] = {k: v for k, v in value.items() if k not in NOT_DEFINING_MISTAKES[key]}
+    return kept
+
+
+@dataclass
+class Definition:
+    """One distinct way the sweep's jobs define their mistakes: its settings, a job that has them, and a
+    label naming the model and the settings in which it differs from the sweep's other definitions."""
+    settings: dict
+    job: Config
+    label: str = ""
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def prepare_shared(sweep_dir: Path, jobs: list[Config]) -> None:
     """Make (or, resuming, check) the shared selection of every group of jobs with selection.shared and
-    one seed and sample size: each model's wrong set (its correctness matrix row, or its own search, as
-    its jobs find it, cached), the images in all of them, `random.Random(seed).sample` of those."""
+    one seed: each distinct wrong set of the group (a correctness matrix's row, or a search in the jobs'
+    arithmetic, as the jobs find it, cached), the images in all of them, `random.Random(seed).sample` of
+    those. A shared sweep whose jobs ask for different sample sizes is refused."""
+    shared = [cfg for cfg in jobs if cfg.selection.shared]
+    sizes = {}
+    for cfg in shared:
+        sizes.setdefault(cfg.sample_size, []).append(model_name(cfg))
+    if len(sizes) > 1:
+        raise UserError("selection.shared: the sweep's jobs ask for different sample sizes ("
+                        + "; ".join(f"sample_size={n}: {', '.join(dict.fromkeys(names))}" for n, names in sizes.items())
+                        + "), so no one selection can be shared; give one, e.g. sample_size="
+                        + str(min(sizes)))
     groups: dict[Path, list[Config]] = {}
-    for cfg in jobs:
-        if cfg.selection.shared:
-            groups.setdefault(shared_path(sweep_dir, cfg), []).append(cfg)
+    for cfg in shared:
+        groups.setdefault(shared_path(sweep_dir, cfg), []).append(cfg)
     for path, group in groups.items():
-        first_of_model = {model_name(cfg): cfg for cfg in reversed(group)}  # the first job of each model
-        models = sorted(first_of_model)
+        definitions = _definitions(group)
+        digests = sorted(d.digest for d in definitions)
         if path.exists():
             kept = json.loads(path.with_suffix(".json").read_text())
-            if kept["models"] != models:
-                raise UserError(f"{path}: the shared selection of models {', '.join(kept['models'])}, but this sweep "
-                                f"has {', '.join(models)}; run it into a fresh directory (hydra.sweep.dir=...)")
+            if kept.get("definitions") != digests:
+                raise UserError(f"{path}: the shared selection of {', '.join(kept.get('wrong', {}))}, but this sweep's "
+                                f"jobs define their mistakes as {', '.join(d.label for d in definitions)}; run it into "
+                                f"a fresh directory (hydra.sweep.dir=...)")
             log.info("shared selection reused: %s (%d images)", path, kept["selected"])
             continue
-        wrong = {name: _wrong_paths(cfg) for name, cfg in first_of_model.items()}
-        _draw(path, group[0], wrong)
+        wrong = {}  # wrong-set key's name -> (label, path -> example): definitions with one key are one
+        for definition in definitions:
+            name, found = _wrong_paths(definition.job)
+            label = f"{wrong[name][0]} and {definition.label}" if name in wrong else definition.label
+            wrong[name] = (label, found)
+        _draw(path, group[0], dict(wrong.values()), sorted({model_name(cfg) for cfg in group}), digests)
 
 
-def _wrong_paths(cfg: Config) -> dict[str, Example]:
-    """path -> example of every mistake of `cfg`'s model, found as its job finds them."""
+def _definitions(group: list[Config]) -> list[Definition]:
+    """The group's distinct definitions of a mistake, in job order, each labelled by its model and the
+    settings that tell it apart from the others."""
+    definitions: dict[str, Definition] = {}
+    for cfg in group:
+        definition = Definition(mistake_settings(cfg), cfg)
+        definitions.setdefault(definition.digest, definition)
+    flat = {digest: _flatten(d.settings) for digest, d in definitions.items()}
+    differing = sorted({key for values in flat.values() for key in values
+                        if len({json.dumps(v.get(key), sort_keys=True) for v in flat.values()}) > 1})
+    for digest, definition in definitions.items():
+        extra = [f"{key}={flat[digest].get(key)}" for key in differing if not key.startswith("model.")]
+        definition.label = model_name(definition.job) + (f" ({', '.join(extra)})" if extra else "")
+    return list(definitions.values())
+
+
+def _flatten(settings: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _wrong_paths(cfg: Config) -> tuple[str, dict[str, Example]]:
+    """The name of the wrong-set key of `cfg`'s job, and path -> example of each of its mistakes, found
+    as the job finds them (set up as the job is: its threads, device and exact arithmetic)."""
     from sweep.cores import allotted_cores
     from sweep.run.cache import writable_cache
     from sweep.run.context import set_up
-    from sweep.run.selection import wrong_set
+    from sweep.run.selection import key_name, wrong_set
     from sweep.training.hardware import claimed_device
     with claimed_device(cfg.execution.device, 0) as device:
         job = set_up(cfg, writable_cache(cfg.cache_dir), device, *allotted_cores())
         found = wrong_set(job)
-    log.info("shared selection: %s gets %d of %d images wrong", model_name(cfg), len(found.pool),
-             len(job.source.examples))
-    return {e.path: e for e in found.pool}
+    log.info("shared selection: %s gets %d of %d images wrong (wrong set %s)", model_name(cfg), len(found.pool),
+             len(job.source.examples), key_name(found.key))
+    return key_name(found.key), {e.path: e for e in found.pool}
 
 
-def _draw(path: Path, cfg: Config, wrong: dict[str, dict[str, Example]]) -> None:
-    """The images every model gets wrong, refused when fewer than selection.min_shared, sampled and kept."""
+def _draw(path: Path, cfg: Config, wrong: dict[str, dict[str, Example]], models: list[str],
+          definitions: list[str]) -> None:
+    """The images in every wrong set (label -> path -> example), refused when fewer than
+    selection.min_shared, sampled and kept with the digests of the definitions they were drawn for."""
     from sweep.run.selection import rank_order, sample
     names = list(wrong)
     common = set.intersection(*(set(paths) for paths in wrong.values()))
@@ -79,19 +165,20 @@ def _draw(path: Path, cfg: Config, wrong: dict[str, dict[str, Example]]) -> None
         without = {name: len(set.intersection(*(set(wrong[other]) for other in names if other != name)))
                    for name in names} if len(names) > 1 else {}
         worst = sorted(without, key=without.get, reverse=True)[:3]
-        raise UserError(f"selection.shared: only {len(common)} images are mistakes of all {len(names)} models of the "
-                        f"sweep (selection.min_shared={cfg.selection.min_shared}); fewest in common because of "
+        raise UserError(f"selection.shared: only {len(common)} images are mistakes of all {len(names)} models and "
+                        f"settings of the sweep (selection.min_shared={cfg.selection.min_shared}); fewest in common "
+                        f"because of "
                         + ", ".join(f"{name} (without it: {without[name]})" for name in worst)
                         + "; leave those models out, or lower selection.min_shared")
     pool = rank_order(wrong[names[0]][p] for p in common)
     chosen = sample(pool, cfg.sample_size, cfg.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path.with_suffix(".json"), json.dumps(
-        {"models": sorted(names), "wrong": {name: len(paths) for name, paths in wrong.items()},
-         "shared_pool": len(pool), "selected": len(chosen), "seed": cfg.seed, "sample_size": cfg.sample_size},
-        indent=2) + "\n")
+        {"models": models, "wrong": {name: len(paths) for name, paths in wrong.items()},
+         "definitions": definitions, "shared_pool": len(pool), "selected": len(chosen), "seed": cfg.seed,
+         "sample_size": cfg.sample_size}, indent=2) + "\n")
     atomic_write_text(path, examples_table(chosen).to_csv(index=False))
-    log.info("shared selection: %d of the %d images all %d models get wrong -> %s", len(chosen), len(pool),
+    log.info("shared selection: %d of the %d images all %d wrong sets hold -> %s", len(chosen), len(pool),
              len(names), path)
 
 

@@ -89,6 +89,9 @@ def why_not(*columns) -> str | None:
     if n < MIN_EXAMPLES:
         return f"n={n} < {MIN_EXAMPLES}"
     for column in columns:
+        missing = int(pd.Series(column).isna().sum())
+        if missing:
+            return f"{missing} missing value{'s' * (missing > 1)} in {getattr(column, 'name', None) or 'a column'}"
         if pd.Series(column).nunique() < 2:
             return f"no variation in {getattr(column, 'name', None) or 'a column'}"
     return None

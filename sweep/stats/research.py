@@ -44,7 +44,7 @@ from sweep.stats.estimates import Estimate, interval, mean, partial_rho, rho, rh
 
 # Which statistics run_statistics computes, and how: a run's summary records it, and the aggregate takes
 # the summary's statistics instead of recomputing them only when it matches. Bump it with any change.
-STATISTICS_VERSION = 1
+STATISTICS_VERSION = 2  # 2: n_correct_at_step_0; reasons name missing values
 SUBSETS = {"": "all", "_clean": "clean mistakes", "_flagged": "flagged (label noise)"}
 # +1: larger means harder; -1: larger means easier; None: direction not given (absolute values compared)
 ORIENTATION = {"initial_loss": 1, "initial_margin": -1, "initial_grad_norm": None, "initial_el2n": 1}
@@ -104,6 +104,8 @@ def run_statistics(rows: pd.DataFrame) -> tuple[dict, dict]:
     """(statistics, reasons): one flat row of runs.csv, and why each statistic that is NaN is not computable."""
     status = rows["status"] if "status" in rows else pd.Series(dtype=str)
     values: dict = {"n_examples": len(rows), **{f"n_{s}": int((status == s).sum()) for s in Status}}
+    if "steps_to_correct" in rows:  # right at the pretrained weights: corrected at no cost, not a mistake
+        values["n_correct_at_step_0"] = int(((status == Status.CORRECT) & (rows["steps_to_correct"] == 0)).sum())
     measured_count = values["n_correct"] + values["n_never_correct"]
     values["frac_never_corrected"] = values["n_never_correct"] / measured_count if measured_count else math.nan
     values["cost"] = primary_cost(rows)
