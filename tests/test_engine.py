@@ -118,8 +118,8 @@ def test_train_mode_falls_back_with_a_reason(mistakes):
     size = tuple(examples[0][0].shape)
     engine, reason = batched_engine(model, TrainConfig(), 1e-3, 5, 2, size)
     assert isinstance(engine, BatchedTrainer) and reason is None
-    assert batched_engine(model, TrainConfig(mode=ModelMode.train), 1e-3, 5, 2, size) == \
-        (None, "train.mode=train: BatchNorm statistics and dropout differ per copy")
+    engine, reason = batched_engine(model, TrainConfig(mode=ModelMode.train), 1e-3, 5, 2, size)
+    assert engine is None and reason.startswith("train.mode=train: the engine does not reproduce per copy")
     engine, reason = batched_engine(model, TrainConfig(precision=Precision.bf16), 1e-3, 5, 2, size)
     assert engine is None and reason.startswith("train.precision=bf16")
 
@@ -292,3 +292,84 @@ def test_dropping_copies_moves_as_few_as_possible():
     assert compacted([0, 2, 3, 5]) == [0, 5, 2, 3]  # slot 1 takes copy 5; slots 0, 2 and 3 stay
     assert compacted([0, 1, 2]) == [0, 1, 2]
     assert sorted(compacted([4, 5, 6])) == [4, 5, 6]
+
+
+@pytest.mark.parametrize("optimizer", [Optimizer.adamw, pytest.param(Optimizer.sgd, marks=pytest.mark.slow),
+                                       pytest.param(Optimizer.adam, marks=pytest.mark.slow)])
+def test_fp16_with_a_loss_scaler_per_copy_matches_the_simple_path(mistakes, optimizer):
+    """The original's arithmetic in the engine: fp16 autocast, each copy's loss scaler as a fresh GradScaler
+    of its own example (the same skipped first updates, counted as steps), torch.optim's default step
+    behind it. Every outcome equals the simple path's, bit for bit."""
+    model, examples = mistakes
+    train = TrainConfig(optimizer=optimizer, precision=Precision.fp16_scaler, check_final_state=False)
+    lr, max_steps = SETTINGS[optimizer]
+    simple = SingleExampleTrainer(model, train, lr, max_steps)
+    expected = [simple.fit(x[None], y) for x, y in examples]
+    simple.reset()
+    assert all(o.skipped_updates >= 1 for o in expected) and len({o.steps_taken for o in expected}) >= 4
+    engine, reason = batched_engine(model, train, lr, max_steps, 4, tuple(examples[0][0].shape))
+    assert reason is None
+    got = dict(engine.run((i, x, y, None) for i, (x, y) in enumerate(examples)))
+    for i, want in enumerate(expected):
+        assert (got[i].status, got[i].steps_taken, got[i].skipped_updates, got[i].loss_sum, got[i].final_loss,
+                got[i].weight_distance) == (want.status, want.steps_taken, want.skipped_updates, want.loss_sum,
+                                            want.final_loss, want.weight_distance), i
+
+
+def test_loss_scalers_follow_torch_s_grad_scaler():
+    """Each copy's scale, growth tracker and overflow verdict as torch.amp.GradScaler's, over a run of
+    finite and overflowing gradients that crosses a growth interval."""
+    from sweep.training.scalers import GROWTH_INTERVAL, LossScalers
+    scalers = LossScalers(2, torch.device("cpu"))
+    references = [torch.amp.GradScaler("cpu") for _ in range(2)]
+    overflows = [[True, False], [False, False]] + [[False, i % 700 == 0] for i in range(GROWTH_INTERVAL + 5)]
+    for overflow in overflows:
+        grads = [torch.tensor([[1.0, float("inf") if o else 2.0] for o in overflow]) * scalers.scale[:, None]]
+        found = scalers.unscale_(grads)
+        assert found.tolist() == overflow
+        for i, scaler in enumerate(references):
+            parameter = torch.nn.Parameter(torch.zeros(2))
+            optimizer = torch.optim.SGD([parameter], lr=0.0)
+            scaler.scale(parameter.sum()).backward()
+            parameter.grad = torch.tensor([1.0, float("inf") if overflow[i] else 2.0]) * scaler.get_scale()
+            scaler.unscale_(optimizer)
+            assert torch.equal(parameter.grad[:1], grads[0][i, :1])  # unscaled as GradScaler unscales
+            scaler.step(optimizer)
+            scaler.update()
+        scalers.update(found)
+        assert scalers.scale.tolist() == [scaler.get_scale() for scaler in references]
+    assert scalers.scale.tolist() != [2.0 ** 16] * 2
+
+
+def test_a_model_whose_fp16_copies_compute_otherwise_falls_back_with_a_reason():
+    """The engine compares the copies' fp16 logits with one example's before it takes a model: a
+    ViT's attention, batched, sums otherwise, so it keeps the simple path and says why."""
+    import timm
+    model = timm.create_model("test_vit", num_classes=10).eval()
+    engine, reason = batched_engine(model, TrainConfig(precision=Precision.fp16_scaler), 1e-5, 5, 2, (3, 32, 32))
+    assert engine is None and "computes otherwise than one example's" in reason, reason
+
+
+@pytest.mark.slow  # two runs of the original's preset (CI runs test_engine.py's slow tests)
+def test_the_original_preset_in_eval_mode_runs_in_the_engine_with_the_simple_path_s_rows(tmp_path, cache_dir):
+    """experiment=original (fp16, a loss scaler per example, one random view each) in eval mode takes the
+    engine, whose every row equals the simple path's."""
+    import json
+
+    from sweep.outputs import OUTCOME_COLUMNS
+
+    def job(parallel):
+        cfg = compose_config(*tiny_universe_overrides(cache_dir), "experiment=original", "train.mode=eval",
+                             "sample_size=6", "max_steps=100", "execution.workers=1",
+                             f"execution.parallel={parallel}", "progress=false")
+        out = tmp_path / str(parallel)
+        run(cfg, out)
+        rows = pd.read_csv(out / "single_example_results.csv").sort_values("example_index").reset_index(drop=True)
+        return rows[OUTCOME_COLUMNS], json.loads((out / "training_summary.json").read_text())["execution"]
+
+    engine_rows, execution = job(4)
+    simple_rows, simple_execution = job(1)
+    assert execution["parallel"] == 4 and execution["description"].startswith("batched engine K=4")
+    assert simple_execution["description"].startswith("simple path")
+    assert (engine_rows["skipped_updates"] >= 1).any()
+    pd.testing.assert_frame_equal(engine_rows, simple_rows)

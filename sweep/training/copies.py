@@ -81,19 +81,22 @@ class Copies:
     def stopped_weights(self, i: int) -> list[torch.Tensor]:
         return [s[i] for s in self.stopped]
 
-    def step(self, grads: list[torch.Tensor]) -> None:
-        """One optimizer update of every copy with its slice of `grads`."""
+    def step(self, grads: list[torch.Tensor], skip: Optional[torch.Tensor] = None) -> None:
+        """One optimizer update of every copy with its slice of `grads`, but those that `skip` (a bool per
+        copy, read on the host) marks: a loss scaler skips their update."""
         for buffer, g in zip(self.grads, self._used(grads), strict=True):
             buffer[:len(g)].copy_(g)
-        self.optimizer.step()
+        self.optimizer.step(None if skip is None else [i for i, skipped in enumerate(skip.tolist()) if not skipped])
 
 
 class Loops:
     """Every copy's loop state, on the device: step t, summed loss (float64, as Python's float sum
-    of the simple path), whether it still runs, how it stopped, and what step 0 showed."""
+    of the simple path), updates a loss scaler skipped, whether it still runs, how it stopped, and
+    what step 0 showed."""
 
     def __init__(self, k: int, device: torch.device):
         self.t = torch.zeros(k, dtype=torch.long, device=device)
+        self.skipped = torch.zeros(k, dtype=torch.long, device=device)
         self.loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
         self.running = torch.ones(k, dtype=torch.bool, device=device)
         self.code = torch.zeros(k, dtype=torch.int8, device=device)
@@ -102,7 +105,7 @@ class Loops:
         self.initial_prediction = torch.zeros(k, dtype=torch.long, device=device)
 
     def restart(self, i: int) -> None:
-        self.t[i], self.loss_sum[i], self.running[i], self.code[i] = 0, 0.0, True, 0
+        self.t[i], self.loss_sum[i], self.running[i], self.code[i], self.skipped[i] = 0, 0.0, True, 0, 0
 
     def keep(self, indices: list[int]) -> None:
         for name, value in vars(self).items():
@@ -120,3 +123,7 @@ class Loops:
         self.loss_sum += torch.where(self.running, losses.double(), 0.0)
         self.t += self.running
         return stopping
+
+    def count_skips(self, skipped: torch.Tensor) -> None:
+        """The running loops' updates of this step that a loss scaler skipped (a bool per copy)."""
+        self.skipped += self.running & skipped

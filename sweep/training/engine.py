@@ -2,11 +2,13 @@
 in one vmapped forward/backward per step (torch.func), with finished slots refilled from the queue.
 
 Each copy follows exactly the loop of `sweep.training.loop` (same checks, same order, and optimizer
-state of its own that starts fresh with each example), so per-example outcomes match the simple
-path up to floating-point reduction order.
+state of its own that starts fresh with each example; with train.precision=fp16_scaler, a loss
+scaler of its own too), so per-example outcomes match the simple path up to floating-point
+reduction order.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,9 +21,11 @@ from torch.func import functional_call, grad_and_value, vmap
 from sweep.config import ModelMode, Precision, TrainConfig
 from sweep.outputs import Status
 from sweep.training.copies import Copies, Loops, Slot, compacted
+from sweep.training.exact_copies import ExactCopies
 from sweep.training.loop import Outcome, el2n_tensor, l2_norm, l2_norm_tensor, margin_tensor
 from sweep.training.precision import autocast_context, cross_entropy
 from sweep.training.probe import Probe, ProbeResult
+from sweep.training.scalers import LossScalers
 from sweep.training.stacked_optimizer import StackedOptimizer
 from sweep.training.stopping import STOP_CODES
 
@@ -52,20 +56,39 @@ class BatchedTrainer:
         self.constants = {**{n: b.detach() for n, b in model.named_buffers()},
                           **{n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}}
         self.autocast = autocast_context(train.precision, self.device.type)
-        self._step = vmap(grad_and_value(self._loss, has_aux=True), in_dims=(0, None, 0, 0))
+        self.scaled = train.precision == Precision.fp16_scaler  # a loss scaler per copy (sweep.training.scalers)
+        loss = self._scaled_loss if self.scaled else self._loss
+        self._step = vmap(grad_and_value(loss, has_aux=True), in_dims=(0, None, 0, 0, *[0] * self.scaled))
 
     def unbatchable(self, input_size: tuple[int, ...]) -> Optional[str]:
         """Why vmap cannot run this model (an operation it cannot batch, such as `.item()` in a
         forward), found by one step of two copies on zero inputs of `input_size`; None if it can."""
         params = {n: p.unsqueeze(0).expand(2, *p.shape) for n, p in zip(self.names, self.pretrained, strict=True)}
         try:
-            self._step(params, self.constants, torch.zeros(2, *input_size, device=self.device),
-                       torch.zeros(2, dtype=torch.long, device=self.device))
+            self._gradients(params, torch.zeros(2, *input_size, device=self.device),
+                            torch.zeros(2, dtype=torch.long, device=self.device),
+                            LossScalers(2, self.device) if self.scaled else None)
         except torch.cuda.OutOfMemoryError:
             return "out of GPU memory in a probe step of 2 copies"
         except RuntimeError as error:
             return f"vmap cannot batch {type(self.model).__name__} ({str(error).splitlines()[0]})"
+        if self.scaled:
+            return self._fp16_differs(params, input_size)
         return None
+
+    def _fp16_differs(self, params: dict, input_size: tuple[int, ...]) -> Optional[str]:
+        """Why the copies' fp16 logits differ from one example's under autocast (on a seeded random
+        input), or None when they are equal, bit for bit."""
+        x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0)).to(self.device)
+        _, _, logits, _ = self._gradients(params, x, torch.zeros(2, dtype=torch.long, device=self.device),
+                                          LossScalers(2, self.device))
+        weights = {**dict(zip(self.names, self.pretrained, strict=True)), **self.constants}
+        with torch.no_grad(), self.autocast():
+            alone = functional_call(self.model, weights, (x[:1],)).float()[0]
+        if torch.equal(logits[0], alone):
+            return None
+        return (f"train.precision=fp16_scaler: the copies' fp16 forward of {type(self.model).__name__} computes "
+                f"otherwise than one example's (an operation vmap batches differently)")
 
     def _used_parameters(self, x: torch.Tensor) -> list[bool]:
         """Which trainable parameters the forward uses (the others get no gradient in the simple path)."""
@@ -75,13 +98,36 @@ class BatchedTrainer:
         return [g is not None for g in grads]
 
     def _loss(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor):
-        with self.autocast():
+        with self.autocast(), self._fp16_casts():
             logits = functional_call(self.model, ({**params, **buffers}), (x.unsqueeze(0),))
         return cross_entropy(logits, y.unsqueeze(0), self.train.precision), logits.detach().float().squeeze(0)
 
+    def _fp16_casts(self) -> contextlib.AbstractContextManager:
+        """In fp16, what makes each vmapped copy compute as one example does under autocast."""
+        if not self.scaled:
+            return contextlib.nullcontext()
+        return ExactCopies(self.device.type, torch.float16)
+
+    def _scaled_loss(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor):
+        """The loss times the copy's loss scale (whose gradient is taken), and the loss itself."""
+        loss, logits = self._loss(params, buffers, x, y)
+        return loss * scale, (loss.detach(), logits)
+
+    def _gradients(self, weights: dict, xs: torch.Tensor, ys: torch.Tensor, scalers: Optional[LossScalers]):
+        """One vmapped forward and backward of every copy: (gradients in `names` order, losses, logits, and
+        with loss scalers whether each copy's gradient overflowed, else None). Scaled gradients come
+        back unscaled, as GradScaler.unscale_ leaves them."""
+        if scalers is None:
+            grads, (losses, logits) = self._step(weights, self.constants, xs, ys)
+            return [grads[n] for n in self.names], losses, logits, None
+        grads, (_, (losses, logits)) = self._step(weights, self.constants, xs, ys, scalers.scale)
+        grads = [grads[n] for n in self.names]
+        return grads, losses, logits, scalers.unscale_(grads)
+
     def _optimizer(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> StackedOptimizer:
+        """Each copy's optimizer: the simple path's (fused, or behind a loss scaler torch.optim's default)."""
         return StackedOptimizer(params, grads, self.train.optimizer, self.lr, self.train.weight_decay,
-                                self.train.momentum)
+                                self.train.momentum, fused=not self.scaled)
 
     def run(self, queue: Iterable[tuple[object, torch.Tensor, int, Optional[str]]],
             on_step: Optional[Callable[[int, float], None]] = None) -> Iterator[tuple[object, Outcome]]:
@@ -93,6 +139,7 @@ class BatchedTrainer:
             return
         copies = Copies(self.pretrained, len(initial), self._optimizer, self._used_parameters(initial[0][1]))
         loops = Loops(len(initial), self.device)
+        scalers = LossScalers(len(initial), self.device) if self.scaled else None
         xs = torch.stack([x for _, x, _, _ in initial])
         ys = torch.tensor([y for _, _, y, _ in initial], device=self.device)
         slots: list[Optional[Slot]] = [self._slot(item, y, key) for item, _, y, key in initial]
@@ -105,6 +152,8 @@ class BatchedTrainer:
                 item, x, y, key = entry
                 copies.reset(i)
                 loops.restart(i)
+                if scalers is not None:
+                    scalers.reset(i)
                 xs[i].copy_(x)
                 ys[i] = y
                 slots[i] = self._slot(item, y, key)
@@ -116,12 +165,13 @@ class BatchedTrainer:
                 order = compacted(active)
                 copies.keep(order)
                 loops.keep(order)
+                if scalers is not None:
+                    scalers.keep(order)
                 xs, ys, slots = xs[order], ys[order], [slots[i] for i in order]
                 fresh = {order.index(i) for i in fresh}
             for _ in range(self.sync_every):
                 weights = dict(zip(self.names, copies.stacked, strict=True))
-                grads, (losses, logits) = self._step(weights, self.constants, xs, ys)
-                grads = [grads[n] for n in self.names]
+                grads, losses, logits, overflowed = self._gradients(weights, xs, ys, scalers)
                 predictions = logits.argmax(1)
                 for i in fresh:  # step 0 of a new example: its baselines, kept on the device
                     loops.initial_loss[i], loops.initial_prediction[i] = losses[i], predictions[i]
@@ -132,7 +182,12 @@ class BatchedTrainer:
                     window.append((losses.detach(), loops.running.clone()))
                 copies.record_stops(loops.observe(losses.detach(), predictions, ys, self.max_steps,
                                                   self.train.check_final_state))
-                copies.step(grads)
+                if scalers is None:
+                    copies.step(grads)
+                else:  # an overflowed update is skipped (and still counts as a step), the scale backs off
+                    loops.count_skips(overflowed)
+                    copies.step(grads, skip=overflowed)
+                    scalers.update(overflowed)
             # one host synchronisation per `sync_every` steps: which loops stopped, and the progress
             running, t, last = torch.stack([loops.running.double(), loops.t.double(), losses.double()]).tolist()
             if on_step is not None:
@@ -161,7 +216,8 @@ class BatchedTrainer:
         if not stopped:
             return []
         index = torch.tensor(stopped, device=self.device)
-        codes, t, initial_prediction = (v[index].tolist() for v in (loops.code, loops.t, loops.initial_prediction))
+        codes, t, initial_prediction, skipped = (v[index].tolist() for v in (loops.code, loops.t,
+                                                                             loops.initial_prediction, loops.skipped))
         floats = torch.stack([loops.loss_sum[index], loops.final_loss[index].double(),
                               loops.initial_loss[index].double()]).tolist()
         baselines = torch.stack([torch.stack(slots[i].baselines) for i in stopped]).tolist()
@@ -172,7 +228,7 @@ class BatchedTrainer:
         return [Outcome(status=statuses[n], loss_sum=floats[0][n], initial_loss=floats[2][n], final_loss=floats[1][n],
                         initial_prediction=initial_prediction[n], initial_margin=baselines[n][0],
                         initial_grad_norm=baselines[n][1], initial_el2n=baselines[n][2],
-                        weight_distance=distances[n], steps_taken=t[n],
+                        weight_distance=distances[n], steps_taken=t[n], skipped_updates=skipped[n],
                         losses=slots[i].losses, probe=probes.get(i))
                 for n, i in enumerate(stopped)]
 
@@ -213,9 +269,8 @@ def batched_engine(model: nn.Module, train: TrainConfig, lr: float, max_steps: i
                    probe: Optional[Probe] = None) -> tuple[Optional[BatchedTrainer], Optional[str]]:
     """(the engine, None) when it can reproduce the simple path for this setup, else (None, why not)."""
     if train.mode == ModelMode.train:
-        return None, "train.mode=train: BatchNorm statistics and dropout differ per copy"
-    if train.precision == Precision.fp16_scaler:
-        return None, "train.precision=fp16_scaler: each example has a loss scaler of its own"
+        return None, ("train.mode=train: the engine does not reproduce per copy the simple path's BatchNorm "
+                      "statistics of one image and its dropout masks")
     if train.precision == Precision.bf16:  # measured on an H200: 4 of 12 examples off by one step
         return None, ("train.precision=bf16: the copies' batched bf16 products round otherwise than one "
                       "example's, so some examples would take other steps than on the simple path")

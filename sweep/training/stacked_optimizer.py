@@ -12,6 +12,12 @@ once: no per-copy Python in a step, and the same arithmetic as the simple path's
 bit. The views are ordered copy by copy, so the first n copies are a prefix of each list: dropping
 copies moves the kept ones to the front of the stacked tensors (`keep`) and steps a shorter prefix,
 with nothing rebuilt.
+
+With `fused=False` a step is torch.optim's default implementation instead (`foreach=True`: the same
+arithmetic per tensor as its single-tensor loop on a CPU, and its multi-tensor kernels on a GPU),
+which the original scripts' optimizer runs behind their loss scaler; the step counts then live on
+the CPU, as torch.optim keeps them. A step may leave out copies (a loss scaler skips their update):
+their parameters, moments and step counts stay as they were.
 """
 from __future__ import annotations
 
@@ -28,15 +34,16 @@ class StackedOptimizer:
     written by the caller before each step). Only the first `count` copies are stepped."""
 
     def __init__(self, params: list[torch.Tensor], grads: list[torch.Tensor], name: Optimizer, lr: float,
-                 weight_decay: float, momentum: float):
-        self.name, self.lr, self.weight_decay, self.momentum = name, lr, weight_decay, momentum
+                 weight_decay: float, momentum: float, fused: bool = True):
+        self.name, self.lr, self.weight_decay, self.momentum, self.fused = name, lr, weight_decay, momentum, fused
         self.params, self.count = params, len(params[0])
         if name == Optimizer.sgd:  # the momentum buffer: zero is its fresh state (the first update stores the gradient)
             self.state = [[torch.zeros_like(p) for p in params]] if momentum else []
             self.steps = None
         else:  # Adam and AdamW: the two moments, and the step counts as torch.optim keeps them for fused kernels
             self.state = [[torch.zeros_like(p) for p in params] for _ in range(2)]
-            self.steps = torch.zeros(len(params), self.count, dtype=torch.float32, device=params[0].device)
+            self.steps = torch.zeros(len(params), self.count, dtype=torch.float32,
+                                     device=params[0].device if fused else "cpu")
         stacked = [params, grads, *self.state] + ([list(self.steps)] if self.steps is not None else [])
         self.views = [[tensor[i] for i in range(self.count) for tensor in tensors] for tensors in stacked]
 
@@ -61,17 +68,24 @@ class StackedOptimizer:
         self.count = len(order)
 
     @torch.no_grad()
-    def step(self) -> None:
-        """One update of the first `count` copies of every parameter."""
-        params, grads, *state = (views[:self.count * len(self.params)] for views in self.views)
-        if self.name == Optimizer.sgd:
-            sgd.sgd(params, grads, state[0] if state else [None] * len(params), fused=True,
+    def step(self, copies: list[int] | None = None) -> None:
+        """One update of the first `count` copies of every parameter, or of the copies in `copies` only."""
+        n = len(self.params)
+        if copies is None:
+            params, grads, *state = (views[:self.count * n] for views in self.views)
+        else:
+            params, grads, *state = ([views[i * n + j] for i in copies for j in range(n)] for views in self.views)
+            if not params:
+                return
+        how = {"fused": True} if self.fused else {"foreach": True, "fused": False}
+        if self.name == Optimizer.sgd:  # a zero momentum buffer steps as torch's fresh (None) one, bit for bit
+            sgd.sgd(params, grads, state[0] if state else [None] * len(params), **how,
                     weight_decay=self.weight_decay, momentum=self.momentum, lr=self.lr, dampening=0.0,
                     nesterov=False, maximize=False)
             return
         exp_avg, exp_avg_sq, steps = state
         update = adamw.adamw if self.name == Optimizer.adamw else adam.adam
-        update(params, grads, exp_avg, exp_avg_sq, [], steps, fused=True, amsgrad=False, beta1=BETAS[0],
+        update(params, grads, exp_avg, exp_avg_sq, [], steps, **how, amsgrad=False, beta1=BETAS[0],
                beta2=BETAS[1], lr=self.lr, weight_decay=self.weight_decay, eps=EPS, maximize=False)
 
 
