@@ -10,7 +10,8 @@ Rows:
   original's fp16 loss under CUDA autocast).
 - `speed`: `benchmarks/speed.py` for resnet18, resnet34 and tf_efficientnet_lite0 at 224 px: the
   original loop, the simple path and the batched engine at the K that `execution.parallel=auto`
-  chooses, on the same examples (randomly initialised models, so every example runs --max-steps).
+  chooses, in fp32 and in the original's fp16 with a loss scaler per example, on the same examples
+  (randomly initialised models, so every example runs --max-steps).
 - `run`: `python main.py` on the device and on the CPU with the same overrides (default: lite0 on
   the development data's 300-image ImageNet sample, default probe): the rows agree within the
   tolerance below, and the summary's phases say where the device run's time went.
@@ -89,12 +90,13 @@ def speed(device: str, models: list[str], methods: list[str], examples: int, max
     out = []
     for row in rows:
         method = row["method"]
-        if method == "batched K=auto" and chosen:
-            method = f"batched K={chosen[-1][0]} (auto)"
+        if method.endswith("K=auto") and chosen:
+            method = method.replace("K=auto", f"K={chosen.pop(0)[0]} (auto)")
         out.append({"check": "speed", "setting": f"{row['model']}: {method}",
                     "result": "pass" if row["same steps as simple path"] else "FAIL (steps differ)",
                     "figures": f"{row['example-steps/s']} example-steps/s, {row['speedup']}x, "
-                               f"{row['GFLOP/s']} GFLOP/s ({row['% of peak']}% of fp32 peak), {row['peak MB']} MB"})
+                               f"{row['GFLOP/s']} GFLOP/s ({row['% of peak']}% of the {row['precision']} peak), "
+                               f"{row['peak MB']} MB"})
     return out
 
 
@@ -143,7 +145,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--models", nargs="+", default=["resnet18@224", "resnet34@224", "tf_efficientnet_lite0@224"])
-    parser.add_argument("--methods", nargs="+", default=["original", "simple", "batched:auto"])
+    parser.add_argument("--methods", nargs="+", default=["original", "simple", "batched:auto", "original-fp16",
+                                                         "simple-fp16", "batched-fp16:auto"])
     parser.add_argument("--examples", type=int, default=192, help="examples per benchmark workload")
     parser.add_argument("--max-steps", type=int, default=3, help="updates per benchmark example")
     parser.add_argument("--run", nargs="*", default=None,

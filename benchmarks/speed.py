@@ -6,12 +6,13 @@ processes, on the same examples and the same model, prepared once in one process
                                 [--max-steps 10] [--repeats 1] [--device cpu|cuda]
 
 Methods: `original` (one example at a time, `load_state_dict` reset, a new default AdamW per
-example, as the original scripts), `simple` (the simple path), `simple-bf16`, `compiled` (the
+example, as the original scripts; `original-fp16` with their fp16 autocast and a fresh GradScaler per
+example), `simple` (the simple path), `simple-bf16`, `simple-fp16` (train.precision=fp16_scaler), `compiled` (the
 simple path on `torch.compile(model, mode="reduce-overhead")`: CUDA graphs on a GPU; its compile
 time is reported apart), `simple-cl` (the simple path on a channels_last copy of the model and
 input: oneDNN's convolutions, including its depthwise kernels, instead of the default ones; float
 results differ from the simple path's), `batched:K`, `batched:auto` (K as `execution.parallel=auto` sizes
-it from free GPU memory), `batched-bf16:K`, and on a CPU `workers:N` and
+it from free GPU memory), `batched-bf16:K`, `batched-fp16:K` (or `:auto`), and on a CPU `workers:N` and
 `workers-batched:N:K`. Every method gets one untimed warm-up on 2 examples first (CUDA context,
 cuDNN autotuning, allocator, compilation); on a CPU each method then runs in a fresh fork of this
 process, so that none inherits what another left behind.
@@ -19,9 +20,10 @@ process, so that none inherits what another left behind.
 Prints one table (with --repeats, each method's fastest run): example-steps (optimizer updates)
 per second; the speed-up over the first method; achieved GFLOP/s (an update's FLOPs, counted as every
 run's summary counts them: sweep/training/flops.py) and its fraction of this machine's matmul throughput in
-the same precision (fp32 with TF32 off, as the tool computes, or bf16; measured in the same run);
+the same precision (fp32 with TF32 off, as the tool computes, bf16 or fp16; measured in the same run);
 peak memory (resident high-water mark on CPU plus what worker processes added; allocated on
-CUDA); and whether every example took exactly the simple path's number of steps.
+CUDA); and whether every example took exactly the simple path's number of steps in the method's
+precision.
 
 `demo:<arch>` uses the embedded universe's pretrained model and its real mistakes at lr=1e-5 (so
 examples finish at different steps; the engine and workers get them longest first, as in a run);
@@ -63,6 +65,9 @@ from sweep.training.sizing import engine_size
 from sweep.training.workers import rows_in_workers
 
 FP32, BF16 = TrainConfig(), TrainConfig(precision=Precision.bf16)
+FP16 = TrainConfig(precision=Precision.fp16_scaler)  # the original's arithmetic: fp16, a loss scaler per example
+# the simple path a method's steps are checked against, by the method's precision
+REFERENCE = {"fp32": "simple path", "bf16": "simple path bf16", "fp16": "simple path fp16_scaler"}
 
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int | None = None, repeats: int = 5,
@@ -128,22 +133,27 @@ def step_flops(model, x) -> int:
     return count_step(model, tuple(x.shape)).update_flops
 
 
-def original_loop(model, examples, lr, max_steps, costs):
-    """As the original scripts: load_state_dict reset, a new (default, non-fused) AdamW per example."""
+def original_loop(model, examples, lr, max_steps, costs, fp16: bool = False):
+    """As the original scripts: load_state_dict reset, a new (default, non-fused) AdamW per example; with
+    `fp16`, their fp16 autocast and a fresh GradScaler per example."""
     state = copy.deepcopy(model.state_dict())
+    device_type = next(model.parameters()).device.type
     steps = []
     for x, y in examples:
         model.load_state_dict(state)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        scaler = torch.amp.GradScaler(device_type, enabled=fp16)
         target = torch.tensor([y], device=x.device)
         for t in range(max_steps + 1):
-            logits = model(x[None])
-            loss = F.cross_entropy(logits, target)
+            with torch.autocast(device_type, dtype=torch.float16, enabled=fp16):
+                logits = model(x[None])
+                loss = F.cross_entropy(logits, target)
             if logits.argmax(1).item() == y or t == max_steps:
                 break
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         steps.append(t)
     model.load_state_dict(state)
     return steps, 0.0
@@ -162,7 +172,8 @@ def batched(k: int | str, train: TrainConfig = FP32):
     def run(model, examples, lr, max_steps, costs):
         """As `python main.py execution.parallel=k`: fed longest first when initial losses are known."""
         if k == AUTO:
-            return batched(auto_k(model, examples, lr, max_steps), train)(model, examples, lr, max_steps, costs)
+            return batched(auto_k(model, examples, lr, max_steps, train), train)(model, examples, lr, max_steps,
+                                                                                costs)
         outcomes = dict(_engine_outcomes(model, examples, lr, max_steps, _longest_first(examples, costs), k, train))
         return [outcomes[i] for i in range(len(examples))], 0.0
     return run
@@ -249,18 +260,22 @@ def _engine_outcomes(model, examples, lr, max_steps, order, k, train: TrainConfi
 def method(spec: str, device: torch.device):
     """(label, function, precision) of a method spec."""
     name, *numbers = spec.split(":")
-    if numbers == [AUTO] and name == "batched":
+    if numbers == [AUTO] and name in ("batched", "batched-fp16"):
         if device.type != "cuda":
-            raise SystemExit("batched:auto sizes K from free GPU memory: name K on a CPU (batched:8)")
-        return "batched K=auto", batched(AUTO), "fp32"
+            raise SystemExit(f"{spec} sizes K from free GPU memory: name K on a CPU ({name}:8)")
+        return (("batched K=auto", batched(AUTO), "fp32") if name == "batched" else
+                ("batched fp16_scaler K=auto", batched(AUTO, FP16), "fp16"))
     numbers = [int(n) for n in numbers]
     makers = {"original": ("original loop", lambda: original_loop, "fp32"),
               "simple": ("simple path", lambda: simple(), "fp32"),
+              "original-fp16": ("original loop fp16", lambda: functools.partial(original_loop, fp16=True), "fp16"),
               "simple-bf16": ("simple path bf16", lambda: simple(BF16), "bf16"),
+              "simple-fp16": ("simple path fp16_scaler", lambda: simple(FP16), "fp16"),
               "compiled": ("simple path, torch.compile reduce-overhead", lambda: simple(compiled=True), "fp32"),
               "simple-cl": ("simple path, channels_last", lambda: simple(channels_last=True), "fp32"),
               "batched": ("batched K={}", lambda k: batched(k), "fp32"),
               "batched-bf16": ("batched bf16 K={}", lambda k: batched(k, BF16), "bf16"),
+              "batched-fp16": ("batched fp16_scaler K={}", lambda k: batched(k, FP16), "fp16"),
               "workers": ("{} workers", workers, "fp32"),
               "workers-batched": ("{} workers x batched K={}", workers, "fp32")}
     if name not in makers:
@@ -328,10 +343,15 @@ def measure_model(spec: str, methods: list, args: argparse.Namespace, measure: C
             if label not in results or seconds < results[label][1]:
                 results[label] = steps, seconds, memory, precision
             print(f"{spec}: {label}: {sum(steps)} updates in {seconds:.2f} s", flush=True)
-    reference = results["simple path"][0] if "simple path" in results else \
-        measure(simple(), model, examples, lr, max_steps, costs)[0]
+    references = {}
     rows, baseline = [], None
     for label, (steps, seconds, memory, precision) in results.items():
+        if precision not in references:  # the simple path's steps in this precision, measured or computed
+            simple_label = REFERENCE[precision]
+            references[precision] = results[simple_label][0] if simple_label in results else \
+                measure(simple({"fp32": FP32, "bf16": BF16, "fp16": FP16}[precision]), model, examples, lr,
+                        max_steps, costs)[0]
+        reference = references[precision]
         rate = sum(steps) / seconds
         baseline = baseline or rate
         rows.append({"model": spec, "method": label, "examples": len(examples), "updates": sum(steps),
@@ -339,7 +359,8 @@ def measure_model(spec: str, methods: list, args: argparse.Namespace, measure: C
                      "speedup": round(rate / baseline, 2), "GFLOP/step": round(flops / 1e9, 3),
                      "GFLOP/s": round(rate * flops / 1e9, 1),
                      "% of peak": round(100 * rate * flops / 1e12 / peaks[precision], 2),
-                     "peak MB": round(memory), "same steps as simple path": steps == reference})
+                     "peak MB": round(memory), "precision": precision,
+                     "same steps as simple path": steps == reference})
     return rows
 
 
@@ -350,14 +371,15 @@ def main() -> None:
                               "batched:128", "batched-bf16:32"] if device.type == "cuda"
                              else ["original", "simple", "batched:8", "batched:32", "workers:2"])
     methods = [(spec, *method(spec, device)) for spec in specs]
-    batched = ("batched", "batched-bf16", "workers-batched")
+    batched = ("batched", "batched-bf16", "batched-fp16", "workers-batched")
     largest_k = max([int(s.split(":")[-1]) for s in specs if s.split(":")[0] in batched and s.split(":")[-1] != AUTO]
                     or [1])
     threads = torch.get_num_threads()
     measure = measurer(device, threads)
     peaks = {"fp32": measure(matmul_tflops, device, torch.float32, args.matmul_size)}
-    if any(p == "bf16" for *_, p in methods):
-        peaks["bf16"] = measure(matmul_tflops, device, torch.bfloat16, args.matmul_size)
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        if any(p == precision for *_, p in methods):
+            peaks[precision] = measure(matmul_tflops, device, dtype, args.matmul_size)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device={device} ({name}), threads={threads}, torch {torch.__version__}, matmul peak: "
           + ", ".join(f"{p} {v:.2f} TFLOP/s" for p, v in peaks.items()), flush=True)
