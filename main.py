@@ -9,10 +9,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from sweep.cli import freeze_imports, launcher_cores, prepare_process, quiet_sacct_warnings, report_errors
-from sweep.config import Config, register_configs, validate
+from sweep.config import Config, Stage, register_configs, validate
 from sweep.errors import DirectoryInUse, UserError
-from sweep.multirun import record_failure, refusal_directory
-from sweep.run.shared import shared_path
+from sweep.outputs import clear_failure, record_failure, refusal_directory
+from sweep.run.shared import search_task, shared_path
 
 prepare_process()
 quiet_sacct_warnings()
@@ -37,6 +37,14 @@ def main(cfg: Config) -> float | None:
                 raise UserError("selection.shared=true shares one selection among a sweep's models: run a sweep "
                                 "(python main.py -m model.arch=a,b,...)")
             return run(cfg, out_dir, cores=cores)["statistics"]["rho_loss_sum"]
+    if cfg.stage == Stage.search:  # a search task of a sweep's shared selection (the staged sweeper)
+        clear_failure(out_dir)
+        try:
+            search_task(cfg, out_dir, hydra_cfg.job.num, cores)
+        except Exception as error:  # recorded; the sweep names it and stops before its draw
+            logging.getLogger("main").error("search task failed: %s", record_failure(out_dir, error),
+                                            exc_info=not isinstance(error, UserError))
+        return None
     refusal = refusal_directory(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num)
     shutil.rmtree(refusal, ignore_errors=True)  # this job is tried again: an earlier refusal is history
     try:  # one job of a sweep: its failure is recorded, and the sweep goes on (named at its end)

@@ -44,7 +44,7 @@ from analysis.sweep_report import Sweep
 from analysis.universality import model_table, universality
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
-from sweep.multirun import failed_jobs
+from sweep.outputs import failed_jobs
 from sweep.stats.research import run_statistics
 
 log = logging.getLogger("aggregate")

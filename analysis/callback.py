@@ -10,7 +10,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from sweep.errors import UserError
-from sweep.multirun import AGGREGATE_FAILURE_JSON, record_failure
+from sweep.outputs import AGGREGATE_FAILURE_JSON, record_failure
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ from sweep.config import flatten
 from sweep.data.imagenet_classes import synset_label
 from sweep.data.real_labels import real_columns
 from sweep.errors import UserError
-from sweep.multirun import FAILURE_JSON
-from sweep.outputs import NON_RESULT_KEYS, RANK, RESULTS_CSV, STEPS_CSV, SUMMARY_JSON, Status
+from sweep.outputs import FAILURE_JSON, NON_RESULT_KEYS, RANK, RESULTS_CSV, STEPS_CSV, SUMMARY_JSON, Status
 from sweep.rows import in_selection_order, read_rows
 from sweep.stats.research import STATISTICS_VERSION
 

@@ -46,6 +46,12 @@ class SearchMode(str, Enum):
     eval = "eval"  # eval mode on the eval view, the way a zoo's correctness matrix is made
 
 
+class Stage(str, Enum):
+    correct = "correct"  # a job: correct its examples
+    search = "search"    # a sweep's search task (set by the sweep, not by hand): find one wrong set for the
+    #                      sweep's shared selection, on the cluster like the jobs, and write it in its directory
+
+
 AUTO = "auto"  # the one spelling of "chosen automatically" for every execution setting
 
 
@@ -224,6 +230,16 @@ class Config:
     cache_dir: Optional[str] = None  # else $LTC_CACHE_DIR, $XDG_CACHE_HOME/loss-to-correct, ~/.cache/loss-to-correct
     progress: bool = True
     aggregate: bool = True  # at the end of a multirun, merge its jobs into a report in the sweep directory
+    stage: Stage = Stage.correct
+
+
+@dataclass
+class StagedSweeperConfig:
+    """hydra/sweeper=staged: Hydra's basic sweeper with a stage of search tasks
+    (hydra_plugins/loss_to_correct/staged_sweeper.py)."""
+    _target_: str = "hydra_plugins.loss_to_correct.staged_sweeper.StagedSweeper"
+    max_batch_size: Optional[int] = None
+    params: Optional[dict[str, str]] = None
 
 
 def register_configs() -> None:
@@ -236,6 +252,7 @@ def register_configs() -> None:
     store.store(name="schema", node=Config)
     store.store(name="demo_data_schema", node=DemoDataConfig)
     store.store(name="image_folder_data_schema", node=ImageFolderDataConfig)
+    store.store(group="hydra/sweeper", name="staged", node=StagedSweeperConfig)
 
 
 def validate(cfg: Config) -> None:

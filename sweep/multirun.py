@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-import traceback
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -15,13 +14,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweep.cli import composition_message, report_errors
 from sweep.errors import UserError
+from sweep.outputs import AGGREGATE_FAILURE_JSON, failed_jobs
 from sweep.run.progress import JOBS_ENV, end_sweep, start_sweep
 
 log = logging.getLogger(__name__)
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
-FAILURE_JSON = "job_failure.json"  # in a job's directory: the error that ended it
-AGGREGATE_FAILURE_JSON = "aggregate_failure.json"  # in a sweep's directory: the error that ended its aggregate
+# draws a shared selection itself, its searches run as tasks
+STAGED_SWEEPER = "hydra_plugins.loss_to_correct.staged_sweeper.StagedSweeper"
 
 
 def sweep_jobs(config: DictConfig) -> tuple[list[list[str]], set[str]]:
@@ -80,10 +80,13 @@ class CheckEveryJob(Callback):
             lines = [f"job {num} ({name}): {error}" for (num, _, error), name in zip(problems, named, strict=True)]
             raise UserError(f"{len(problems)} of the sweep's {len(jobs)} jobs cannot run, so none was started:\n"
                             + "\n".join(lines))
+        from sweep.run.shared import check_shared, prepare_shared
+        check_shared(composed)
         log.info("all %d jobs of the sweep checked", len(jobs))
-        if any(job.selection.shared for job in composed):  # drawn once, before any job starts
-            from sweep.run.shared import prepare_shared
-            prepare_shared(Path(config.hydra.sweep.dir), composed)
+        if any(job.selection.shared for job in composed) and \
+                OmegaConf.select(config, "hydra.sweeper._target_") != STAGED_SWEEPER:
+            # another sweeper than ours: the selection is drawn here, its searches in this process
+            prepare_shared(Path(config.hydra.sweep.dir), list(zip(jobs, composed, strict=True)))
         os.environ[JOBS_ENV] = str(len(jobs))  # for each job's progress bar, in whatever process it runs
         if OmegaConf.select(config, "hydra.launcher._target_") == BASIC_LAUNCHER:  # the jobs run in this process
             start_sweep([job.sample_size for job in composed], enabled=bool(config.get("progress", True)))
@@ -106,38 +109,6 @@ def check_launcher(config: DictConfig) -> None:
     if n_jobs is not None and n_jobs == 0:
         raise UserError("hydra.launcher.n_jobs=0: expected the number of jobs run at once, >= 1 (or -1: one per "
                         "core)")
-
-
-def record_failure(out_dir: Path, error: BaseException, name: str = FAILURE_JSON) -> str:
-    """Write the error that ended a job into its directory (FAILURE_JSON); returns its one line."""
-    text = str(error).strip()
-    line = text.splitlines()[0] if text else ""
-    if not isinstance(error, UserError):  # a bug or a crash: say what kind
-        line = f"{type(error).__name__}: {line}" if line else type(error).__name__
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / name).write_text(json.dumps(
-        {"error": line, "traceback": "".join(traceback.format_exception(error))}, indent=1) + "\n")
-    return line
-
-
-def clear_failure(directory: Path) -> None:
-    """Remove the record of an earlier failure from a job's directory (the job is run again)."""
-    (directory / FAILURE_JSON).unlink(missing_ok=True)
-
-
-REFUSED = "refused"  # in a sweep's directory: <job number>/FAILURE_JSON of the jobs another run's lock refused
-
-
-def refusal_directory(sweep_dir: Path, job_num: int) -> Path:
-    """Where a job refused by another process's hold on its directory records that: in the sweep's
-    directory, not the held one (whose run is healthy and not this job's)."""
-    return sweep_dir / REFUSED / str(job_num)
-
-
-def failed_jobs(directory: Path) -> list[tuple[Path, str]]:
-    """(job directory, error line) of every failed job at or below `directory`, by job number."""
-    found = [(path.parent, json.loads(path.read_text())["error"]) for path in directory.rglob(FAILURE_JSON)]
-    return sorted(found, key=lambda item: (int(item[0].name) if item[0].name.isdigit() else -1, str(item[0])))
 
 
 class ReportFailures(Callback):

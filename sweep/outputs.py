@@ -4,7 +4,12 @@ One definition for the tool that writes runs (`sweep`) and the analysis that rea
 """
 from __future__ import annotations
 
+import json
+import traceback
 from enum import StrEnum
+from pathlib import Path
+
+from sweep.errors import UserError
 
 RESULTS_CSV = "single_example_results.csv"  # the original scripts' file names
 SUMMARY_JSON = "training_summary.json"
@@ -15,6 +20,9 @@ IDENTITY_JSON = "run_identity.json"
 STEPS_CSV = "steps.csv"  # with log_steps=true: example_index, step, loss
 PROBE_CSV = "probe.csv"  # the probe set: path, label, rank, and the pretrained model's verdict on each
 LOCK_FILE = ".run.lock"  # held by the one process writing into the directory
+FAILURE_JSON = "job_failure.json"  # in a job's directory: the error that ended it
+AGGREGATE_FAILURE_JSON = "aggregate_failure.json"  # in a sweep's directory: the error that ended its aggregate
+REFUSED = "refused"  # in a sweep's directory: <job number>/FAILURE_JSON of the jobs another run's lock refused
 
 
 class Status(StrEnum):
@@ -57,4 +65,34 @@ EPSILON_COSTS = ["loss_sum_to_epsilon", "steps_to_epsilon"]
 
 # Config keys that do not change a run's results (how it is executed, what else it writes): left
 # out of a run's identity (resuming with other values is allowed), never parameters of a sweep.
-NON_RESULT_KEYS = ("execution", "progress", "cache_dir", "log_steps", "aggregate", "logger")
+NON_RESULT_KEYS = ("execution", "progress", "cache_dir", "log_steps", "aggregate", "logger", "stage")
+
+
+# The record of a failure: a job's (or a sweep's aggregate's) error, kept in its directory.
+def record_failure(out_dir: Path, error: BaseException, name: str = FAILURE_JSON) -> str:
+    """Write the error that ended a job into its directory (FAILURE_JSON); returns its one line."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else ""
+    if not isinstance(error, UserError):  # a bug or a crash: say what kind
+        line = f"{type(error).__name__}: {line}" if line else type(error).__name__
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / name).write_text(json.dumps(
+        {"error": line, "traceback": "".join(traceback.format_exception(error))}, indent=1) + "\n")
+    return line
+
+
+def clear_failure(directory: Path) -> None:
+    """Remove the record of an earlier failure from a job's directory (the job is run again)."""
+    (directory / FAILURE_JSON).unlink(missing_ok=True)
+
+
+def refusal_directory(sweep_dir: Path, job_num: int) -> Path:
+    """Where a job refused by another process's hold on its directory records that: in the sweep's
+    directory, not the held one (whose run is healthy and not this job's)."""
+    return sweep_dir / REFUSED / str(job_num)
+
+
+def failed_jobs(directory: Path) -> list[tuple[Path, str]]:
+    """(job directory, error line) of every failed job at or below `directory`, by job number."""
+    found = [(path.parent, json.loads(path.read_text())["error"]) for path in directory.rglob(FAILURE_JSON)]
+    return sorted(found, key=lambda item: (int(item[0].name) if item[0].name.isdigit() else -1, str(item[0])))

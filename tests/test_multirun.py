@@ -350,7 +350,7 @@ def test_the_shared_search_runs_in_the_jobs_arithmetic(tmp_path, cache_dir, monk
         jobs = [compose_config(*tiny_universe_overrides(cache_dir), f"model.arch={arch}", "selection.shared=true",
                                "sample_size=5", "execution.threads=1", "progress=false")
                 for arch in ("test_resnet", "test_efficientnet")]
-        prepare_shared(tmp_path, jobs)
+        prepare_shared(tmp_path, [([], job) for job in jobs])
     finally:
         torch.set_num_threads(threads)
     assert calls == [("cpu", "fp32", 1), ("cpu", "fp32", 1)]
@@ -365,3 +365,26 @@ def test_a_stale_aggregate_failure_is_cleared_when_the_sweep_starts(tmp_path, ca
                            f"hydra.sweep.dir={sweep}", *tiny_universe_overrides(cache_dir), cwd=tmp_path)
     assert code == 0 and "could not be made" not in output, output[-2000:]
     assert not (sweep / "aggregate_failure.json").exists()
+
+
+def test_a_failed_search_task_stops_the_sweep_before_the_draw(tmp_path, cache_dir, monkeypatch):
+    """The shared selection's searches run as tasks of the sweep's launcher (here the basic one, in this
+    process); one that fails is named, and no job starts."""
+    import sweep.run.shared as shared
+    found = shared.find
+
+    def failing(cfg, *args):
+        if cfg.model.arch == "test_efficientnet":
+            raise RuntimeError("out of memory, say")
+        return found(cfg, *args)
+    monkeypatch.setattr(shared, "find", failing)
+    code, output = _zoo(cache_dir, tmp_path)
+    assert code == 1, output[-2000:]
+    assert "error: 1 search task of the sweep's shared selection failed, so no job was started" in output
+    assert "search/1 (test_efficientnet): RuntimeError: out of memory, say" in output
+    sweep = tmp_path / "sweep"
+    assert (sweep / "search" / "0" / "wrong_set.csv").exists() and not (sweep / "0").exists()
+    monkeypatch.setattr(shared, "find", found)  # run again: the written wrong set is read back, not searched
+    code, output = _zoo(cache_dir, tmp_path, "aggregate=false")
+    assert code == 0 and "searching 1 wrong set as tasks of the sweep's launcher: test_efficientnet" in output, \
+        output[-2000:]

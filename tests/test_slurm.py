@@ -125,3 +125,34 @@ def test_an_interrupted_task_is_requeued_and_resumes_to_the_same_rows(tmp_path, 
     log = (sweep / "0" / "main.log").read_text()
     assert "resuming" in log and log.count("execution: ") >= 2, log[-3000:]  # killed mid-run, then resumed
 
+
+
+def test_a_shared_selection_searches_on_the_cluster_not_in_the_launcher(tmp_path, cache_dir):
+    """A zoo sweep with a cold wrong-set cache: each model's wrong set is searched by a SLURM task, the
+    launching process (the login node) loads no model and searches nothing, and its log says where
+    each search ran; the shared selection is the basic launcher's, image for image."""
+    from helpers.configs import TINY_UNIVERSE
+    from sweep.data.demo import open_demo
+    cold = tmp_path / "cache"  # the test universe, without the wrong sets other tests cached
+    universe = open_demo(dict(TINY_UNIVERSE), cache_dir).universe.images_root
+    while universe.parent != cache_dir:
+        universe = universe.parent
+    shutil.copytree(universe, cold / universe.name)
+    zoo = ["-m", "model.arch=test_resnet,test_efficientnet", "selection.shared=true", "sample_size=6", "max_steps=20",
+           "lr=3e-5", "progress=false", "aggregate=false", *tiny_universe_overrides(cold)]
+    done = subprocess.run(main_command(*zoo, *SLURM, f"hydra.sweep.dir={tmp_path / 'slurm'}"), capture_output=True,
+                          text=True, timeout=900)
+    launcher = done.stdout + done.stderr
+    assert done.returncode == 0, launcher[-3000:]
+    assert "from checkpoint" not in launcher and "memory format" not in launcher and "pretraining" not in launcher
+    assert launcher.count("searched on ") == 2 and "searching 2 wrong sets as tasks of the sweep's launcher" in launcher
+    for task in ("0", "1"):
+        log = (tmp_path / "slurm" / "search" / task / "main.log").read_text()
+        assert "from checkpoint" in log and "wrong set from the cache" not in log, log  # searched there, cold
+    code, output = run_cli(*zoo, f"hydra.sweep.dir={tmp_path / 'basic'}", cwd=tmp_path)
+    assert code == 0, output[-2000:]
+    drawn = {name: pd.read_csv(tmp_path / name / "shared_selection" / "seed0-n6.csv") for name in ("slurm", "basic")}
+    pd.testing.assert_frame_equal(drawn["slurm"], drawn["basic"])
+    for job in ("0", "1"):
+        assert sorted(pd.read_csv(tmp_path / "slurm" / job / "single_example_results.csv")["path"]) == \
+            sorted(drawn["slurm"]["path"])

@@ -17,7 +17,7 @@ from sweep.config import AUTO, EXECUTION_KEYS, Config, validate
 from sweep.cores import allotted_cores
 from sweep.data.sources import check_inputs
 from sweep.models import check_arch, check_checkpoint, check_package
-from sweep.multirun import clear_failure
+from sweep.outputs import clear_failure
 from sweep.run.cache import writable_cache
 from sweep.run.context import JobContext, Trained, Work, set_up
 from sweep.run.directory import RunDirectory, identity

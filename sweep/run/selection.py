@@ -25,7 +25,9 @@ from sweep.errors import UserError
 from sweep.files import atomic_write_text
 from sweep.models import eval_mode
 from sweep.randomness import forward_seed
+from sweep.run.draw import rank_order, sample
 from sweep.run.inference import Mistake, Search, find_wrong, infer
+from sweep.run.wrong_sets import examples_digest, key_name, precomputed_key
 
 if TYPE_CHECKING:
     from sweep.run.context import JobContext
@@ -48,15 +50,6 @@ def state_digest(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def examples_digest(examples: list[Example]) -> str:
-    return hashlib.sha256(repr([(e.path, e.label) for e in examples]).encode()).hexdigest()[:16]
-
-
-def key_name(key: dict) -> str:
-    """A wrong-set key's short name: the name of its cache entry."""
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cached_wrong_set(cache: Path, key: dict, examples: list[Example],
@@ -99,28 +92,6 @@ def wrong_set_key(arch: str, model: nn.Module, weights: str, examples: list[Exam
             "memory_format": layout.value, "precision": precision.value}
 
 
-def rank_order(examples) -> list[Example]:
-    """Examples easiest first (ties, which a ranking does not have, by path)."""
-    return sorted(examples, key=lambda e: (e.rank, e.path))
-
-
-def sample(pool: list[Example], sample_size: int, seed: int) -> list[Example]:
-    """The original scripts' draw: `random.Random(seed).sample(pool, sample_size)` when the pool is
-    larger, else all of it; then ordered by difficulty, easiest first.
-
-    The pool's order is part of the draw: matrix-column order for a wrong set from a correctness
-    matrix (as the original), else rank order. So the draw depends only on the wrong set,
-    `sample_size` and `seed`, and runs that differ in lr or max_steps see the same examples.
-    """
-    if sample_size >= len(pool):
-        if sample_size > len(pool):
-            log.warning("sample_size=%d but only %d wrong examples: taking all of them", sample_size, len(pool))
-        chosen = list(pool)
-    else:
-        chosen = random.Random(seed).sample(pool, sample_size)
-    return sorted(chosen, key=lambda e: e.rank)
-
-
 def sample_mistakes(model: nn.Module, examples: list[Example], view: Callable[[Example], torch.Tensor], n: int,
                     seed: int = 0) -> list[tuple[Example, float]]:
     """`n` of the model's mistakes among `examples` (in its current mode, on `view`, on the CPU), drawn as a
@@ -149,8 +120,7 @@ def wrong_set(job: JobContext) -> WrongSet:
     settings, model, examples = job.settings, job.model, job.source.examples
     if job.source.wrong is not None:
         precomputed = list(job.source.wrong)
-        return WrongSet(precomputed, {}, 0, {"precomputed": examples_digest(precomputed),
-                                             "examples": examples_digest(examples)})
+        return WrongSet(precomputed, {}, 0, precomputed_key(precomputed, examples))
     view, precision = job.view, settings.train.precision
     random_view = settings.train.augmentation == Augmentation.one_view
     in_eval = settings.search.mode == SearchMode.eval

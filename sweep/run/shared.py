@@ -5,8 +5,13 @@ kept in the sweep's directory, so that the jobs (on any launcher, resumed or not
 A model's mistakes are defined by everything its wrong set depends on (the wrong-set cache's key:
 architecture, weights, preprocessing, mode, view, precision, device, layout), not by its name: a
 sweep over `train.augmentation` or `train.mode` has several wrong sets per model. Each distinct one
-is searched, in the jobs' own arithmetic, and the shared images are wrong under every one of them.
+is found, in the jobs' own arithmetic, and the shared images are wrong under every one of them.
 Each job checks again that its images are its own mistakes before it trains any.
+
+No model is loaded in the launching process (on a cluster, the login node): a correctness matrix's
+row is read from its files, and every other wrong set is searched by a task of the sweep's own
+launcher (hydra/sweeper=staged: hydra_plugins/loss_to_correct/staged_sweeper.py), which writes it
+into its directory (`search/<n>/`) for the launching process to draw from.
 
 Per-model samples share almost no image once there are many models (each draws its own few hundred
 of thousands of mistakes); a zoo study compares models on the same images.
@@ -16,16 +21,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
 
-from sweep.config import Config
+from sweep.config import Config, flatten
 from sweep.data.examples import Example, examples_table
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
+from sweep.run.draw import rank_order, sample
+from sweep.run.wrong_sets import Found, key_name, precomputed_key
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +43,7 @@ SHARED_DIR = "shared_selection"  # in a sweep's directory
 # example is then trained, how many are drawn, and how the work is executed and recorded.
 # A key maps to None (all of it) or to the names of its keys left out.
 NOT_DEFINING_MISTAKES = {**dict.fromkeys(("lr", "max_steps", "sample_size", "selection", "shard", "probe", "logger",
-                                          "log_steps", "progress", "aggregate", "cache_dir")),
+                                          "log_steps", "progress", "aggregate", "cache_dir", "stage")),
                          "train": {"optimizer", "weight_decay", "momentum", "check_final_state"},
                          "execution": {"threads", "parallel", "workers"}}
 
@@ -65,34 +73,53 @@ def mistake_settings(cfg: Config) -> dict:
 
 @dataclass
 class Definition:
-    """One distinct way the sweep's jobs define their mistakes: its settings, a job that has them, and a
-    label naming the model and the settings in which it differs from the sweep's other definitions."""
+    """One distinct way the sweep's jobs define their mistakes: its settings, a job that has them (its
+    config and its command-line overrides), and a label naming the model and the settings in which it
+    differs from the sweep's other definitions."""
     settings: dict
     job: Config
+    overrides: list[str]
     label: str = ""
 
     @property
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
 
+    @property
+    def from_matrix(self) -> bool:
+        """Whether the data gives this wrong set (a correctness matrix's row): read, not searched."""
+        data = self.job.data
+        return data.name != "demo" and bool(data.get("wrong_from_model") or data.get("correctness_model_map"))
 
-def prepare_shared(sweep_dir: Path, jobs: list[Config]) -> None:
-    """Make (or, resuming, check) the shared selection of every group of jobs with selection.shared and
-    one seed: each distinct wrong set of the group (a correctness matrix's row, or a search in the jobs'
-    arithmetic, as the jobs find it, cached), the images in all of them, `random.Random(seed).sample` of
-    those. A shared sweep whose jobs ask for different sample sizes is refused."""
-    shared = [cfg for cfg in jobs if cfg.selection.shared]
+
+# How a sweep's searches run: definition -> its wrong set, for each definition to be searched.
+Searcher = Callable[[list[Definition]], dict[str, Found]]
+
+
+def check_shared(jobs: list[Config]) -> None:
+    """Refuse a shared selection whose jobs ask for different sample sizes, naming them."""
     sizes = {}
-    for cfg in shared:
-        sizes.setdefault(cfg.sample_size, []).append(model_name(cfg))
+    for cfg in jobs:
+        if cfg.selection.shared:
+            sizes.setdefault(cfg.sample_size, []).append(model_name(cfg))
     if len(sizes) > 1:
         raise UserError("selection.shared: the sweep's jobs ask for different sample sizes ("
                         + "; ".join(f"sample_size={n}: {', '.join(dict.fromkeys(names))}" for n, names in sizes.items())
                         + "), so no one selection can be shared; give one, e.g. sample_size="
                         + str(min(sizes)))
-    groups: dict[Path, list[Config]] = {}
-    for cfg in shared:
-        groups.setdefault(shared_path(sweep_dir, cfg), []).append(cfg)
+
+
+def prepare_shared(sweep_dir: Path, jobs: list[tuple[list[str], Config]], search: Searcher | None = None) -> None:
+    """Make (or, resuming, check) the shared selection of every group of jobs ((overrides, config) each)
+    with selection.shared and one seed: each distinct wrong set of the group (a correctness matrix's row,
+    read here without a model; else searched by `search`, by default in this process in the jobs'
+    arithmetic), the images in all of them, `random.Random(seed).sample` of those. A shared sweep whose
+    jobs ask for different sample sizes is refused."""
+    check_shared([cfg for _, cfg in jobs])
+    shared = [(overrides, cfg) for overrides, cfg in jobs if cfg.selection.shared]
+    groups: dict[Path, list[tuple[list[str], Config]]] = {}
+    for overrides, cfg in shared:
+        groups.setdefault(shared_path(sweep_dir, cfg), []).append((overrides, cfg))
     for path, group in groups.items():
         definitions = _definitions(group)
         digests = sorted(d.digest for d in definitions)
@@ -104,22 +131,27 @@ def prepare_shared(sweep_dir: Path, jobs: list[Config]) -> None:
                                 f"a fresh directory (hydra.sweep.dir=...)")
             log.info("shared selection reused: %s (%d images)", path, kept["selected"])
             continue
+        searched = [d for d in definitions if not d.from_matrix]
+        found = {d.digest: matrix_row(d.job) for d in definitions if d.from_matrix}
+        found.update((search or search_here)(searched) if searched else {})
         wrong = {}  # wrong-set key's name -> (label, path -> example): definitions with one key are one
         for definition in definitions:
-            name, found = _wrong_paths(definition.job)
-            label = f"{wrong[name][0]} and {definition.label}" if name in wrong else definition.label
-            wrong[name] = (label, found)
-        _draw(path, group[0], dict(wrong.values()), sorted({model_name(cfg) for cfg in group}), digests)
+            result = found[definition.digest]
+            log.info("shared selection: %s gets %d images wrong (wrong set %s, %s)", definition.label,
+                     len(result.pool), result.key, result.where)
+            label = f"{wrong[result.key][0]} and {definition.label}" if result.key in wrong else definition.label
+            wrong[result.key] = (label, {e.path: e for e in result.pool})
+        _draw(path, group[0][1], dict(wrong.values()), sorted({model_name(cfg) for _, cfg in group}), digests)
 
 
-def _definitions(group: list[Config]) -> list[Definition]:
+def _definitions(group: list[tuple[list[str], Config]]) -> list[Definition]:
     """The group's distinct definitions of a mistake, in job order, each labelled by its model and the
     settings that tell it apart from the others."""
     definitions: dict[str, Definition] = {}
-    for cfg in group:
-        definition = Definition(mistake_settings(cfg), cfg)
+    for overrides, cfg in group:
+        definition = Definition(mistake_settings(cfg), cfg, list(overrides))
         definitions.setdefault(definition.digest, definition)
-    flat = {digest: _flatten(d.settings) for digest, d in definitions.items()}
+    flat = {digest: flatten(d.settings) for digest, d in definitions.items()}
     differing = sorted({key for values in flat.values() for key in values
                         if len({json.dumps(v.get(key), sort_keys=True) for v in flat.values()}) > 1})
     for digest, definition in definitions.items():
@@ -128,37 +160,56 @@ def _definitions(group: list[Config]) -> list[Definition]:
     return list(definitions.values())
 
 
-def _flatten(settings: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+def matrix_row(cfg: Config) -> Found:
+    """The wrong set a correctness matrix's row gives the job `cfg`, read without loading its model."""
+    from sweep.data.sources import open_source
+    from sweep.run.cache import writable_cache
+    settings = OmegaConf.to_object(cfg)
+    source = open_source(settings.data, settings.model.arch, writable_cache(cfg.cache_dir), False)
+    pool = list(source.wrong)
+    return Found(key_name(precomputed_key(pool, source.examples)), pool, "read from data.correctness",
+                 digest_of(cfg))
 
 
-def _wrong_paths(cfg: Config) -> tuple[str, dict[str, Example]]:
-    """The name of the wrong-set key of `cfg`'s job, and path -> example of each of its mistakes, found
-    as the job finds them (set up as the job is: its threads, device and exact arithmetic)."""
+def digest_of(cfg: Config) -> str:
+    """The digest of the settings that define `cfg`'s mistakes (a Definition's)."""
+    return Definition(mistake_settings(cfg), cfg, []).digest
+
+
+def find(cfg: Config, job_num: int = 0, cores: tuple[int, str] | None = None) -> Found:
+    """The job `cfg`'s wrong set, found as the job finds it (set up as the job is: its device, threads
+    and exact arithmetic; cached), and where it was found."""
+    import socket
+
     from sweep.cores import allotted_cores
     from sweep.run.cache import writable_cache
     from sweep.run.context import set_up
-    from sweep.run.selection import key_name, wrong_set
+    from sweep.run.selection import wrong_set
     from sweep.training.hardware import claimed_device
-    with claimed_device(cfg.execution.device, 0) as device:
-        job = set_up(cfg, writable_cache(cfg.cache_dir), device, *allotted_cores())
+    with claimed_device(cfg.execution.device, job_num) as device:
+        job = set_up(cfg, writable_cache(cfg.cache_dir), device, *(cores or allotted_cores()))
         found = wrong_set(job)
-    log.info("shared selection: %s gets %d of %d images wrong (wrong set %s)", model_name(cfg), len(found.pool),
-             len(job.source.examples), key_name(found.key))
-    return key_name(found.key), {e.path: e for e in found.pool}
+    return Found(key_name(found.key), found.pool, f"searched on {socket.gethostname()}, {device}", digest_of(cfg))
+
+
+def search_here(definitions: list[Definition]) -> dict[str, Found]:
+    """Each definition's wrong set searched in this process, one after another."""
+    return {d.digest: find(d.job) for d in definitions}
+
+
+def search_task(cfg: Config, out_dir: Path, job_num: int, cores: tuple[int, str] | None) -> int:
+    """A sweep's search task (stage=search): the job's wrong set, written into its directory for the
+    launching process to draw from; returns its size."""
+    found = find(cfg, job_num, cores)
+    found.write(out_dir)
+    log.info("wrong set %s: %d mistakes, %s -> %s", found.key, len(found.pool), found.where, out_dir)
+    return len(found.pool)
 
 
 def _draw(path: Path, cfg: Config, wrong: dict[str, dict[str, Example]], models: list[str],
           definitions: list[str]) -> None:
     """The images in every wrong set (label -> path -> example), refused when fewer than
     selection.min_shared, sampled and kept with the digests of the definitions they were drawn for."""
-    from sweep.run.selection import rank_order, sample
     names = list(wrong)
     common = set.intersection(*(set(paths) for paths in wrong.values()))
     if len(common) < cfg.selection.min_shared:
