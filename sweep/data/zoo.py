@@ -105,21 +105,34 @@ def _zoo(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
-    table = _labels(args.labels)
-    paths = check_images(args.images, table)
+    table, paths = labelled_images(args.images, args.labels)
     names, correct, true_prob = [], [], []
     for spec in args.models:
-        name, model = load_spec(spec)
-        check_labels_fit(table, args.labels, name, model.num_classes)
-        loader = DataLoader(_Images(paths, table["label"].astype(int).tolist(), model_transform(model, training=False)),
-                            batch_size=args.batch_size)
-        right, prob = evaluate(model, tqdm(loader, desc=f"evaluating {name}", unit="batch", leave=False))
+        name, right, prob = evaluate_spec(spec, table, paths, args.labels, args.batch_size)
         names.append(name)
         correct.append(right)
         true_prob.append(prob)
-        print(f"{name}: {right.mean():.1%} correct on {len(paths)} images")
     write_matrix(args.out, names, list(table["file"]), np.array(correct), np.array(true_prob))
     print(f"correctness matrix {len(names)} x {len(paths)} and ranking -> {args.out}")
+
+
+def labelled_images(images: Path, labels: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The labels table (file, label) and each file's path under `images`, checked."""
+    table = _labels(labels)
+    return table, check_images(images, table)
+
+
+def evaluate_spec(spec: str, table: pd.DataFrame, paths: list[str], labels: Path,
+                  batch_size: int) -> tuple[str, np.ndarray, np.ndarray]:
+    """One model's row of the matrix: its name, whether it gets each image right, and its probability of
+    the true class, each image seen through the model's own preprocessing."""
+    name, model = load_spec(spec)
+    check_labels_fit(table, labels, name, model.num_classes)
+    loader = DataLoader(_Images(paths, table["label"].astype(int).tolist(), model_transform(model, training=False)),
+                        batch_size=batch_size)
+    right, prob = evaluate(model, tqdm(loader, desc=f"evaluating {name}", unit="batch", leave=False))
+    print(f"{name}: {right.mean():.1%} correct on {len(paths)} images")
+    return name, right, prob
 
 
 if __name__ == "__main__":
