@@ -82,6 +82,7 @@ class CheckEveryJob(Callback):
                             + "\n".join(lines))
         from sweep.run.shared import check_shared, prepare_shared
         check_shared(composed)
+        COMPOSED[str(config.hydra.sweep.dir)] = list(zip(jobs, composed, strict=True))
         log.info("all %d jobs of the sweep checked", len(jobs))
         if any(job.selection.shared for job in composed) and \
                 OmegaConf.select(config, "hydra.sweeper._target_") != STAGED_SWEEPER:
@@ -93,6 +94,21 @@ class CheckEveryJob(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         end_sweep()
+
+
+# Each sweep's jobs as (overrides, task config), composed once by the check before any job starts, for
+# the staged sweeper, which runs next in the same process (composing hundreds of jobs takes seconds).
+COMPOSED: dict[str, list[tuple[list[str], DictConfig]]] = {}
+
+
+def composed_jobs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
+    """The sweep's jobs as (overrides, task config): as the check composed them, or composed now."""
+    from hydra.core.global_hydra import GlobalHydra
+    if str(config.hydra.sweep.dir) in COMPOSED:
+        return COMPOSED[str(config.hydra.sweep.dir)]
+    loader = GlobalHydra.instance().config_loader()
+    return [(overrides, task_config(loader.load_sweep_config(config, overrides)))
+            for overrides in sweep_jobs(config)[0]]
 
 
 def task_config(config: DictConfig) -> DictConfig:

@@ -32,14 +32,10 @@ class StagedSweeper(BasicSweeper):
     search tasks before a shared selection's draw."""
 
     def sweep(self, arguments: list[str]) -> Any:
-        from sweep.multirun import sweep_jobs, task_config
-        jobs, _ = sweep_jobs(self.config)
-        if any(override.startswith("selection.shared=") for job in jobs for override in job) or \
-                self.config.selection.shared:
-            loader = self.hydra_context.config_loader
-            composed = [(overrides, task_config(loader.load_sweep_config(self.config, overrides)))
-                        for overrides in jobs]
-            prepare_shared(Path(self.config.hydra.sweep.dir), composed, self.search_in_tasks)
+        from sweep.multirun import composed_jobs
+        jobs = composed_jobs(self.config)
+        if any(cfg.selection.shared for _, cfg in jobs):
+            prepare_shared(Path(self.config.hydra.sweep.dir), jobs, self.search_in_tasks)
         return super().sweep(arguments)
 
     def search_in_tasks(self, definitions: list[Definition]) -> dict[str, Found]:

@@ -18,6 +18,7 @@ of thousands of mistakes); a zoo study compares models on the same images.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -162,13 +163,23 @@ def _definitions(group: list[tuple[list[str], Config]]) -> list[Definition]:
 
 def matrix_row(cfg: Config) -> Found:
     """The wrong set a correctness matrix's row gives the job `cfg`, read without loading its model."""
-    from sweep.data.sources import open_source
-    from sweep.run.cache import writable_cache
+    from sweep.data.correctness import wrong_from_matrix
+    from sweep.data.sources import matrix_row as row_of
     settings = OmegaConf.to_object(cfg)
-    source = open_source(settings.data, settings.model.arch, writable_cache(cfg.cache_dir), False)
-    pool = list(source.wrong)
-    return Found(key_name(precomputed_key(pool, source.examples)), pool, "read from data.correctness",
-                 digest_of(cfg))
+    matcher, examples = _image_folder(json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True))
+    pool = wrong_from_matrix(settings.data, row_of(settings.data, settings.model.arch), examples, matcher.local)
+    return Found(key_name(precomputed_key(pool, examples)), pool, "read from data.correctness", digest_of(cfg))
+
+
+@functools.lru_cache(maxsize=4)
+def _image_folder(data: str):
+    """The path matcher and the examples of an image folder's data settings (as JSON), read once for all
+    the models of a sweep."""
+    from sweep.config import ImageFolderDataConfig
+    from sweep.data.image_folders import image_folder_examples, path_matcher
+    settings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ImageFolderDataConfig), json.loads(data)))
+    matcher = path_matcher(settings)
+    return matcher, image_folder_examples(settings, matcher)
 
 
 def digest_of(cfg: Config) -> str:
