@@ -165,7 +165,7 @@ class ImageFolderDataConfig(DataConfig):
     difficulty: str = MISSING                  # the rank source
     difficulty_examples: Optional[str] = None  # the examples list, when the difficulty file is a .npy matrix
     match: Match = Match.prefix
-    prefix: Optional[str] = "/home/projects/bagon/shared/imagenet512/val"  # the original machine's root
+    prefix: Optional[str] = None               # the root of the difficulty file's paths, which images replaces
     labels: Optional[str] = None               # CSV file,label; default: the synset directory in the path
     # The wrong set from a correctness matrix (the original --model_csv_name), instead of inference:
     correctness: Optional[str] = None           # bool .npy, models x examples

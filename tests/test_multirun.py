@@ -367,6 +367,7 @@ def test_a_stale_aggregate_failure_is_cleared_when_the_sweep_starts(tmp_path, ca
     assert not (sweep / "aggregate_failure.json").exists()
 
 
+@pytest.mark.slow  # two sweeps; CI runs test_multirun.py's slow tests (.ci/run)
 def test_a_failed_search_task_stops_the_sweep_before_the_draw(tmp_path, cache_dir, monkeypatch):
     """The shared selection's searches run as tasks of the sweep's launcher (here the basic one, in this
     process); one that fails is named, and no job starts."""
