@@ -8,10 +8,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from sweep.cli import freeze_imports, launcher_cores, prepare_process, quiet_sacct_warnings, report_errors
 from sweep.config import Config, Stage, register_configs, validate
 from sweep.errors import DirectoryInUse, UserError
 from sweep.outputs import clear_failure, record_failure, refusal_directory
+from sweep.process import freeze_imports, launcher_cores, prepare_process, quiet_sacct_warnings, report_errors
 from sweep.run.shared import search_task, shared_path
 
 prepare_process()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.gallery import class_name
+from sweep.data.class_names import class_name
 from sweep.data.image_files import ImageReadError, UnreadableImage, load_image
 from sweep.files import atomic_write_text
 from sweep.outputs import MEASURED, RANK, Status
@@ -177,8 +177,8 @@ def _thumbnail(path: str) -> tuple[str, bytes] | None:
 def _details(row: pd.Series, data: str | None) -> list[str]:
     """One example's numbers, as the details panel shows them: lines of plain text, its path last."""
     corrected = row["status"] == Status.CORRECT
-    parts = [f"true class: {class_name(row.get('label'), data)}",
-             f"mistaken for: {class_name(row.get('initial_prediction'), data)}",
+    parts = [f"true class: {class_name(row.get('label'), row['path'], data)}",
+             f"mistaken for: {class_name(row.get('initial_prediction'), row['path'], data)}",
              f"status: {row['status']}", f"rank: {_format(row.get(RANK))}",
              f"steps: {_format(row.get('steps_to_correct')) if corrected else '> ' + _format(row.get('updates'))}",
              f"loss sum: {'' if corrected else '≥ '}{_format(row.get('loss_sum'), 6)}",

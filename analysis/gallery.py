@@ -8,23 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.figures import save, seaborn
+from sweep.data.class_names import class_name
 from sweep.data.image_files import ImageReadError, UnreadableImage, load_image
-from sweep.data.imagenet_classes import class_names
-from sweep.data.universe.shapes import CLASSES
 from sweep.outputs import Status
 from sweep.plots import pyplot
 from sweep.stats.research import primary_cost
 
 PER_END = 8  # images at each end of the cost order
-
-
-def class_name(index, data: str | None) -> str:
-    """A class index in words: the demo universe's shape names, else ImageNet's (timm's order)."""
-    if index is None or (isinstance(index, float) and index != index):
-        return "?"
-    index = int(index)
-    names = CLASSES if data == "demo" else class_names()
-    return names[index] if 0 <= index < len(names) else str(index)
 
 
 MOST = 8  # galleries in a report
@@ -65,8 +55,8 @@ def _draw(ends: list[tuple[str, pd.DataFrame]], cost: str, data: str | None, tit
                 ax.imshow(load_image(example["path"], attempts=1))
             except (ImageReadError, UnreadableImage):
                 ax.text(0.5, 0.5, "image not\nfound", ha="center", va="center", fontsize=9)
-            ax.set_title(f"{_short(class_name(example.get('label'), data))}\n"
-                         f"pred {_short(class_name(example.get('initial_prediction'), data))}\n"
+            ax.set_title(f"{_short(class_name(example.get('label'), example['path'], data))}\n"
+                         f"pred {_short(class_name(example.get('initial_prediction'), example['path'], data))}\n"
                          f"{cost} {example[cost]:.3g}, rank {int(example['universal_difficulty_rank'])}",
                          fontsize=9)
         if index == 0 or lines[index - 1][0] != end:

@@ -25,13 +25,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from sweep.cli import prepare_process
 from sweep.config import TrainConfig
 from sweep.data.universe.build import MEAN, STD
 from sweep.models import create_model
+from sweep.process import prepare_process
 from sweep.training.flops import count_step
 from sweep.training.loop import SingleExampleTrainer
-from sweep.training.precision import _Updates
+from sweep.training.precision import PlainUpdates
 
 BYTES = 4  # fp32
 
@@ -85,7 +85,7 @@ def parts(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) 
     """Median seconds of each part of a step, over `steps` steps of the loop's own calls."""
     trainer = SingleExampleTrainer(model, TrainConfig(), 1e-5, steps)
     trainer.reset()
-    updates = _Updates(trainer.params, TrainConfig(), 1e-5)
+    updates = PlainUpdates(trainer.params, TrainConfig(), 1e-5)
     seconds: dict[str, list[float]] = {name: [] for name in ("forward", "loss and sync", "backward", "optimizer",
                                                              "gradients freed")}
     for _ in range(steps + 3):

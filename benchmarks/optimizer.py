@@ -27,8 +27,8 @@ import pandas as pd
 import timm
 import torch
 
-from sweep.cli import prepare_process
 from sweep.config import Optimizer
+from sweep.process import prepare_process
 from sweep.training.copies import compacted
 from sweep.training.fused_optimizer import BETAS, EPS, FusedOptimizer
 from sweep.training.stacked_optimizer import StackedOptimizer, move_rows

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sweep.cli import prepare_process
+from sweep.process import prepare_process
 
 prepare_process()  # as main.py, before the first computation: reproducible MKL results, cuBLAS workspace
 

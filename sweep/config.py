@@ -260,38 +260,24 @@ def validate(cfg: Config) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise UserError(f"{', '.join(missing)}: required, not set (e.g. {missing[0]}=...)")
-    _check(cfg.lr, "lr", "a finite learning rate > 0", lambda v: math.isfinite(v) and v > 0)
-    _check(cfg.max_steps, "max_steps", "an integer >= 1", lambda v: v >= 1)
-    _check(cfg.sample_size, "sample_size", "an integer >= 1", lambda v: v >= 1)
-    _check(cfg.train.weight_decay, "train.weight_decay", "a finite value >= 0", lambda v: math.isfinite(v) and v >= 0)
-    _check(cfg.train.momentum, "train.momentum", "a finite value in [0, 1)", lambda v: math.isfinite(v) and 0 <= v < 1)
+    check_value(cfg.lr, "lr", "a finite learning rate > 0", lambda v: math.isfinite(v) and v > 0)
+    check_value(cfg.max_steps, "max_steps", "an integer >= 1", lambda v: v >= 1)
+    check_value(cfg.sample_size, "sample_size", "an integer >= 1", lambda v: v >= 1)
+    check_value(cfg.train.weight_decay, "train.weight_decay", "a finite value >= 0",
+                lambda v: math.isfinite(v) and v >= 0)
+    check_value(cfg.train.momentum, "train.momentum", "a finite value in [0, 1)",
+                lambda v: math.isfinite(v) and 0 <= v < 1)
     if not 0 <= cfg.shard.index < cfg.shard.count:
         raise UserError(f"shard.index={cfg.shard.index}, shard.count={cfg.shard.count}: expected "
                         f"0 <= shard.index < shard.count")
-    _check(cfg.probe.size, "probe.size", f"{AUTO} or an integer >= 0 (0: no probe)",
+    check_value(cfg.probe.size, "probe.size", f"{AUTO} or an integer >= 0 (0: no probe)",
            lambda v: v == AUTO or (isinstance(v, int) and not isinstance(v, bool) and v >= 0))
-    _check(cfg.selection.min_shared, "selection.min_shared", "an integer >= 1", lambda v: v >= 1)
-    _check(cfg.probe.budget, "probe.budget", "a finite fraction > 0 (a probe's FLOPs per correction FLOP)",
+    check_value(cfg.selection.min_shared, "selection.min_shared", "an integer >= 1", lambda v: v >= 1)
+    check_value(cfg.probe.budget, "probe.budget", "a finite fraction > 0 (a probe's FLOPs per correction FLOP)",
            lambda v: math.isfinite(v) and v > 0)
     for key in ("threads", "parallel", "workers"):
-        _check(cfg.execution[key], f"execution.{key}", f"{AUTO} or an integer >= 1",
+        check_value(cfg.execution[key], f"execution.{key}", f"{AUTO} or an integer >= 1",
                lambda v: v == AUTO or (isinstance(v, int) and not isinstance(v, bool) and v >= 1))
-    if cfg.data.name == "demo":
-        _validate_universe(cfg.data.universe)
-
-
-def _validate_universe(universe: UniverseConfig) -> None:
-    """The demo universe's parameters, which its build would otherwise refuse halfway."""
-    from sweep.data.universe.shapes import CLASSES  # numpy and PIL only: still no torch
-    _check(universe.image_size, "data.universe.image_size", "an integer >= 16 (pixels)", lambda v: v >= 16)
-    for key in ("n_train", "n_val"):
-        _check(universe[key], f"data.universe.{key}", f"an integer >= {len(CLASSES)} (images; one per class at least)",
-               lambda v: v >= len(CLASSES))
-    _check(universe.pretrain_epochs, "data.universe.pretrain_epochs", "an integer >= 1", lambda v: v >= 1)
-    _check(list(universe.zoo_archs), "data.universe.zoo_archs", "a non-empty list of timm architectures",
-           lambda v: len(v) > 0)
-    _check(list(universe.zoo_epochs), "data.universe.zoo_epochs", "a non-empty list of integers >= 1 (epochs)",
-           lambda v: len(v) > 0 and all(e >= 1 for e in v))
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
@@ -305,6 +291,7 @@ def flatten(config: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _check(value, key: str, expected: str, ok) -> None:
+def check_value(value, key: str, expected: str, ok) -> None:
+    """Refuse `value` of config `key` unless `ok(value)`, saying what was `expected`."""
     if not ok(value):
         raise UserError(f"{key}={value}: expected {expected}")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from sweep.errors import UserError
+
 UMASK = os.umask(0o022)  # the process's umask, read once at import (setting it is the only way to read it)
 os.umask(UMASK)
 
@@ -87,3 +89,11 @@ def csv_header(path: Path) -> list[str] | None:
     if not data:
         return None
     return data.split(b"\n", 1)[0].decode("utf-8").strip().split(",")
+
+
+def existing(path: Path | str, key: str) -> Path:
+    """`path` (with ~ expanded), refused with `key` named when it is not a file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{key}={path}: no such file")
+    return path

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -18,8 +19,8 @@ import torch
 from timm.models import get_arch_pretrained_cfgs, split_model_name_tag
 from torch import nn
 
-from sweep.data.file_formats import existing
 from sweep.errors import UserError
+from sweep.files import existing
 
 log = logging.getLogger(__name__)
 
@@ -180,3 +181,12 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(training)
+
+
+def state_digest(model: nn.Module) -> str:
+    """A digest of every parameter and buffer: the identity of the pretrained weights."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]

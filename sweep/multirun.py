@@ -12,9 +12,9 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweep.cli import composition_message, report_errors
 from sweep.errors import UserError
 from sweep.outputs import AGGREGATE_FAILURE_JSON, failed_jobs
+from sweep.process import composition_message, report_errors
 from sweep.run.progress import JOBS_ENV, end_sweep, start_sweep
 
 log = logging.getLogger(__name__)

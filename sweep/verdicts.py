@@ -7,9 +7,30 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 
 from sweep.config import Precision
-from sweep.training.precision import cross_entropy
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, precision: Precision,
+                  reduction: str = "mean") -> torch.Tensor:
+    """The loss of `logits` (as the forward under `precision` left them) against `target`.
+
+    For `fp16_scaler`, the original's arithmetic: `nn.CrossEntropyLoss` inside CUDA's fp16 autocast.
+    `cross_entropy` has no autocast rule of its own on CUDA; it decomposes into
+    `log_softmax(logits, dtype=logits.dtype)`, whose explicit dtype autocast keeps, so the
+    log-probabilities are fp16, and `nll_loss`, which autocast runs in fp32 on those fp16 values.
+    The loss is an fp32 tensor holding an fp16 value (as 99.9% of the original's logged losses are),
+    and its gradient reaches the log-probabilities cast back to fp16: at the scaler's first scale,
+    65,536, the true class's gradient is -65,536, beyond fp16's largest finite value, so the first
+    update always overflows and is skipped. Written out here, it is the same on a CPU, whose autocast
+    would instead compute `cross_entropy` in fp32.
+
+    Otherwise the loss is computed in fp32 from the logits (bf16 logits are upcast first).
+    """
+    if precision == Precision.fp16_scaler:
+        return F.nll_loss(torch.log_softmax(logits, 1, dtype=logits.dtype).float(), target, reduction=reduction)
+    return F.cross_entropy(logits.float(), target, reduction=reduction)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from helpers.configs import SHARED_DATA, TINY_UNIVERSE
-from sweep.cli import prepare_process
+from sweep.process import prepare_process
 
 prepare_process()  # as main.py: reproducible MKL results, cuBLAS workspace for deterministic GPU runs
 

@@ -40,7 +40,8 @@ def folder(tmp_path_factory):
 def imagenet(folder, *extra, difficulty=None):
     root, _ = folder
     return ["data=imagenet", f"data.images={root / 'val'}", f"data.difficulty={difficulty or root / 'order.csv'}",
-            "model.arch=test_resnet", f"model.checkpoint={root / 'model.pth'}", "max_steps=2", "progress=false", *extra]
+            f"data.prefix={FOREIGN}", "model.arch=test_resnet", f"model.checkpoint={root / 'model.pth'}",
+            "max_steps=2", "progress=false", *extra]
 
 
 def refused(tmp_path, *args, expect: list[str]):

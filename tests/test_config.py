@@ -86,3 +86,13 @@ def test_user_mistakes_print_one_error_block_and_exit_2(tmp_path, args, expected
     assert result.returncode == 2, result.stderr[-2000:]
     assert expected in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "cache").exists()  # nothing was built
+
+
+def test_the_original_machine_s_image_root_comes_with_the_original_preset_on_imagenet_only():
+    """The schema holds no machine path: experiment=original brings the original's image root to
+    data=imagenet (data.prefix, which a user's value overrides), and composes with the demo data too."""
+    imagenet = ["data=imagenet", "data.images=/x", "data.difficulty=/y.csv"]
+    assert compose_config(*imagenet).data.prefix is None
+    assert compose_config("experiment=original", *imagenet).data.prefix == "/home/projects/bagon/shared/imagenet512/val"
+    assert compose_config("experiment=original", *imagenet, "data.prefix=/z").data.prefix == "/z"
+    assert compose_config("experiment=original").data.name == "demo"

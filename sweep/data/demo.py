@@ -7,9 +7,10 @@ from pathlib import Path
 
 from torch import nn
 
-from sweep.config import UniverseConfig
+from sweep.config import UniverseConfig, check_value
 from sweep.data.examples import Example, read_examples
 from sweep.data.universe.build import Universe, build_universe, pretrained_weights
+from sweep.data.universe.shapes import CLASSES
 from sweep.models import load_checkpoint
 
 
@@ -33,3 +34,16 @@ def open_demo(universe: UniverseConfig | dict, cache: Path, progress: bool = Fal
     universe = build_universe(params, cache, progress)
     return Demo(universe, read_examples(universe.images_root, universe.labels_csv, universe.difficulty_csv),
                 params["pretrain_epochs"], params["seed"])
+
+
+def check_universe(universe: UniverseConfig) -> None:
+    """The demo universe's parameters, which its build would otherwise refuse halfway."""
+    check_value(universe.image_size, "data.universe.image_size", "an integer >= 16 (pixels)", lambda v: v >= 16)
+    for key in ("n_train", "n_val"):
+        check_value(universe[key], f"data.universe.{key}",
+                    f"an integer >= {len(CLASSES)} (images; one per class at least)", lambda v: v >= len(CLASSES))
+    check_value(universe.pretrain_epochs, "data.universe.pretrain_epochs", "an integer >= 1", lambda v: v >= 1)
+    check_value(list(universe.zoo_archs), "data.universe.zoo_archs", "a non-empty list of timm architectures",
+                lambda v: len(v) > 0)
+    check_value(list(universe.zoo_epochs), "data.universe.zoo_epochs", "a non-empty list of integers >= 1 (epochs)",
+                lambda v: len(v) > 0 and all(e >= 1 for e in v))

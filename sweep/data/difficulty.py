@@ -25,13 +25,12 @@ import pandas as pd
 from sweep.data.file_formats import (
     IMAGE_SUFFIXES,
     PATH_COLUMNS,
-    existing,
     load_matrix,
     read_list,
     refuse_duplicates,
 )
 from sweep.errors import UserError
-from sweep.files import atomic_write_text
+from sweep.files import atomic_write_text, existing
 
 
 def rank_examples(correct: np.ndarray, true_class_prob: Optional[np.ndarray] = None) -> np.ndarray:

@@ -6,16 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from sweep.errors import UserError
+from sweep.files import existing
 
 NPY_MAGIC = b"\x93NUMPY"
-
-
-def existing(path: Path | str, key: str) -> Path:
-    """`path` (with ~ expanded), refused with `key` named when it is not a file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"{key}={path}: no such file")
-    return path
 
 
 def load_matrix(path: Path, key: str) -> np.ndarray:

@@ -12,11 +12,11 @@ from torch import nn
 
 from sweep.config import DataConfig, ImageFolderDataConfig, ModelConfig
 from sweep.data.correctness import wrong_from_matrix
-from sweep.data.demo import open_demo
+from sweep.data.demo import check_universe, open_demo
 from sweep.data.examples import Example, check_labels
-from sweep.data.file_formats import existing
 from sweep.data.image_folders import image_folder_examples, path_matcher
 from sweep.errors import UserError
+from sweep.files import existing
 from sweep.models import create_model, hub_name, package_version, pretrained_model
 
 
@@ -54,6 +54,7 @@ def check_inputs(data: DataConfig, arch: Optional[str] = None) -> None:
     """The input files `data` names exist and come together, and a correctness model map names `arch`,
     checked before any work starts."""
     if data.name == "demo":
+        check_universe(data.universe)
         return
     files = ["difficulty", "labels", "difficulty_examples"]
     row_named = data.wrong_from_model or data.correctness_model_map

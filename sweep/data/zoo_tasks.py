@@ -101,7 +101,7 @@ CONF = str(Path(__file__).resolve().parents[2] / "conf")  # this checkout's, bes
 
 @hydra.main(version_base="1.3", config_path=CONF, config_name="zoo_tasks")
 def _task(cfg: DictConfig) -> None:
-    from sweep.cli import prepare_process, report_errors
+    from sweep.process import prepare_process, report_errors
     prepare_process()
     hydra_cfg = HydraConfig.get()
     with report_errors():
@@ -115,7 +115,7 @@ def _task(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    from sweep.cli import report_errors
+    from sweep.process import report_errors
     with report_errors():
         _task()
 

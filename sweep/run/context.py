@@ -16,8 +16,8 @@ from sweep.config import AUTO, Augmentation, Config, MemoryFormat, ModelMode
 from sweep.data.examples import Example
 from sweep.data.images import example_view
 from sweep.data.sources import Source, open_source
-from sweep.models import input_size
-from sweep.run.selection import Selection, state_digest
+from sweep.models import input_size, state_digest
+from sweep.run.draw import Selection
 from sweep.training.hardware import exact_arithmetic, memory_format, with_memory_format
 from sweep.training.loop import SingleExampleTrainer, check_train_mode
 from sweep.training.probe import Probe

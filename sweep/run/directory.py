@@ -40,8 +40,8 @@ from sweep.outputs import (
 )
 from sweep.plots import plot_loss_vs_difficulty
 from sweep.rows import in_selection_order, read_rows
+from sweep.run.draw import Selection
 from sweep.run.results import Finished, ResultsWriter, check_layout
-from sweep.run.selection import Selection
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,24 @@
-"""The original scripts' draw of a sample from a pool of mistakes (torch-free: the sweep's shared
-selection draws in the launching process)."""
+"""The original scripts' draw of a sample from a pool of mistakes, and what a run's draw yields (a
+Selection). Torch-free: the sweep's shared selection draws in the launching process."""
 from __future__ import annotations
 
 import logging
 import random
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from sweep.data.examples import Example
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Selection:
+    """What a run corrects: its sample of mistakes, with what the search found of each."""
+    examples: list[Example]           # the sampled wrong examples, easiest first
+    initial_losses: dict[str, float]  # path -> loss at the pretrained weights, where the search computed it
+    info: dict                        # counts: examples, wrong, unreadable, selected
+    predictions: dict[str, int] = field(default_factory=dict)  # path -> the prediction that made it a mistake
 
 
 def rank_order(examples: Iterable[Example]) -> list[Example]:

@@ -1,4 +1,4 @@
-"""One job of a sweep: set up, select the model's mistakes, correct each one alone, summarise."""
+"""One job of a sweep: set up, select the model's mistakes, correct each one alone, summarize."""
 from __future__ import annotations
 
 import functools
@@ -102,7 +102,7 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, device: torch.device
             updates, seconds, nondeterministic = this.correct(work, executor, todo, arithmetic, tracker, stop)
         this.phases.training(seconds, chosen.workers)
         trained = Trained(updates, seconds, nondeterministic, _execution(job, chosen, arithmetic))
-        rows, summary = this.summarise(work, trained, started)
+        rows, summary = this.summarize(work, trained, started)
         tracker.finish(summary, directory.path)
     except BaseException as error:
         tracker.abort(error)
@@ -128,7 +128,7 @@ def _execution(job: JobContext, chosen: Plan, arithmetic: str) -> dict:
 @dataclass
 class JobRun:
     """One job in its claimed directory, from its context: its mistakes selected, each corrected alone,
-    the run summarised; with where its time goes (`phases`) and its place in a sweep."""
+    the run summarized; with where its time goes (`phases`) and its place in a sweep."""
     job: JobContext
     directory: RunDirectory
     phases: Phases
@@ -185,7 +185,7 @@ class JobRun:
                 guard.check(result.row)
         return updates, time.perf_counter() - started, nondeterministic
 
-    def summarise(self, work: Work, trained: Trained, started: float) -> tuple[pd.DataFrame, dict]:
+    def summarize(self, work: Work, trained: Trained, started: float) -> tuple[pd.DataFrame, dict]:
         """The rows in selection order and the run's summary (its statistics, plot and phases), saved."""
         settings, phases = self.job.settings, self.phases
         rows = self.directory.rows()

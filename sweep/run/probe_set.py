@@ -12,8 +12,8 @@ from sweep.data.images import example_view, read_view
 from sweep.errors import UserError
 from sweep.run.context import JobContext
 from sweep.run.directory import RunDirectory
-from sweep.run.draw import rank_order
-from sweep.run.selection import Selection, draw_probe
+from sweep.run.draw import Selection, rank_order
+from sweep.run.selection import draw_probe
 from sweep.training.flops import StepCost
 from sweep.training.hardware import torch_format
 from sweep.training.probe import Probe

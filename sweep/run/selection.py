@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -25,7 +24,7 @@ from sweep.errors import UserError
 from sweep.files import atomic_write_text
 from sweep.models import eval_mode
 from sweep.randomness import forward_seed
-from sweep.run.draw import rank_order, sample
+from sweep.run.draw import Selection, rank_order, sample
 from sweep.run.inference import Mistake, Search, find_wrong, infer
 from sweep.run.wrong_sets import examples_digest, key_name, precomputed_key
 
@@ -33,23 +32,6 @@ if TYPE_CHECKING:
     from sweep.run.context import JobContext
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Selection:
-    examples: list[Example]           # the sampled wrong examples, easiest first
-    initial_losses: dict[str, float]  # path -> loss at the pretrained weights, where the search computed it
-    info: dict                        # counts: examples, wrong, unreadable, selected
-    predictions: dict[str, int] = field(default_factory=dict)  # path -> the prediction that made it a mistake
-
-
-def state_digest(model: nn.Module) -> str:
-    """A digest of every parameter and buffer: the identity of the pretrained weights."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def cached_wrong_set(cache: Path, key: dict, examples: list[Example],

@@ -1,4 +1,4 @@
-"""SIGINT / SIGTERM: hand back the examples in flight (no row: a rerun redoes them), summarise, stop cleanly."""
+"""SIGINT / SIGTERM: hand back the examples in flight (no row: a rerun redoes them), summarize, stop cleanly."""
 from __future__ import annotations
 
 import logging

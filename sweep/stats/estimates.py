@@ -75,14 +75,6 @@ def spearman(x, y) -> float:
     return float(stats.spearmanr(x, y).statistic) if why_not(x, y) is None else math.nan
 
 
-def spearman_test(x, y) -> dict:
-    """{"rho", "p", "n"}; rho and p are None when not computable."""
-    if why_not(x, y) is not None:
-        return {"rho": None, "p": None, "n": len(x)}
-    result = stats.spearmanr(x, y)
-    return {"rho": float(result.statistic), "p": float(result.pvalue), "n": len(x)}
-
-
 def why_not(*columns) -> str | None:
     """Why a rank correlation of these paired columns cannot be computed, or None."""
     n = len(columns[0])

@@ -23,11 +23,12 @@ from sweep.outputs import Status
 from sweep.training.copies import Copies, Loops, Slot, compacted
 from sweep.training.exact_copies import ExactCopies
 from sweep.training.loop import Outcome, el2n_tensor, l2_norm, l2_norm_tensor, margin_tensor
-from sweep.training.precision import autocast_context, cross_entropy
+from sweep.training.precision import autocast_context
 from sweep.training.probe import Probe, ProbeResult
 from sweep.training.scalers import LossScalers
 from sweep.training.stacked_optimizer import StackedOptimizer
 from sweep.training.stopping import STOP_CODES
+from sweep.verdicts import cross_entropy
 
 
 class BatchedTrainer:

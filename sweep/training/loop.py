@@ -18,9 +18,10 @@ from sweep.config import ModelMode, Precision, TrainConfig
 from sweep.errors import UserError
 from sweep.outputs import Status
 from sweep.randomness import seeded
-from sweep.training.precision import _ScaledUpdates, _Updates, autocast_context, cross_entropy
+from sweep.training.precision import PlainUpdates, ScaledUpdates, autocast_context
 from sweep.training.probe import Probe, ProbeResult
 from sweep.training.stopping import stop_status
+from sweep.verdicts import cross_entropy
 
 
 @dataclass
@@ -126,8 +127,8 @@ class SingleExampleTrainer:
     def _fit(self, x: torch.Tensor, y: int, on_step: Optional[Callable[[int, float], None]],
              key: Optional[str]) -> Outcome:
         self.reset()
-        updates = _ScaledUpdates(self.params, self.train, self.lr, self.device_type) \
-            if self.train.precision == Precision.fp16_scaler else _Updates(self.params, self.train, self.lr)
+        updates = ScaledUpdates(self.params, self.train, self.lr, self.device_type) \
+            if self.train.precision == Precision.fp16_scaler else PlainUpdates(self.params, self.train, self.lr)
         target = torch.tensor([y], device=x.device)
         trajectory = Trajectory(y, self.max_steps, self.train.check_final_state, self.log_steps)
         while True:

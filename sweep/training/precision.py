@@ -1,11 +1,11 @@
-"""The loop's arithmetic: autocast, and its updates (plain fused steps, or the original fp16 loss scaler)."""
+"""The loop's arithmetic: autocast, and its updates (plain fused steps, or the original fp16 loss scaler). The
+loss itself is `sweep.verdicts.cross_entropy`, shared with every verdict."""
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from sweep.config import Optimizer, Precision, TrainConfig
 from sweep.training.fused_optimizer import FusedOptimizer
@@ -19,28 +19,7 @@ def autocast_context(precision: Precision, device_type: str) -> Callable[[], con
     return contextlib.nullcontext
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, precision: Precision,
-                  reduction: str = "mean") -> torch.Tensor:
-    """The loss of `logits` (as the forward under `precision` left them) against `target`.
-
-    For `fp16_scaler`, the original's arithmetic: `nn.CrossEntropyLoss` inside CUDA's fp16 autocast.
-    `cross_entropy` has no autocast rule of its own on CUDA; it decomposes into
-    `log_softmax(logits, dtype=logits.dtype)`, whose explicit dtype autocast keeps, so the
-    log-probabilities are fp16, and `nll_loss`, which autocast runs in fp32 on those fp16 values.
-    The loss is an fp32 tensor holding an fp16 value (as 99.9% of the original's logged losses are),
-    and its gradient reaches the log-probabilities cast back to fp16: at the scaler's first scale,
-    65,536, the true class's gradient is -65,536, beyond fp16's largest finite value, so the first
-    update always overflows and is skipped. Written out here, it is the same on a CPU, whose autocast
-    would instead compute `cross_entropy` in fp32.
-
-    Otherwise the loss is computed in fp32 from the logits (bf16 logits are upcast first).
-    """
-    if precision == Precision.fp16_scaler:
-        return F.nll_loss(torch.log_softmax(logits, 1, dtype=logits.dtype).float(), target, reduction=reduction)
-    return F.cross_entropy(logits.float(), target, reduction=reduction)
-
-
-class _ScaledUpdates:
+class ScaledUpdates:
     """The original scripts' fp16 updates: torch.optim's optimizer (as they built it) behind a fresh
     GradScaler. An update whose scaled gradient overflows is skipped and the scale halved."""
 
@@ -64,7 +43,7 @@ class _ScaledUpdates:
         self.optimizer.zero_grad()
 
 
-class _Updates:
+class PlainUpdates:
     """Plain updates: backward, then one step of the fused optimizer."""
 
     def __init__(self, params: list[torch.Tensor], train: TrainConfig, lr: float):

@@ -28,11 +28,12 @@ from PIL import Image
 from scipy import stats
 from tqdm import tqdm
 
+from sweep.data.class_names import CLASSES_TXT
 from sweep.data.correctness import evaluate, write_matrix
 from sweep.data.universe.shapes import CLASSES, render_split
 from sweep.data.universe.supervised import train_classifier
 from sweep.errors import UserError
-from sweep.files import replacing
+from sweep.files import atomic_write_text, replacing
 from sweep.models import create_model
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,11 @@ class Universe:
     @property
     def labels_csv(self) -> Path:
         return self.root / "labels.csv"
+
+    @property
+    def classes_txt(self) -> Path:
+        """The class names, one a line in label order (CLASSES_TXT: how a data set names its classes)."""
+        return self.root / CLASSES_TXT
 
     @property
     def difficulty_csv(self) -> Path:
@@ -111,6 +117,8 @@ def build_universe(params: dict, cache_root: Path, progress: bool = True) -> Uni
                 _build(params, staging, progress)
             shutil.rmtree(root, ignore_errors=True)
             os.replace(staging, root)
+        if not universe.classes_txt.exists():  # a universe built before it wrote its class names
+            atomic_write_text(universe.classes_txt, "\n".join(CLASSES) + "\n")
     return universe
 
 
@@ -126,6 +134,7 @@ def _build(params: dict, out: Path, progress: bool) -> None:
         (out / "val" / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(out / "val" / name)
     pd.DataFrame({"file": files, "label": val_y}).to_csv(out / "labels.csv", index=False)
+    (out / CLASSES_TXT).write_text("\n".join(CLASSES) + "\n")
 
     models, correct, true_prob, zoo = [], [], [], []
     train_t, train_label_t, val_t = _to_tensor(train_x), torch.from_numpy(train_y), _to_tensor(val_x)

@@ -1,4 +1,5 @@
-"""What the command line needs around Hydra: user errors as one `error:` block, cores per job."""
+"""The process around Hydra: its set-up (reproducible MKL results, glibc keeping freed memory, frozen
+imports), user errors as one `error:` block, and the cores each job of a launcher gets."""
 from __future__ import annotations
 
 import contextlib
