@@ -70,6 +70,7 @@ def build(table: pd.DataFrame, reasons: dict, runs: list, keys: list[str], figur
                                        f"measured fewer than {FEW} mistakes each{span}. Sample a few hundred "
                                        f"(sample_size) before reading anything into these figures."))
     blocks += _right_at_step_0(table)
+    blocks += _unlike_samples(table, keys)
     blocks += replicate_blocks(sweep)
     blocks += grid_blocks(sweep, figures)
     blocks += _selection(table, reasons)
@@ -117,6 +118,19 @@ FIGURE_CAPTIONS = {
     "steps_ecdf": "Fraction of each run's examples corrected within s steps.",
     "loss_trajectories": "Median loss by step per difficulty group.",
 }
+
+
+def _unlike_samples(table: pd.DataFrame, keys: list[str]) -> list[Block]:
+    """A warning where runs drew samples of different sizes though sample_size does not vary between them."""
+    if "sample_size" in keys or "n_selected" not in table or table["n_selected"].dropna().nunique() < 2:
+        return []
+    sizes = "; ".join(f"{row['run']}: {int(row['n_selected'])}" for _, row in table.dropna(subset=["n_selected"])
+                      .iterrows())
+    return [Block("warning", f"The runs drew samples of different sizes ({sizes}) though sample_size does not vary "
+                             f"between them: sample_size=auto draws fewer mistakes for a large model on the demo "
+                             f"universe (each run's summary states its rule), and a model with fewer mistakes than "
+                             f"asked draws them all. Compare their CIs, not their values alone, or set one "
+                             f"sample_size for all.")]
 
 
 def _right_at_step_0(table: pd.DataFrame) -> list[Block]:

@@ -215,7 +215,7 @@ class ShardConfig:
 class Config:
     lr: float = 1e-5
     max_steps: int = 1000
-    sample_size: int = 200  # the demo: rho against rank within about ±0.13 (README)
+    sample_size: Any = AUTO  # an integer >= 1, or auto: 200; on the demo 50 for large models (sweep/run/sample_size.py)
     seed: int = 0
     model: ModelConfig = MISSING
     data: DataConfig = MISSING  # DemoDataConfig or ImageFolderDataConfig, by the data group's option
@@ -262,7 +262,8 @@ def validate(cfg: Config) -> None:
         raise UserError(f"{', '.join(missing)}: required, not set (e.g. {missing[0]}=...)")
     check_value(cfg.lr, "lr", "a finite learning rate > 0", lambda v: math.isfinite(v) and v > 0)
     check_value(cfg.max_steps, "max_steps", "an integer >= 1", lambda v: v >= 1)
-    check_value(cfg.sample_size, "sample_size", "an integer >= 1", lambda v: v >= 1)
+    check_value(cfg.sample_size, "sample_size", f"{AUTO} or an integer >= 1",
+                lambda v: v == AUTO or (isinstance(v, int) and not isinstance(v, bool) and v >= 1))
     check_value(cfg.train.weight_decay, "train.weight_decay", "a finite value >= 0",
                 lambda v: math.isfinite(v) and v >= 0)
     check_value(cfg.train.momentum, "train.momentum", "a finite value in [0, 1)",

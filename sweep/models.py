@@ -190,3 +190,10 @@ def state_digest(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def parameter_count(arch: str, num_classes: int) -> int:
+    """The parameters of `arch` with `num_classes` outputs, counted on the meta device (nothing allocated,
+    no weights loaded)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in create_model(arch, num_classes).parameters())

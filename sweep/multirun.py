@@ -80,6 +80,7 @@ class CheckEveryJob(Callback):
             lines = [f"job {num} ({name}): {error}" for (num, _, error), name in zip(problems, named, strict=True)]
             raise UserError(f"{len(problems)} of the sweep's {len(jobs)} jobs cannot run, so none was started:\n"
                             + "\n".join(lines))
+        from sweep.run.sample_size import sample_size_of
         from sweep.run.shared import check_shared, prepare_shared
         check_shared(composed)
         COMPOSED[str(config.hydra.sweep.dir)] = list(zip(jobs, composed, strict=True))
@@ -90,7 +91,7 @@ class CheckEveryJob(Callback):
             prepare_shared(Path(config.hydra.sweep.dir), list(zip(jobs, composed, strict=True)))
         os.environ[JOBS_ENV] = str(len(jobs))  # for each job's progress bar, in whatever process it runs
         if OmegaConf.select(config, "hydra.launcher._target_") == BASIC_LAUNCHER:  # the jobs run in this process
-            start_sweep([job.sample_size for job in composed], enabled=bool(config.get("progress", True)))
+            start_sweep([sample_size_of(job)[0] for job in composed], enabled=bool(config.get("progress", True)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         end_sweep()

@@ -571,3 +571,19 @@ def test_the_report_says_where_examples_were_right_at_step_0(tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Some examples were right at step 0 (lr=1e-05: 3 of 40)" in report and "lr=2e-05: 0" not in report
     assert "| right at step 0 " in report  # the selection table's column
+
+
+def test_the_report_says_when_runs_drew_samples_of_different_sizes(tmp_path):
+    rng = np.random.default_rng(3)
+    for job, (model, n) in enumerate((("test_resnet", 40), ("resnet18", 20))):
+        job_dir = tmp_path / "sweep" / str(job)
+        (job_dir / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create({"lr": 1e-5, "sample_size": "auto", "model": {"arch": model}}),
+                       job_dir / ".hydra" / "config.yaml")
+        fake_rows(rng, [f"/data/img_{i}.png" for i in range(n)], 1.0).to_csv(job_dir / "single_example_results.csv",
+                                                                            index=False)
+        (job_dir / "training_summary.json").write_text(json.dumps({"selection": {"examples": 300, "wrong": 60,
+                                                                                  "selected": n}}))
+    aggregate([tmp_path / "sweep"], tmp_path / "out", figures=False)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "The runs drew samples of different sizes (model=test_resnet: 40; model=resnet18: 20)" in report

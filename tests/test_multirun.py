@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helpers.commands import run_cli, run_main
-from helpers.configs import TINY_UNIVERSE, compose_config, tiny_universe_overrides
+from helpers.configs import ROOT, TINY_UNIVERSE, compose_config, tiny_universe_overrides
 from sweep.data.demo import open_demo
 from sweep.outputs import COLUMNS
 
@@ -235,11 +235,18 @@ def test_a_sweep_shows_its_jobs_done_and_the_time_left(tmp_path, cache_dir):
     assert re.search(r"sweep: 2/2 jobs done: 100%.*\| 4/4 \[", output)
 
 
-def test_the_resnet_presets_draw_the_design_card_s_sample_unless_told():
-    assert compose_config("model=resnet18").sample_size == compose_config("model=resnet34").sample_size == 50
-    assert compose_config("model=resnet18", "sample_size=200").sample_size == 200
-    assert compose_config("model=test_resnet").sample_size == 200
-    assert compose_config("model=resnet34", "experiment=original").sample_size == 1000  # the original's, as before
+def test_a_model_preset_describes_the_model_and_sample_size_auto_is_a_stated_rule():
+    """No model preset sets the sample size; sample_size=auto draws 200, 50 for a large model on the demo
+    universe (the design card's resnets), and says so; an explicit value or an experiment's wins."""
+    from sweep.run.sample_size import sample_size_of
+    for preset in (ROOT / "conf" / "model").glob("*.yaml"):
+        assert "sample_size" not in preset.read_text(), preset
+    large, rule = sample_size_of(compose_config("model=resnet18"))
+    assert large == 50 and rule.startswith("sample_size=auto: 50") and "resnet18 has 11.2M" in rule
+    assert sample_size_of(compose_config("model=resnet34"))[0] == 50
+    assert sample_size_of(compose_config("model=test_resnet")) == (200, "sample_size=auto: 200")
+    assert sample_size_of(compose_config("model=resnet18", "sample_size=200")) == (200, "sample_size=200")
+    assert sample_size_of(compose_config("model=resnet34", "experiment=original"))[0] == 1000  # the original's
 
 
 def _zoo(cache_dir, tmp_path, *extra):

@@ -272,8 +272,10 @@ def test_empty_wrong_set_is_a_clear_error(tmp_path):
     from sweep.run.selection import select
     cfg = compose_config()
     model = create_model("test_resnet", 10)
-    job = JobContext(OmegaConf.to_object(cfg), {}, torch.device("cpu"), 1, "test", tmp_path,
+    settings = OmegaConf.to_object(cfg)
+    settings.sample_size = 200
+    job = JobContext(settings, {}, torch.device("cpu"), 1, "test", tmp_path,
                      Source([Example("a.png", 1, 1)], wrong=[]), model, {"digest": "-"}, MemoryFormat.contiguous, "",
-                     lambda example: torch.zeros(3, 32, 32), (3, 32, 32))
+                     lambda example: torch.zeros(3, 32, 32), (3, 32, 32), "sample_size=200")
     with pytest.raises(UserError, match="model test_resnet gets no example of data=demo wrong: nothing to correct"):
         select(job)

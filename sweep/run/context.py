@@ -18,6 +18,7 @@ from sweep.data.images import example_view
 from sweep.data.sources import Source, open_source
 from sweep.models import input_size, state_digest
 from sweep.run.draw import Selection
+from sweep.run.sample_size import sample_size_of
 from sweep.training.hardware import exact_arithmetic, memory_format, with_memory_format
 from sweep.training.loop import SingleExampleTrainer, check_train_mode
 from sweep.training.probe import Probe
@@ -48,6 +49,7 @@ class JobContext:
     layout_reason: str
     view: Callable[[Example], torch.Tensor]
     input_size: tuple[int, ...]
+    sample_size_rule: str  # how settings.sample_size (resolved from auto) was decided
 
 
 def set_up(cfg: Config, cache: Path, device: torch.device, cores: int, cores_source: str) -> JobContext:
@@ -56,6 +58,8 @@ def set_up(cfg: Config, cache: Path, device: torch.device, cores: int, cores_sou
     view of an example. Whatever computes for the job (its search too, where a sweep's shared selection
     runs it before the job) computes after this, in the job's arithmetic."""
     settings = OmegaConf.to_object(cfg)
+    settings.sample_size, sample_size_rule = sample_size_of(settings)
+    log.info("%s", sample_size_rule)
     threads = settings.execution.threads
     torch.set_num_threads(cores if threads == AUTO else threads)
     exact_arithmetic(device, settings.train.precision)
@@ -70,7 +74,7 @@ def set_up(cfg: Config, cache: Path, device: torch.device, cores: int, cores_sou
     check_train_mode(model, size, settings.model.arch)
     view = example_view(model, random_view=settings.train.augmentation == Augmentation.one_view, seed=settings.seed)
     return JobContext(settings, OmegaConf.to_container(cfg, resolve=True), device, cores, cores_source, cache,
-                      source, model, weights, layout, layout_reason, view, size)
+                      source, model, weights, layout, layout_reason, view, size, sample_size_rule)
 
 
 @dataclass

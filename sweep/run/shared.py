@@ -34,6 +34,7 @@ from sweep.data.examples import Example, examples_table
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
 from sweep.run.draw import rank_order, sample
+from sweep.run.sample_size import sample_size_of
 from sweep.run.wrong_sets import Found, key_name, precomputed_key
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ NOT_DEFINING_MISTAKES = {**dict.fromkeys(("lr", "max_steps", "sample_size", "sel
 
 def shared_path(sweep_dir: Path, cfg: Config) -> Path:
     """The shared selection of the jobs that draw with `cfg`'s seed and sample size."""
-    return Path(sweep_dir) / SHARED_DIR / f"seed{cfg.seed}-n{cfg.sample_size}.csv"
+    return Path(sweep_dir) / SHARED_DIR / f"seed{cfg.seed}-n{sample_size_of(cfg)[0]}.csv"
 
 
 def model_name(cfg: Config) -> str:
@@ -102,7 +103,7 @@ def check_shared(jobs: list[Config]) -> None:
     sizes = {}
     for cfg in jobs:
         if cfg.selection.shared:
-            sizes.setdefault(cfg.sample_size, []).append(model_name(cfg))
+            sizes.setdefault(sample_size_of(cfg)[0], []).append(model_name(cfg))
     if len(sizes) > 1:
         raise UserError("selection.shared: the sweep's jobs ask for different sample sizes ("
                         + "; ".join(f"sample_size={n}: {', '.join(dict.fromkeys(names))}" for n, names in sizes.items())
@@ -233,12 +234,13 @@ def _draw(path: Path, cfg: Config, wrong: dict[str, dict[str, Example]], models:
                         + ", ".join(f"{name} (without it: {without[name]})" for name in worst)
                         + "; leave those models out, or lower selection.min_shared")
     pool = rank_order(wrong[names[0]][p] for p in common)
-    chosen = sample(pool, cfg.sample_size, cfg.seed)
+    size = sample_size_of(cfg)[0]
+    chosen = sample(pool, size, cfg.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path.with_suffix(".json"), json.dumps(
         {"models": models, "wrong": {name: len(paths) for name, paths in wrong.items()},
          "definitions": definitions, "shared_pool": len(pool), "selected": len(chosen), "seed": cfg.seed,
-         "sample_size": cfg.sample_size}, indent=2) + "\n")
+         "sample_size": size}, indent=2) + "\n")
     atomic_write_text(path, examples_table(chosen).to_csv(index=False))
     log.info("shared selection: %d of the %d images all %d wrong sets hold -> %s", len(chosen), len(pool),
              len(names), path)

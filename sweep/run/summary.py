@@ -68,6 +68,7 @@ def summarize(job: JobContext, work: Work, rows: pd.DataFrame, trained: Trained)
         "config": job.config,
         "weights": job.weights,
         "selection": selection,
+        "sample_size": {"drawn": job.settings.sample_size, "rule": job.sample_size_rule},
         # the probe's size, and its error and mean loss at the pretrained weights
         "probe": {"size": len(probe), "error_before": probe.error_before, "loss_before": probe.mean_loss_before}
         if probe is not None else {"size": 0},
