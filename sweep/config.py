@@ -182,7 +182,7 @@ class ProbeConfig:
     """Drawdown: what each correction does to the rest of the model, measured on a probe set of
     validation images drawn from the run's data, never trained on, and evaluated in eval mode on the
     eval view at the pretrained weights and where each example's loop stopped."""
-    size: Any = AUTO  # images; auto: 1000 on a GPU, 50 (small images) or 20 on a CPU (README); 0: none
+    size: Any = AUTO  # images; auto: 1000 on a GPU, 50 (small images) or 20 on a CPU (docs/outputs.md); 0: none
     # With size=auto, each example is judged on as many of the probe's images (a prefix of the set) as
     # cost at most this fraction of its own correction's FLOPs; an explicit size judges every example
     # on every image.

@@ -24,7 +24,7 @@ def linear_model(weight: np.ndarray) -> nn.Module:
 
 
 def hand_trajectory(weight, x, y, lr, max_steps):
-    """The loop of the README's "What is measured, exactly" in numpy for logits = W x, cross-entropy,
+    """The loop of docs/outputs.md's "What is measured, exactly" in numpy for logits = W x, cross-entropy,
     W <- W - lr (p - onehot) x^T."""
     weight, losses = weight.astype(np.float64).copy(), []
     for t in range(max_steps + 1):

@@ -1,6 +1,6 @@
 """The loop: reset to the pretrained weights, fine-tune on one example until it is classified correctly.
 
-Its semantics are stated in the README ("What is measured"). `Trajectory` keeps one
+Its semantics are stated in docs/outputs.md ("What is measured, exactly"). `Trajectory` keeps one
 example's bookkeeping and is shared with the batched engine; `SingleExampleTrainer` is the simple
 path: one model, one example at a time.
 """

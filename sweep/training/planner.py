@@ -27,7 +27,7 @@ def longest_first(items: list, predicted_cost: Callable[[object], Optional[float
 
     Fed to the engine in this order (longest processing time first), the copies still running when
     the queue runs dry are short ones, so few steps run with idle slots. The initial loss predicts
-    steps to correct well (see the README); outcomes do not depend on order.
+    steps to correct well (benchmarks/README.md); outcomes do not depend on order.
     """
     known = [item for item in items if _finite(predicted_cost(item))]
     unknown = [item for item in items if not _finite(predicted_cost(item))]
@@ -55,7 +55,7 @@ class Plan:
 
 
 def choose(execution: ExecutionConfig, device: torch.device, cores: int, todo: int) -> Plan:
-    """Workers and threads for the `execution` settings (explicit values win; `auto` picks what the README's
+    """Workers and threads for the `execution` settings (explicit values win; `auto` picks what benchmarks/README.md's
     measurements show fastest): on a CPU, one single-threaded worker process per core, since a
     batch-of-one step spreads poorly over threads (single-threaded however many examples are left,
     so a resumed run computes exactly as the first); on a GPU, one process (the batched engine
