@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -192,6 +193,7 @@ def state_digest(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.cache  # asked of each job of a sweep, and of the same few architectures
 def parameter_count(arch: str, num_classes: int) -> int:
     """The parameters of `arch` with `num_classes` outputs, counted on the meta device (nothing allocated,
     no weights loaded)."""

@@ -250,3 +250,20 @@ def test_a_checkpoint_that_is_no_state_dict_of_the_model_is_refused_by_name(tmp_
     torch.save({"state_dict": model.state_dict()}, wrapped)  # as training scripts save it
     assert load_checkpoint(timm.create_model("test_resnet"), wrapped).state_dict()["fc.weight"].equal(
         model.state_dict()["fc.weight"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model_spec=a"], "error: images, labels: required, not set (e.g. images=...)"),
+    (["images=/nonexistent", "model_spec=a"], "error: --images /nonexistent: "),
+])
+def test_zoo_tasks_refuse_bad_input_before_any_task(tmp_path, args, message):
+    import subprocess
+    import sys
+    labels = tmp_path / "l.csv"
+    labels.write_text("file,label\nx.jpg,1\n")
+    done = subprocess.run([sys.executable, "-m", "sweep.data.zoo_tasks", "-m", f"out={tmp_path / 'out'}",
+                           *([f"labels={labels}"] if any(a.startswith("images=") for a in args) else []), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(message), done.stderr[-500:]
+    assert not (tmp_path / "out" / "tasks" / "0").exists()  # no task ran

@@ -24,7 +24,7 @@ import numpy as np
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from sweep.errors import UserError
 from sweep.files import atomic_write_text
@@ -70,8 +70,21 @@ def evaluate_task(cfg: DictConfig) -> None:
     log.info("%s: row written (%s)", name, path)
 
 
-class MergeRows(Callback):
-    """At the sweep's end: the rows of its models, in the order the command gave them, as one matrix."""
+class ZooSweep(Callback):
+    """Before any task: the settings and the labelled images checked (one `error:` block, exit status 2);
+    at the sweep's end: the rows of its models, in the order the command gave them, as one matrix."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from sweep.data.zoo import labelled_images
+        from sweep.process import report_errors
+        with report_errors():  # exits here: Hydra turns a callback's exception into a warning and goes on
+            from sweep.multirun import sweep_jobs
+            swept = {override.split("=", 1)[0] for job in sweep_jobs(config)[0] for override in job}
+            missing = [key for key in ("images", "labels", "out", "model_spec")
+                       if OmegaConf.is_missing(config, key) and key not in swept]
+            if missing:
+                raise UserError(f"{', '.join(missing)}: required, not set (e.g. {missing[0]}=...)")
+            labelled_images(Path(config.images), Path(config.labels))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from hydra.core.global_hydra import GlobalHydra

@@ -83,7 +83,7 @@ class Definition:
     overrides: list[str]
     label: str = ""
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -49,7 +49,7 @@ class Found:
     def read(cls, directory: Path, definition: str) -> Found | None:
         """The wrong set a search task wrote in `directory` for `definition`, or None."""
         record = directory / FOUND_JSON
-        if not record.exists() or json.loads(record.read_text()).get("definition") != definition:
+        kept = json.loads(record.read_text()) if record.exists() else {}
+        if kept.get("definition") != definition:
             return None
-        kept = json.loads(record.read_text())
         return cls(kept["key"], table_examples(pd.read_csv(directory / FOUND_CSV)), kept["where"], definition)
