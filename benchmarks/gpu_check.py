@@ -36,9 +36,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from sweep.agreement import DEVICES, agreement
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data"
-SAME_STEPS, LOSS_RTOL = 0.9, 1e-3
 
 
 def lite0_sample(data: Path) -> list[str]:
@@ -118,20 +119,12 @@ def compare(device: str, overrides: list[str]) -> list[dict]:
             run_main(Path(tmp) / "cpu", overrides, "cpu", {**os.environ, "CUDA_VISIBLE_DEVICES": ""})
         except RuntimeError as error:
             return [{"check": "run", "setting": " ".join(overrides), "result": "FAIL", "figures": str(error)}]
-        on = {name: pd.read_csv(Path(tmp) / name / "single_example_results.csv").set_index("path")
-              for name in ("device", "cpu")}
-    device_rows, cpu_rows = on["device"], on["cpu"].loc[on["device"].index]
-    same_status = (device_rows["status"] == cpu_rows["status"]).mean()
-    equal = device_rows["updates"] == cpu_rows["updates"]
-    difference = (device_rows["loss_sum"] - cpu_rows["loss_sum"]).abs()
-    loss = (difference / cpu_rows["loss_sum"].abs().clip(lower=1e-12))[equal]
-    worst = float(loss.max()) if len(loss) else 0.0
-    ok = same_status == 1 and equal.mean() >= SAME_STEPS and worst <= LOSS_RTOL
+        on = {name: pd.read_csv(Path(tmp) / name / "single_example_results.csv") for name in ("device", "cpu")}
+    matched = agreement(on["device"], on["cpu"], DEVICES)
     phases, execution = summary["phases"], summary["execution"]
-    setting = f"{summary['config']['model']['arch']}, {len(device_rows)} examples, {execution['description']}"
-    return [{"check": "run", "setting": f"{setting}: rows against the CPU's", "result": "pass" if ok else "FAIL",
-             "figures": f"status equal {same_status:.0%}, steps equal {equal.mean():.0%}, loss_sum max rel. "
-                        f"difference {worst:.1e} (tolerance: 100%, {SAME_STEPS:.0%}, {LOSS_RTOL:g})"},
+    setting = f"{summary['config']['model']['arch']}, {matched.examples} examples, {execution['description']}"
+    return [{"check": "run", "setting": f"{setting}: rows against the CPU's", "result":
+                "pass" if matched.ok else "FAIL", "figures": matched.describe()},
             {"check": "run", "setting": f"{setting}: phases", "result":
                 "pass" if phases["probe_share"] is None or phases["probe_share"] <= 0.25 else "FAIL (probe > 25%)",
              "figures": f"wall {summary['wall_seconds']:.1f} s; search {phases['search_seconds']:.1f} s, probe "

@@ -67,6 +67,13 @@ class MemoryFormat(str, Enum):
     channels_last = "channels_last"  # NHWC weights: oneDNN's convolutions on a CPU, depthwise ones included
 
 
+class Kernels(str, Enum):
+    auto = AUTO                      # each convolution shape on the formulation timed fastest (batched engine)
+    exact = "exact"                  # vmap's grouped convolutions: each copy sums as one example does
+    matmul = "matmul"                # unfolded patches times the weights, as batched matrix products
+    channels_last = "channels_last"  # vmap's grouped convolutions on NHWC tensors
+
+
 class Match(str, Enum):
     prefix = "prefix"      # replace data.prefix in difficulty paths by data.images
     filename = "filename"  # match difficulty paths to local images by file name
@@ -107,14 +114,15 @@ class SelectionConfig:
 class ExecutionConfig:
     """How the work is executed; every key is `auto` (chosen for the hardware, recorded in the summary)
     or an explicit value. The path (simple, engine, workers) does not change the per-example
-    outcomes; the device, thread count and memory format change float rounding, and the summary
-    records them. (`threads`, `parallel` and `workers` are `auto` or an integer >= 1: OmegaConf has no
-    union types, so they are typed Any and checked by `validate`.)"""
+    outcomes; the device, thread count, memory format and the engine's convolution kernels change float
+    rounding, and the summary records them. (`threads`, `parallel` and `workers` are `auto` or an
+    integer >= 1: OmegaConf has no union types, so they are typed Any and checked by `validate`.)"""
     device: Device = Device.auto
     threads: Any = AUTO    # torch intra-op threads per process; auto: 1 per worker, or the job's cores
     parallel: Any = AUTO   # examples fine-tuned at once by the batched engine (K copies); 1 = simple path
     workers: Any = AUTO    # forked CPU processes fine-tuning examples side by side
     memory_format: MemoryFormat = MemoryFormat.auto  # the model's weight layout, for search and fine-tuning
+    kernels: Kernels = Kernels.auto  # the batched engine's convolutions (sweep.training.kernel_choice)
 
 
 EXECUTION_KEYS = tuple(f.name for f in fields(ExecutionConfig))

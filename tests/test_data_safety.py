@@ -198,7 +198,7 @@ def test_throughput_is_wall_clock_and_every_row_says_its_arithmetic(tmp_path, ca
 
 
 def test_out_of_gpu_memory_halves_k_and_keeps_the_outcomes(tmp_path, cache_dir, monkeypatch, caplog):
-    engine = ["execution.workers=1", "execution.parallel=4", "max_steps=40", "sample_size=4"]
+    engine = ["execution.workers=1", "execution.parallel=4", "execution.kernels=exact", "max_steps=40", "sample_size=4"]
     simple = outcomes_of(tmp_path / "simple", cache_dir, "execution.workers=1", "execution.parallel=1", "max_steps=40",
                          "sample_size=4")
     step, calls = BatchedTrainer._loss, []

@@ -107,7 +107,7 @@ def test_run_with_parallel_gives_the_simple_path_results(tmp_path, cache_dir):
                                   "probe_loss_increase"]), rows
 
     simple, simple_full = job()
-    batched, batched_full = job("execution.parallel=4")
+    batched, batched_full = job("execution.parallel=4", "execution.kernels=exact")
     pd.testing.assert_frame_equal(simple, batched)  # the probe's error and flips included: each copy's own weights
     assert (batched_full["loss_sum"] - simple_full["loss_sum"]).abs().max() <= 1e-4 * simple_full["loss_sum"].max()
     assert (batched_full["probe_loss_after"] - simple_full["probe_loss_after"]).abs().max() <= 1e-4
@@ -148,12 +148,12 @@ def test_a_model_vmap_cannot_batch_falls_back_with_a_reason(mistakes, caplog):
     unbatchable.pretrained_cfg = {"input_size": (3, 4, 4)}  # what timm's data config reads
     cpu = torch.device("cpu")
     trainer = SingleExampleTrainer(unbatchable, cfg.train, 1e-3, 5)
-    executor, _, chosen = plan(cfg.execution, Executor(trainer, None, cpu, finished), [], {}, 1)
+    executor, _, chosen = plan(cfg.execution, Executor(trainer, None, cpu, finished), [], {}, 1, None)
     assert executor.engine is None
     assert "execution.parallel=4 ignored" in caplog.text and "_ItemInForward" in caplog.text
     assert chosen.parallel == 1 and "vmap cannot batch _ItemInForward" in chosen.reason
     trainer = SingleExampleTrainer(model, cfg.train, 1e-3, 5)
-    executor, _, chosen = plan(cfg.execution, Executor(trainer, None, cpu, finished), [], {}, 1)
+    executor, _, chosen = plan(cfg.execution, Executor(trainer, None, cpu, finished), [], {}, 1, None)
     assert isinstance(executor.engine, BatchedTrainer)
 
 
@@ -362,7 +362,7 @@ def test_the_original_preset_in_eval_mode_runs_in_the_engine_with_the_simple_pat
     def job(parallel):
         cfg = compose_config(*tiny_universe_overrides(cache_dir), "experiment=original", "train.mode=eval",
                              "sample_size=6", "max_steps=100", "execution.workers=1",
-                             f"execution.parallel={parallel}", "progress=false")
+                             f"execution.parallel={parallel}", "execution.kernels=exact", "progress=false")
         out = tmp_path / str(parallel)
         run(cfg, out)
         rows = pd.read_csv(out / "single_example_results.csv").sort_values("example_index").reset_index(drop=True)

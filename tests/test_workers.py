@@ -45,7 +45,7 @@ def test_workers_give_exactly_the_rows_of_one_process(tmp_path, cache_dir, one_p
 
 
 def test_workers_running_the_batched_engine(tmp_path, cache_dir, one_process):
-    rows = job(tmp_path, cache_dir, "execution.workers=2", "execution.parallel=2")
+    rows = job(tmp_path, cache_dir, "execution.workers=2", "execution.parallel=2", "execution.kernels=exact")
     exact = ["example_index", "path", "status", "steps_to_correct", "initial_prediction", "probe_error_after",
              "probe_flips_to_wrong", "probe_flips_to_right"]
     pd.testing.assert_frame_equal(rows[exact], one_process[exact])

@@ -92,7 +92,8 @@ def _run(cfg: Config, directory: RunDirectory, cache: Path, device: torch.device
     work = this.select(shared)
     finish = functools.partial(finished, mistake_predictions=work.selection.predictions)
     simple = Executor(work.trainer, job.view, device, finish, job.settings.seed)
-    executor, todo, chosen = plan(job.settings.execution, simple, work.todo, work.selection.initial_losses, job.cores)
+    executor, todo, chosen = plan(job.settings.execution, simple, work.todo, work.selection.initial_losses, job.cores,
+                                  job.cache)
     if chosen.workers == 1:
         torch.set_num_threads(chosen.threads)  # the threads the log and the summary state
     arithmetic = describe_arithmetic(device, chosen.threads, job.layout)
@@ -122,7 +123,8 @@ def _execution(job: JobContext, chosen: Plan, arithmetic: str) -> dict:
             "parallel": chosen.parallel, "memory_format": job.layout.value, "arithmetic": arithmetic,
             "automatic": [key for key in EXECUTION_KEYS if getattr(job.settings.execution, key) == AUTO],
             "why": chosen.reason, "memory_format_why": job.layout_reason, "cores": job.cores,
-            "cores_from": job.cores_source, "description": chosen.describe()}
+            "cores_from": job.cores_source, "description": chosen.describe(),
+            "kernels": chosen.kernels.summary() if chosen.kernels is not None else None}
 
 
 @dataclass

@@ -47,7 +47,7 @@ SHARED_DIR = "shared_selection"  # in a sweep's directory
 NOT_DEFINING_MISTAKES = {**dict.fromkeys(("lr", "max_steps", "sample_size", "selection", "shard", "probe", "logger",
                                           "log_steps", "progress", "aggregate", "cache_dir", "stage")),
                          "train": {"optimizer", "weight_decay", "momentum", "check_final_state"},
-                         "execution": {"threads", "parallel", "workers"}}
+                         "execution": {"threads", "parallel", "workers", "kernels"}}
 
 
 def shared_path(sweep_dir: Path, cfg: Config) -> Path:

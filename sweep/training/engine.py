@@ -22,6 +22,7 @@ from sweep.config import ModelMode, Precision, TrainConfig
 from sweep.outputs import Status
 from sweep.training.copies import Copies, Loops, Slot, compacted
 from sweep.training.exact_copies import ExactCopies
+from sweep.training.kernel_choice import ChosenKernels, ConvLayer, KernelChoice, conv_layers
 from sweep.training.loop import Outcome, el2n_tensor, l2_norm, l2_norm_tensor, margin_tensor
 from sweep.training.precision import autocast_context
 from sweep.training.probe import Probe, ProbeResult
@@ -58,6 +59,7 @@ class BatchedTrainer:
                           **{n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}}
         self.autocast = autocast_context(train.precision, self.device.type)
         self.scaled = train.precision == Precision.fp16_scaler  # a loss scaler per copy (sweep.training.scalers)
+        self.kernels: Optional[KernelChoice] = None  # vmap's own convolutions until `use_kernels`
         loss = self._scaled_loss if self.scaled else self._loss
         self._step = vmap(grad_and_value(loss, has_aux=True), in_dims=(0, None, 0, 0, *[0] * self.scaled))
 
@@ -91,6 +93,21 @@ class BatchedTrainer:
         return (f"train.precision=fp16_scaler: the copies' fp16 forward of {type(self.model).__name__} computes "
                 f"otherwise than one example's (an operation vmap batches differently)")
 
+    def conv_layers(self, input_size: tuple[int, ...]) -> list[ConvLayer]:
+        """The model's distinct convolution shapes for one example of `input_size`."""
+        return conv_layers(self.model, {**dict(zip(self.names, self.pretrained, strict=True)), **self.constants},
+                           input_size, self.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """What the copies' convolutions compute in."""
+        return torch.float16 if self.scaled else torch.float32
+
+    def use_kernels(self, choice: KernelChoice) -> None:
+        """Run each convolution on its formulation in `choice` from now on (after `unbatchable`, whose
+        fp16 check compares vmap's own convolutions with one example's)."""
+        self.kernels = choice
+
     def _used_parameters(self, x: torch.Tensor) -> list[bool]:
         """Which trainable parameters the forward uses (the others get no gradient in the simple path)."""
         params = {n: p.detach().requires_grad_() for n, p in zip(self.names, self.pretrained, strict=True)}
@@ -99,9 +116,15 @@ class BatchedTrainer:
         return [g is not None for g in grads]
 
     def _loss(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor):
-        with self.autocast(), self._fp16_casts():
+        with self.autocast(), self._kernel_mode(), self._fp16_casts():
             logits = functional_call(self.model, ({**params, **buffers}), (x.unsqueeze(0),))
         return cross_entropy(logits, y.unsqueeze(0), self.train.precision), logits.detach().float().squeeze(0)
+
+    def _kernel_mode(self) -> contextlib.AbstractContextManager:
+        """The chosen convolution formulations (inside ExactCopies' casts, which hand them fp16 inputs)."""
+        if self.kernels is None or not self.kernels.differs():
+            return contextlib.nullcontext()
+        return ChosenKernels(self.kernels.chosen)
 
     def _fp16_casts(self) -> contextlib.AbstractContextManager:
         """In fp16, what makes each vmapped copy compute as one example does under autocast."""

@@ -63,7 +63,8 @@ class ExactCopies(TorchFunctionMode):
         return value
 
 
-def _batch_first(tensor, dim, k):
+def batch_first(tensor, dim, k):
+    """A vmapped tensor with its copies first (K, ...), an unbatched one repeated K times as a view."""
     return tensor.movedim(dim, 0) if dim is not None else tensor.unsqueeze(0).expand(k, *tensor.shape)
 
 
@@ -73,7 +74,7 @@ def _copy(tensor, dim, i):
 
 def _per_channel(tensors, dims, k):
     """Each copy's per-channel tensor side by side: (K*C,)."""
-    return [_batch_first(t, d, k).reshape(-1) for t, d in zip(tensors, dims, strict=True)]
+    return [batch_first(t, d, k).reshape(-1) for t, d in zip(tensors, dims, strict=True)]
 
 
 def _fold(t):
@@ -110,7 +111,7 @@ class EvalBatchNorm(torch.autograd.Function):
     @staticmethod
     def vmap(info, in_dims, x, weight, bias, mean, var, eps):
         k = info.batch_size
-        folded = EvalBatchNorm.apply(_fold(_batch_first(x, in_dims[0], k)),
+        folded = EvalBatchNorm.apply(_fold(batch_first(x, in_dims[0], k)),
                                      *_per_channel((weight, bias, mean, var), in_dims[1:5], k), eps)
         return _unfold(folded, k), 0
 
@@ -139,8 +140,8 @@ class EvalBatchNormBackward(OnceDifferentiable):
     @staticmethod
     def vmap(info, in_dims, grad, x, weight, bias, mean, var, eps):
         k = info.batch_size
-        gx, gw, gb = EvalBatchNormBackward.apply(_fold(_batch_first(grad, in_dims[0], k)),
-                                                 _fold(_batch_first(x, in_dims[1], k)),
+        gx, gw, gb = EvalBatchNormBackward.apply(_fold(batch_first(grad, in_dims[0], k)),
+                                                 _fold(batch_first(x, in_dims[1], k)),
                                                  *_per_channel((weight, bias, mean, var), in_dims[2:6], k), eps)
         return (_unfold(gx, k), gw.reshape(k, -1), gb.reshape(k, -1)), (0, 0, 0)
 

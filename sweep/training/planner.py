@@ -7,15 +7,17 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
 
-from sweep.config import AUTO, Augmentation, ExecutionConfig
+from sweep.config import AUTO, Augmentation, ExecutionConfig, Kernels
 from sweep.errors import UserError
 from sweep.models import input_size
 from sweep.training.engine import BatchedTrainer, batched_engine
 from sweep.training.executor import Executor, Task
+from sweep.training.kernel_choice import KernelCache, KernelChoice, choose_kernels
 from sweep.training.loop import SingleExampleTrainer
 from sweep.training.sizing import engine_size
 
@@ -46,12 +48,14 @@ class Plan:
     threads: int
     parallel: int
     reason: str
+    kernels: Optional[KernelChoice] = None  # the engine's convolutions
 
     def describe(self) -> str:
         path = f"batched engine K={self.parallel}" if self.parallel > 1 else "simple path"
         where = f"{self.workers} worker processes x {self.threads} torch thread{'s' * (self.threads > 1)}" \
             if self.workers > 1 else f"1 process, {self.threads} torch thread{'s' * (self.threads > 1)}"
-        return f"{path}, {where} ({self.reason})"
+        kernels = f"; {self.kernels.describe()}" if self.kernels is not None else ""
+        return f"{path}, {where} ({self.reason}){kernels}"
 
 
 def choose(execution: ExecutionConfig, device: torch.device, cores: int, todo: int) -> Plan:
@@ -94,15 +98,18 @@ def choose(execution: ExecutionConfig, device: torch.device, cores: int, todo: i
 
 
 def plan(execution: ExecutionConfig, simple: Executor, todo: list[Task], initial_losses: dict[str, float],
-         cores: int) -> tuple[Executor, list[Task], Plan]:
+         cores: int, cache: Optional[Path]) -> tuple[Executor, list[Task], Plan]:
     """The executor for the `execution` settings: `simple` (the simple path in this process, which says
     how an example is corrected and its row made) run by the batched engine, by worker processes or
-    as it is; the tasks in the order to feed it; and the plan it follows."""
+    as it is; the tasks in the order to feed it; and the plan it follows. `cache`: where the engine's
+    kernel timings are kept (None: not kept)."""
     trainer = simple.trainer
     chosen = choose(execution, simple.device, cores, len(todo))
     engine = None
     if chosen.parallel == AUTO or chosen.parallel > 1:
         engine, chosen = _engine(trainer, simple.device, chosen, len(todo))
+        if engine is not None:
+            chosen.kernels = _kernels(engine, execution.kernels, chosen.parallel, cache)
     if engine is not None or chosen.workers > 1:  # longest first: the last to finish are short ones
         todo = longest_first(todo, lambda task: initial_losses.get(task[1].path))
     log.info("execution: %s", chosen.describe())
@@ -131,3 +138,12 @@ def _engine(trainer: SingleExampleTrainer, device: torch.device, chosen: Plan,
             log.warning("execution.parallel=%s ignored: %s; simple path used", chosen.parallel, why)
         return None, Plan(chosen.workers, chosen.threads, 1, f"{chosen.reason}; simple path: {why}")
     return engine, Plan(chosen.workers, chosen.threads, k, f"{chosen.reason}; K={k}" + (" (auto)" if auto else ""))
+
+
+def _kernels(engine: BatchedTrainer, setting: Kernels, k: int, cache: Optional[Path]) -> KernelChoice:
+    """The engine's convolution formulations for `setting`, put to use."""
+    layers = engine.conv_layers(input_size(engine.model))
+    store = KernelCache(cache, engine.device, engine.dtype, k) if cache is not None else None
+    choice = choose_kernels(setting, layers, k, engine.device, engine.dtype, store)
+    engine.use_kernels(choice)
+    return choice

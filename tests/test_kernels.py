@@ -1,0 +1,187 @@
+"""The batched engine's convolution formulations compute vmap's own convolution up to rounding; the
+fastest is chosen by timing, cached, and the runs stay within the kernels' tolerance of exact ones."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import grad, vmap
+
+from helpers.configs import compose_config, tiny_universe_overrides
+from sweep.agreement import KERNELS, agreement
+from sweep.config import Kernels, TrainConfig
+from sweep.run.job import run
+from sweep.training import kernel_choice
+from sweep.training.conv_kernels import CHANNELS_LAST, GROUPED, MATMUL, ChosenConv, ConvSpec, candidates
+from sweep.training.engine import BatchedTrainer
+from sweep.training.kernel_choice import ChosenKernels, ConvLayer, KernelCache, choose_kernels
+
+LAYERS = {  # per example: input (N, C, H, W), weight (O, C/g, kh, kw), stride, padding, dilation, groups
+    "1x1": ((1, 8, 6, 6), (12, 8, 1, 1), 1, 0, 1, 1),
+    "1x1 stride 2": ((1, 8, 7, 7), (12, 8, 1, 1), 2, 0, 1, 1),
+    "3x3": ((1, 6, 7, 7), (5, 6, 3, 3), 1, 1, 1, 1),
+    "3x3 stride 2, two images": ((2, 6, 8, 8), (5, 6, 3, 3), 2, 1, 1, 1),
+    "7x7 stride 2 padding 3": ((1, 3, 16, 16), (4, 3, 7, 7), 2, 3, 1, 1),
+    "depthwise 3x3 stride 2": ((1, 6, 9, 9), (6, 1, 3, 3), 2, 1, 1, 6),
+    "depthwise 5x5 multiplier 2": ((1, 4, 9, 9), (8, 1, 5, 5), 1, 2, 1, 4),
+    "grouped 3x3": ((1, 8, 6, 6), (6, 4, 3, 3), 1, 1, 1, 2),
+    "dilated 3x3": ((1, 4, 9, 9), (4, 4, 3, 3), 1, 2, 2, 1),
+    "3x3 rectangular padding": ((1, 4, 6, 9), (3, 4, 3, 3), (1, 2), (0, 1), 1, 1),
+}
+K = 3
+
+
+def _gradients(layer, name, x, weight, bias, out_grad):
+    """vmap of grad over K copies, as the engine takes it, by formulation `name` (grouped: vmap's own)."""
+    def loss(x, weight, bias):
+        out = layer.spec.call(x, weight, bias) if name == GROUPED else \
+            ChosenConv.apply(x, weight, bias, layer.spec, name)
+        return (out * out_grad).sum()
+    return vmap(grad(loss, argnums=(0, 1, 2)), in_dims=(0, 0, 0))(x, weight, bias)
+
+
+def _layer(shapes):
+    x, w, stride, padding, dilation, groups = shapes
+    pair = lambda v: (v, v) if isinstance(v, int) else v
+    return ConvLayer(x, w, ConvSpec(pair(stride), pair(padding), pair(dilation), groups))
+
+
+@pytest.mark.parametrize("name", [MATMUL, CHANNELS_LAST])
+@pytest.mark.parametrize("shapes", LAYERS.values(), ids=LAYERS.keys())
+def test_each_formulation_computes_the_convolution_and_its_gradients(shapes, name):
+    layer = _layer(shapes)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(K, *layer.input, generator=generator, dtype=torch.float64)
+    weight = torch.randn(K, *layer.weight, generator=generator, dtype=torch.float64)
+    bias = torch.randn(K, layer.weight[0], generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        out = vmap(lambda x, w, b: layer.spec.call(x, w, b))(x, weight, bias)
+        batched = vmap(lambda x, w, b: ChosenConv.apply(x, w, b, layer.spec, name))(x, weight, bias)
+    torch.testing.assert_close(batched, out, rtol=1e-12, atol=1e-12)
+    out_grad = torch.randn(out.shape, generator=generator, dtype=torch.float64)
+    expected = _gradients(layer, GROUPED, x, weight, bias, out_grad)
+    for got, want in zip(_gradients(layer, name, x, weight, bias, out_grad), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_outside_vmap_the_chosen_convolution_is_f_conv2d_with_its_gradients():
+    layer = _layer(LAYERS["3x3 stride 2, two images"])
+    x = torch.randn(layer.input, requires_grad=True)
+    weight = torch.randn(layer.weight, requires_grad=True)
+    out = ChosenConv.apply(x, weight, None, layer.spec, MATMUL)
+    assert torch.equal(out, layer.spec.call(x, weight))
+    got = torch.autograd.grad(out.square().sum(), (x, weight))
+    want = torch.autograd.grad(layer.spec.call(x, weight).square().sum(), (x, weight))
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_the_mode_routes_only_the_chosen_layers():
+    """Layers chosen `grouped`, or not chosen at all, and string padding keep vmap's own convolution."""
+    layer = _layer(LAYERS["3x3"])
+    calls = []
+    original = ChosenConv.apply
+
+    def counted(*args):
+        calls.append(args[-1])
+        return original(*args)
+
+    x, w = torch.randn(K, *layer.input), torch.randn(K, *layer.weight)
+    forward = vmap(lambda x, w: F.conv2d(x, w, None, 1, 1) + F.conv2d(x, w, padding="same")
+                   + F.conv2d(x, w, None, 1, 1, 1, 1) * 0)
+    try:
+        ChosenConv.apply = counted
+        with ChosenKernels({layer: MATMUL}):
+            forward(x, w)
+        with ChosenKernels({layer: GROUPED}):
+            forward(x, w)
+    finally:
+        ChosenConv.apply = original
+    assert calls == [MATMUL, MATMUL]  # the positional and the keyword-less call of the one chosen layer
+
+
+def test_the_fastest_is_chosen_timed_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
+    layers = [_layer(LAYERS["1x1"]), _layer(LAYERS["depthwise 3x3 stride 2"])]
+    cpu = torch.device("cpu")
+    cache = KernelCache(tmp_path, cpu, torch.float32, 4)
+    choice = choose_kernels(Kernels.auto, layers, 4, cpu, torch.float32, cache)
+    assert choice.timed == 2 and set(choice.chosen) == set(layers)
+    for layer in layers:
+        times = choice.timings[layer]
+        assert set(times) == set(candidates("cpu")) and all(t > 0 for t in times.values())
+        assert choice.chosen[layer] == min(times, key=times.get)
+    stored = json.loads(cache.path.read_text())
+    assert set(stored) == {layer.key for layer in layers}
+
+    def never(*args):
+        raise AssertionError("timed again")
+    monkeypatch.setattr(kernel_choice, "time_layer", never)
+    again = choose_kernels(Kernels.auto, layers, 4, cpu, torch.float32, KernelCache(tmp_path, cpu, torch.float32, 4))
+    assert again.chosen == choice.chosen and again.timed == 0
+    with pytest.raises(AssertionError, match="timed again"):  # another K is another cache
+        choose_kernels(Kernels.auto, layers, 8, cpu, torch.float32, KernelCache(tmp_path, cpu, torch.float32, 8))
+    assert choose_kernels(Kernels.exact, layers, 4, cpu, torch.float32, cache).chosen == dict.fromkeys(layers, GROUPED)
+    assert not choose_kernels(Kernels.exact, layers, 4, cpu, torch.float32, cache).differs()
+    forced = choose_kernels(Kernels.matmul, layers, 4, cpu, torch.float32, cache)
+    assert forced.by_class() == {"1x1 conv": {MATMUL: 1}, "3x3 depthwise": {MATMUL: 1}}
+
+
+def test_a_formulation_whose_gradients_stray_is_never_taken(monkeypatch):
+    from sweep.training import conv_kernels
+    wrong = conv_kernels.matmul_forward
+    monkeypatch.setattr(conv_kernels, "matmul_forward", lambda *a: wrong(*a) * 1.01)
+    times = kernel_choice.time_layer(_layer(LAYERS["1x1 stride 2"]), 4, torch.device("cpu"), torch.float32)
+    assert times[MATMUL] is None and times[GROUPED] > 0
+    assert kernel_choice._fastest(times) != MATMUL
+
+
+@pytest.fixture(scope="module")
+def exact_outcomes(mistakes):
+    model, examples = mistakes
+    engine = BatchedTrainer(model, TrainConfig(), 3e-5, 60, parallel=4)
+    return dict(engine.run((i, x, y, None) for i, (x, y) in enumerate(examples)))
+
+
+@pytest.mark.parametrize("setting", [Kernels.matmul, Kernels.channels_last])
+def test_the_engine_on_other_kernels_stays_within_the_tolerance(mistakes, exact_outcomes, setting):
+    model, examples = mistakes
+    engine = BatchedTrainer(model, TrainConfig(), 3e-5, 60, parallel=4)
+    layers = engine.conv_layers(tuple(examples[0][0].shape))
+    engine.use_kernels(choose_kernels(setting, layers, 4, engine.device, engine.dtype, None))
+    got = dict(engine.run((i, x, y, None) for i, (x, y) in enumerate(examples)))
+
+    def table(outcomes):
+        return pd.DataFrame([{"path": i, "status": o.status, "updates": o.steps_taken, "loss_sum": o.loss_sum}
+                             for i, o in outcomes.items()])
+    matched = agreement(table(got), table(exact_outcomes), KERNELS)
+    assert matched.ok, matched.describe()
+    assert table(got)["updates"].nunique() >= 3  # examples that take different steps
+    assert any(got[i].loss_sum != exact_outcomes[i].loss_sum for i in got)  # another summation ran
+
+
+def test_a_run_records_its_kernels_and_stays_within_the_tolerance_of_exact(tmp_path, cache_dir):
+    """`execution.kernels=auto` times the formulations (the summary says which each layer class runs)
+    and the rows agree with `exact`'s within the kernels' tolerance, rho within 0.01."""
+    def job(setting):
+        cfg = compose_config(*tiny_universe_overrides(cache_dir), "sample_size=8", "lr=3e-5", "max_steps=60",
+                             "execution.workers=1", "execution.parallel=4", f"execution.kernels={setting}",
+                             "progress=false")
+        summary = run(cfg, tmp_path / setting)
+        return pd.read_csv(tmp_path / setting / "single_example_results.csv"), summary
+
+    exact, exact_summary = job("exact")
+    rows, summary = job("matmul")
+    kernels = summary["execution"]["kernels"]
+    assert kernels["setting"] == "matmul" and kernels["by_class"] and "kernels: matmul" in \
+        summary["execution"]["description"]
+    assert exact_summary["execution"]["kernels"]["by_class"] == {
+        kind: {"grouped": sum(n.values())} for kind, n in kernels["by_class"].items()}
+    matched = agreement(rows, exact, KERNELS)
+    assert matched.ok, matched.describe()
+    rho = "rho_loss_sum"
+    assert abs(summary["statistics"][rho] - exact_summary["statistics"][rho]) < 0.01
+    _, auto = job("auto")
+    chosen = auto["execution"]["kernels"]
+    assert chosen["setting"] == "auto" and all(layer["ms"] for layer in chosen["layers"])
+    assert all(layer["kernel"] == min((k for k, t in layer["ms"].items() if t), key=layer["ms"].get)
+               for layer in chosen["layers"])
