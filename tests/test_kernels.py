@@ -146,8 +146,10 @@ def exact_outcomes(mistakes):
 def test_the_engine_on_other_kernels_stays_within_the_tolerance(mistakes, exact_outcomes, setting):
     model, examples = mistakes
     engine = BatchedTrainer(model, TrainConfig(), 3e-5, 60, parallel=4)
-    layers = engine.conv_layers(tuple(examples[0][0].shape))
-    engine.use_kernels(choose_kernels(setting, layers, 4, engine.device, engine.dtype, None))
+    size = tuple(examples[0][0].shape)
+    choice = engine.use_kernels(choose_kernels(setting, engine.conv_layers(size), 4, engine.device, engine.dtype,
+                                               None), size)
+    assert choice.why is None and choice.differs()
     got = dict(engine.run((i, x, y, None) for i, (x, y) in enumerate(examples)))
 
     def table(outcomes):
@@ -185,3 +187,19 @@ def test_a_run_records_its_kernels_and_stays_within_the_tolerance_of_exact(tmp_p
     assert chosen["setting"] == "auto" and all(layer["ms"] for layer in chosen["layers"])
     assert all(layer["kernel"] == min((k for k, t in layer["ms"].items() if t), key=layer["ms"].get)
                for layer in chosen["layers"])
+
+
+def test_kernels_whose_step_strays_are_refused_with_the_reason(mistakes, monkeypatch):
+    """A whole model's step of two copies on the chosen kernels is checked against vmap's own
+    convolutions before any example runs; one that strays (here a formulation off by 1%) is not used."""
+    from sweep.training import conv_kernels
+    model, examples = mistakes
+    wrong = conv_kernels.matmul_forward
+    monkeypatch.setattr(conv_kernels, "matmul_forward", lambda *a: wrong(*a) * 1.01)
+    engine = BatchedTrainer(model, TrainConfig(), 3e-5, 60, parallel=4)
+    size = tuple(examples[0][0].shape)
+    choice = engine.use_kernels(choose_kernels(Kernels.matmul, engine.conv_layers(size), 4, engine.device,
+                                               engine.dtype, None), size)
+    assert not choice.differs() and "strayed" in choice.why and "from vmap's own" in choice.why
+    assert choice.describe().startswith("kernels: exact (the chosen kernels' gradients of ")
+    assert choice.summary()["why"] == choice.why

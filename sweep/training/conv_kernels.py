@@ -124,8 +124,9 @@ def _folded(x, weight, spec: ConvSpec, layout: torch.memory_format):
 
 
 def _unfolded(out: torch.Tensor, k: int) -> torch.Tensor:
-    """(N, K*O, Ho, Wo) -> (K, N, O, Ho, Wo)."""
-    return out.reshape(out.shape[0], k, -1, *out.shape[2:]).transpose(0, 1)
+    """(N, K*O, Ho, Wo) in any layout -> (K, N, O, Ho, Wo), contiguous (the engine's fp16 step on a CPU
+    computed wrong gradients from a channels_last view handed on to the next layer)."""
+    return out.reshape(out.shape[0], k, -1, *out.shape[2:]).transpose(0, 1).contiguous()
 
 
 def _algorithms(name: str) -> contextlib.AbstractContextManager:

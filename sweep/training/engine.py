@@ -22,7 +22,7 @@ from sweep.config import ModelMode, Precision, TrainConfig
 from sweep.outputs import Status
 from sweep.training.copies import Copies, Loops, Slot, compacted
 from sweep.training.exact_copies import ExactCopies
-from sweep.training.kernel_choice import ChosenKernels, ConvLayer, KernelChoice, conv_layers
+from sweep.training.kernel_choice import MODEL_STRAY, ChosenKernels, ConvLayer, KernelChoice, conv_layers
 from sweep.training.loop import Outcome, el2n_tensor, l2_norm, l2_norm_tensor, margin_tensor
 from sweep.training.precision import autocast_context
 from sweep.training.probe import Probe, ProbeResult
@@ -103,10 +103,28 @@ class BatchedTrainer:
         """What the copies' convolutions compute in."""
         return torch.float16 if self.scaled else torch.float32
 
-    def use_kernels(self, choice: KernelChoice) -> None:
+    def use_kernels(self, choice: KernelChoice, input_size: tuple[int, ...]) -> KernelChoice:
         """Run each convolution on its formulation in `choice` from now on (after `unbatchable`, whose
-        fp16 check compares vmap's own convolutions with one example's)."""
+        fp16 check compares vmap's own convolutions with one example's), unless a step of two copies
+        on a seeded random input strays from vmap's own convolutions' beyond rounding (MODEL_STRAY):
+        then on vmap's own, and the choice returned says why."""
+        if choice.differs():
+            params = {n: p.unsqueeze(0).expand(2, *p.shape) for n, p in zip(self.names, self.pretrained, strict=True)}
+            x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0)).to(self.device)
+            y = torch.zeros(2, dtype=torch.long, device=self.device)
+            scalers = LossScalers(2, self.device) if self.scaled else None
+            if scalers is not None:
+                scalers.scale.fill_(1.0)  # the gradients themselves compared, none overflowed
+            expected, _, _, _ = self._gradients(params, x, y, scalers)
+            self.kernels = choice
+            got, _, _, _ = self._gradients(params, x, y, scalers)
+            stray = max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
+                        for a, b in zip(got, expected, strict=True))
+            if not stray <= MODEL_STRAY[self.dtype]:
+                choice = choice.refused(f"the chosen kernels' gradients of {type(self.model).__name__} strayed "
+                                        f"{stray:.1e} from vmap's own, relative")
         self.kernels = choice
+        return choice
 
     def _used_parameters(self, x: torch.Tensor) -> list[bool]:
         """Which trainable parameters the forward uses (the others get no gradient in the simple path)."""

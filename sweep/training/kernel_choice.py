@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _CONV_ARGUMENTS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _CONV_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
 STRAY = {torch.float32: 1e-4, torch.float16: 2e-2}  # a formulation's largest gradient difference from vmap's, relative
+MODEL_STRAY = {torch.float32: 1e-3, torch.float16: 5e-2}  # the same for a whole model's step
 REPEATS = 3
 
 
@@ -176,6 +177,12 @@ class KernelChoice:
     timings: dict[ConvLayer, dict] = field(default_factory=dict)
     timed: int = 0  # layers timed in this run (the others came from the cache)
     seconds: float = 0.0
+    why: Optional[str] = None  # why the setting's kernels were not used
+
+    def refused(self, why: str) -> KernelChoice:
+        """vmap's own convolutions for every layer instead, and why."""
+        return KernelChoice(self.setting, dict.fromkeys(self.chosen, GROUPED), self.timings, self.timed, self.seconds,
+                            why)
 
     def differs(self) -> bool:
         """Whether any layer runs on another formulation than vmap's own."""
@@ -190,11 +197,13 @@ class KernelChoice:
 
     def summary(self) -> dict:
         return {"setting": self.setting.value, "by_class": self.by_class(), "timed_layers": self.timed,
-                "search_seconds": round(self.seconds, 2),
+                "search_seconds": round(self.seconds, 2), "why": self.why,
                 "layers": [{"layer": layer.key, "kernel": name, "ms": self.timings.get(layer)}
                            for layer, name in self.chosen.items()]}
 
     def describe(self) -> str:
+        if self.why is not None:
+            return f"kernels: exact ({self.why})"
         if self.setting == Kernels.exact:
             return "kernels: exact (vmap's grouped convolutions)"
         classes = "; ".join(f"{kind}: " + ", ".join(f"{name} {n}" for name, n in sorted(kernels.items()))

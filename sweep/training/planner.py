@@ -142,8 +142,10 @@ def _engine(trainer: SingleExampleTrainer, device: torch.device, chosen: Plan,
 
 def _kernels(engine: BatchedTrainer, setting: Kernels, k: int, cache: Optional[Path]) -> KernelChoice:
     """The engine's convolution formulations for `setting`, put to use."""
-    layers = engine.conv_layers(input_size(engine.model))
+    size = input_size(engine.model)
     store = KernelCache(cache, engine.device, engine.dtype, k) if cache is not None else None
-    choice = choose_kernels(setting, layers, k, engine.device, engine.dtype, store)
-    engine.use_kernels(choice)
+    choice = engine.use_kernels(choose_kernels(setting, engine.conv_layers(size), k, engine.device, engine.dtype,
+                                               store), size)
+    if choice.why is not None:
+        log.warning("execution.kernels=%s: %s; vmap's own convolutions used", setting.value, choice.why)
     return choice
