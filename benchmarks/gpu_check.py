@@ -91,13 +91,14 @@ def speed(device: str, models: list[str], methods: list[str], examples: int, max
     out = []
     for row in rows:
         method = row["method"]
-        if method.endswith("K=auto") and chosen:
+        if "K=auto" in method and chosen:
             method = method.replace("K=auto", f"K={chosen.pop(0)[0]} (auto)")
         out.append({"check": "speed", "setting": f"{row['model']}: {method}",
-                    "result": "pass" if row["same steps as simple path"] else "FAIL (steps differ)",
+                    "result": "FAIL (steps differ)" if row["steps vs simple path"].startswith("DIFFER") else "pass",
                     "figures": f"{row['example-steps/s']} example-steps/s, {row['speedup']}x, "
                                f"{row['GFLOP/s']} GFLOP/s ({row['% of peak']}% of the {row['precision']} peak), "
-                               f"{row['peak MB']} MB"})
+                               f"{row['peak MB']} MB; steps {row['steps vs simple path']}"
+                               + (f"; kernels: {row['kernels']}" if row["kernels"] else "")})
     return out
 
 

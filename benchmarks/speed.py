@@ -13,7 +13,11 @@ time is reported apart), `simple-cl` (the simple path on a channels_last copy of
 input: oneDNN's convolutions, including its depthwise kernels, instead of the default ones; float
 results differ from the simple path's), `batched:K`, `batched:auto` (K as `execution.parallel=auto` sizes
 it from free GPU memory), `batched-bf16:K`, `batched-fp16:K` (or `:auto`), and on a CPU `workers:N` and
-`workers-batched:N:K`. Every method gets one untimed warm-up on 2 examples first (CUDA context,
+`workers-batched:N:K`. A batched method runs its convolutions as `execution.kernels=auto` does (each
+shape on the formulation timed fastest, in its warm-up; the timed run reads the timings back as a
+second run would) or, with a suffix, `batched:8@exact` (vmap's own: the engine before the kernel
+choice), `@matmul`, `@channels_last`; the table's `kernels` column says what each layer class ran.
+Every method gets one untimed warm-up on 2 examples first (CUDA context,
 cuDNN autotuning, allocator, compilation); on a CPU each method then runs in a fresh fork of this
 process, so that none inherits what another left behind.
 
@@ -23,7 +27,7 @@ run's summary counts them: sweep/training/flops.py) and its fraction of this mac
 the same precision (fp32 with TF32 off, as the tool computes, bf16 or fp16; measured in the same run);
 peak memory (resident high-water mark on CPU plus what worker processes added; allocated on
 CUDA); and whether every example took exactly the simple path's number of steps in the method's
-precision.
+precision (`equal`), or within the kernels' tolerance (at least 99% equal, none off by more than one).
 
 `demo:<arch>` uses the embedded universe's pretrained model and its real mistakes at lr=1e-5 (so
 examples finish at different steps; the engine and workers get them longest first, as in a run);
@@ -37,6 +41,8 @@ import argparse
 import copy
 import functools
 import json
+import re
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +56,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from sweep.config import AUTO, Precision, TrainConfig, UniverseConfig
+from sweep.agreement import KERNELS
+from sweep.config import AUTO, Kernels, Precision, TrainConfig, UniverseConfig
 from sweep.data.demo import open_demo
 from sweep.data.image_files import load_image
 from sweep.data.images import model_transform
@@ -59,6 +66,7 @@ from sweep.run.selection import sample_mistakes
 from sweep.training.engine import BatchedTrainer
 from sweep.training.flops import count_step
 from sweep.training.hardware import exact_arithmetic
+from sweep.training.kernel_choice import KernelCache, KernelChoice, choose_kernels
 from sweep.training.loop import SingleExampleTrainer
 from sweep.training.planner import longest_first
 from sweep.training.sizing import engine_size
@@ -168,15 +176,27 @@ def simple(train: TrainConfig = FP32, compiled: bool = False, channels_last: boo
     return run
 
 
-def batched(k: int | str, train: TrainConfig = FP32):
+def batched(k: int | str, train: TrainConfig = FP32, kernels: Kernels = Kernels.auto):
     def run(model, examples, lr, max_steps, costs):
-        """As `python main.py execution.parallel=k`: fed longest first when initial losses are known."""
+        """As `python main.py execution.parallel=k execution.kernels=kernels`: fed longest first when
+        initial losses are known."""
         if k == AUTO:
-            return batched(auto_k(model, examples, lr, max_steps, train), train)(model, examples, lr, max_steps,
-                                                                                costs)
-        outcomes = dict(_engine_outcomes(model, examples, lr, max_steps, _longest_first(examples, costs), k, train))
+            return batched(auto_k(model, examples, lr, max_steps, train), train, kernels)(model, examples, lr,
+                                                                                         max_steps, costs)
+        outcomes = dict(_engine_outcomes(model, examples, lr, max_steps, _longest_first(examples, costs), k, train,
+                                         kernels))
         return [outcomes[i] for i in range(len(examples))], 0.0
     return run
+
+
+KERNEL_CACHE = Path(tempfile.mkdtemp(prefix="speed-kernels-"))  # this benchmark's timings, shared with its forks
+
+
+def kernel_choice(engine: BatchedTrainer, size: tuple[int, ...], setting: Kernels) -> KernelChoice:
+    """The engine's kernels for `setting`, put to use (timed once per benchmark run, then read back)."""
+    cache = KernelCache(KERNEL_CACHE, engine.device, engine.dtype, engine.parallel)
+    return engine.use_kernels(choose_kernels(setting, engine.conv_layers(size), engine.parallel, engine.device,
+                                             engine.dtype, cache), size)
 
 
 def auto_k(model, examples, lr, max_steps, train: TrainConfig = FP32) -> int:
@@ -186,10 +206,14 @@ def auto_k(model, examples, lr, max_steps, train: TrainConfig = FP32) -> int:
     if obstacle:
         raise SystemExit(f"batched:auto: {obstacle}")
     print(f"batched:auto: K={k} for {len(examples)} examples", flush=True)
+    AUTO_KS[id(model), train.precision] = k
     return k
 
 
-def workers(n: int, k: int = 1):
+AUTO_KS: dict[tuple, int] = {}  # the K that batched:auto chose, per model and precision
+
+
+def workers(n: int, k: int = 1, kernels: Kernels = Kernels.auto):
     def run(model, examples, lr, max_steps, costs):
         """As `python main.py execution.workers=n execution.parallel=k`: n forked processes, one thread each.
 
@@ -198,7 +222,7 @@ def workers(n: int, k: int = 1):
         """
         def process(tasks, stopping):
             start = _resident_mb("VmRSS")
-            outcomes = _simple_outcomes if k == 1 else functools.partial(_engine_outcomes, k=k)
+            outcomes = _simple_outcomes if k == 1 else functools.partial(_engine_outcomes, k=k, kernels=kernels)
             for i, steps in outcomes(model, examples, lr, max_steps, order=tasks):
                 yield {"i": i, "steps": steps}
             yield {"added_mb": _resident_mb("VmHWM") - start}
@@ -250,21 +274,31 @@ def _simple_outcomes(model, examples, lr, max_steps, order, train: TrainConfig =
     trainer.reset()
 
 
-def _engine_outcomes(model, examples, lr, max_steps, order, k, train: TrainConfig = FP32):
+def _engine_outcomes(model, examples, lr, max_steps, order, k, train: TrainConfig = FP32,
+                     kernels: Kernels = Kernels.auto):
     """(example position, steps taken) by the batched engine with K = k, as each finishes."""
     engine = BatchedTrainer(model, train, lr, max_steps, parallel=k)
+    kernel_choice(engine, tuple(examples[0][0].shape), kernels)
     for i, outcome in engine.run((i, *examples[i], None) for i in order):
         yield i, outcome.steps_taken
 
 
 def method(spec: str, device: torch.device):
-    """(label, function, precision) of a method spec."""
+    """(label, function, precision) of a method spec: name[:K or :N:K][@kernels]."""
+    spec, _, kernel_setting = spec.partition("@")
     name, *numbers = spec.split(":")
+    if kernel_setting and (not name.startswith(("batched", "workers-batched")) or name == "batched-bf16"):
+        raise SystemExit(f"{spec}@{kernel_setting}: only the fp32 and fp16 batched methods choose kernels")
+    try:
+        kernels = Kernels(kernel_setting or AUTO)
+    except ValueError:
+        raise SystemExit(f"{spec}@{kernel_setting}: expected kernels {', '.join(k.value for k in Kernels)}") from None
+    suffix = f", kernels {kernels.value}"
     if numbers == [AUTO] and name in ("batched", "batched-fp16"):
         if device.type != "cuda":
             raise SystemExit(f"{spec} sizes K from free GPU memory: name K on a CPU ({name}:8)")
-        return (("batched K=auto", batched(AUTO), "fp32") if name == "batched" else
-                ("batched fp16_scaler K=auto", batched(AUTO, FP16), "fp16"))
+        return (("batched K=auto" + suffix, batched(AUTO, FP32, kernels), "fp32") if name == "batched" else
+                ("batched fp16_scaler K=auto" + suffix, batched(AUTO, FP16, kernels), "fp16"))
     numbers = [int(n) for n in numbers]
     makers = {"original": ("original loop", lambda: original_loop, "fp32"),
               "simple": ("simple path", lambda: simple(), "fp32"),
@@ -273,11 +307,12 @@ def method(spec: str, device: torch.device):
               "simple-fp16": ("simple path fp16_scaler", lambda: simple(FP16), "fp16"),
               "compiled": ("simple path, torch.compile reduce-overhead", lambda: simple(compiled=True), "fp32"),
               "simple-cl": ("simple path, channels_last", lambda: simple(channels_last=True), "fp32"),
-              "batched": ("batched K={}", lambda k: batched(k), "fp32"),
-              "batched-bf16": ("batched bf16 K={}", lambda k: batched(k, BF16), "bf16"),
-              "batched-fp16": ("batched fp16_scaler K={}", lambda k: batched(k, FP16), "fp16"),
+              "batched": ("batched K={}" + suffix, lambda k: batched(k, FP32, kernels), "fp32"),
+              "batched-bf16": ("batched bf16 K={}", lambda k: batched(k, BF16, Kernels.exact), "bf16"),
+              "batched-fp16": ("batched fp16_scaler K={}" + suffix, lambda k: batched(k, FP16, kernels), "fp16"),
               "workers": ("{} workers", workers, "fp32"),
-              "workers-batched": ("{} workers x batched K={}", workers, "fp32")}
+              "workers-batched": ("{} workers x batched K={}" + suffix,
+                                  lambda n, k: workers(n, k, kernels), "fp32")}
     if name not in makers:
         raise SystemExit(f"unknown method {spec!r}: expected one of {', '.join(makers)} (with :K or :N:K)")
     if name.startswith("workers") and device.type == "cuda":
@@ -360,8 +395,34 @@ def measure_model(spec: str, methods: list, args: argparse.Namespace, measure: C
                      "GFLOP/s": round(rate * flops / 1e9, 1),
                      "% of peak": round(100 * rate * flops / 1e12 / peaks[precision], 2),
                      "peak MB": round(memory), "precision": precision,
-                     "same steps as simple path": steps == reference})
+                     "steps vs simple path": steps_verdict(steps, reference),
+                     "kernels": kernels_used(label, model, examples, device)})
     return rows
+
+
+def steps_verdict(steps: list[int], reference: list[int]) -> str:
+    """`equal`, `within tolerance` (the kernels': at least 99% equal, none off by more than one) or `DIFFER`."""
+    if steps == reference:
+        return "equal"
+    gaps = [abs(a - b) for a, b in zip(steps, reference, strict=True)]
+    equal = sum(g == 0 for g in gaps) / len(gaps)
+    tolerance = KERNELS
+    ok = equal >= tolerance.same_steps and max(gaps) <= tolerance.step_gap
+    return f"{'within tolerance' if ok else 'DIFFER'} ({equal:.1%} equal, largest gap {max(gaps)})"
+
+
+def kernels_used(label: str, model, examples, device: torch.device) -> str:
+    """What each convolution layer class ran in a batched method (read back from its timings)."""
+    if "kernels " not in label:
+        return ""
+    setting = Kernels(label.rsplit("kernels ", 1)[1])
+    train = FP16 if "fp16" in label else FP32
+    found = re.search(r"K=(\d+)", label)
+    k = int(found.group(1)) if found else AUTO_KS.get((id(model), train.precision))
+    if k is None:
+        return setting.value
+    engine = BatchedTrainer(model, train, 1e-5, 1, parallel=k)
+    return kernel_choice(engine, tuple(examples[0][0].shape), setting).describe().removeprefix("kernels: ")
 
 
 def main() -> None:
@@ -372,8 +433,8 @@ def main() -> None:
                              else ["original", "simple", "batched:8", "batched:32", "workers:2"])
     methods = [(spec, *method(spec, device)) for spec in specs]
     batched = ("batched", "batched-bf16", "batched-fp16", "workers-batched")
-    largest_k = max([int(s.split(":")[-1]) for s in specs if s.split(":")[0] in batched and s.split(":")[-1] != AUTO]
-                    or [1])
+    ks = [s.partition("@")[0].split(":") for s in specs]
+    largest_k = max([int(parts[-1]) for parts in ks if parts[0] in batched and parts[-1] != AUTO] or [1])
     threads = torch.get_num_threads()
     measure = measurer(device, threads)
     peaks = {"fp32": measure(matmul_tflops, device, torch.float32, args.matmul_size)}
