@@ -10,8 +10,10 @@ Rows:
   original's fp16 loss under CUDA autocast).
 - `speed`: `benchmarks/speed.py` for resnet18, resnet34 and tf_efficientnet_lite0 at 224 px: the
   original loop, the simple path and the batched engine at the K that `execution.parallel=auto`
-  chooses, in fp32 and in the original's fp16 with a loss scaler per example, on the same examples
-  (randomly initialised models, so every example runs --max-steps).
+  chooses, before the kernel choice (`@exact`: vmap's own convolutions) and after it (`auto`, with
+  what each layer class ran and the milliseconds each class takes per step), in fp32 and in the
+  original's fp16 with a loss scaler per example, on the same examples (randomly initialised models,
+  so every example runs --max-steps).
 - `run`: `python main.py` on the device and on the CPU with the same overrides (default: lite0 on
   the development data's 300-image ImageNet sample, default probe): the rows agree within the
   tolerance below, and the summary's phases say where the device run's time went.
@@ -36,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep.agreement import DEVICES, agreement
+from sweep.tolerance import DEVICES, agreement
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data"
@@ -139,8 +141,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--models", nargs="+", default=["resnet18@224", "resnet34@224", "tf_efficientnet_lite0@224"])
-    parser.add_argument("--methods", nargs="+", default=["original", "simple", "batched:auto", "original-fp16",
-                                                         "simple-fp16", "batched-fp16:auto"])
+    parser.add_argument("--methods", nargs="+", default=["original", "simple", "batched:auto@exact", "batched:auto",
+                                                         "original-fp16", "simple-fp16", "batched-fp16:auto@exact",
+                                                         "batched-fp16:auto"])
     parser.add_argument("--examples", type=int, default=192, help="examples per benchmark workload")
     parser.add_argument("--max-steps", type=int, default=3, help="updates per benchmark example")
     parser.add_argument("--run", nargs="*", default=None,

@@ -56,13 +56,13 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from sweep.agreement import KERNELS
 from sweep.config import AUTO, Kernels, Precision, TrainConfig, UniverseConfig
 from sweep.data.demo import open_demo
 from sweep.data.image_files import load_image
 from sweep.data.images import model_transform
 from sweep.run.cache import cache_root
 from sweep.run.selection import sample_mistakes
+from sweep.tolerance import KERNELS
 from sweep.training.engine import BatchedTrainer
 from sweep.training.flops import count_step
 from sweep.training.hardware import exact_arithmetic
@@ -412,7 +412,8 @@ def steps_verdict(steps: list[int], reference: list[int]) -> str:
 
 
 def kernels_used(label: str, model, examples, device: torch.device) -> str:
-    """What each convolution layer class ran in a batched method (read back from its timings)."""
+    """What each convolution layer class ran in a batched method and, where timed, the milliseconds
+    its layers take per step (read back from the method's timings)."""
     if "kernels " not in label:
         return ""
     setting = Kernels(label.rsplit("kernels ", 1)[1])
@@ -422,7 +423,9 @@ def kernels_used(label: str, model, examples, device: torch.device) -> str:
     if k is None:
         return setting.value
     engine = BatchedTrainer(model, train, 1e-5, 1, parallel=k)
-    return kernel_choice(engine, tuple(examples[0][0].shape), setting).describe().removeprefix("kernels: ")
+    choice = kernel_choice(engine, tuple(examples[0][0].shape), setting)
+    ms = ", ".join(f"{kind} {value:g}" for kind, value in choice.ms_by_class().items())
+    return choice.describe().removeprefix("kernels: ") + (f"; ms per step: {ms}" if ms else "")
 
 
 def main() -> None:

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch.func import grad, vmap
 
 from helpers.configs import compose_config, tiny_universe_overrides
-from sweep.agreement import KERNELS, agreement
 from sweep.config import Kernels, TrainConfig
 from sweep.run.job import run
+from sweep.tolerance import KERNELS, agreement
 from sweep.training import kernel_choice
 from sweep.training.conv_kernels import CHANNELS_LAST, GROUPED, MATMUL, ChosenConv, ConvSpec, candidates
 from sweep.training.engine import BatchedTrainer
@@ -101,7 +101,7 @@ def test_the_mode_routes_only_the_chosen_layers():
 
 
 def test_the_fastest_is_chosen_timed_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
-    layers = [_layer(LAYERS["1x1"]), _layer(LAYERS["depthwise 3x3 stride 2"])]
+    layers = {_layer(LAYERS["1x1"]): 3, _layer(LAYERS["depthwise 3x3 stride 2"]): 1}
     cpu = torch.device("cpu")
     cache = KernelCache(tmp_path, cpu, torch.float32, 4)
     choice = choose_kernels(Kernels.auto, layers, 4, cpu, torch.float32, cache)
@@ -120,6 +120,9 @@ def test_the_fastest_is_chosen_timed_once_and_then_read_from_the_cache(tmp_path,
     assert again.chosen == choice.chosen and again.timed == 0
     with pytest.raises(AssertionError, match="timed again"):  # another K is another cache
         choose_kernels(Kernels.auto, layers, 8, cpu, torch.float32, KernelCache(tmp_path, cpu, torch.float32, 8))
+    ms = choice.ms_by_class()
+    pointwise = _layer(LAYERS["1x1"])
+    assert ms["1x1 conv"] == pytest.approx(3 * choice.timings[pointwise][choice.chosen[pointwise]], abs=1e-3)
     assert choose_kernels(Kernels.exact, layers, 4, cpu, torch.float32, cache).chosen == dict.fromkeys(layers, GROUPED)
     assert not choose_kernels(Kernels.exact, layers, 4, cpu, torch.float32, cache).differs()
     forced = choose_kernels(Kernels.matmul, layers, 4, cpu, torch.float32, cache)
@@ -142,7 +145,7 @@ def exact_outcomes(mistakes):
     return dict(engine.run((i, x, y, None) for i, (x, y) in enumerate(examples)))
 
 
-@pytest.mark.parametrize("setting", [Kernels.matmul, Kernels.channels_last])
+@pytest.mark.parametrize("setting", [Kernels.matmul, pytest.param(Kernels.channels_last, marks=pytest.mark.slow)])
 def test_the_engine_on_other_kernels_stays_within_the_tolerance(mistakes, exact_outcomes, setting):
     model, examples = mistakes
     engine = BatchedTrainer(model, TrainConfig(), 3e-5, 60, parallel=4)
@@ -161,6 +164,7 @@ def test_the_engine_on_other_kernels_stays_within_the_tolerance(mistakes, exact_
     assert any(got[i].loss_sum != exact_outcomes[i].loss_sum for i in got)  # another summation ran
 
 
+@pytest.mark.slow  # three runs (CI's slow line runs it)
 def test_a_run_records_its_kernels_and_stays_within_the_tolerance_of_exact(tmp_path, cache_dir):
     """`execution.kernels=auto` times the formulations (the summary says which each layer class runs)
     and the rows agree with `exact`'s within the kernels' tolerance, rho within 0.01."""
@@ -184,9 +188,11 @@ def test_a_run_records_its_kernels_and_stays_within_the_tolerance_of_exact(tmp_p
     assert abs(summary["statistics"][rho] - exact_summary["statistics"][rho]) < 0.01
     _, auto = job("auto")
     chosen = auto["execution"]["kernels"]
-    assert chosen["setting"] == "auto" and all(layer["ms"] for layer in chosen["layers"])
-    assert all(layer["kernel"] == min((k for k, t in layer["ms"].items() if t), key=layer["ms"].get)
-               for layer in chosen["layers"])
+    assert chosen["setting"] == "auto" and all(shape["ms"] for shape in chosen["shapes"])
+    assert all(shape["kernel"] == min((k for k, t in shape["ms"].items() if t), key=shape["ms"].get)
+               for shape in chosen["shapes"])
+    assert sum(shape["layers"] for shape in chosen["shapes"]) > len(chosen["shapes"])  # shapes repeat in a ResNet
+    assert set(chosen["ms_by_class"]) == set(chosen["by_class"])
 
 
 def test_kernels_whose_step_strays_are_refused_with_the_reason(mistakes, monkeypatch):

@@ -93,8 +93,8 @@ class BatchedTrainer:
         return (f"train.precision=fp16_scaler: the copies' fp16 forward of {type(self.model).__name__} computes "
                 f"otherwise than one example's (an operation vmap batches differently)")
 
-    def conv_layers(self, input_size: tuple[int, ...]) -> list[ConvLayer]:
-        """The model's distinct convolution shapes for one example of `input_size`."""
+    def conv_layers(self, input_size: tuple[int, ...]) -> dict[ConvLayer, int]:
+        """The model's convolution shapes for one example of `input_size`, and how many layers have each."""
         return conv_layers(self.model, {**dict(zip(self.names, self.pretrained, strict=True)), **self.constants},
                            input_size, self.device)
 

@@ -94,27 +94,28 @@ class ChosenKernels(TorchFunctionMode):
 
 
 class _Recorder(TorchFunctionMode):
-    """Collects the distinct convolution layers a forward pass calls, in order."""
+    """Counts the convolution layers a forward pass calls, by shape, in order."""
 
     def __init__(self):
         super().__init__()
-        self.layers: dict[ConvLayer, None] = {}
+        self.layers: Counter[ConvLayer] = Counter()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.conv2d:
             found = ConvLayer.of_call(args, kwargs)
             if found is not None:
-                self.layers[found[0]] = None
+                self.layers[found[0]] += 1
         return func(*args, **kwargs)
 
 
-def conv_layers(model: nn.Module, weights: dict, input_size: tuple[int, ...], device: torch.device) -> list[ConvLayer]:
-    """The model's distinct convolution layers for one example of `input_size`."""
+def conv_layers(model: nn.Module, weights: dict, input_size: tuple[int, ...],
+                device: torch.device) -> dict[ConvLayer, int]:
+    """The model's convolution shapes for one example of `input_size`, and how many layers have each."""
     recorder = _Recorder()
     with torch.no_grad(), recorder:
         functional_call(model, weights, (torch.zeros(1, *input_size, device=device),))
-    return list(recorder.layers)
+    return dict(recorder.layers)
 
 
 def _layer_step(layer: ConvLayer, name: str):
@@ -173,16 +174,17 @@ def _close(a: torch.Tensor, b: torch.Tensor, relative: float) -> bool:
 class KernelChoice:
     """Which formulation each convolution layer runs, and why: the setting, and the timings."""
     setting: Kernels
+    layers: dict[ConvLayer, int]  # the model's convolution shapes, and how many layers have each
     chosen: dict[ConvLayer, str] = field(default_factory=dict)
     timings: dict[ConvLayer, dict] = field(default_factory=dict)
-    timed: int = 0  # layers timed in this run (the others came from the cache)
+    timed: int = 0  # shapes timed in this run (the others came from the cache)
     seconds: float = 0.0
     why: Optional[str] = None  # why the setting's kernels were not used
 
     def refused(self, why: str) -> KernelChoice:
         """vmap's own convolutions for every layer instead, and why."""
-        return KernelChoice(self.setting, dict.fromkeys(self.chosen, GROUPED), self.timings, self.timed, self.seconds,
-                            why)
+        return KernelChoice(self.setting, self.layers, dict.fromkeys(self.chosen, GROUPED), self.timings, self.timed,
+                            self.seconds, why)
 
     def differs(self) -> bool:
         """Whether any layer runs on another formulation than vmap's own."""
@@ -195,11 +197,20 @@ class KernelChoice:
             counts.setdefault(layer.kind, Counter())[name] += 1
         return {kind: dict(count) for kind, count in counts.items()}
 
+    def ms_by_class(self) -> dict[str, float]:
+        """Per layer class, the timed milliseconds of one step of all its layers on their chosen kernels
+        (where the convolutions' time goes; empty unless timed)."""
+        ms: Counter[str] = Counter()
+        for layer, name in self.chosen.items():
+            if self.timings.get(layer, {}).get(name) is not None:
+                ms[layer.kind] += self.layers[layer] * self.timings[layer][name]
+        return {kind: round(value, 3) for kind, value in ms.most_common()}
+
     def summary(self) -> dict:
-        return {"setting": self.setting.value, "by_class": self.by_class(), "timed_layers": self.timed,
-                "search_seconds": round(self.seconds, 2), "why": self.why,
-                "layers": [{"layer": layer.key, "kernel": name, "ms": self.timings.get(layer)}
-                           for layer, name in self.chosen.items()]}
+        return {"setting": self.setting.value, "by_class": self.by_class(), "ms_by_class": self.ms_by_class(),
+                "timed_shapes": self.timed, "search_seconds": round(self.seconds, 2), "why": self.why,
+                "shapes": [{"layer": layer.key, "layers": self.layers[layer], "kernel": name,
+                            "ms": self.timings.get(layer)} for layer, name in self.chosen.items()]}
 
     def describe(self) -> str:
         if self.why is not None:
@@ -235,10 +246,11 @@ class KernelCache:
         atomic_write_text(self.path, json.dumps({**self.read(), **timings}, indent=1, sort_keys=True))
 
 
-def choose_kernels(setting: Kernels, layers: list[ConvLayer], k: int, device: torch.device, dtype: torch.dtype,
+def choose_kernels(setting: Kernels, layers: dict[ConvLayer, int], k: int, device: torch.device, dtype: torch.dtype,
                    cache: Optional[KernelCache]) -> KernelChoice:
-    """The formulation of each layer for `setting` (timing the layers the cache does not know for `auto`)."""
-    choice = KernelChoice(setting)
+    """The formulation of each convolution shape in `layers` (as `conv_layers` counts them) for `setting`
+    (timing the shapes the cache does not know for `auto`)."""
+    choice = KernelChoice(setting, layers)
     if setting != Kernels.auto:
         name = GROUPED if setting == Kernels.exact else setting.value
         choice.chosen = {layer: name for layer in layers}
