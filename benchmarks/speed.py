@@ -194,7 +194,7 @@ KERNEL_CACHE = Path(tempfile.mkdtemp(prefix="speed-kernels-"))  # this benchmark
 
 def kernel_choice(engine: BatchedTrainer, size: tuple[int, ...], setting: Kernels) -> KernelChoice:
     """The engine's kernels for `setting`, put to use (timed once per benchmark run, then read back)."""
-    cache = KernelCache(KERNEL_CACHE, engine.device, engine.dtype, engine.parallel)
+    cache = KernelCache(KERNEL_CACHE, engine.device, engine.dtype, engine.parallel, torch.get_num_threads())
     return engine.use_kernels(choose_kernels(setting, engine.conv_layers(size), engine.parallel, engine.device,
                                              engine.dtype, cache), size)
 

@@ -103,26 +103,29 @@ def test_the_mode_routes_only_the_chosen_layers():
 def test_the_fastest_is_chosen_timed_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
     layers = {_layer(LAYERS["1x1"]): 3, _layer(LAYERS["depthwise 3x3 stride 2"]): 1}
     cpu = torch.device("cpu")
-    cache = KernelCache(tmp_path, cpu, torch.float32, 4)
+    cache = KernelCache(tmp_path, cpu, torch.float32, 4, 1)
     choice = choose_kernels(Kernels.auto, layers, 4, cpu, torch.float32, cache)
     assert choice.timed == 2 and set(choice.chosen) == set(layers)
     for layer in layers:
-        times = choice.timings[layer]
+        times = choice.timings[layer]["ms"]
         assert set(times) == set(candidates("cpu")) and all(t > 0 for t in times.values())
         assert choice.chosen[layer] == min(times, key=times.get)
+        assert GROUPED in choice.timings[layer]["bit_equal"]
     stored = json.loads(cache.path.read_text())
     assert set(stored) == {layer.key for layer in layers}
 
     def never(*args):
         raise AssertionError("timed again")
     monkeypatch.setattr(kernel_choice, "time_layer", never)
-    again = choose_kernels(Kernels.auto, layers, 4, cpu, torch.float32, KernelCache(tmp_path, cpu, torch.float32, 4))
+    again = choose_kernels(Kernels.auto, layers, 4, cpu, torch.float32, KernelCache(tmp_path, cpu, torch.float32, 4, 1))
     assert again.chosen == choice.chosen and again.timed == 0
-    with pytest.raises(AssertionError, match="timed again"):  # another K is another cache
-        choose_kernels(Kernels.auto, layers, 8, cpu, torch.float32, KernelCache(tmp_path, cpu, torch.float32, 8))
+    for k, threads in ((8, 1), (4, 2)):  # another K, or on a CPU another thread count, is another cache
+        with pytest.raises(AssertionError, match="timed again"):
+            choose_kernels(Kernels.auto, layers, k, cpu, torch.float32, KernelCache(tmp_path, cpu, torch.float32, k,
+                                                                                   threads))
     ms = choice.ms_by_class()
     pointwise = _layer(LAYERS["1x1"])
-    assert ms["1x1 conv"] == pytest.approx(3 * choice.timings[pointwise][choice.chosen[pointwise]], abs=1e-3)
+    assert ms["1x1 conv"] == pytest.approx(3 * choice.timings[pointwise]["ms"][choice.chosen[pointwise]], abs=1e-3)
     assert choose_kernels(Kernels.exact, layers, 4, cpu, torch.float32, cache).chosen == dict.fromkeys(layers, GROUPED)
     assert not choose_kernels(Kernels.exact, layers, 4, cpu, torch.float32, cache).differs()
     forced = choose_kernels(Kernels.matmul, layers, 4, cpu, torch.float32, cache)
@@ -133,9 +136,9 @@ def test_a_formulation_whose_gradients_stray_is_never_taken(monkeypatch):
     from sweep.training import conv_kernels
     wrong = conv_kernels.matmul_forward
     monkeypatch.setattr(conv_kernels, "matmul_forward", lambda *a: wrong(*a) * 1.01)
-    times = kernel_choice.time_layer(_layer(LAYERS["1x1 stride 2"]), 4, torch.device("cpu"), torch.float32)
-    assert times[MATMUL] is None and times[GROUPED] > 0
-    assert kernel_choice._fastest(times) != MATMUL
+    timing = kernel_choice.time_layer(_layer(LAYERS["1x1 stride 2"]), 4, torch.device("cpu"), torch.float32)
+    assert timing["ms"][MATMUL] is None and timing["ms"][GROUPED] > 0
+    assert kernel_choice._fastest(timing, bit_equal_only=False) != MATMUL
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +192,7 @@ def test_a_run_records_its_kernels_and_stays_within_the_tolerance_of_exact(tmp_p
     _, auto = job("auto")
     chosen = auto["execution"]["kernels"]
     assert chosen["setting"] == "auto" and all(shape["ms"] for shape in chosen["shapes"])
+    assert all(shape["bit_equal"][0] == "grouped" for shape in chosen["shapes"])
     assert all(shape["kernel"] == min((k for k, t in shape["ms"].items() if t), key=shape["ms"].get)
                for shape in chosen["shapes"])
     assert sum(shape["layers"] for shape in chosen["shapes"]) > len(chosen["shapes"])  # shapes repeat in a ResNet
@@ -209,3 +213,38 @@ def test_kernels_whose_step_strays_are_refused_with_the_reason(mistakes, monkeyp
     assert not choice.differs() and "strayed" in choice.why and "from vmap's own" in choice.why
     assert choice.describe().startswith("kernels: exact (the chosen kernels' gradients of ")
     assert choice.summary()["why"] == choice.why
+
+
+def test_in_fp16_kernels_are_judged_by_their_accuracy_against_fp32(mistakes, monkeypatch):
+    """fp16's own rounding moves a model's gradients, so in fp16 the chosen kernels must be about as close
+    to one example's fp32 gradients as vmap's own: unbatched matrix products are; a formulation off by
+    5% is refused."""
+    from sweep.config import Precision
+    from sweep.training import conv_kernels
+    model, examples = mistakes
+    size = tuple(examples[0][0].shape)
+
+    def choose():
+        engine = BatchedTrainer(model, TrainConfig(precision=Precision.fp16_scaler), 3e-5, 60, parallel=4)
+        return engine.use_kernels(choose_kernels(Kernels.matmul, engine.conv_layers(size), 4, engine.device,
+                                                 engine.dtype, None), size)
+
+    assert choose().why is None
+    wrong = conv_kernels.matmul_backward
+    monkeypatch.setattr(conv_kernels, "matmul_backward",
+                        lambda *a: tuple(None if g is None else g * 1.05 for g in wrong(*a)))
+    refused = choose()
+    assert not refused.differs() and "from fp32's, relative, vmap's own" in refused.why
+
+
+def test_in_fp16_auto_takes_only_kernels_that_compute_as_vmap_s_own():
+    """Matrix products sum in another order, which in fp16 moves steps (benchmarks/README.md): timed,
+    and faster here, but not taken."""
+    layer = _layer(LAYERS["3x3"])
+    timing = {"ms": {GROUPED: 5.0, MATMUL: 1.0, CHANNELS_LAST: 4.0}, "bit_equal": [GROUPED, CHANNELS_LAST]}
+    assert kernel_choice._fastest(timing, bit_equal_only=False) == MATMUL
+    assert kernel_choice._fastest(timing, bit_equal_only=True) == CHANNELS_LAST
+    measured = kernel_choice.time_layer(layer, 4, torch.device("cpu"), torch.float16)
+    assert MATMUL not in measured["bit_equal"] and GROUPED in measured["bit_equal"]
+    choice = choose_kernels(Kernels.auto, {layer: 1}, 4, torch.device("cpu"), torch.float16, None)
+    assert choice.chosen[layer] in measured["bit_equal"]

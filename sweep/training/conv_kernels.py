@@ -83,13 +83,20 @@ def _output_shape(x: torch.Tensor, weight: torch.Tensor, spec: ConvSpec) -> tupl
     return k, n, weight.shape[1], *sizes
 
 
+def _accumulated(tensor: torch.Tensor) -> torch.Tensor:
+    """fp16 and bf16 as fp32 (a product of scaled fp16 gradients can overflow where a convolution's
+    fp32 accumulator does not); others as they are."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 def matmul_forward(x, weight, bias, spec: ConvSpec) -> torch.Tensor:
     """(K, N, C, H, W), (K, O, C/g, kh, kw), (K, O) or None -> (K, N, O, Ho, Wo)."""
     kernel, g = tuple(weight.shape[-2:]), spec.groups
     cols = _columns(x, spec, kernel)
     k, n, _, positions = cols.shape
-    if _depthwise(spec, weight):
-        out = (cols.view(k, n, g, -1, positions) * weight.reshape(k, 1, g, -1, 1)).sum(3)
+    if _depthwise(spec, weight):  # products summed in fp32 at least, as a convolution accumulates
+        out = (_accumulated(cols).view(k, n, g, -1, positions) * _accumulated(weight).reshape(k, 1, g, -1, 1)).sum(3)
+        out = out.to(x.dtype)
     else:
         out = torch.matmul(weight.reshape(k, 1, g, weight.shape[1] // g, -1), cols.view(k, n, g, -1, positions))
     out = out.reshape(_output_shape(x, weight, spec))
@@ -103,9 +110,9 @@ def matmul_backward(grad, x, weight, spec: ConvSpec, input_grad: bool):
     k, n, _, positions = cols.shape
     cols = cols.view(k, n, g, -1, positions)
     if _depthwise(spec, weight):
-        grad_out = grad.reshape(k, n, g, 1, positions)
-        grad_weight = (grad_out * cols).sum((1, 4))
-        grad_cols = grad_out * weight.reshape(k, 1, g, -1, 1) if input_grad else None
+        grad_out = _accumulated(grad).reshape(k, n, g, 1, positions)
+        grad_weight = (grad_out * _accumulated(cols)).sum((1, 4)).to(weight.dtype)
+        grad_cols = (grad_out * _accumulated(weight).reshape(k, 1, g, -1, 1)).to(x.dtype) if input_grad else None
     else:
         grad_out = grad.reshape(k, n, g, -1, positions)
         grad_weight = torch.matmul(grad_out, cols.transpose(-1, -2)).sum(1)

@@ -16,13 +16,13 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call, grad, grad_and_value, vmap
 
 from sweep.config import ModelMode, Precision, TrainConfig
 from sweep.outputs import Status
 from sweep.training.copies import Copies, Loops, Slot, compacted
 from sweep.training.exact_copies import ExactCopies
-from sweep.training.kernel_choice import MODEL_STRAY, ChosenKernels, ConvLayer, KernelChoice, conv_layers
+from sweep.training.kernel_choice import FP16_ACCURACY, MODEL_STRAY, ChosenKernels, ConvLayer, KernelChoice, conv_layers
 from sweep.training.loop import Outcome, el2n_tensor, l2_norm, l2_norm_tensor, margin_tensor
 from sweep.training.precision import autocast_context
 from sweep.training.probe import Probe, ProbeResult
@@ -106,25 +106,50 @@ class BatchedTrainer:
     def use_kernels(self, choice: KernelChoice, input_size: tuple[int, ...]) -> KernelChoice:
         """Run each convolution on its formulation in `choice` from now on (after `unbatchable`, whose
         fp16 check compares vmap's own convolutions with one example's), unless a step of two copies
-        on a seeded random input strays from vmap's own convolutions' beyond rounding (MODEL_STRAY):
-        then on vmap's own, and the choice returned says why."""
+        on a seeded random input shows them computing worse than vmap's own convolutions: in fp32,
+        gradients further from vmap's own than rounding (MODEL_STRAY, relative to each tensor's
+        largest); in fp16, whose own rounding moves a deep model's gradients by several percent,
+        gradients further from one example's fp32 gradients than FP16_ACCURACY times vmap's own are.
+        Then vmap's own are used, and the choice returned says why."""
         if choice.differs():
             params = {n: p.unsqueeze(0).expand(2, *p.shape) for n, p in zip(self.names, self.pretrained, strict=True)}
             x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0)).to(self.device)
             y = torch.zeros(2, dtype=torch.long, device=self.device)
             scalers = LossScalers(2, self.device) if self.scaled else None
-            if scalers is not None:
-                scalers.scale.fill_(1.0)  # the gradients themselves compared, none overflowed
-            expected, _, _, _ = self._gradients(params, x, y, scalers)
+            expected, _, _, overflowed = self._gradients(params, x, y, scalers)
+            while overflowed is not None and bool(overflowed.any()) and float(scalers.scale.min()) > 1:
+                scalers.scale.mul_(0.5)  # backed off as a loss scaler does, to a scale at which nothing overflows
+                expected, _, _, overflowed = self._gradients(params, x, y, scalers)
             self.kernels = choice
             got, _, _, _ = self._gradients(params, x, y, scalers)
-            stray = max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
-                        for a, b in zip(got, expected, strict=True))
-            if not stray <= MODEL_STRAY[self.dtype]:
-                choice = choice.refused(f"the chosen kernels' gradients of {type(self.model).__name__} strayed "
-                                        f"{stray:.1e} from vmap's own, relative")
+            why = self._less_accurate(got, expected, params, x, y)
+            if why is not None:
+                choice = choice.refused(f"the chosen kernels' gradients of {type(self.model).__name__} {why}")
         self.kernels = choice
         return choice
+
+    def _less_accurate(self, got: list[torch.Tensor], expected: list[torch.Tensor], params: dict, x: torch.Tensor,
+                       y: torch.Tensor) -> Optional[str]:
+        """How the chosen kernels' gradients `got` compute worse than vmap's own `expected`, or None."""
+        if not self.scaled:
+            stray = max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
+                        for a, b in zip(got, expected, strict=True))
+            return None if stray <= MODEL_STRAY else f"strayed {stray:.1e} from vmap's own, relative"
+        weights = {n: p[0] for n, p in params.items()}
+        reference = [torch.stack(g) for g in zip(*(self._fp32_gradients(weights, x[i], y[i]) for i in range(2)),
+                                                 strict=True)]
+        own, chosen = _relative_error(expected, reference), _relative_error(got, reference)
+        if chosen <= FP16_ACCURACY * own + 1e-3:
+            return None
+        return f"are {chosen:.1e} from fp32's, relative, vmap's own {own:.1e}"
+
+    def _fp32_gradients(self, weights: dict, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        """One example's gradients in fp32, without vmap."""
+        def loss(trained):
+            logits = functional_call(self.model, {**trained, **self.constants}, (x.unsqueeze(0),))
+            return cross_entropy(logits, y.unsqueeze(0), Precision.fp32)
+        grads = grad(loss)(weights)
+        return [grads[n] for n in self.names]
 
     def _used_parameters(self, x: torch.Tensor) -> list[bool]:
         """Which trainable parameters the forward uses (the others get no gradient in the simple path)."""
@@ -303,6 +328,12 @@ class BatchedTrainer:
 
     def _distance(self, params: list[torch.Tensor]) -> float:
         return l2_norm([p - p0 for p, p0 in zip(params, self.pretrained, strict=True)])
+
+
+def _relative_error(got: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    """|got - reference| / |reference|, over all the tensors together."""
+    difference = sum(float((a.double() - b.double()).square().sum()) for a, b in zip(got, reference, strict=True))
+    return (difference / max(sum(float(b.double().square().sum()) for b in reference), 1e-300)) ** 0.5
 
 
 SYNC_EVERY = 8  # steps between reads of the loops' state on a GPU: a stopped loop computes at most 7 more

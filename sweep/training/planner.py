@@ -109,7 +109,7 @@ def plan(execution: ExecutionConfig, simple: Executor, todo: list[Task], initial
     if chosen.parallel == AUTO or chosen.parallel > 1:
         engine, chosen = _engine(trainer, simple.device, chosen, len(todo))
         if engine is not None:
-            chosen.kernels = _kernels(engine, execution.kernels, chosen.parallel, cache)
+            chosen.kernels = _kernels(engine, execution.kernels, chosen.parallel, chosen.threads, cache)
     if engine is not None or chosen.workers > 1:  # longest first: the last to finish are short ones
         todo = longest_first(todo, lambda task: initial_losses.get(task[1].path))
     log.info("execution: %s", chosen.describe())
@@ -140,12 +140,18 @@ def _engine(trainer: SingleExampleTrainer, device: torch.device, chosen: Plan,
     return engine, Plan(chosen.workers, chosen.threads, k, f"{chosen.reason}; K={k}" + (" (auto)" if auto else ""))
 
 
-def _kernels(engine: BatchedTrainer, setting: Kernels, k: int, cache: Optional[Path]) -> KernelChoice:
-    """The engine's convolution formulations for `setting`, put to use."""
+def _kernels(engine: BatchedTrainer, setting: Kernels, k: int, threads: int, cache: Optional[Path]) -> KernelChoice:
+    """The engine's convolution formulations for `setting`, put to use (timed at the torch threads each
+    process of the job will run)."""
     size = input_size(engine.model)
-    store = KernelCache(cache, engine.device, engine.dtype, k) if cache is not None else None
-    choice = engine.use_kernels(choose_kernels(setting, engine.conv_layers(size), k, engine.device, engine.dtype,
-                                               store), size)
+    store = KernelCache(cache, engine.device, engine.dtype, k, threads) if cache is not None else None
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        choice = engine.use_kernels(choose_kernels(setting, engine.conv_layers(size), k, engine.device, engine.dtype,
+                                                   store), size)
+    finally:
+        torch.set_num_threads(previous)
     if choice.why is not None:
         log.warning("execution.kernels=%s: %s; vmap's own convolutions used", setting.value, choice.why)
     return choice
