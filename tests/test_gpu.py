@@ -45,6 +45,21 @@ def test_engine_matches_the_simple_path_and_auto_takes_it(tmp_path, cache_dir):
     assert ((auto["loss_sum"] - simple["loss_sum"]).abs() <= 1e-4 * simple["loss_sum"].abs().max()).all()
 
 
+def test_the_kernel_choice_stays_within_the_tolerance_of_exact_kernels(tmp_path, cache_dir):
+    """`execution.kernels=auto` (the default) times cuDNN's choice among the formulations and keeps the rows
+    within the kernels' tolerance of vmap's own convolutions; a second run reads the timings back."""
+    from sweep.tolerance import KERNELS, agreement
+    exact, _ = job(tmp_path / "exact", cache_dir, "execution.parallel=4", "execution.kernels=exact")
+    auto, summary = job(tmp_path / "auto", cache_dir, "execution.parallel=4")
+    kernels = summary["execution"]["kernels"]
+    assert kernels["setting"] == "auto" and kernels["why"] is None
+    assert all("cudnn_benchmark" in shape["ms"] for shape in kernels["shapes"])
+    matched = agreement(auto, exact, KERNELS)
+    assert matched.ok, matched.describe()
+    _, again = job(tmp_path / "again", cache_dir, "execution.parallel=4")
+    assert again["execution"]["kernels"]["timed_shapes"] == 0
+
+
 def test_bf16_takes_the_simple_path_and_says_why(tmp_path, cache_dir):
     """bf16 through the engine changed steps on an H200 (the copies' batched bf16 products round
     otherwise than one example's): the engine is refused, asked for or not, and the rows are the

@@ -248,3 +248,21 @@ def test_in_fp16_auto_takes_only_kernels_that_compute_as_vmap_s_own():
     assert MATMUL not in measured["bit_equal"] and GROUPED in measured["bit_equal"]
     choice = choose_kernels(Kernels.auto, {layer: 1}, 4, torch.device("cpu"), torch.float16, None)
     assert choice.chosen[layer] in measured["bit_equal"]
+
+
+def test_when_vmap_s_own_convolution_fails_no_formulation_is_taken(monkeypatch):
+    """Out of memory in vmap's own (say): nothing to compare the others with, so none is timed or taken."""
+    layer_step = kernel_choice._layer_step
+
+    def failing(layer, name):
+        if name != GROUPED:
+            return layer_step(layer, name)
+
+        def step(*args):
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return step
+
+    monkeypatch.setattr(kernel_choice, "_layer_step", failing)
+    timing = kernel_choice.time_layer(_layer(LAYERS["1x1"]), 4, torch.device("cpu"), torch.float32)
+    assert timing == {"ms": dict.fromkeys(candidates("cpu")), "bit_equal": []}
+    assert kernel_choice._fastest(timing, bit_equal_only=False) == GROUPED
