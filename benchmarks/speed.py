@@ -65,8 +65,8 @@ from sweep.run.selection import sample_mistakes
 from sweep.tolerance import KERNELS
 from sweep.training.engine import BatchedTrainer
 from sweep.training.flops import count_step
-from sweep.training.hardware import exact_arithmetic
-from sweep.training.kernel_choice import KernelCache, KernelChoice, choose_kernels
+from sweep.training.hardware import exact_arithmetic, synchronize
+from sweep.training.kernel_choice import KernelChoice
 from sweep.training.loop import SingleExampleTrainer
 from sweep.training.planner import longest_first
 from sweep.training.sizing import engine_size
@@ -86,18 +86,13 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int | None = None
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = 0.0
     for _ in range(trials + 1):  # the first is a warm-up
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(repeats):
             a @ b
-        _sync(device)
+        synchronize(device)
         best = max(best, 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e12)
     return best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -194,9 +189,7 @@ KERNEL_CACHE = Path(tempfile.mkdtemp(prefix="speed-kernels-"))  # this benchmark
 
 def kernel_choice(engine: BatchedTrainer, size: tuple[int, ...], setting: Kernels) -> KernelChoice:
     """The engine's kernels for `setting`, put to use (timed once per benchmark run, then read back)."""
-    cache = KernelCache(KERNEL_CACHE, engine.device, engine.dtype, engine.parallel, torch.get_num_threads())
-    return engine.use_kernels(choose_kernels(setting, engine.conv_layers(size), engine.parallel, engine.device,
-                                             engine.dtype, cache), size)
+    return engine.choose_kernels(setting, size, KERNEL_CACHE, torch.get_num_threads())
 
 
 def auto_k(model, examples, lr, max_steps, train: TrainConfig = FP32) -> int:
@@ -236,10 +229,10 @@ def workers(n: int, k: int = 1, kernels: Kernels = Kernels.auto):
 def timed(run, model, examples, lr, max_steps, costs, device):
     """(steps per example, seconds, peak MB) of one run of a method."""
     reset_peak_memory(device)
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     steps, workers_mb = run(model, examples, lr, max_steps, costs)
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     return steps, seconds, peak_memory_mb(device) + workers_mb
 
@@ -406,8 +399,7 @@ def steps_verdict(steps: list[int], reference: list[int]) -> str:
         return "equal"
     gaps = [abs(a - b) for a, b in zip(steps, reference, strict=True)]
     equal = sum(g == 0 for g in gaps) / len(gaps)
-    tolerance = KERNELS
-    ok = equal >= tolerance.same_steps and max(gaps) <= tolerance.step_gap
+    ok = KERNELS.steps_within(equal, max(gaps))
     return f"{'within tolerance' if ok else 'DIFFER'} ({equal:.1%} equal, largest gap {max(gaps)})"
 
 

@@ -17,6 +17,10 @@ class Tolerance:
     loss_rtol: float
     step_gap: Optional[int] = None
 
+    def steps_within(self, steps_equal: float, largest_step_gap: int) -> bool:
+        """Whether steps equal in this share of the examples, none further apart than this, are within."""
+        return steps_equal >= self.same_steps and (self.step_gap is None or largest_step_gap <= self.step_gap)
+
 
 DEVICES = Tolerance(same_steps=0.9, loss_rtol=1e-3)  # a GPU's rows against a CPU's
 KERNELS = Tolerance(same_steps=0.99, loss_rtol=1e-3, step_gap=1)  # faster convolution kernels against exact ones
@@ -33,9 +37,8 @@ class Agreement:
 
     @property
     def ok(self) -> bool:
-        t = self.tolerance
-        return (self.status_equal == 1 and self.steps_equal >= t.same_steps and self.loss_rel_difference <= t.loss_rtol
-                and (t.step_gap is None or self.largest_step_gap <= t.step_gap))
+        return (self.status_equal == 1 and self.tolerance.steps_within(self.steps_equal, self.largest_step_gap)
+                and self.loss_rel_difference <= self.tolerance.loss_rtol)
 
     def describe(self) -> str:
         t = self.tolerance

@@ -153,8 +153,7 @@ def test_the_engine_on_other_kernels_stays_within_the_tolerance(mistakes, exact_
     model, examples = mistakes
     engine = BatchedTrainer(model, TrainConfig(), 3e-5, 60, parallel=4)
     size = tuple(examples[0][0].shape)
-    choice = engine.use_kernels(choose_kernels(setting, engine.conv_layers(size), 4, engine.device, engine.dtype,
-                                               None), size)
+    choice = engine.choose_kernels(setting, size, None, 1)
     assert choice.why is None and choice.differs()
     got = dict(engine.run((i, x, y, None) for i, (x, y) in enumerate(examples)))
 
@@ -208,8 +207,7 @@ def test_kernels_whose_step_strays_are_refused_with_the_reason(mistakes, monkeyp
     monkeypatch.setattr(conv_kernels, "matmul_forward", lambda *a: wrong(*a) * 1.01)
     engine = BatchedTrainer(model, TrainConfig(), 3e-5, 60, parallel=4)
     size = tuple(examples[0][0].shape)
-    choice = engine.use_kernels(choose_kernels(Kernels.matmul, engine.conv_layers(size), 4, engine.device,
-                                               engine.dtype, None), size)
+    choice = engine.choose_kernels(Kernels.matmul, size, None, 1)
     assert not choice.differs() and "strayed" in choice.why and "from vmap's own" in choice.why
     assert choice.describe().startswith("kernels: exact (the chosen kernels' gradients of ")
     assert choice.summary()["why"] == choice.why
@@ -226,8 +224,7 @@ def test_in_fp16_kernels_are_judged_by_their_accuracy_against_fp32(mistakes, mon
 
     def choose():
         engine = BatchedTrainer(model, TrainConfig(precision=Precision.fp16_scaler), 3e-5, 60, parallel=4)
-        return engine.use_kernels(choose_kernels(Kernels.matmul, engine.conv_layers(size), 4, engine.device,
-                                                 engine.dtype, None), size)
+        return engine.choose_kernels(Kernels.matmul, size, None, 1)
 
     assert choose().why is None
     wrong = conv_kernels.matmul_backward

@@ -64,7 +64,7 @@ def _columns(x: torch.Tensor, spec: ConvSpec, kernel: tuple[int, ...]) -> torch.
 
 def _uncolumns(cols: torch.Tensor, spec: ConvSpec, kernel: tuple[int, ...], shape: torch.Size) -> torch.Tensor:
     """The adjoint of `_columns`: patch gradients (K, N, C * kh * kw, L) summed back onto the input's shape."""
-    k, n, c, h, w = shape
+    k, n, _, h, w = shape
     if _pointwise(spec, kernel):
         if spec.stride == (1, 1):
             return cols.reshape(shape)

@@ -12,17 +12,27 @@ import contextlib
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
-from sweep.config import ModelMode, Precision, TrainConfig
+from sweep.config import Kernels, ModelMode, Precision, TrainConfig
 from sweep.outputs import Status
 from sweep.training.copies import Copies, Loops, Slot, compacted
 from sweep.training.exact_copies import ExactCopies
-from sweep.training.kernel_choice import FP16_ACCURACY, MODEL_STRAY, ChosenKernels, ConvLayer, KernelChoice, conv_layers
+from sweep.training.kernel_choice import (
+    FP16_ACCURACY,
+    MODEL_STRAY,
+    ChosenKernels,
+    ConvLayer,
+    KernelCache,
+    KernelChoice,
+    choose_kernels,
+    conv_layers,
+)
 from sweep.training.loop import Outcome, el2n_tensor, l2_norm, l2_norm_tensor, margin_tensor
 from sweep.training.precision import autocast_context
 from sweep.training.probe import Probe, ProbeResult
@@ -60,6 +70,7 @@ class BatchedTrainer:
         self.autocast = autocast_context(train.precision, self.device.type)
         self.scaled = train.precision == Precision.fp16_scaler  # a loss scaler per copy (sweep.training.scalers)
         self.kernels: Optional[KernelChoice] = None  # vmap's own convolutions until `use_kernels`
+        self._routed: Optional[dict] = None  # the shapes routed to other formulations, when any is
         loss = self._scaled_loss if self.scaled else self._loss
         self._step = vmap(grad_and_value(loss, has_aux=True), in_dims=(0, None, 0, 0, *[0] * self.scaled))
 
@@ -103,6 +114,15 @@ class BatchedTrainer:
         """What the copies' convolutions compute in."""
         return torch.float16 if self.scaled else torch.float32
 
+    def choose_kernels(self, setting: Kernels, input_size: tuple[int, ...], cache: Optional[Path],
+                       threads: int) -> KernelChoice:
+        """The convolution formulations for `setting` at this engine's K, put to use (`use_kernels`);
+        timings kept under `cache` (None: not kept) for a process of `threads` torch threads."""
+        store = KernelCache(cache, self.device, self.dtype, self.parallel, threads) if cache is not None else None
+        layers = self.conv_layers(input_size)
+        return self.use_kernels(choose_kernels(setting, layers, self.parallel, self.device, self.dtype, store),
+                                input_size)
+
     def use_kernels(self, choice: KernelChoice, input_size: tuple[int, ...]) -> KernelChoice:
         """Run each convolution on its formulation in `choice` from now on (after `unbatchable`, whose
         fp16 check compares vmap's own convolutions with one example's), unless a step of two copies
@@ -120,13 +140,16 @@ class BatchedTrainer:
             while overflowed is not None and bool(overflowed.any()) and float(scalers.scale.min()) > 1:
                 scalers.scale.mul_(0.5)  # backed off as a loss scaler does, to a scale at which nothing overflows
                 expected, _, _, overflowed = self._gradients(params, x, y, scalers)
-            self.kernels = choice
+            self._set_kernels(choice)
             got, _, _, _ = self._gradients(params, x, y, scalers)
             why = self._less_accurate(got, expected, params, x, y)
             if why is not None:
                 choice = choice.refused(f"the chosen kernels' gradients of {type(self.model).__name__} {why}")
-        self.kernels = choice
+        self._set_kernels(choice)
         return choice
+
+    def _set_kernels(self, choice: KernelChoice) -> None:
+        self.kernels, self._routed = choice, choice.chosen if choice.differs() else None
 
     def _less_accurate(self, got: list[torch.Tensor], expected: list[torch.Tensor], params: dict, x: torch.Tensor,
                        y: torch.Tensor) -> Optional[str]:
@@ -165,9 +188,7 @@ class BatchedTrainer:
 
     def _kernel_mode(self) -> contextlib.AbstractContextManager:
         """The chosen convolution formulations (inside ExactCopies' casts, which hand them fp16 inputs)."""
-        if self.kernels is None or not self.kernels.differs():
-            return contextlib.nullcontext()
-        return ChosenKernels(self.kernels.chosen)
+        return contextlib.nullcontext() if self._routed is None else ChosenKernels(self._routed)
 
     def _fp16_casts(self) -> contextlib.AbstractContextManager:
         """In fp16, what makes each vmapped copy compute as one example does under autocast."""

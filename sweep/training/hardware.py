@@ -103,6 +103,12 @@ def nondeterministic_operations():
         yield seen
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU's), so that a clock read after it times that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
 

@@ -10,6 +10,7 @@ as one example does), or one formulation for every layer it applies to.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -27,7 +28,7 @@ from torch.overrides import TorchFunctionMode
 from sweep.config import Kernels
 from sweep.files import atomic_write_text
 from sweep.training.conv_kernels import GROUPED, ChosenConv, ConvSpec, candidates
-from sweep.training.hardware import device_name
+from sweep.training.hardware import device_name, synchronize
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,6 @@ def _layer_step(layer: ConvLayer, name: str):
     return vmap(grad(loss, argnums=(0, 1), has_aux=True))
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_layer(layer: ConvLayer, k: int, device: torch.device, dtype: torch.dtype) -> dict:
     """{"ms": milliseconds per step of each formulation on this layer (best of REPEATS after a warm-up),
     None for one whose output or gradients stray from vmap's own (or that fails, or all when vmap's own
@@ -163,10 +159,10 @@ def time_layer(layer: ConvLayer, k: int, device: torch.device, dtype: torch.dtyp
             continue
         best = float("inf")
         for _ in range(REPEATS):
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             step(x, weight, out_grad)
-            _sync(device)
+            synchronize(device)
             best = min(best, time.perf_counter() - start)
         times[name] = round(best * 1e3, 4)
     return {"ms": times, "bit_equal": equal}
@@ -190,8 +186,7 @@ class KernelChoice:
 
     def refused(self, why: str) -> KernelChoice:
         """vmap's own convolutions for every layer instead, and why."""
-        return KernelChoice(self.setting, self.layers, dict.fromkeys(self.chosen, GROUPED), self.timings, self.timed,
-                            self.seconds, why)
+        return dataclasses.replace(self, chosen=dict.fromkeys(self.chosen, GROUPED), why=why)
 
     def differs(self) -> bool:
         """Whether any layer runs on another formulation than vmap's own."""
@@ -262,12 +257,12 @@ def choose_kernels(setting: Kernels, layers: dict[ConvLayer, int], k: int, devic
                    cache: Optional[KernelCache]) -> KernelChoice:
     """The formulation of each convolution shape in `layers` (as `conv_layers` counts them) for `setting`
     (timing the shapes the cache does not know for `auto`). In fp16 `auto` takes only formulations that
-    compute as vmap's own bit for bit: another order of summation moved about one example in five by a
-    step there (benchmarks/README.md), outside the kernels' tolerance (sweep.tolerance.KERNELS)."""
+    compute as vmap's own bit for bit: another order of summation moved steps there beyond the kernels'
+    tolerance (sweep.tolerance.KERNELS; measured in benchmarks/README.md)."""
     choice = KernelChoice(setting, layers)
     if setting != Kernels.auto:
         name = GROUPED if setting == Kernels.exact else setting.value
-        choice.chosen = {layer: name for layer in layers}
+        choice.chosen = dict.fromkeys(layers, name)
         return choice
     start = time.perf_counter()
     known = cache.read() if cache is not None else {}

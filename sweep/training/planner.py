@@ -17,7 +17,7 @@ from sweep.errors import UserError
 from sweep.models import input_size
 from sweep.training.engine import BatchedTrainer, batched_engine
 from sweep.training.executor import Executor, Task
-from sweep.training.kernel_choice import KernelCache, KernelChoice, choose_kernels
+from sweep.training.kernel_choice import KernelChoice
 from sweep.training.loop import SingleExampleTrainer
 from sweep.training.sizing import engine_size
 
@@ -109,7 +109,7 @@ def plan(execution: ExecutionConfig, simple: Executor, todo: list[Task], initial
     if chosen.parallel == AUTO or chosen.parallel > 1:
         engine, chosen = _engine(trainer, simple.device, chosen, len(todo))
         if engine is not None:
-            chosen.kernels = _kernels(engine, execution.kernels, chosen.parallel, chosen.threads, cache)
+            chosen.kernels = _kernels(engine, execution.kernels, chosen.threads, cache)
     if engine is not None or chosen.workers > 1:  # longest first: the last to finish are short ones
         todo = longest_first(todo, lambda task: initial_losses.get(task[1].path))
     log.info("execution: %s", chosen.describe())
@@ -140,16 +140,13 @@ def _engine(trainer: SingleExampleTrainer, device: torch.device, chosen: Plan,
     return engine, Plan(chosen.workers, chosen.threads, k, f"{chosen.reason}; K={k}" + (" (auto)" if auto else ""))
 
 
-def _kernels(engine: BatchedTrainer, setting: Kernels, k: int, threads: int, cache: Optional[Path]) -> KernelChoice:
+def _kernels(engine: BatchedTrainer, setting: Kernels, threads: int, cache: Optional[Path]) -> KernelChoice:
     """The engine's convolution formulations for `setting`, put to use (timed at the torch threads each
     process of the job will run)."""
-    size = input_size(engine.model)
-    store = KernelCache(cache, engine.device, engine.dtype, k, threads) if cache is not None else None
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        choice = engine.use_kernels(choose_kernels(setting, engine.conv_layers(size), k, engine.device, engine.dtype,
-                                                   store), size)
+        choice = engine.choose_kernels(setting, input_size(engine.model), cache, threads)
     finally:
         torch.set_num_threads(previous)
     if choice.why is not None:
