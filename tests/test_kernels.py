@@ -148,7 +148,8 @@ def exact_outcomes(mistakes):
     return dict(engine.run((i, x, y, None) for i, (x, y) in enumerate(examples)))
 
 
-@pytest.mark.parametrize("setting", [Kernels.matmul, pytest.param(Kernels.channels_last, marks=pytest.mark.slow)])
+@pytest.mark.slow  # an exact engine run and one per setting (CI's slow line runs them)
+@pytest.mark.parametrize("setting", [Kernels.matmul, Kernels.channels_last])
 def test_the_engine_on_other_kernels_stays_within_the_tolerance(mistakes, exact_outcomes, setting):
     model, examples = mistakes
     engine = BatchedTrainer(model, TrainConfig(), 3e-5, 60, parallel=4)
@@ -213,6 +214,7 @@ def test_kernels_whose_step_strays_are_refused_with_the_reason(mistakes, monkeyp
     assert choice.summary()["why"] == choice.why
 
 
+@pytest.mark.slow  # two fp16 engines with fp32 references (CI's slow line runs it)
 def test_in_fp16_kernels_are_judged_by_their_accuracy_against_fp32(mistakes, monkeypatch):
     """fp16's own rounding moves a model's gradients, so in fp16 the chosen kernels must be about as close
     to one example's fp32 gradients as vmap's own: unbatched matrix products are; a formulation off by
