@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers.configs import compose_config, tiny_universe_overrides
-from sweep.config import ModelMode, Optimizer, Precision, TrainConfig
+from sweep.config import Optimizer, Precision, TrainConfig
 from sweep.run.job import run
 from sweep.run.results import finished
 from sweep.training.copies import Copies
@@ -113,13 +113,11 @@ def test_run_with_parallel_gives_the_simple_path_results(tmp_path, cache_dir):
     assert (batched_full["probe_loss_after"] - simple_full["probe_loss_after"]).abs().max() <= 1e-4
 
 
-def test_train_mode_falls_back_with_a_reason(mistakes):
+def test_bf16_falls_back_with_a_reason(mistakes):
     model, examples = mistakes
     size = tuple(examples[0][0].shape)
     engine, reason = batched_engine(model, TrainConfig(), 1e-3, 5, 2, size)
     assert isinstance(engine, BatchedTrainer) and reason is None
-    engine, reason = batched_engine(model, TrainConfig(mode=ModelMode.train), 1e-3, 5, 2, size)
-    assert engine is None and reason.startswith("train.mode=train: the engine does not reproduce per copy")
     engine, reason = batched_engine(model, TrainConfig(precision=Precision.bf16), 1e-3, 5, 2, size)
     assert engine is None and reason.startswith("train.precision=bf16")
 

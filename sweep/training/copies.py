@@ -36,50 +36,63 @@ class Copies:
     optimizer whose state is stacked the same way (each copy with the state a fresh optimizer of its
     own would have: its step counts and moments).
 
+    In train mode each copy has its own `states` too (BatchNorm's running statistics, which its
+    forward passes move), held, reset and kept like its parameters but never stepped.
+
     Parameters the forward does not use (`used` False) get no gradient in the simple path and are
     never stepped, so weight decay leaves them alone here too. `stopped` holds each copy's weights as
     they were when its loop stopped: every copy is stepped (which copies stopped is known on the
     device only, until the next synchronisation), and one that stopped drifts on unseen until it is
-    refilled. Dropping copies moves the kept ones to the front: `stacked` and `stopped` are views of
-    the first `count` slots.
+    refilled. Dropping copies moves the kept ones to the front: `stacked`, `states` and their `stopped`
+    ones are views of the first slots.
     """
 
     def __init__(self, pretrained: list[torch.Tensor], k: int, make: Callable[..., StackedOptimizer],
-                 used: list[bool]):
-        self.pretrained, self.used = pretrained, used
-        self.slots = [p.unsqueeze(0).repeat(k, *([1] * p.dim())) for p in pretrained]
+                 used: list[bool], states: tuple[torch.Tensor, ...] = ()):
+        self.pretrained, self.used, self.initial_states = pretrained, used, states
+        self.slots = [_repeated(p, k) for p in pretrained]
+        self.state_slots = [_repeated(s, k) for s in states]
         self.stopped_slots = [s.clone() for s in self.slots]
+        self.stopped_state_slots = [s.clone() for s in self.state_slots]
         self.grads = [torch.zeros_like(s) for s in self._used(self.slots)]
         self.optimizer = make(self._used(self.slots), self.grads)
-        self.stacked, self.stopped = self.slots, self.stopped_slots
+        self._views(k)
+
+    def _views(self, n: int) -> None:
+        self.stacked, self.stopped = [s[:n] for s in self.slots], [s[:n] for s in self.stopped_slots]
+        self.states, self.stopped_states = [s[:n] for s in self.state_slots], [s[:n] for s in self.stopped_state_slots]
 
     def _used(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         return [tensor for tensor, used in zip(tensors, self.used, strict=True) if used]
 
     def reset(self, i: int) -> None:
-        """Copy i back to the pretrained weights with a fresh optimizer state."""
-        for stacked, p0 in zip(self.stacked, self.pretrained, strict=True):
-            stacked[i].copy_(p0)
+        """Copy i back to the pretrained weights and states with a fresh optimizer state."""
+        for stacked, initial in zip(self.stacked + self.states, self.pretrained + list(self.initial_states),
+                                    strict=True):
+            stacked[i].copy_(initial)
         self.optimizer.reset(i)
 
     def keep(self, order: list[int]) -> None:
-        """Keep len(order) copies: slot j takes copy order[j] (its parameters, stopped weights and
-        optimizer state; moved only where j differs); the others are no longer computed."""
+        """Keep len(order) copies: slot j takes copy order[j] (its parameters, states, stopped weights
+        and optimizer state; moved only where j differs); the others are no longer computed."""
         moves = move_rows(order)
         if moves is not None:
-            for tensor in self.slots + self.stopped_slots:
+            for tensor in self.slots + self.stopped_slots + self.state_slots + self.stopped_state_slots:
                 tensor[moves[0]] = tensor[moves[1]]
         self.optimizer.keep(order)
-        n = len(order)
-        self.stacked, self.stopped = [s[:n] for s in self.slots], [s[:n] for s in self.stopped_slots]
+        self._views(len(order))
 
     def record_stops(self, stopping: torch.Tensor) -> None:
-        """Keep the current weights of the copies whose loops stop now (`stopping`: a bool per copy)."""
-        for held, current in zip(self.stopped, self.stacked, strict=True):
+        """Keep the current weights and states of the copies whose loops stop now (`stopping`: a bool
+        per copy)."""
+        for held, current in zip(self.stopped + self.stopped_states, self.stacked + self.states, strict=True):
             torch.where(stopping.view(-1, *([1] * (current.dim() - 1))), current, held, out=held)
 
     def stopped_weights(self, i: int) -> list[torch.Tensor]:
         return [s[i] for s in self.stopped]
+
+    def stopped_state(self, i: int) -> list[torch.Tensor]:
+        return [s[i] for s in self.stopped_states]
 
     def step(self, grads: list[torch.Tensor], skip: Optional[torch.Tensor] = None) -> None:
         """One optimizer update of every copy with its slice of `grads`, but those that `skip` (a bool per
@@ -87,6 +100,11 @@ class Copies:
         for buffer, g in zip(self.grads, self._used(grads), strict=True):
             buffer[:len(g)].copy_(g)
         self.optimizer.step(None if skip is None else [i for i, skipped in enumerate(skip.tolist()) if not skipped])
+
+
+def _repeated(tensor: torch.Tensor, k: int) -> torch.Tensor:
+    """K copies of `tensor`, stacked: (K, ...)."""
+    return tensor.unsqueeze(0).repeat(k, *([1] * tensor.dim()))
 
 
 class Loops:

@@ -3,8 +3,8 @@ in one vmapped forward/backward per step (torch.func), with finished slots refil
 
 Each copy follows exactly the loop of `sweep.training.loop` (same checks, same order, and optimizer
 state of its own that starts fresh with each example; with train.precision=fp16_scaler, a loss
-scaler of its own too), so per-example outcomes match the simple path up to floating-point
-reduction order.
+scaler of its own too; in train mode, BatchNorm running statistics of its own), so per-example
+outcomes match the simple path up to floating-point reduction order (in fp16, bit for bit).
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
 from sweep.config import Kernels, ModelMode, Precision, TrainConfig
+from sweep.models import eval_mode
 from sweep.outputs import Status
 from sweep.training.copies import Copies, Loops, Slot, compacted
-from sweep.training.exact_copies import ExactCopies
+from sweep.training.exact_copies import BatchNormLayout, BatchNormLayouts, ExactCopies
 from sweep.training.kernel_choice import (
     FP16_ACCURACY,
     MODEL_STRAY,
@@ -58,56 +59,83 @@ class BatchedTrainer:
                  log_steps: bool = False, probe: Optional[Probe] = None, sync_every: Optional[int] = None):
         self.model, self.train, self.lr, self.max_steps, self.parallel = model, train, lr, max_steps, parallel
         self.log_steps, self.probe = log_steps, probe  # the probe: evaluated with each copy's final weights
-        self.model.eval()
+        self.training = train.mode == ModelMode.train
+        self.model.train(self.training)
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.pretrained = [p.detach().clone() for n, p in model.named_parameters() if p.requires_grad]
         self.device = self.pretrained[0].device
         self.sync_every = sync_every or (min(SYNC_EVERY, max_steps + 1) if self.device.type == "cuda" else 1)
         self.vmapped_probe = self.device.type == "cuda"  # on a CPU, one copy after another is as fast
-        # shared by all copies and never updated: buffers (eval mode) and frozen parameters
-        self.constants = {**{n: b.detach() for n, b in model.named_buffers()},
+        # in train mode each copy's own buffers (BatchNorm's running statistics, moved by every forward)
+        buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+        self.states = buffers if self.training else {}
+        # shared by all copies and never updated: frozen parameters, and buffers in eval mode
+        self.constants = {**({} if self.training else buffers),
                           **{n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}}
         self.autocast = autocast_context(train.precision, self.device.type)
         self.scaled = train.precision == Precision.fp16_scaler  # a loss scaler per copy (sweep.training.scalers)
         self.kernels: Optional[KernelChoice] = None  # vmap's own convolutions until `use_kernels`
         self._routed: Optional[dict] = None  # the shapes routed to other formulations, when any is
+        self._layouts: Optional[list[BatchNormLayout]] = None  # of one example's BatchNorm calls (`_record_layouts`)
+        self._layouts_size: Optional[tuple[int, ...]] = None
         loss = self._scaled_loss if self.scaled else self._loss
-        self._step = vmap(grad_and_value(loss, has_aux=True), in_dims=(0, None, 0, 0, *[0] * self.scaled))
+        self._step = vmap(grad_and_value(loss, has_aux=True), in_dims=(0, 0, None, 0, 0, *[0] * self.scaled))
 
     def unbatchable(self, input_size: tuple[int, ...]) -> Optional[str]:
         """Why vmap cannot run this model (an operation it cannot batch, such as `.item()` in a
         forward), found by one step of two copies on zero inputs of `input_size`; None if it can."""
         params = {n: p.unsqueeze(0).expand(2, *p.shape) for n, p in zip(self.names, self.pretrained, strict=True)}
         try:
-            self._gradients(params, torch.zeros(2, *input_size, device=self.device),
+            self._gradients(params, self._fresh_states(2), torch.zeros(2, *input_size, device=self.device),
                             torch.zeros(2, dtype=torch.long, device=self.device),
                             LossScalers(2, self.device) if self.scaled else None)
         except torch.cuda.OutOfMemoryError:
             return "out of GPU memory in a probe step of 2 copies"
         except RuntimeError as error:
-            return f"vmap cannot batch {type(self.model).__name__} ({str(error).splitlines()[0]})"
+            first = str(error).splitlines()[0]
+            if "randomness" in first:  # vmap refuses random draws by default
+                return (f"train.mode=train: {type(self.model).__name__} draws random numbers in its forward "
+                        f"(dropout or drop path), and the copies cannot draw each example's masks as the simple "
+                        f"path does")
+            return f"vmap cannot batch {type(self.model).__name__} ({first})"
         if self.scaled:
             return self._fp16_differs(params, input_size)
         return None
 
     def _fp16_differs(self, params: dict, input_size: tuple[int, ...]) -> Optional[str]:
-        """Why the copies' fp16 logits differ from one example's under autocast (on a seeded random
-        input), or None when they are equal, bit for bit."""
+        """Why the copies' fp16 step differs from one example's under autocast (its logits or its
+        unscaled gradients, on a seeded random input), or None when they are equal, bit for bit."""
         x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0)).to(self.device)
-        _, _, logits, _ = self._gradients(params, x, torch.zeros(2, dtype=torch.long, device=self.device),
-                                          LossScalers(2, self.device))
-        weights = {**dict(zip(self.names, self.pretrained, strict=True)), **self.constants}
-        with torch.no_grad(), self.autocast():
-            alone = functional_call(self.model, weights, (x[:1],)).float()[0]
-        if torch.equal(logits[0], alone):
+        y = torch.zeros(2, dtype=torch.long, device=self.device)
+        scalers = LossScalers(2, self.device)
+        scalers.scale.fill_(FP16_CHECK_SCALE)
+        grads, _, logits, _ = self._gradients(params, self._fresh_states(2), x, y, scalers)
+        weights = {n: p.detach().requires_grad_() for n, p in zip(self.names, self.pretrained, strict=True)}
+        with self.autocast():
+            alone = functional_call(self.model, self._weights(weights), (x[:1],))
+        loss = cross_entropy(alone, y[:1], self.train.precision) * FP16_CHECK_SCALE
+        expected = torch.autograd.grad(loss, list(weights.values()), allow_unused=True)
+        inverse = torch.tensor(1 / FP16_CHECK_SCALE, device=self.device)
+        same = torch.equal(logits[0], alone.detach().float()[0]) and all(
+            e is None or torch.equal(g[0], e * inverse) for g, e in zip(grads, expected, strict=True))
+        if same:
             return None
-        return (f"train.precision=fp16_scaler: the copies' fp16 forward of {type(self.model).__name__} computes "
+        return (f"train.precision=fp16_scaler: the copies' fp16 step of {type(self.model).__name__} computes "
                 f"otherwise than one example's (an operation vmap batches differently)")
 
     def conv_layers(self, input_size: tuple[int, ...]) -> dict[ConvLayer, int]:
         """The model's convolution shapes for one example of `input_size`, and how many layers have each."""
-        return conv_layers(self.model, {**dict(zip(self.names, self.pretrained, strict=True)), **self.constants},
-                           input_size, self.device)
+        return conv_layers(self.model, self._weights(), input_size, self.device)
+
+    def _weights(self, params: Optional[dict] = None) -> dict[str, torch.Tensor]:
+        """One model's parameters (the pretrained ones by default), states and constants, for one
+        forward of its own (the states fresh: a forward in train mode moves them)."""
+        params = dict(zip(self.names, self.pretrained, strict=True)) if params is None else params
+        return {**params, **{n: s.clone() for n, s in self.states.items()}, **self.constants}
+
+    def _fresh_states(self, k: int) -> dict[str, torch.Tensor]:
+        """K copies of the pretrained states, stacked (K, ...)."""
+        return {n: s.unsqueeze(0).repeat(k, *([1] * s.dim())) for n, s in self.states.items()}
 
     @property
     def dtype(self) -> torch.dtype:
@@ -136,12 +164,12 @@ class BatchedTrainer:
             x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0)).to(self.device)
             y = torch.zeros(2, dtype=torch.long, device=self.device)
             scalers = LossScalers(2, self.device) if self.scaled else None
-            expected, _, _, overflowed = self._gradients(params, x, y, scalers)
+            expected, _, _, overflowed = self._gradients(params, self._fresh_states(2), x, y, scalers)
             while overflowed is not None and bool(overflowed.any()) and float(scalers.scale.min()) > 1:
                 scalers.scale.mul_(0.5)  # backed off as a loss scaler does, to a scale at which nothing overflows
-                expected, _, _, overflowed = self._gradients(params, x, y, scalers)
+                expected, _, _, overflowed = self._gradients(params, self._fresh_states(2), x, y, scalers)
             self._set_kernels(choice)
-            got, _, _, _ = self._gradients(params, x, y, scalers)
+            got, _, _, _ = self._gradients(params, self._fresh_states(2), x, y, scalers)
             why = self._less_accurate(got, expected, params, x, y)
             if why is not None:
                 choice = choice.refused(f"the chosen kernels' gradients of {type(self.model).__name__} {why}")
@@ -169,46 +197,67 @@ class BatchedTrainer:
     def _fp32_gradients(self, weights: dict, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         """One example's gradients in fp32, without vmap."""
         def loss(trained):
-            logits = functional_call(self.model, {**trained, **self.constants}, (x.unsqueeze(0),))
+            logits = functional_call(self.model, self._weights(trained), (x.unsqueeze(0),))
             return cross_entropy(logits, y.unsqueeze(0), Precision.fp32)
         grads = grad(loss)(weights)
         return [grads[n] for n in self.names]
 
     def _used_parameters(self, x: torch.Tensor) -> list[bool]:
         """Which trainable parameters the forward uses (the others get no gradient in the simple path)."""
+        self._record_layouts(tuple(x.shape))
         params = {n: p.detach().requires_grad_() for n, p in zip(self.names, self.pretrained, strict=True)}
-        loss, _ = self._loss(params, self.constants, x, torch.zeros((), dtype=torch.long, device=x.device))
+        loss, _ = self._loss(params, {n: s.clone() for n, s in self.states.items()}, self.constants, x,
+                             torch.zeros((), dtype=torch.long, device=x.device))
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         return [g is not None for g in grads]
 
-    def _loss(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor):
-        with self.autocast(), self._kernel_mode(), self._fp16_casts():
-            logits = functional_call(self.model, ({**params, **buffers}), (x.unsqueeze(0),))
+    def _record_layouts(self, input_size: tuple[int, ...]) -> None:
+        """The memory formats each BatchNorm call's kernel sees in one example's step on inputs of
+        `input_size` (which `ExactCopies` folds the copies into), recorded once per input size when
+        the copies need them."""
+        if not (self.scaled or self.training) or self._layouts_size == input_size:
+            return
+        params = {n: p.detach().requires_grad_() for n, p in zip(self.names, self.pretrained, strict=True)}
+        x = torch.zeros(1, *input_size, device=self.device)
+        with BatchNormLayouts() as recorder:
+            with self.autocast():
+                logits = functional_call(self.model, self._weights(params), (x,))
+            loss = cross_entropy(logits, torch.zeros(1, dtype=torch.long, device=self.device), self.train.precision)
+        torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        self._layouts, self._layouts_size = recorder.seen, input_size
+
+    def _loss(self, params: dict, states: dict, constants: dict, x: torch.Tensor, y: torch.Tensor):
+        with self.autocast(), self._kernel_mode(), self._exact_copies():
+            logits = functional_call(self.model, ({**params, **states, **constants}), (x.unsqueeze(0),))
         return cross_entropy(logits, y.unsqueeze(0), self.train.precision), logits.detach().float().squeeze(0)
 
     def _kernel_mode(self) -> contextlib.AbstractContextManager:
         """The chosen convolution formulations (inside ExactCopies' casts, which hand them fp16 inputs)."""
         return contextlib.nullcontext() if self._routed is None else ChosenKernels(self._routed)
 
-    def _fp16_casts(self) -> contextlib.AbstractContextManager:
-        """In fp16, what makes each vmapped copy compute as one example does under autocast."""
-        if not self.scaled:
+    def _exact_copies(self) -> contextlib.AbstractContextManager:
+        """What makes each vmapped copy compute as one example does: in train mode its own BatchNorm
+        statistics, in fp16 autocast's casts."""
+        if not (self.scaled or self.training):
             return contextlib.nullcontext()
-        return ExactCopies(self.device.type, torch.float16)
+        return ExactCopies(self.device.type, torch.float16 if self.scaled else None, self._layouts or [])
 
-    def _scaled_loss(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor):
+    def _scaled_loss(self, params: dict, states: dict, constants: dict, x: torch.Tensor, y: torch.Tensor,
+                     scale: torch.Tensor):
         """The loss times the copy's loss scale (whose gradient is taken), and the loss itself."""
-        loss, logits = self._loss(params, buffers, x, y)
+        loss, logits = self._loss(params, states, constants, x, y)
         return loss * scale, (loss.detach(), logits)
 
-    def _gradients(self, weights: dict, xs: torch.Tensor, ys: torch.Tensor, scalers: Optional[LossScalers]):
-        """One vmapped forward and backward of every copy: (gradients in `names` order, losses, logits, and
-        with loss scalers whether each copy's gradient overflowed, else None). Scaled gradients come
-        back unscaled, as GradScaler.unscale_ leaves them."""
+    def _gradients(self, weights: dict, states: dict, xs: torch.Tensor, ys: torch.Tensor,
+                   scalers: Optional[LossScalers]):
+        """One vmapped forward and backward of every copy (which moves its `states` in train mode):
+        (gradients in `names` order, losses, logits, and with loss scalers whether each copy's gradient
+        overflowed, else None). Scaled gradients come back unscaled, as GradScaler.unscale_ leaves them."""
+        self._record_layouts(tuple(xs.shape[1:]))
         if scalers is None:
-            grads, (losses, logits) = self._step(weights, self.constants, xs, ys)
+            grads, (losses, logits) = self._step(weights, states, self.constants, xs, ys)
             return [grads[n] for n in self.names], losses, logits, None
-        grads, (_, (losses, logits)) = self._step(weights, self.constants, xs, ys, scalers.scale)
+        grads, (_, (losses, logits)) = self._step(weights, states, self.constants, xs, ys, scalers.scale)
         grads = [grads[n] for n in self.names]
         return grads, losses, logits, scalers.unscale_(grads)
 
@@ -225,7 +274,8 @@ class BatchedTrainer:
         initial = list(itertools.islice(queue, self.parallel))
         if not initial:
             return
-        copies = Copies(self.pretrained, len(initial), self._optimizer, self._used_parameters(initial[0][1]))
+        copies = Copies(self.pretrained, len(initial), self._optimizer, self._used_parameters(initial[0][1]),
+                        tuple(self.states.values()))
         loops = Loops(len(initial), self.device)
         scalers = LossScalers(len(initial), self.device) if self.scaled else None
         xs = torch.stack([x for _, x, _, _ in initial])
@@ -259,7 +309,8 @@ class BatchedTrainer:
                 fresh = {order.index(i) for i in fresh}
             for _ in range(self.sync_every):
                 weights = dict(zip(self.names, copies.stacked, strict=True))
-                grads, losses, logits, overflowed = self._gradients(weights, xs, ys, scalers)
+                states = dict(zip(self.states, copies.states, strict=True))
+                grads, losses, logits, overflowed = self._gradients(weights, states, xs, ys, scalers)
                 predictions = logits.argmax(1)
                 for i in fresh:  # step 0 of a new example: its baselines, kept on the device
                     loops.initial_loss[i], loops.initial_prediction[i] = losses[i], predictions[i]
@@ -328,24 +379,36 @@ class BatchedTrainer:
         if self.probe is None or not stopped:
             return {}
         if not self.vmapped_probe or len(stopped) == 1:
-            return {i: self.probe.after(self._forward(copies.stopped_weights(i)), steps, slots[i].key)
+            return {i: self.probe.after(self._forward(copies.stopped_weights(i), copies.stopped_state(i)), steps,
+                                        slots[i].key)
                     for i, steps in stopped}
         tick = time.perf_counter()
         positions = [self.probe.positions(steps, slots[i].key) for i, steps in stopped]
         longest = max(len(p) for p in positions)
         padded = torch.stack([torch.cat([p, p[:1].expand(longest - len(p))]) for p in positions])  # cut off below
         index = torch.tensor([i for i, _ in stopped], device=self.device)
-        weights = {name: s[index] for name, s in zip(self.names, copies.stopped, strict=True)}
+        held = zip([*self.names, *self.states], copies.stopped + copies.stopped_states, strict=True)
+        weights = {name: s[index] for name, s in held}
         forward = vmap(lambda w, batch: functional_call(self.model, {**w, **self.constants}, (batch,)))
-        right, loss = self.probe.judge_many(lambda batches: forward(weights, batches), padded)
+
+        def judged(batches: torch.Tensor) -> torch.Tensor:
+            with eval_mode(self.model):
+                return forward(weights, batches)
+        right, loss = self.probe.judge_many(judged, padded)
         seconds = (time.perf_counter() - tick) / len(stopped)
         return {i: self.probe.result(p, right[n, :len(p)], loss[n, :len(p)], seconds)
                 for n, ((i, _), p) in enumerate(zip(stopped, positions, strict=True))}
 
-    def _forward(self, params: list[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Logits of a batch at one copy's weights (the engine runs in eval mode)."""
-        weights = {**dict(zip(self.names, params, strict=True)), **self.constants}
-        return lambda batch: functional_call(self.model, weights, (batch,))
+    def _forward(self, params: list[torch.Tensor],
+                 states: list[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Logits of a batch at one copy's weights and states, in eval mode (as the probe judges)."""
+        weights = {**dict(zip(self.names, params, strict=True)), **dict(zip(self.states, states, strict=True)),
+                   **self.constants}
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            with eval_mode(self.model):
+                return functional_call(self.model, weights, (batch,))
+        return forward
 
     def _distance(self, params: list[torch.Tensor]) -> float:
         return l2_norm([p - p0 for p, p0 in zip(params, self.pretrained, strict=True)])
@@ -357,14 +420,12 @@ def _relative_error(got: list[torch.Tensor], reference: list[torch.Tensor]) -> f
     return (difference / max(sum(float(b.double().square().sum()) for b in reference), 1e-300)) ** 0.5
 
 
+FP16_CHECK_SCALE = 2.0 ** 10  # the loss scale of `_fp16_differs`'s step: moderate, for finite fp16 gradients
 SYNC_EVERY = 8  # steps between reads of the loops' state on a GPU: a stopped loop computes at most 7 more
 def batched_engine(model: nn.Module, train: TrainConfig, lr: float, max_steps: int, parallel: int,
                    input_size: tuple[int, ...], log_steps: bool = False,
                    probe: Optional[Probe] = None) -> tuple[Optional[BatchedTrainer], Optional[str]]:
     """(the engine, None) when it can reproduce the simple path for this setup, else (None, why not)."""
-    if train.mode == ModelMode.train:
-        return None, ("train.mode=train: the engine does not reproduce per copy the simple path's BatchNorm "
-                      "statistics of one image and its dropout masks")
     if train.precision == Precision.bf16:  # measured on an H200: 4 of 12 examples off by one step
         return None, ("train.precision=bf16: the copies' batched bf16 products round otherwise than one "
                       "example's, so some examples would take other steps than on the simple path")

@@ -1,4 +1,8 @@
-"""fp16 autocast for the batched engine's copies, computing each copy as one example's forward does.
+"""The batched engine's copies computing as one example's forward does: BatchNorm in train mode, and
+fp16 autocast.
+
+In train mode, vmap's own BatchNorm rounds the copies' statistics otherwise than one example's
+(a last bit in fp32) and cannot move running statistics of each copy's own.
 
 Three things part a vmapped fp16 step from one example's, each found by comparing them:
 - vmap's batching rule runs a convolution below autocast, so inside `torch.autocast` a vmapped
@@ -6,17 +10,20 @@ Three things part a vmapped fp16 step from one example's, each found by comparin
 - vmap's rule for BatchNorm's backward refuses fp16 activations with fp32 weights;
 - a linear layer with a weight per copy becomes one batched matrix product, which sums in another
   order than one example's.
-`ExactCopies` mends each while it is active: the operations autocast runs in fp16 get their inputs in
-fp16 before vmap batches them (the grouped fp16 convolution then computes each copy as its own call
-does); eval-mode BatchNorm is one call of torch's kernel with the copies folded into the channels
-(each channel is normalised on its own); and a linear layer is one call per copy. Each backward is
-torch's own derivative of the same call (`torch.func.vjp`), batched the same way. The engine checks
-that the copies' logits equal one example's before it trusts this for a model
-(`BatchedTrainer.unbatchable`).
+
+`ExactCopies` mends each while it is active: BatchNorm is one call of torch's kernel with the copies
+folded into the channels (`CopiesBatchNorm`: each channel normalised on its own, summed in the
+memory format one example's activations have, and in train mode each copy's running statistics
+moved in place); in fp16 the operations autocast runs in fp16 get their inputs in fp16 before vmap
+batches them (the grouped fp16 convolution then computes each copy as its own call does) and a
+linear layer is one call per copy. Each backward is torch's own derivative of the same call
+(`torch.func.vjp`), batched the same way. The engine checks that the copies' fp16 logits equal one
+example's before it trusts this for a model (`BatchedTrainer.unbatchable`).
 """
 from __future__ import annotations
 
 import inspect
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,23 +38,35 @@ LOWER_PRECISION_CUDA = {torch.einsum, torch.mv, torch.addmv, torch.addr, torch.c
 _BATCH_NORM = inspect.signature(F.batch_norm)
 
 
-class ExactCopies(TorchFunctionMode):
-    """While active, vmapped copies of a model compute in `dtype` as one example does under autocast."""
+class BatchNormLayout(NamedTuple):
+    """The memory formats a BatchNorm call's kernel sees in one example's step, in whose order it sums
+    each channel: its input's, and its output gradient's."""
+    input: torch.memory_format
+    gradient: torch.memory_format
 
-    def __init__(self, device_type: str, dtype: torch.dtype):
+
+class ExactCopies(TorchFunctionMode):
+    """While active, vmapped copies of a model compute as one example does: BatchNorm (in train mode
+    on each copy's own statistics), and with a `dtype`, in it as under autocast (None: as they are).
+    `layouts`: each BatchNorm call's in one example's step (`BatchNormLayouts`), in call order."""
+
+    def __init__(self, device_type: str, dtype: Optional[torch.dtype], layouts: list[BatchNormLayout]):
         super().__init__()
-        self.dtype = dtype
-        self.lower = LOWER_PRECISION | (LOWER_PRECISION_CUDA if device_type == "cuda" else set())
+        self.dtype, self.layouts, self.calls = dtype, layouts, 0
+        self.lower = set() if dtype is None else \
+            LOWER_PRECISION | (LOWER_PRECISION_CUDA if device_type == "cuda" else set())
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.batch_norm:
-            call = _BATCH_NORM.bind(*args, **kwargs)
-            call.apply_defaults()
-            a = call.arguments
-            if not a["training"] and a["weight"] is not None and a["bias"] is not None:
-                return EvalBatchNorm.apply(a["input"], a["weight"], a["bias"], a["running_mean"], a["running_var"],
-                                           a["eps"])
+            a = _batch_norm_arguments(args, kwargs)
+            if a["weight"] is None or a["bias"] is None:
+                raise RuntimeError("a BatchNorm without weight or bias")
+            if self.calls >= len(self.layouts):
+                raise RuntimeError("the copies' forward calls BatchNorm more often than one example's")
+            self.calls += 1
+            return CopiesBatchNorm.apply(a["input"], a["weight"], a["bias"], a["running_mean"], a["running_var"],
+                                         a["training"], a["momentum"], a["eps"], self.layouts[self.calls - 1])
         if func in self.lower:
             args, kwargs = [self._cast(a) for a in args], {k: self._cast(v) for k, v in kwargs.items()}
             if func is F.linear:
@@ -61,6 +80,50 @@ class ExactCopies(TorchFunctionMode):
         if isinstance(value, (list, tuple)):
             return type(value)(self._cast(v) for v in value)
         return value
+
+
+class BatchNormLayouts(TorchFunctionMode):
+    """While active (around one example's forward), records each BatchNorm call's `BatchNormLayout`
+    in `seen`; the gradient's once the backward has run."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[BatchNormLayout] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is F.batch_norm:
+            self.seen.append(BatchNormLayout(memory_format(_batch_norm_arguments(args, kwargs)["input"]),
+                                             torch.contiguous_format))
+            out = _GradientLayout.apply(out, self.seen, len(self.seen) - 1)
+        return out
+
+
+class _GradientLayout(torch.autograd.Function):
+    """The identity (a copy), whose backward records the gradient's memory format in seen[index]."""
+
+    @staticmethod
+    def forward(ctx, x, seen, index):
+        ctx.seen, ctx.index = seen, index
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.seen[ctx.index] = ctx.seen[ctx.index]._replace(gradient=memory_format(grad))
+        return grad, None, None
+
+
+def memory_format(t: torch.Tensor) -> torch.memory_format:
+    """channels_last for a 4-d tensor laid out so (and not also contiguous), else contiguous_format."""
+    channels_last = t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _batch_norm_arguments(args, kwargs) -> dict:
+    call = _BATCH_NORM.bind(*args, **kwargs)
+    call.apply_defaults()
+    return call.arguments
 
 
 def batch_first(tensor, dim, k):
@@ -77,9 +140,20 @@ def _per_channel(tensors, dims, k):
     return [batch_first(t, d, k).reshape(-1) for t, d in zip(tensors, dims, strict=True)]
 
 
-def _fold(t):
-    """(K, N, C, ...) -> (N, K*C, ...)."""
-    return t.transpose(0, 1).reshape(t.shape[1], t.shape[0] * t.shape[2], *t.shape[3:])
+def _fold(t, layout=torch.contiguous_format):
+    """(K, N, C, ...) -> (N, K*C, ...), in memory format `layout` with its usual strides (torch's CPU
+    BatchNorm backward miscomputes a channels_last input of one image whose batch stride is another,
+    which `contiguous` leaves as it is)."""
+    folded = t.transpose(0, 1).reshape(t.shape[1], t.shape[0] * t.shape[2], *t.shape[3:])
+    if folded.dim() != 4 or folded.stride() == _strides(folded.shape, layout):
+        return folded
+    return folded.clone(memory_format=layout)
+
+
+def _strides(shape, layout):
+    """The strides of a dense (N, C, H, W) tensor in memory format `layout`."""
+    n, c, h, w = shape
+    return (c * h * w, 1, w * c, c) if layout == torch.channels_last else (c * h * w, h * w, w, 1)
 
 
 def _unfold(t, k):
@@ -87,32 +161,46 @@ def _unfold(t, k):
     return t.reshape(t.shape[0], k, -1, *t.shape[2:]).transpose(0, 1)
 
 
-def _eval_batch_norm(x, weight, bias, mean, var, eps):
-    """What F.batch_norm computes in eval mode."""
-    return torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps, torch.backends.cudnn.enabled)
+def _batch_norm(x, weight, bias, mean, var, training, momentum, eps):
+    """What F.batch_norm computes: in train mode normalised by the batch's statistics, the running
+    ones (if any) moved towards them in place; in eval mode by the running ones."""
+    return torch.batch_norm(x, weight, bias, mean, var, training, momentum, eps, torch.backends.cudnn.enabled)
 
 
-class EvalBatchNorm(torch.autograd.Function):
-    """F.batch_norm in eval mode, whose vmap folds the batched copies into the channels."""
+class CopiesBatchNorm(torch.autograd.Function):
+    """F.batch_norm, whose vmap folds the batched copies into the channels, in the memory formats of
+    one example's call (`layout`: torch's kernels sum each channel in the order the formats give):
+    each copy's channels are normalised on their own and, in train mode, move its own running
+    statistics."""
 
     @staticmethod
-    def forward(x, weight, bias, mean, var, eps):
-        return _eval_batch_norm(x, weight, bias, mean, var, eps)
+    def forward(x, weight, bias, mean, var, training, momentum, eps, layout):
+        return _batch_norm(x, weight, bias, mean, var, training, momentum, eps)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs[:5])
-        ctx.eps = inputs[5]
+        x, weight, bias, mean, var, training, _, eps, layout = inputs
+        ctx.save_for_backward(x, weight, bias, *((None, None) if training else (mean, var)))
+        ctx.training, ctx.eps, ctx.layout = training, eps, layout
 
     @staticmethod
     def backward(ctx, grad):
-        return *EvalBatchNormBackward.apply(grad, *ctx.saved_tensors, ctx.eps), None, None, None
+        gradients = CopiesBatchNormBackward.apply(grad, *ctx.saved_tensors, ctx.training, ctx.eps, ctx.layout)
+        return *gradients, *[None] * 6
 
     @staticmethod
-    def vmap(info, in_dims, x, weight, bias, mean, var, eps):
+    def vmap(info, in_dims, x, weight, bias, mean, var, training, momentum, eps, layout):
         k = info.batch_size
-        folded = EvalBatchNorm.apply(_fold(batch_first(x, in_dims[0], k)),
-                                     *_per_channel((weight, bias, mean, var), in_dims[1:5], k), eps)
+        running = [(s, d) for s, d in zip((mean, var), in_dims[3:5], strict=True) if s is not None]
+        if training and any(d is None for _, d in running):
+            raise RuntimeError("BatchNorm's running statistics in train mode are shared by the copies")
+        stats = [batch_first(s, d, k).reshape(-1) for s, d in running] or [None, None]  # views where they can be
+        folded = CopiesBatchNorm.apply(_fold(batch_first(x, in_dims[0], k), layout.input),
+                                       *_per_channel((weight, bias), in_dims[1:3], k), *stats, training, momentum,
+                                       eps, layout)
+        if training:  # each copy's running statistics, moved
+            for (held, d), moved in zip(running, stats, strict=True):
+                batch_first(held, d, k).copy_(moved.view(k, -1))
         return _unfold(folded, k), 0
 
 
@@ -128,21 +216,27 @@ class OnceDifferentiable(torch.autograd.Function):
         raise RuntimeError("no second derivative")
 
 
-class EvalBatchNormBackward(OnceDifferentiable):
-    """The gradients of EvalBatchNorm with respect to its input, weight and bias (once differentiable)."""
+class CopiesBatchNormBackward(OnceDifferentiable):
+    """The gradients of CopiesBatchNorm with respect to its input, weight and bias (once
+    differentiable): torch's own backward of the same call (in train mode recomputing the batch's
+    statistics without moving the running ones)."""
 
     @staticmethod
-    def forward(grad, x, weight, bias, mean, var, eps):
+    def forward(grad, x, weight, bias, mean, var, training, eps, layout):
         with torch.enable_grad():
-            _, pull = vjp(lambda x, weight, bias: _eval_batch_norm(x, weight, bias, mean, var, eps), x, weight, bias)
+            _, pull = vjp(lambda x, weight, bias: _batch_norm(x, weight, bias, mean, var, training, 0.0, eps),
+                          x, weight, bias)
             return pull(grad)
 
     @staticmethod
-    def vmap(info, in_dims, grad, x, weight, bias, mean, var, eps):
+    def vmap(info, in_dims, grad, x, weight, bias, mean, var, training, eps, layout):
         k = info.batch_size
-        gx, gw, gb = EvalBatchNormBackward.apply(_fold(batch_first(grad, in_dims[0], k)),
-                                                 _fold(batch_first(x, in_dims[1], k)),
-                                                 *_per_channel((weight, bias, mean, var), in_dims[2:6], k), eps)
+        stats = [None if s is None else batch_first(s, d, k).reshape(-1)
+                 for s, d in zip((mean, var), in_dims[4:6], strict=True)]
+        gx, gw, gb = CopiesBatchNormBackward.apply(_fold(batch_first(grad, in_dims[0], k), layout.gradient),
+                                                   _fold(batch_first(x, in_dims[1], k), layout.input),
+                                                   *_per_channel((weight, bias), in_dims[2:4], k), *stats, training,
+                                                   eps, layout)
         return (_unfold(gx, k), gw.reshape(k, -1), gb.reshape(k, -1)), (0, 0, 0)
 
 

@@ -218,5 +218,6 @@ def l2_norm(tensors: list[torch.Tensor]) -> float:
 
 
 def l2_norm_tensor(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """`l2_norm` of a non-empty list as a 0-d tensor on the tensors' device."""
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]))
+    """`l2_norm` of a non-empty list as a 0-d tensor on the tensors' device (each summed in its logical
+    order, whatever its memory layout: the engine's stacked copies of channels_last weights are not)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float().contiguous()) for t in tensors]))
