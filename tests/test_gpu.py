@@ -1,6 +1,7 @@
-"""On a GPU: exact fp32, repeatable runs, the engine against the simple path (fp32; bf16 refused), the
-search against the loop at step 0, the automatic choice, and the original's fp16 arithmetic (its loss
-against nn.CrossEntropyLoss under CUDA autocast, its skipped updates). Skipped without CUDA."""
+"""On a GPU: exact fp32, repeatable runs, the engine against the simple path (fp32; fp16_scaler in eval
+and train mode bit for bit; bf16 refused), the search against the loop at step 0, the automatic
+choice, and the original's fp16 arithmetic (its loss against nn.CrossEntropyLoss under CUDA autocast,
+its skipped updates). Skipped without CUDA."""
 import pandas as pd
 import pytest
 import torch
@@ -58,6 +59,30 @@ def test_the_kernel_choice_stays_within_the_tolerance_of_exact_kernels(tmp_path,
     assert matched.ok, matched.describe()
     _, again = job(tmp_path / "again", cache_dir, "execution.parallel=4")
     assert again["execution"]["kernels"]["timed_shapes"] == 0
+
+
+@pytest.mark.parametrize("mode", [ModelMode.eval, ModelMode.train])
+def test_fp16_scaler_in_the_engine_is_the_simple_path_bit_for_bit(mode):
+    """The original's arithmetic on CUDA (cuDNN's BatchNorm with the copies folded into the channels
+    included): each copy's status, steps, skipped updates, loss sum and distance are the simple path's."""
+    import timm
+
+    from sweep.training.engine import batched_engine
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=5).cuda()
+    xs = 3 * torch.randn(6, 3, 64, 64, device="cuda")
+    with torch.no_grad():
+        ys = [int(model.eval()(x[None]).argmin()) for x in xs]
+    train = TrainConfig(mode=mode, precision=Precision.fp16_scaler, check_final_state=False)
+    simple = SingleExampleTrainer(model, train, 1e-3, 30)
+    expected = [simple.fit(x[None], y) for x, y in zip(xs, ys, strict=True)]
+    simple.reset()
+    engine, why = batched_engine(model, train, 1e-3, 30, 4, (3, 64, 64))
+    assert engine is not None, why
+    got = dict(engine.run((i, x, y, None) for i, (x, y) in enumerate(zip(xs, ys, strict=True))))
+    for i, want in enumerate(expected):
+        assert (got[i].status, got[i].steps_taken, got[i].skipped_updates, got[i].loss_sum, got[i].weight_distance) \
+            == (want.status, want.steps_taken, want.skipped_updates, want.loss_sum, want.weight_distance), i
 
 
 def test_bf16_takes_the_simple_path_and_says_why(tmp_path, cache_dir):

@@ -17,7 +17,7 @@ from sweep.errors import UserError
 from sweep.models import input_size
 from sweep.training.engine import BatchedTrainer, batched_engine
 from sweep.training.executor import Executor, Task
-from sweep.training.kernel_choice import KernelChoice
+from sweep.training.kernel_choice import FP16_AUTO, KernelChoice
 from sweep.training.loop import SingleExampleTrainer
 from sweep.training.sizing import engine_size
 
@@ -149,6 +149,7 @@ def _kernels(engine: BatchedTrainer, setting: Kernels, threads: int, cache: Opti
         choice = engine.choose_kernels(setting, input_size(engine.model), cache, threads)
     finally:
         torch.set_num_threads(previous)
-    if choice.why is not None:
-        log.warning("execution.kernels=%s: %s; vmap's own convolutions used", setting.value, choice.why)
+    if choice.why is not None:  # a warning where the setting asked for was refused, not where auto decided
+        log.log(logging.INFO if choice.why == FP16_AUTO else logging.WARNING,
+                "execution.kernels=%s: %s; vmap's own convolutions used", setting.value, choice.why)
     return choice
