@@ -149,7 +149,6 @@ def _kernels(engine: BatchedTrainer, setting: Kernels, threads: int, cache: Opti
         choice = engine.choose_kernels(setting, input_size(engine.model), cache, threads)
     finally:
         torch.set_num_threads(previous)
-    if choice.why is not None:  # a warning where the setting asked for was refused, not where auto decided
-        log.log(logging.INFO if choice.why == FP16_AUTO else logging.WARNING,
-                "execution.kernels=%s: %s; vmap's own convolutions used", setting.value, choice.why)
+    if choice.why not in (None, FP16_AUTO):  # refused (the execution line says what auto decided)
+        log.warning("execution.kernels=%s: %s; vmap's own convolutions used", setting.value, choice.why)
     return choice
