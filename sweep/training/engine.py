@@ -23,7 +23,7 @@ from sweep.config import Kernels, ModelMode, Precision, TrainConfig
 from sweep.models import eval_mode
 from sweep.outputs import Status
 from sweep.training.copies import Copies, Loops, Slot, compacted
-from sweep.training.exact_copies import BatchNormLayout, BatchNormLayouts, ExactCopies
+from sweep.training.exact_copies import BatchNormLayout, BatchNormLayouts, ExactCopies, memory_format
 from sweep.training.kernel_choice import (
     FP16_ACCURACY,
     MODEL_STRAY,
@@ -401,8 +401,11 @@ class BatchedTrainer:
 
     def _forward(self, params: list[torch.Tensor],
                  states: list[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Logits of a batch at one copy's weights and states, in eval mode (as the probe judges)."""
-        weights = {**dict(zip(self.names, params, strict=True)), **dict(zip(self.states, states, strict=True)),
+        """Logits of a batch at one copy's weights (in the pretrained weights' memory formats, on which
+        torch picks its kernels) and states, in eval mode (as the probe judges)."""
+        laid_out = [p.contiguous(memory_format=memory_format(p0)) for p, p0 in zip(params, self.pretrained,
+                                                                                  strict=True)]
+        weights = {**dict(zip(self.names, laid_out, strict=True)), **dict(zip(self.states, states, strict=True)),
                    **self.constants}
 
         def forward(batch: torch.Tensor) -> torch.Tensor:

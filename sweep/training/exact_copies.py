@@ -141,9 +141,9 @@ def _per_channel(tensors, dims, k):
 
 
 def _fold(t, layout=torch.contiguous_format):
-    """(K, N, C, ...) -> (N, K*C, ...), in memory format `layout` with its usual strides (torch's CPU
-    BatchNorm backward miscomputes a channels_last input of one image whose batch stride is another,
-    which `contiguous` leaves as it is)."""
+    """(K, N, C, ...) -> (N, K*C, ...), in memory format `layout` with its usual strides, as one
+    example's tensors have them (torch's CPU BatchNorm backward miscomputes a channels_last input of
+    one image whose batch stride is another, and `contiguous` leaves such a stride as it is)."""
     folded = t.transpose(0, 1).reshape(t.shape[1], t.shape[0] * t.shape[2], *t.shape[3:])
     if folded.dim() != 4 or folded.stride() == _strides(folded.shape, layout):
         return folded
