@@ -88,7 +88,8 @@ def _mistakes(model, n, seed=0):
     return xs, ys
 
 
-@pytest.mark.parametrize("memory_format", ["contiguous", pytest.param("channels_last", marks=pytest.mark.slow)])
+@pytest.mark.slow  # fp16 on a CPU is slow (CI's slow line runs it); the default suite keeps the fold's exactness
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
 def test_train_mode_in_the_engine_is_the_simple_path_in_fp16_scaler(memory_format):
     """The original's arithmetic in train mode: each copy's status, steps, skipped updates, loss sum,
     distance travelled and probe (judged in eval mode on its own moved running statistics) equal the
