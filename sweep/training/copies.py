@@ -50,8 +50,8 @@ class Copies:
     def __init__(self, pretrained: list[torch.Tensor], k: int, make: Callable[..., StackedOptimizer],
                  used: list[bool], states: tuple[torch.Tensor, ...] = ()):
         self.pretrained, self.used, self.initial_states = pretrained, used, states
-        self.slots = [_repeated(p, k) for p in pretrained]
-        self.state_slots = [_repeated(s, k) for s in states]
+        self.slots = [repeated(p, k) for p in pretrained]
+        self.state_slots = [repeated(s, k) for s in states]
         self.stopped_slots = [s.clone() for s in self.slots]
         self.stopped_state_slots = [s.clone() for s in self.state_slots]
         self.grads = [torch.zeros_like(s) for s in self._used(self.slots)]
@@ -102,7 +102,7 @@ class Copies:
         self.optimizer.step(None if skip is None else [i for i, skipped in enumerate(skip.tolist()) if not skipped])
 
 
-def _repeated(tensor: torch.Tensor, k: int) -> torch.Tensor:
+def repeated(tensor: torch.Tensor, k: int) -> torch.Tensor:
     """K copies of `tensor`, stacked: (K, ...)."""
     return tensor.unsqueeze(0).repeat(k, *([1] * tensor.dim()))
 

@@ -22,7 +22,7 @@ from torch.func import functional_call, grad, grad_and_value, vmap
 from sweep.config import Kernels, ModelMode, Precision, TrainConfig
 from sweep.models import eval_mode
 from sweep.outputs import Status
-from sweep.training.copies import Copies, Loops, Slot, compacted
+from sweep.training.copies import Copies, Loops, Slot, compacted, repeated
 from sweep.training.exact_copies import BatchNormLayout, BatchNormLayouts, ExactCopies, memory_format
 from sweep.training.kernel_choice import (
     FP16_ACCURACY,
@@ -84,7 +84,7 @@ class BatchedTrainer:
     def unbatchable(self, input_size: tuple[int, ...]) -> Optional[str]:
         """Why vmap cannot run this model (an operation it cannot batch, such as `.item()` in a
         forward), found by one step of two copies on zero inputs of `input_size`; None if it can."""
-        params = {n: p.unsqueeze(0).expand(2, *p.shape) for n, p in zip(self.names, self.pretrained, strict=True)}
+        params = self._two_copies()
         try:
             self._gradients(params, self._fresh_states(2), torch.zeros(2, *input_size, device=self.device),
                             torch.zeros(2, dtype=torch.long, device=self.device),
@@ -110,7 +110,7 @@ class BatchedTrainer:
         scalers = LossScalers(2, self.device)
         scalers.scale.fill_(FP16_CHECK_SCALE)
         grads, _, logits, _ = self._gradients(params, self._fresh_states(2), x, y, scalers)
-        weights = {n: p.detach().requires_grad_() for n, p in zip(self.names, self.pretrained, strict=True)}
+        weights = self._leaves()
         with self.autocast():
             alone = functional_call(self.model, self._weights(weights), (x[:1],))
         loss = cross_entropy(alone, y[:1], self.train.precision) * FP16_CHECK_SCALE
@@ -131,11 +131,23 @@ class BatchedTrainer:
         """One model's parameters (the pretrained ones by default), states and constants, for one
         forward of its own (the states fresh: a forward in train mode moves them)."""
         params = dict(zip(self.names, self.pretrained, strict=True)) if params is None else params
-        return {**params, **{n: s.clone() for n, s in self.states.items()}, **self.constants}
+        return {**params, **self._state_clones(), **self.constants}
 
     def _fresh_states(self, k: int) -> dict[str, torch.Tensor]:
         """K copies of the pretrained states, stacked (K, ...)."""
-        return {n: s.unsqueeze(0).repeat(k, *([1] * s.dim())) for n, s in self.states.items()}
+        return {n: repeated(s, k) for n, s in self.states.items()}
+
+    def _state_clones(self) -> dict[str, torch.Tensor]:
+        """One model's pretrained states, fresh: a forward in train mode moves them."""
+        return {n: s.clone() for n, s in self.states.items()}
+
+    def _two_copies(self) -> dict[str, torch.Tensor]:
+        """The pretrained parameters as two stacked copies (views), for the checks' steps."""
+        return {n: p.unsqueeze(0).expand(2, *p.shape) for n, p in zip(self.names, self.pretrained, strict=True)}
+
+    def _leaves(self) -> dict[str, torch.Tensor]:
+        """The pretrained parameters as autograd leaves, for one example's backward."""
+        return {n: p.detach().requires_grad_() for n, p in zip(self.names, self.pretrained, strict=True)}
 
     @property
     def dtype(self) -> torch.dtype:
@@ -160,7 +172,7 @@ class BatchedTrainer:
         gradients further from one example's fp32 gradients than FP16_ACCURACY times vmap's own are.
         Then vmap's own are used, and the choice returned says why."""
         if choice.differs():
-            params = {n: p.unsqueeze(0).expand(2, *p.shape) for n, p in zip(self.names, self.pretrained, strict=True)}
+            params = self._two_copies()
             x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0)).to(self.device)
             y = torch.zeros(2, dtype=torch.long, device=self.device)
             scalers = LossScalers(2, self.device) if self.scaled else None
@@ -205,8 +217,8 @@ class BatchedTrainer:
     def _used_parameters(self, x: torch.Tensor) -> list[bool]:
         """Which trainable parameters the forward uses (the others get no gradient in the simple path)."""
         self._record_layouts(tuple(x.shape))
-        params = {n: p.detach().requires_grad_() for n, p in zip(self.names, self.pretrained, strict=True)}
-        loss, _ = self._loss(params, {n: s.clone() for n, s in self.states.items()}, self.constants, x,
+        params = self._leaves()
+        loss, _ = self._loss(params, self._state_clones(), self.constants, x,
                              torch.zeros((), dtype=torch.long, device=x.device))
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         return [g is not None for g in grads]
@@ -217,7 +229,7 @@ class BatchedTrainer:
         the copies need them."""
         if not (self.scaled or self.training) or self._layouts_size == input_size:
             return
-        params = {n: p.detach().requires_grad_() for n, p in zip(self.names, self.pretrained, strict=True)}
+        params = self._leaves()
         x = torch.zeros(1, *input_size, device=self.device)
         with BatchNormLayouts() as recorder:
             with self.autocast():
